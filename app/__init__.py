@@ -1,0 +1,1 @@
+"""twokey: a two-person rule in front of every identity change a help desk makes."""

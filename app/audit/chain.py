@@ -1,0 +1,495 @@
+"""The audit trail's hash chain: canonical events, HMAC seals and verification. Pure, no I/O.
+
+The problem
+-----------
+Invariant 4 wants every state change to write its audit event in the same atomic step as the
+change, and wants the trail chained with HMAC-SHA256 under a key that never enters Redis. Those
+two cannot meet in one place: the gate scripts run inside Redis (Lua has no SHA-256, and the key
+must not go there), and on a Cluster one script only touches one hash slot, so one global chain
+cannot be extended by scripts of requests that live in different slots.
+
+The design: append now, seal afterwards, one chain per shard
+------------------------------------------------------------
+* **Append (in the gate script).** Each shard (see app/store/keys.py) has, in one hash slot, an
+  audit stream, a counter and a seal list. The gate script that changes a request does
+  ``INCR counter`` and ``XADD stream * seq <n> e <event JSON>`` in the same script as the change.
+  Redis runs a script alone, so within a shard ``seq`` is 1, 2, 3, ... with no gap and no
+  repeat, and stream order is seq order, however many replicas append at once. (Redis does
+  not undo a script that fails half-way, so the gate scripts do INCR and XADD side by side,
+  after every check that can refuse.) On a Cluster
+  the request, the stream, the counter and the seals share the shard's hash tag, hence one slot,
+  hence one node: the script is legal there, and a failover or a slot migration moves or loses
+  them together, as a prefix of one replication stream.
+* **Seal (in Python, any replica, any time).** ``mac_0 = HMAC(key, "twokey-audit-genesis:" +
+  shard tag)`` and ``mac_n = HMAC(key, mac_{n-1} hex + "\\n" + canonical(event_n))``. Element
+  i of the seal list is ``mac_{i+1}``. A sealer reads the list's length L and its last element
+  (``mac_L``), reads events L+1, L+2, ... from the stream, computes their macs here and hands
+  them to ``seal.lua``, which appends them only if the list still has length L and still ends
+  with ``mac_L`` (compare-and-set). Correct under concurrency because:
+  - the macs are a pure function of the key and the events, so every sealer computes the same
+    values; the list only ever grows, so "length is still L" means nobody sealed in between and
+    everything this sealer read (length, last mac, events after L) is still what it was;
+  - exactly one of several racing sealers wins each length; the others change nothing and may
+    simply stop (the winner carries on) - sealing is idempotent and may run everywhere at once;
+  - a sealer seals only a run of events whose seqs follow L without a gap, so it never blesses
+    a hole left by a deleted event: the hole stays unsealed and ``verify`` names it.
+  The sealer finds event L+1 without an extra index: it reads the stream backwards from its
+  end (``XREVRANGE``) until it meets seq L+1. The unsealed tail is what it must read anyway,
+  so this costs no more than the sealing itself, and there is no hint that could go stale.
+* **Verify.** Recompute the chain from genesis over the whole stream and compare with the seals:
+  an edited event (or seal) breaks its mac; a deleted event leaves a gap in seq; moved events
+  make seq go backwards; deleting the newest events leaves the counter ahead of the stream (the
+  counter is read *before* the stream, so concurrent appends never look like deletions) or
+  leaves seals without events. Events after the last seal are reported as "not sealed yet",
+  which is not a failure; any gap, repeat or mismatch is, wherever it is.
+
+What it cannot see
+------------------
+Someone with write access to Redis can edit an event in the short window before it is sealed
+(seal often), and can roll a whole shard back to an earlier consistent state - delete the newest
+events, the same number of seals, and lower the counter - since the chain has nothing outside
+Redis to compare against. The export carries each event's mac to the SIEM: the SIEM's copy (or a
+recorded chain head) is that outside anchor.
+
+Canonical form: the event JSON is parsed and re-serialised with sorted keys, so the key order
+Lua's cjson happens to write does not matter. Entries with extra fields, duplicate JSON keys,
+non-finite numbers or a ``seq`` that disagrees with the event's are rejected, so what a reader
+or a SIEM sees is exactly what the mac covers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+GENESIS_PREFIX = b"twokey-audit-genesis:"
+ENTRY_FIELDS = frozenset({"seq", "e"})
+_SEQ = re.compile(r"^[1-9][0-9]{0,18}$")
+_MAC = re.compile(r"^[0-9a-f]{64}$")
+
+StreamEntry = tuple[str, Mapping[str, str]]
+"""One stream entry as XRANGE returns it (decoded): its stream id and its fields."""
+
+
+# --- the chain ---------------------------------------------------------------------------------
+
+
+def canonical(event: Mapping[str, Any]) -> bytes:
+    """The bytes a seal covers: sorted keys, no spaces, UTF-8 (lone surrogates kept, not lost)."""
+    text = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def genesis(key: bytes, shard_tag: str) -> str:
+    """mac_0 of a shard: binds its chain to the shard (and namespace) it belongs to."""
+    return hmac.new(key, GENESIS_PREFIX + shard_tag.encode(), hashlib.sha256).hexdigest()
+
+
+def next_mac(key: bytes, prev_mac: str, event: Mapping[str, Any]) -> str:
+    """mac_n from mac_{n-1} (hex) and event n."""
+    message = prev_mac.encode("ascii") + b"\n" + canonical(event)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def is_seal(value: str) -> bool:
+    return bool(_MAC.fullmatch(value))
+
+
+# --- reading one stream entry ----------------------------------------------------------------
+
+
+class BadEntry(ValueError):
+    """A stream entry that is not an audit event as the gate scripts write them."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    event: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in event:
+            raise BadEntry(f"its event has the key {name!r} twice")
+        event[name] = value
+    return event
+
+
+def _no_constants(name: str) -> Any:
+    raise BadEntry(f"its event holds {name}, which is not a number")
+
+
+def entry_seq(fields: Mapping[str, str]) -> int | None:
+    """The entry's ``seq`` field, or None when it is not a positive decimal number."""
+    raw = fields.get("seq")
+    return int(raw) if raw is not None and _SEQ.fullmatch(raw) else None
+
+
+def parse_entry(fields: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    """The seq and the event of one stream entry; ``BadEntry`` says why it is not one of ours."""
+    if set(fields) != ENTRY_FIELDS:
+        raise BadEntry(f"its fields are {sorted(fields)} instead of ['e', 'seq']")
+    seq = entry_seq(fields)
+    if seq is None:
+        raise BadEntry(f"its seq field {fields['seq'][:40]!r} is not a positive number")
+    try:
+        event = json.loads(
+            fields["e"], object_pairs_hook=_unique_keys, parse_constant=_no_constants
+        )
+    except BadEntry:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise BadEntry("its event is not valid JSON") from exc
+    if not isinstance(event, dict):
+        raise BadEntry("its event is not a JSON object")
+    inner = event.get("seq")
+    if type(inner) is not int or inner != seq:
+        raise BadEntry(f"its seq field says {seq} but its event says {inner!r}")
+    return seq, event
+
+
+# --- sealing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealRun:
+    """The seals for a run of consecutive events, and why the run stopped early, if it did."""
+
+    macs: list[str]
+    last_stream_id: str | None
+    blocked: str | None = None
+
+
+def seal_run(key: bytes, prev_mac: str, first_seq: int, entries: Iterable[StreamEntry]) -> SealRun:
+    """Seals for events ``first_seq``, ``first_seq + 1``, ... at the start of ``entries``.
+
+    Stops at the first entry that is not the next event (a gap, a repeat, a malformed entry):
+    sealing past it would bless the damage instead of leaving it for ``verify`` to name.
+    """
+    macs: list[str] = []
+    mac, expected, last = prev_mac, first_seq, None
+    for stream_id, fields in entries:
+        try:
+            seq, event = parse_entry(fields)
+        except BadEntry as exc:
+            return SealRun(macs, last, f"the entry at stream id {stream_id} is not valid: {exc}")
+        if seq != expected:
+            why = f"expected event {expected} but found event {seq} at stream id {stream_id}"
+            return SealRun(macs, last, why)
+        mac = next_mac(key, mac, event)
+        macs.append(mac)
+        last, expected = stream_id, expected + 1
+    return SealRun(macs, last)
+
+
+# --- verifying ---------------------------------------------------------------------------------
+
+
+class ProblemKind(StrEnum):
+    EDITED = "edited"
+    MISSING = "missing"
+    REORDERED = "reordered"
+    SEAL_MISSING = "seal_missing"
+    EXTRA_SEALS = "extra_seals"
+    TAIL_DELETED = "tail_deleted"
+    COUNTER_CHANGED = "counter_changed"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first bad event of a shard: which one, where, and what is wrong with it."""
+
+    kind: ProblemKind
+    seq: int
+    stream_id: str | None
+    detail: str
+
+    def describe(self) -> str:
+        where = ""
+        if self.stream_id and self.kind is ProblemKind.MISSING:
+            where = f" (gap just before stream id {self.stream_id})"
+        elif self.stream_id:
+            where = f" (stream id {self.stream_id})"
+        return f"event {self.seq}{where}: {self.kind.value.replace('_', ' ')}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ShardVerdict:
+    """What verifying one shard found."""
+
+    shard_tag: str
+    events: int
+    """Entries in the stream."""
+    sealed: int
+    """Seals in the seal list."""
+    counter: int
+    """The last seq the counter had handed out (read before the stream)."""
+    problem: Problem | None = None
+    head: str | None = None
+    """mac of the last event checked against its seal: a value to record outside Redis."""
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def unsealed(self) -> int:
+        """Events after the last seal: not a failure, they are checked once sealed."""
+        return max(0, self.events - self.sealed) if self.ok else 0
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    shards: list[ShardVerdict] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.shards)
+
+    @property
+    def events(self) -> int:
+        return sum(s.events for s in self.shards)
+
+    @property
+    def sealed(self) -> int:
+        return sum(min(s.sealed, s.events) for s in self.shards)
+
+    @property
+    def unsealed(self) -> int:
+        return sum(s.unsealed for s in self.shards)
+
+    @property
+    def broken(self) -> list[ShardVerdict]:
+        return [s for s in self.shards if not s.ok]
+
+
+@dataclass(frozen=True)
+class _Gap:
+    """The stream jumped from event ``expected - 1`` to ``found``: missing, or moved later."""
+
+    expected: int
+    found: int
+    stream_id: str
+
+
+@dataclass(frozen=True)
+class _Mismatch:
+    """Event ``seq`` does not match its seal: edited, unless the seal list lost an element."""
+
+    seq: int
+    stream_id: str
+    mac: str
+    stored: str
+
+
+class ChainVerifier:
+    """Checks one shard's stream entry by entry, so a large stream is verified page by page.
+
+    Feed entries in stream order with ``add``, passing the seal at the same list position as the
+    entry's stream position (and the one after it); then ``finish``. While the chain is intact,
+    position k holds event k and seal k, so pages of the stream and of the seal list line up.
+    """
+
+    def __init__(self, key: bytes, shard_tag: str, sealed: int) -> None:
+        self._key = key
+        self._tag = shard_tag
+        self._sealed = sealed
+        self._mac = genesis(key, shard_tag)
+        self._head: str | None = None
+        self._seq = 0
+        self._events = 0
+        self._problem: Problem | None = None
+        self._gap: _Gap | None = None
+        self._mismatch: _Mismatch | None = None
+
+    def __repr__(self) -> str:  # never show the key
+        return f"ChainVerifier({self._tag!r}, events={self._events})"
+
+    @property
+    def checking(self) -> bool:
+        """False once the first problem is known: later entries are only counted."""
+        return self._problem is None and self._gap is None and self._mismatch is None
+
+    def add(
+        self,
+        stream_id: str,
+        fields: Mapping[str, str],
+        seal: str | None = None,
+        next_seal: str | None = None,
+    ) -> None:
+        self._events += 1
+        if self._gap is not None:
+            self._resolve_gap(self._gap, stream_id, fields)
+        elif self._mismatch is not None:
+            self._resolve_mismatch(self._mismatch, fields)
+        elif self._problem is None:
+            self._check(stream_id, fields, seal, next_seal)
+
+    def _fail(self, kind: ProblemKind, seq: int, stream_id: str | None, detail: str) -> None:
+        self._problem = Problem(kind, seq, stream_id, detail)
+
+    def _check(
+        self, stream_id: str, fields: Mapping[str, str], seal: str | None, next_seal: str | None
+    ) -> None:
+        expected = self._seq + 1
+        try:
+            seq, event = parse_entry(fields)
+        except BadEntry as exc:
+            detail = f"it is not an audit event as twokey writes them: {exc}"
+            self._fail(ProblemKind.EDITED, entry_seq(fields) or expected, stream_id, detail)
+            return
+        if seq > expected:
+            self._gap = _Gap(expected, seq, stream_id)
+            return
+        if seq < expected:
+            detail = (
+                "it appears twice"
+                if seq == self._seq
+                else f"it comes after event {self._seq}: events were reordered"
+            )
+            self._fail(ProblemKind.REORDERED, seq, stream_id, detail)
+            return
+        mac = next_mac(self._key, self._mac, event)
+        self._seq, self._mac = seq, mac
+        if seal is None:
+            if seq <= self._sealed:
+                detail = f"the seal list holds {self._sealed} seals but has none for it"
+                self._fail(ProblemKind.SEAL_MISSING, seq, stream_id, detail)
+        elif hmac.compare_digest(mac, seal):
+            self._head = mac
+        elif next_seal is not None and hmac.compare_digest(mac, next_seal):
+            detail = "an extra seal was inserted in the seal list before its own"
+            self._fail(ProblemKind.EXTRA_SEALS, seq, stream_id, detail)
+        else:
+            self._mismatch = _Mismatch(seq, stream_id, mac, seal)
+
+    def _resolve_gap(self, gap: _Gap, stream_id: str, fields: Mapping[str, str]) -> None:
+        if entry_seq(fields) == gap.expected:
+            self._gap = None
+            detail = (
+                f"it comes before event {gap.expected} (found later, at stream id "
+                f"{stream_id}): events were reordered"
+            )
+            self._fail(ProblemKind.REORDERED, gap.found, gap.stream_id, detail)
+
+    def _resolve_mismatch(self, mismatch: _Mismatch, fields: Mapping[str, str]) -> None:
+        """Seal list shifted left (a seal removed) if the stored seal is the next event's mac."""
+        self._mismatch = None
+        try:
+            seq, event = parse_entry(fields)
+        except BadEntry:
+            seq, event = 0, {}
+        if seq == mismatch.seq + 1 and hmac.compare_digest(
+            next_mac(self._key, mismatch.mac, event), mismatch.stored
+        ):
+            detail = "its seal was removed from the seal list (the later seals moved up)"
+            self._fail(ProblemKind.SEAL_MISSING, mismatch.seq, mismatch.stream_id, detail)
+        else:
+            self._fail_edited(mismatch)
+
+    def _fail_edited(self, mismatch: _Mismatch) -> None:
+        detail = "it does not match its seal: the event (or its seal) was changed"
+        self._fail(ProblemKind.EDITED, mismatch.seq, mismatch.stream_id, detail)
+
+    def finish(self, counter: int) -> ShardVerdict:
+        """The verdict, given the counter as read *before* the stream."""
+        if self._gap is not None:
+            self._fail(
+                ProblemKind.MISSING, self._gap.expected, self._gap.stream_id, _gap_detail(self._gap)
+            )
+        elif self._mismatch is not None:
+            self._fail_edited(self._mismatch)
+        elif self._problem is None:
+            self._check_tail(counter)
+        return ShardVerdict(
+            shard_tag=self._tag,
+            events=self._events,
+            sealed=self._sealed,
+            counter=counter,
+            problem=self._problem,
+            head=self._head,
+        )
+
+    def _check_tail(self, counter: int) -> None:
+        last = self._seq
+        if last < counter:
+            span = f"event {counter}" if last + 1 == counter else f"events {last + 1} to {counter}"
+            detail = (
+                f"the counter says {counter} events were written but the stream ends at event "
+                f"{last}: {span} were deleted from the end"
+            )
+            self._fail(ProblemKind.TAIL_DELETED, last + 1, None, detail)
+        elif self._sealed > last:
+            detail = (
+                f"the seal list holds {self._sealed} seals but the stream only {last} events: "
+                "events were deleted from the end, or seals added"
+            )
+            self._fail(ProblemKind.EXTRA_SEALS, last + 1, None, detail)
+
+
+def _gap_detail(gap: _Gap) -> str:
+    if gap.found == gap.expected + 1:
+        return f"it was deleted: the stream goes from event {gap.expected - 1} to event {gap.found}"
+    return (
+        f"events {gap.expected} to {gap.found - 1} were deleted: the stream goes from event "
+        f"{gap.expected - 1} to event {gap.found}"
+    )
+
+
+def verify_chain(
+    entries: Iterable[StreamEntry],
+    seals: Sequence[str],
+    key: bytes,
+    shard_tag: str,
+    last_seq: int,
+) -> ShardVerdict:
+    """Verify one shard held in memory: its stream entries in order, its seals, its counter."""
+    verifier = ChainVerifier(key, shard_tag, sealed=len(seals))
+    for position, (stream_id, fields) in enumerate(entries):
+        seal = seals[position] if position < len(seals) else None
+        after = seals[position + 1] if position + 1 < len(seals) else None
+        verifier.add(stream_id, fields, seal, after)
+    return verifier.finish(last_seq)
+
+
+# --- telling people ----------------------------------------------------------------------------
+
+
+def render_verify(report: VerifyReport) -> tuple[int, str]:
+    """Exit code and text for `twokey audit verify`: non-zero and the first bad event on failure."""
+    lines: list[str] = []
+    if report.ok:
+        lines.append(
+            f"Audit trail intact: {report.events} events in {len(report.shards)} shards, "
+            f"{report.sealed} sealed and verified."
+        )
+        if report.unsealed:
+            lines.append(
+                f"{report.unsealed} events are not sealed yet; they are checked once sealed."
+            )
+    else:
+        first = report.broken[0]
+        assert first.problem is not None
+        lines.append(
+            "AUDIT TRAIL BROKEN: events were deleted, edited or reordered, or seals changed."
+        )
+        lines.append(f"First bad event: shard {first.shard_tag}, {first.problem.describe()}")
+        lines.append(
+            "What to do: treat this as a security incident. Keep Redis as it is (do not repair "
+            "or reseal), compare with the events your SIEM already holds, and tell security."
+        )
+    lines.append("")
+    for shard in report.shards:
+        lines.append(f"  {shard.shard_tag}: {_shard_line(shard)}")
+    return (0 if report.ok else 1), "\n".join(lines)
+
+
+def _shard_line(shard: ShardVerdict) -> str:
+    counts = f"{shard.events} events, {shard.sealed} sealed"
+    if shard.problem is not None:
+        return f"{counts}; FAILED at {shard.problem.describe()}"
+    if shard.unsealed:
+        return f"{counts}, {shard.unsealed} not sealed yet; ok"
+    return f"{counts}; ok"

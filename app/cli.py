@@ -1,0 +1,251 @@
+"""`twokey serve | audit verify | audit export | policy check | policy explain | requests | review`.
+
+Each command builds what it needs through app.bootstrap and says plainly what went wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from app.bootstrap import Runtime, StartupError, build_runtime
+from app.domain.errors import TwokeyError
+from app.domain.models import Action, ChatUser, Principal, Request
+from app.domain.policy import Signals
+from app.logs import configure_logging
+from app.settings import Settings
+
+
+def _parse_since(text: str) -> int:
+    """An ISO date/time (UTC when no zone) or a duration back from now (e.g. 24h)."""
+    from app.domain.durations import parse_duration
+
+    try:
+        return int((datetime.now(tz=UTC).timestamp() - parse_duration(text)) * 1000)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give an ISO time like 2026-11-01T00:00 or a duration like 24h"
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twokey", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the bot (Slack, Teams, playground, sweeper)")
+
+    audit = commands.add_parser("audit", help="verify or export the audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    audit.add_parser("verify", help="exit non-zero and name the first bad event if tampered")
+    export = audit.add_parser("export", help="stream events as JSON lines (for a SIEM)")
+    export.add_argument(
+        "--since",
+        type=_parse_since,
+        default=None,
+        help="ISO time or duration back from now (24h, 7d)",
+    )
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+
+    policy = commands.add_parser("policy", help="check or explain a policy").add_subparsers(
+        dest="policy_command", required=True
+    )
+    check = policy.add_parser("check", help="report every mistake in a policy file")
+    check.add_argument("file")
+    explain = policy.add_parser("explain", help="dry run: what would a request need?")
+    explain.add_argument("--action", required=True, choices=[a.value for a in Action])
+    explain.add_argument("--target", required=True, help="a directory id, email or nhi:<name>")
+    explain.add_argument("--requester", help="a directory id or email")
+    explain.add_argument("--breakglass", action="store_true")
+    explain.add_argument("--flagged", action="store_true", help="as if the target were flagged")
+    explain.add_argument("--policy", help="policy file (default: TWOKEY_POLICY or the example)")
+
+    requests = commands.add_parser("requests", help="read requests").add_subparsers(
+        dest="requests_command", required=True
+    )
+    requests.add_parser("list", help="open requests")
+    show = requests.add_parser("show", help="one request in full")
+    show.add_argument("request_id")
+
+    review = commands.add_parser("review", help="break-glass reviews").add_subparsers(
+        dest="review_command", required=True
+    )
+    review.add_parser("list", help="break-glass uses awaiting review")
+    close = review.add_parser("close", help="close a review")
+    close.add_argument("request_id")
+    close.add_argument("--reviewer", required=True, help="the reviewer's directory email")
+    close.add_argument("--note", required=True, help="what was checked")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"twokey: bad setting: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        if args.command == "serve":
+            return serve(settings)
+        if args.command == "policy" and args.policy_command == "check":
+            from app.policy import check_file
+
+            code, text = check_file(args.file)
+            print(text)
+            return code
+        if args.command == "policy":
+            return explain_command(settings, args)
+        return asyncio.run(_with_runtime(settings, _COMMANDS[args.command], args))
+    except (StartupError, TwokeyError) as exc:
+        print(f"twokey: {exc}", file=sys.stderr)
+        return 2
+
+
+def serve(settings: Settings) -> int:
+    from aiohttp import web
+
+    from app.web import create_app
+
+    where = f"http://{settings.host}:{settings.port}"
+    extras = " (playground at /playground)" if settings.playground_enabled else ""
+
+    def started(_: object) -> None:
+        print(f"twokey listening on {where}{extras}", flush=True)
+
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=started)
+    return 0
+
+
+async def _with_runtime(
+    settings: Settings,
+    command: Callable[[Runtime, argparse.Namespace], Awaitable[int]],
+    args: argparse.Namespace,
+) -> int:
+    runtime = await build_runtime(settings)
+    try:
+        return await command(runtime, args)
+    finally:
+        await runtime.close()
+
+
+async def audit_command(runtime: Runtime, args: argparse.Namespace) -> int:
+    from app.audit.trail import render_verify
+
+    if args.audit_command == "verify":
+        await runtime.trail.seal_all()
+        code, text = render_verify(await runtime.trail.verify())
+        print(text)
+        return code
+    async for record in runtime.trail.export(args.since):
+        print(json.dumps(record, sort_keys=True, ensure_ascii=False))
+    return 0
+
+
+def _request_line(request: Request) -> str:
+    return (
+        f"{request.id}  {request.state.value:<17} {request.action.value:<16} "
+        f"{request.target_name:<20} tier={request.plan.tier} ticket={request.ticket} "
+        f"by={request.requester_id}"
+    )
+
+
+async def requests_command(runtime: Runtime, args: argparse.Namespace) -> int:
+    if args.requests_command == "list":
+        for request in await runtime.store.open_requests():
+            print(_request_line(request))
+        return 0
+    from app.domain.forms import parse_request_id
+
+    found = await runtime.store.get(parse_request_id(args.request_id))
+    if found is None:
+        print(f"twokey: no request {args.request_id}", file=sys.stderr)
+        return 1
+    print(found.model_dump_json(indent=2))
+    return 0
+
+
+async def review_command(runtime: Runtime, args: argparse.Namespace) -> int:
+    if args.review_command == "list":
+        for request in await runtime.store.open_reviews():
+            print(_request_line(request) + f"  justification={request.justification!r}")
+        return 0
+    from app.domain.forms import parse_request_id
+
+    reviewer = ChatUser(platform="cli", user_id=args.reviewer, email=args.reviewer)
+    decision = await runtime.service.close_review(
+        reviewer, parse_request_id(args.request_id), args.note
+    )
+    print(decision.message)
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]]] = {
+    "audit": audit_command,
+    "requests": requests_command,
+    "review": review_command,
+}
+
+
+def explain_command(settings: Settings, args: argparse.Namespace) -> int:
+    """A dry run on the configured (or given) policy and directory; creates nothing."""
+    from app.bootstrap import load_configured_policy, load_directory
+    from app.policy.explain import explain, render_explanation
+    from app.policy.loader import load_policy
+
+    policy = load_policy(args.policy) if args.policy else load_configured_policy(settings)
+    directory = load_directory(settings)
+
+    async def find(ref: str) -> Principal | None:
+        if ref.startswith("nhi:"):
+            return await directory.find_nhi(ref)
+        found = await directory.get(ref)
+        if found is None:
+            matches = await directory.find_by_email(ref)
+            found = matches[0] if len(matches) == 1 else None
+        return found
+
+    async def run() -> int:
+        target = await find(args.target)
+        if target is None:
+            print(
+                f"twokey: {args.target!r} is not in the directory (or is ambiguous)",
+                file=sys.stderr,
+            )
+            return 1
+        requester = await find(args.requester) if args.requester else None
+        if args.requester and requester is None:
+            print(
+                f"twokey: {args.requester!r} is not in the directory (or is ambiguous)",
+                file=sys.stderr,
+            )
+            return 1
+        result = explain(
+            policy,
+            Action(args.action),
+            target,
+            requester,
+            Signals(target_flagged=args.flagged),
+            breakglass=args.breakglass,
+        )
+        print(render_explanation(result))
+        return 0
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

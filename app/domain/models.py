@@ -1,0 +1,268 @@
+"""What a help desk request is, in the help desk's words.
+
+A :class:`Request` is frozen at opening (who, what, ticket, and the :class:`Plan` the policy
+decided) and then only its gate fields move. Times are integer milliseconds read from Redis.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+REQUEST_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+REQUEST_ID_PATTERN = re.compile(r"^TK-[0-9A-HJKMNP-TV-Z]{8}$")
+
+PrincipalId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class Action(StrEnum):
+    """The identity changes twokey guards."""
+
+    RESET_MFA = "reset-mfa"
+    RESET_PASSWORD = "reset-password"  # noqa: S105 - an action name, not a password
+    UNLOCK = "unlock"
+    REVOKE_SESSIONS = "revoke-sessions"
+    ROTATE_SECRET = "rotate-secret"  # noqa: S105
+    TEMPORARY_ACCESS = "temporary-access"
+
+    @property
+    def for_nhi(self) -> bool:
+        """Only secret rotation applies to non-human identities; the rest to people."""
+        return self is Action.ROTATE_SECRET
+
+    @property
+    def label(self) -> str:
+        return _ACTION_LABELS[self]
+
+
+_ACTION_LABELS = {
+    Action.RESET_MFA: "reset MFA",
+    Action.RESET_PASSWORD: "reset the password",
+    Action.UNLOCK: "unlock the account",
+    Action.REVOKE_SESSIONS: "sign out of every session",
+    Action.ROTATE_SECRET: "rotate the secret",
+    Action.TEMPORARY_ACCESS: "issue a temporary access pass",
+}
+
+
+class PrincipalKind(StrEnum):
+    HUMAN = "human"
+    NHI = "nhi"
+
+
+class Principal(BaseModel):
+    """A person or non-human identity as the directory knows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: PrincipalId
+    kind: PrincipalKind = PrincipalKind.HUMAN
+    display_name: str = ""
+    email: str | None = None
+    groups: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    owner_id: str | None = None
+    """For an NHI, its human owner of record; they confirm requests on its behalf."""
+    system: str | None = None
+    """For an NHI, where it lives (aws, vault, ...): which connector rotates it."""
+    disabled: bool = False
+
+    @property
+    def owner_of_record(self) -> str | None:
+        """Who answers "did you ask for this?": the person themself, or an NHI's owner."""
+        return self.id if self.kind is PrincipalKind.HUMAN else self.owner_id
+
+    @property
+    def name(self) -> str:
+        return self.display_name or self.id
+
+
+class RequestState(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    EXECUTING = "executing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    DENIED = "denied"
+    REJECTED_BY_OWNER = "rejected_by_owner"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_open(self) -> bool:
+        return self in (RequestState.PENDING, RequestState.READY)
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (RequestState.PENDING, RequestState.READY, RequestState.EXECUTING)
+
+
+class Plan(BaseModel):
+    """What the policy decided when the request opened; frozen into it for its whole life."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str
+    tier: str
+    tier_label: str = ""
+    privileged: bool = False
+    owner_confirmation: bool = True
+    approvals_needed: int = Field(default=1, ge=0, le=5)
+    approver_role: str = "approver"
+    request_ttl: int = Field(default=4 * 3600, ge=1)
+    approval_ttl: int = Field(default=30 * 60, ge=1)
+    alert_security: bool = False
+    remind_after: int | None = None
+    escalate_after: int | None = None
+    escalate_to: str | None = None
+    dm_approvers: bool = False
+    approval_channels: dict[str, str] = Field(default_factory=dict)
+    security_channels: dict[str, str] = Field(default_factory=dict)
+    dispute_window: int = 24 * 3600
+    auto_revoke_on_dispute: bool = False
+    retention: int = 30 * 86400
+    breakglass: bool = False
+    reasons: tuple[str, ...] = ()
+    """Why this plan: each rule and signal that shaped it, for `policy explain` and the card."""
+
+
+class Approval(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    approver_id: str
+    approved_at: int
+    valid_until: int
+
+    def valid_at(self, now: int) -> bool:
+        return now < self.valid_until
+
+
+class Request(BaseModel):
+    """One help desk request: frozen facts plus the state of its gates."""
+
+    id: str
+    ticket: str
+    action: Action
+    target_id: str
+    target_name: str
+    target_kind: PrincipalKind
+    target_system: str | None = None
+    owner_id: str
+    requester_id: str
+    requester_name: str = ""
+    reason_code: str
+    note: str = ""
+    justification: str = ""
+    plan: Plan
+    created_at: int
+    expires_at: int
+
+    state: RequestState = RequestState.PENDING
+    owner_confirmed_at: int | None = None
+    approvals: tuple[Approval, ...] = ()
+    decided_by: str | None = None
+    decision_reason: str = ""
+    decided_at: int | None = None
+    claimed_at: int | None = None
+    lease_until: int | None = None
+    finished_at: int | None = None
+    outcome_detail: str = ""
+    reminded: bool = False
+    escalated: bool = False
+    review_open: bool = False
+    reviewed_by: str | None = None
+    dispute_until: int | None = None
+    disputed_at: int | None = None
+    events: int = 0
+    """How many audit events this request has written (one per change)."""
+
+    def dispute_open(self, now: int) -> bool:
+        """Whether the owner may still say "This wasn't me" about a completed change."""
+        return (
+            self.state is RequestState.COMPLETED
+            and self.disputed_at is None
+            and self.dispute_until is not None
+            and now < self.dispute_until
+        )
+
+    @property
+    def owner_confirmation_valid_until(self) -> int | None:
+        if self.owner_confirmed_at is None:
+            return None
+        return self.owner_confirmed_at + self.plan.approval_ttl * 1000
+
+    def valid_approvals(self, now: int) -> tuple[Approval, ...]:
+        return tuple(a for a in self.approvals if a.valid_at(now))
+
+    def owner_gate_satisfied(self, now: int) -> bool:
+        if not self.plan.owner_confirmation:
+            return True
+        until = self.owner_confirmation_valid_until
+        return until is not None and now < until
+
+    def approvals_gate_satisfied(self, now: int) -> bool:
+        return len(self.valid_approvals(now)) >= self.plan.approvals_needed
+
+    def gates_satisfied(self, now: int) -> bool:
+        """Invariant 1 in Python: mirrors the Lua check that is authoritative."""
+        return (
+            now < self.expires_at
+            and self.owner_gate_satisfied(now)
+            and self.approvals_gate_satisfied(now)
+        )
+
+    def waiting_for(self, now: int) -> list[str]:
+        """Plain words for what is still missing, for cards and `status`."""
+        missing = []
+        if not self.owner_gate_satisfied(now):
+            missing.append("owner confirmation")
+        short = self.plan.approvals_needed - len(self.valid_approvals(now))
+        if short > 0:
+            missing.append(f"{short} approval" + ("s" if short > 1 else ""))
+        return missing
+
+    def involves(self, principal_id: str) -> bool:
+        return principal_id in (self.requester_id, self.target_id, self.owner_id) or any(
+            a.approver_id == principal_id for a in self.approvals
+        )
+
+
+class AuditEvent(BaseModel):
+    """One line of the audit trail, as written by the store in the same step as the change."""
+
+    model_config = ConfigDict(extra="allow")
+
+    seq: int
+    rid: str
+    kind: str
+    at: int
+    actor: str = ""
+    role: str = ""
+    ticket: str = ""
+    action: str = ""
+    target: str = ""
+    tier: str = ""
+    from_state: str = Field(default="", alias="from")
+    to_state: str = Field(default="", alias="to")
+    reason: str = ""
+    outcome: str = ""
+
+
+class ChatUser(BaseModel):
+    """A chat account as the platform describes it; resolved to a principal before use."""
+
+    model_config = ConfigDict(frozen=True)
+
+    platform: str
+    user_id: str
+    team_id: str = ""
+    email: str | None = None
+    email_verified: bool = True
+    display_name: str = ""
+    is_bot: bool = False
+    is_guest: bool = False
+    deleted: bool = False

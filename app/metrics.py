@@ -1,0 +1,12 @@
+"""Prometheus metrics: what operators watch (gate outcomes, sweeps, executions)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+GATE_SCRIPTS = Counter(
+    "twokey_gate_scripts_total",
+    "Gate scripts run against Redis, by script and result code.",
+    ["script", "code"],
+)
+SWEEPS = Counter("twokey_sweeps_total", "Sweeper passes, by result.", ["result"])

@@ -1,0 +1,366 @@
+"""`twokey policy explain`: a dry run of the policy for one action on one target.
+
+So an operator can test a policy change before shipping it: which rule matched and why (and
+why each earlier rule did not), the tier, the gates and who may approve, the timers, alerts,
+velocity limits, and whether a given requester may open the request at all. Pure: it uses
+only what it is given and never creates a request.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from app.domain.durations import format_duration
+from app.domain.errors import NotAllowed, TwokeyError, VelocityLimited
+from app.domain.models import Action, Plan, Principal, PrincipalKind
+from app.domain.policy import Policy, Signals, evaluate
+from app.domain.sod import check_may_open
+
+_Frozen = ConfigDict(frozen=True)
+
+
+class RuleCheck(BaseModel):
+    """One rule tried on the way to the match: the conditions that held and those that failed."""
+
+    model_config = _Frozen
+
+    name: str
+    tier: str
+    matched: bool
+    held: list[str]
+    failed: list[str]
+
+
+class VelocityCheck(BaseModel):
+    """One velocity limit that applies to this action, and how close it is."""
+
+    model_config = _Frozen
+
+    index: int
+    per: Literal["target", "requester"]
+    actions: list[Action] | None
+    limit: int
+    window: int
+    then: Literal["refuse", "escalate"]
+    seen: int
+
+    @property
+    def reached(self) -> bool:
+        return self.seen >= self.limit
+
+
+class RequesterCheck(BaseModel):
+    """Whether the given requester may open this request, with each reason."""
+
+    model_config = _Frozen
+
+    id: str
+    name: str
+    role: str
+    may_open: bool
+    reasons: list[str]
+
+
+class Explanation(BaseModel):
+    """What the policy would decide; nothing here is stored or sent anywhere."""
+
+    model_config = _Frozen
+
+    action: Action
+    target: Principal
+    breakglass: bool
+    target_flagged: bool
+    rules: list[RuleCheck]
+    """The rules tried, in order, up to and including the one that matched."""
+    not_reached: list[str]
+    """Rules after the match, never looked at."""
+    matched_rule: str | None
+    plan: Plan | None
+    """The plan the request would get (for a refusal by velocity: the plan below the limit)."""
+    refused: str | None
+    """Why the policy refuses the request outright, in the words the requester would see."""
+    approver_groups: list[str]
+    escalation_groups: list[str]
+    velocity: list[VelocityCheck]
+    requester: RequesterCheck | None
+    notes: list[str]
+
+    @property
+    def would_open(self) -> bool:
+        return self.refused is None and (self.requester is None or self.requester.may_open)
+
+
+def explain(
+    policy: Policy,
+    action: Action,
+    target: Principal,
+    requester: Principal | None,
+    signals: Signals,
+    breakglass: bool = False,
+) -> Explanation:
+    """Dry-run the policy for ``action`` on ``target``, as if ``requester`` opened it now."""
+    rules, not_reached = ([], []) if breakglass else _try_rules(policy, action, target, signals)
+    plan, refused = _plan_or_refusal(policy, action, target, signals, breakglass)
+    return Explanation(
+        action=action,
+        target=target,
+        breakglass=breakglass,
+        target_flagged=signals.target_flagged,
+        rules=rules,
+        not_reached=not_reached,
+        matched_rule=next((r.name for r in rules if r.matched), None),
+        plan=plan,
+        refused=refused,
+        approver_groups=_groups(policy, plan.approver_role if plan else None),
+        escalation_groups=_groups(policy, plan.escalate_to if plan else None),
+        velocity=_velocity_checks(policy, action, signals),
+        requester=None
+        if requester is None
+        else _requester_check(policy, requester, target, breakglass),
+        notes=_notes(action, target),
+    )
+
+
+def _try_rules(
+    policy: Policy, action: Action, target: Principal, signals: Signals
+) -> tuple[list[RuleCheck], list[str]]:
+    """The same first-match walk as evaluate(), keeping the why of each step."""
+    tried: list[RuleCheck] = []
+    for index, rule in enumerate(policy.rules):
+        conditions = rule.when.check(action, target, signals.target_flagged)
+        matched = all(held for held, _ in conditions)
+        tried.append(
+            RuleCheck(
+                name=rule.name,
+                tier=rule.tier,
+                matched=matched,
+                held=[text for held, text in conditions if held] or ["it has no conditions"],
+                failed=[text for held, text in conditions if not held],
+            )
+        )
+        if matched:
+            return tried, [r.name for r in policy.rules[index + 1 :]]
+    return tried, []  # unreachable for a validated policy: its last rule matches everything
+
+
+def _plan_or_refusal(
+    policy: Policy, action: Action, target: Principal, signals: Signals, breakglass: bool
+) -> tuple[Plan | None, str | None]:
+    try:
+        return evaluate(policy, action, target, signals, breakglass=breakglass), None
+    except VelocityLimited as exc:
+        below = _below_refusing_limits(policy, action, signals)
+        return evaluate(policy, action, target, below, breakglass=breakglass), exc.message
+    except NotAllowed as exc:
+        return None, exc.message
+
+
+def _below_refusing_limits(policy: Policy, action: Action, signals: Signals) -> Signals:
+    """The same signals with every refusing limit's count reset, to show the plan behind it."""
+    target_count, requester_count = dict(signals.target_count), dict(signals.requester_count)
+    for index, limit in enumerate(policy.velocity):
+        if limit.then == "refuse" and limit.applies_to(action):
+            counts = target_count if limit.per == "target" else requester_count
+            counts.pop(str(index), None)
+    return signals.model_copy(
+        update={"target_count": target_count, "requester_count": requester_count}
+    )
+
+
+def _groups(policy: Policy, role: str | None) -> list[str]:
+    return list(policy.roles.get(role, [])) if role else []
+
+
+def _velocity_checks(policy: Policy, action: Action, signals: Signals) -> list[VelocityCheck]:
+    checks = []
+    for index, limit in enumerate(policy.velocity):
+        if not limit.applies_to(action):
+            continue
+        counts = signals.target_count if limit.per == "target" else signals.requester_count
+        checks.append(
+            VelocityCheck(
+                index=index,
+                per=limit.per,
+                actions=limit.actions,
+                limit=limit.limit,
+                window=limit.window,
+                then=limit.then,
+                seen=counts.get(str(index), 0),
+            )
+        )
+    return checks
+
+
+def _requester_check(
+    policy: Policy, requester: Principal, target: Principal, breakglass: bool
+) -> RequesterCheck:
+    role = policy.breakglass.role if breakglass and policy.breakglass else policy.requester_role
+    groups = policy.roles.get(role, [])
+    member_of = sorted(requester.groups & set(groups))
+    reasons: list[str] = []
+    may_open = True
+    if member_of:
+        reasons.append(f"holds role {role!r} (member of {', '.join(member_of)})")
+    else:
+        may_open = False
+        reasons.append(
+            f"does not hold role {role!r}: not a member of {', '.join(groups) or 'any group'}"
+        )
+    if requester.disabled:
+        may_open = False
+        reasons.append("is disabled in the directory")
+    try:
+        check_may_open(requester, target)
+    except TwokeyError as exc:
+        may_open = False
+        reasons.append(exc.message)
+    else:
+        reasons.append("is not the target, nor its owner of record")
+    return RequesterCheck(
+        id=requester.id, name=requester.name, role=role, may_open=may_open, reasons=reasons
+    )
+
+
+def _notes(action: Action, target: Principal) -> list[str]:
+    notes = []
+    if action.for_nhi and target.kind is not PrincipalKind.NHI:
+        notes.append(f"{action} is an action for non-human identities, and the target is a person")
+    if not action.for_nhi and target.kind is PrincipalKind.NHI:
+        notes.append(f"{action} is an action for people, and the target is a non-human identity")
+    if target.owner_of_record is None:
+        notes.append("the target has no owner of record, so nobody could confirm the request")
+    if target.disabled:
+        notes.append("the target is disabled in the directory")
+    return notes
+
+
+# ---- in words ---------------------------------------------------------------------------------
+
+
+def render_explanation(explanation: Explanation) -> str:
+    """The dry run as plain text for the terminal."""
+    e = explanation
+    lines = [
+        f"Dry run: {e.action} ({e.action.label}) on {_who(e.target)}."
+        + (" Break-glass." if e.breakglass else ""),
+        "Nothing was created.",
+        "",
+    ]
+    lines += _rules_in_words(e)
+    if e.plan is not None:
+        lines += _plan_in_words(e, e.plan)
+    lines += _velocity_in_words(e.velocity)
+    if e.requester is not None:
+        verdict = "may open this request" if e.requester.may_open else "may NOT open this request"
+        name = e.requester.name
+        who = name if name == e.requester.id else f"{name} ({e.requester.id})"
+        lines.append(f"Requester {who} {verdict}:")
+        lines += [f"  - {reason}" for reason in e.requester.reasons]
+    lines += [f"Note: {note}" for note in e.notes]
+    lines.append("")
+    lines.append(_outcome(e))
+    return "\n".join(lines)
+
+
+def _who(principal: Principal) -> str:
+    kind = "a non-human identity" if principal.kind is PrincipalKind.NHI else "a person"
+    name = (
+        principal.name if principal.name == principal.id else f"{principal.name} ({principal.id})"
+    )
+    details = [kind]
+    if principal.groups:
+        details.append(f"groups: {', '.join(sorted(principal.groups))}")
+    if principal.tags:
+        details.append(f"tags: {', '.join(sorted(principal.tags))}")
+    return f"{name}, {'; '.join(details)}"
+
+
+def _rules_in_words(e: Explanation) -> list[str]:
+    if e.breakglass:
+        return ["Rules: skipped (break-glass uses its own tier)."]
+    lines = ["Rules, top to bottom (first match wins):"]
+    for rule in e.rules:
+        if rule.matched:
+            lines.append(f"  MATCH {rule.name} -> tier {rule.tier}: {'; '.join(rule.held)}")
+        else:
+            lines.append(f"  no    {rule.name} -> tier {rule.tier}: {'; '.join(rule.failed)}")
+    if e.not_reached:
+        lines.append(f"  (not reached: {', '.join(e.not_reached)})")
+    return lines
+
+
+def _plan_in_words(e: Explanation, plan: Plan) -> list[str]:
+    label = f' "{plan.tier_label}"' if plan.tier_label and plan.tier_label != plan.tier else ""
+    lines = [f"Tier: {plan.tier}{label}" + (", a privileged tier" if plan.privileged else "")]
+    lines += [f"  because {reason}" for reason in plan.reasons]
+    lines.append("Gates (all needed, each still valid, before the bot acts):")
+    if plan.owner_confirmation:
+        lines.append(f"  - owner confirmation by {_owner_in_words(e.target)}")
+    else:
+        lines.append("  - no owner confirmation" + (" (skipped by break-glass)" * e.breakglass))
+    if plan.approvals_needed:
+        approvals = f"{plan.approvals_needed} approval" + "s" * (plan.approvals_needed > 1)
+        lines.append(
+            f"  - {approvals} by role {plan.approver_role!r} "
+            f"(groups: {', '.join(e.approver_groups) or 'none'}), each by a different person "
+            "who is neither the requester nor the owner"
+        )
+    else:
+        lines.append("  - no approvals" + (" (skipped by break-glass)" * e.breakglass))
+    lines.append(
+        f"Timers: the request expires after {format_duration(plan.request_ttl)}; each "
+        f"confirmation and approval is valid for {format_duration(plan.approval_ttl)}"
+    )
+    if plan.remind_after is not None:
+        lines.append(f"  reminder once after {format_duration(plan.remind_after)}")
+    if plan.escalate_after is not None:
+        lines.append(
+            f"  escalation after {format_duration(plan.escalate_after)} to role "
+            f"{plan.escalate_to!r} (groups: {', '.join(e.escalation_groups) or 'none'})"
+        )
+    lines.append(f"Approval cards go to: {_channels(plan.approval_channels)}")
+    if plan.alert_security:
+        lines.append(f"Security is alerted: {_channels(plan.security_channels)}")
+    else:
+        lines.append("Security is not alerted.")
+    if e.breakglass:
+        lines.append("Break-glass opens a review item that stays open until security closes it.")
+    return lines
+
+
+def _owner_in_words(target: Principal) -> str:
+    if target.owner_of_record is None:
+        return "nobody: the target has no owner of record"
+    if target.kind is PrincipalKind.NHI:
+        return f"{target.owner_of_record}, the owner of record of this non-human identity"
+    return f"{target.owner_of_record}, the account's owner"
+
+
+def _channels(channels: dict[str, str]) -> str:
+    return ", ".join(f"{p} {c}" for p, c in sorted(channels.items())) or "(no channel configured)"
+
+
+def _velocity_in_words(checks: list[VelocityCheck]) -> list[str]:
+    if not checks:
+        return ["Velocity: no limit applies to this action."]
+    lines = ["Velocity:"]
+    for check in checks:
+        actions = ", ".join(check.actions) if check.actions else "any action"
+        consequence = "refused" if check.then == "refuse" else "escalated to the strictest tier"
+        state = f"reached: {consequence}" if check.reached else "under the limit"
+        lines.append(
+            f"  - {actions} per {check.per}: {check.seen} of {check.limit} "
+            f"in {format_duration(check.window)} ({state})"
+        )
+    return lines
+
+
+def _outcome(e: Explanation) -> str:
+    if e.refused is not None:
+        return f"Outcome: REFUSED. {e.refused}"
+    if e.requester is not None and not e.requester.may_open:
+        return "Outcome: the policy allows it, but this requester may not open it."
+    tier = e.plan.tier if e.plan else "?"
+    return f"Outcome: a request would open in tier {tier}."

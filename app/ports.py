@@ -1,0 +1,185 @@
+"""The narrow interfaces the service depends on, named after intents.
+
+Adapters (Redis store, connectors, Slack/Teams notifiers) implement these; the service imports
+only this module and the domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from app.domain.models import Action, AuditEvent, Principal, Request, RequestState
+from app.domain.policy import Signals, VelocityLimit
+
+
+class Directory(Protocol):
+    """Who is this person or NHI? Answers come from the identity provider of record."""
+
+    async def find_by_email(self, email: str) -> list[Principal]:
+        """Every principal with this verified email (0, 1 or several: callers refuse != 1)."""
+        ...
+
+    async def get(self, principal_id: str) -> Principal | None: ...
+
+    async def find_nhi(self, name: str) -> Principal | None: ...
+
+    async def search(self, text: str, limit: int = 20) -> list[Principal]:
+        """For pickers: principals whose id, name or email contains ``text``."""
+        ...
+
+
+class Outcome(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    """A timeout or lost answer left it unclear whether the change happened: alert, never retry."""
+
+
+class ExecutionResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    outcome: Outcome
+    detail: str = ""
+    """What happened, in words, safe to show and audit (never a secret)."""
+    secret: SecretStr | None = None
+    """A one-time secret for the owner only: temporary password, access pass, new key."""
+    secret_label: str = ""
+
+
+class IdentityProvider(Protocol):
+    """A connector that performs an identity change once both keys have turned."""
+
+    name: str
+
+    def supports(self, action: Action, target: Principal) -> bool: ...
+
+    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
+        """Perform the change; never raise for a provider refusal: return FAILED with words."""
+        ...
+
+
+class GateReply(BaseModel):
+    """What a store gate script did: its code (OK, NOOP, EXPIRED, ...) and the request after."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    detail: str = ""
+    request: Request | None = None
+
+
+class RequestStore(Protocol):
+    """Requests and their gates; each change is ONE atomic step together with its audit event."""
+
+    def new_request_id(self, target_id: str) -> str: ...
+
+    async def now(self) -> int:
+        """Milliseconds since the epoch from the shared clock (Redis TIME)."""
+        ...
+
+    async def signals(
+        self, target_id: str, requester_id: str, velocity: Sequence[VelocityLimit], now: int
+    ) -> Signals: ...
+
+    async def open(
+        self,
+        request: Request,
+        signals: Signals,
+        velocity: Sequence[VelocityLimit],
+        *,
+        via: str,
+        role: str,
+    ) -> GateReply: ...
+
+    async def note_requester(
+        self, requester_id: str, request_id: str, action: Action, keep_ms: int, now: int
+    ) -> None: ...
+
+    async def confirm_owner(self, request_id: str, actor: str, via: str) -> GateReply: ...
+
+    async def reject_by_owner(
+        self, request_id: str, actor: str, via: str, flag_window_s: int, target_id: str
+    ) -> GateReply: ...
+
+    async def approve(self, request_id: str, actor: str, via: str, role: str) -> GateReply: ...
+
+    async def deny(
+        self, request_id: str, actor: str, via: str, role: str, reason: str
+    ) -> GateReply: ...
+
+    async def cancel(
+        self, request_id: str, actor: str, via: str, role: str, *, override: bool = False
+    ) -> GateReply: ...
+
+    async def claim(self, request_id: str, actor: str, lease_ms: int, token: str) -> GateReply: ...
+
+    async def record_result(
+        self,
+        request_id: str,
+        token: str,
+        state: RequestState,
+        detail: str,
+        reason: str,
+        dispute_window_s: int,
+    ) -> GateReply: ...
+
+    async def annotate(
+        self, request_id: str, kind: str, actor: str, reason: str, outcome: str
+    ) -> GateReply:
+        """Audit something that happened around a request without changing its state."""
+        ...
+
+    async def tick(self, request_id: str) -> GateReply: ...
+
+    async def dispute(
+        self, request_id: str, actor: str, via: str, flag_window_s: int, target_id: str
+    ) -> GateReply: ...
+
+    async def close_review(self, request_id: str, actor: str, via: str, note: str) -> GateReply: ...
+
+    async def get(self, request_id: str) -> Request | None: ...
+
+    async def due(self, shard: int, now: int, limit: int = 200) -> list[str]: ...
+
+    shards: int
+
+    async def open_requests(self) -> list[Request]: ...
+
+    async def open_reviews(self) -> list[Request]: ...
+
+
+class AuditLog(Protocol):
+    async def events(self, since_ms: int | None = None) -> AsyncIterator[AuditEvent]: ...
+
+
+class Notifier(Protocol):
+    """What the service asks of every chat channel; implementations keep only message refs.
+
+    Every method is best effort: a failure is logged and reported, never undoes a decision.
+    """
+
+    async def post_request(self, request: Request) -> None:
+        """Send the approval card(s) and the owner's "did you ask for this?" message."""
+        ...
+
+    async def update_request(self, request: Request, note: str = "") -> None:
+        """Refresh every card of this request to its stored truth."""
+        ...
+
+    async def notify_owner(self, request: Request, text: str) -> None: ...
+
+    async def notify_requester(self, request: Request, text: str) -> None: ...
+
+    async def notify_approvers(self, request: Request, text: str) -> None:
+        """Remind or escalate: a message to the approvers (or escalation group)."""
+        ...
+
+    async def deliver_secret(self, request: Request, secret: SecretStr, label: str) -> bool:
+        """Hand a one-time secret to the owner only; True once delivered."""
+        ...
+
+    async def alert_security(self, request: Request | None, text: str) -> None: ...

@@ -1,0 +1,874 @@
+"""The use cases of twokey, once, for every channel.
+
+Slack, Teams and the playground parse their payloads, call ONE method here and render what it
+returns; the flow itself (who may do what, when the bot acts, whom to tell) lives only here.
+Every state change happens inside the store in one atomic script with its audit event; this
+layer decides who is asking, asks the store, then tells people. Telling people is best effort:
+a failed message never undoes or repeats a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from app.domain import sod
+from app.domain.errors import (
+    AlreadyDecided,
+    BadInput,
+    Conflict,
+    Expired,
+    IdentityUnsure,
+    NotAllowed,
+    NotFound,
+    SeparationOfDuties,
+    TwokeyError,
+    Unavailable,
+)
+from app.domain.forms import BreakglassForm, DenyForm, OpenForm, clean_text, human_error
+from app.domain.models import (
+    Action,
+    ChatUser,
+    Principal,
+    PrincipalKind,
+    Request,
+    RequestState,
+)
+from app.domain.policy import Policy, evaluate
+from app.ports import (
+    Directory,
+    ExecutionResult,
+    GateReply,
+    IdentityProvider,
+    Notifier,
+    Outcome,
+    RequestStore,
+)
+
+log = structlog.get_logger("twokey.service")
+
+DIRECTORY_DOWN = (
+    "The directory cannot be reached right now, so nobody's identity can be checked and nothing "
+    "was changed. Please try again in a minute."
+)
+SYSTEM = "twokey"
+T = TypeVar("T")
+
+
+class Decision(BaseModel):
+    """What a use case did, for the channel to render to the person who asked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request: Request
+    message: str
+    changed: bool = True
+
+
+class Listing(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    mine: list[Request]
+    to_approve: list[Request]
+    to_confirm: list[Request]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A chat user resolved to exactly one directory principal (invariant 2)."""
+
+    principal: Principal
+    via: str
+
+    @property
+    def id(self) -> str:
+        return self.principal.id
+
+
+@dataclass
+class ServiceOptions:
+    lease_s: int = 120
+    """How long an execution may run before the sweeper declares it interrupted."""
+    open_retries: int = 3
+
+
+@dataclass
+class SweepReport:
+    ticked: int = 0
+    changes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, code: str) -> None:
+        self.ticked += 1
+        self.changes[code] = self.changes.get(code, 0) + 1
+
+
+def when(ms: int | None) -> str:
+    """A time as people read it in a message (UTC, to the minute)."""
+    if not ms:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class TwoKey:
+    """The two-person rule: open, confirm, approve, deny, cancel, execute, expire, dispute."""
+
+    def __init__(
+        self,
+        store: RequestStore,
+        directory: Directory,
+        connectors: Sequence[IdentityProvider],
+        notifier: Notifier,
+        policy: Policy,
+        options: ServiceOptions | None = None,
+    ) -> None:
+        self.store = store
+        self.directory = directory
+        self.connectors = list(connectors)
+        self.notifier = notifier
+        self.policy = policy
+        self.options = options or ServiceOptions()
+
+    # ---- who is asking -----------------------------------------------------------------------
+
+    async def identify(self, chat: ChatUser, *, who: str = "You") -> Caller:
+        """Resolve a chat account to one directory principal, or refuse; never guess."""
+        via = f"{chat.platform}:{chat.user_id}"
+        if chat.deleted:
+            raise IdentityUnsure(f"{who}: this chat account is deactivated.")
+        if chat.is_bot:
+            raise IdentityUnsure(f"{who}: bots cannot take part in a two-person rule.")
+        if chat.is_guest:
+            raise IdentityUnsure(
+                f"{who}: guest accounts cannot request, confirm or approve identity changes."
+            )
+        if not chat.email or not chat.email_verified:
+            raise IdentityUnsure(
+                f"{who}: this chat account has no verified email, so twokey cannot tell who it "
+                "belongs to in the directory."
+            )
+        matches = await self._directory(self.directory.find_by_email(chat.email))
+        if not matches:
+            raise IdentityUnsure(
+                f"{who}: the email of this chat account matches nobody in the directory."
+            )
+        if len(matches) > 1:
+            raise IdentityUnsure(
+                f"{who}: the email of this chat account matches {len(matches)} directory "
+                "entries, so twokey cannot tell which person this is. Ask the directory team "
+                "to fix the duplicate."
+            )
+        principal = matches[0]
+        if principal.disabled:
+            raise IdentityUnsure(f"{who}: the directory account is disabled.")
+        return Caller(principal=principal, via=via)
+
+    async def _directory(self, call: Awaitable[T]) -> T:
+        """Invariant 6 for the directory: any failure is one clear `Unavailable`."""
+        try:
+            return await call
+        except TwokeyError:
+            raise
+        except Exception as exc:
+            log.warning("directory_unavailable", error=type(exc).__name__)
+            raise Unavailable(DIRECTORY_DOWN) from exc
+
+    async def find_target(self, target: ChatUser | str) -> Principal:
+        """A mentioned chat user (resolved like any caller) or an NHI by name."""
+        if isinstance(target, ChatUser):
+            return (await self.identify(target, who="The target")).principal
+        name = target.removeprefix("nhi:").strip()
+        if not name:
+            raise BadInput("Name the non-human identity as nhi:<name>.")
+        principal = await self._directory(self.directory.find_nhi(name))
+        if principal is None:
+            raise NotFound(f"No non-human identity called {name!r} is in the directory.")
+        return principal
+
+    # ---- opening -----------------------------------------------------------------------------
+
+    async def open(
+        self,
+        requester: ChatUser,
+        target: ChatUser | str,
+        action: str,
+        ticket: str,
+        reason_code: str,
+        note: str = "",
+    ) -> Decision:
+        """An agent asks for an identity change; the policy freezes what it will need."""
+        try:
+            form = OpenForm(action=action, ticket=ticket, reason_code=reason_code, note=note)
+        except ValidationError as exc:
+            raise human_error(exc) from exc
+        self.policy.check_ticket(form.ticket)
+        self.policy.check_reason(form.reason_code)
+        caller = await self.identify(requester)
+        if not self.policy.holds_role(caller.principal, self.policy.requester_role):
+            raise NotAllowed(
+                f"Opening requests needs the {self.policy.requester_role} role, which you do "
+                "not hold."
+            )
+        subject = await self.find_target(target)
+        return await self._open(
+            caller,
+            subject,
+            form.action,
+            form.ticket,
+            form.reason_code,
+            note=form.note,
+            justification="",
+            breakglass=False,
+        )
+
+    async def breakglass(
+        self,
+        requester: ChatUser,
+        target: ChatUser | str,
+        action: str,
+        ticket: str,
+        justification: str,
+    ) -> Decision:
+        """The emergency path: allowed to named roles, always alerted, always reviewed."""
+        bg = self.policy.breakglass
+        if bg is None:
+            raise NotAllowed("Break-glass is not enabled in this deployment's policy.")
+        try:
+            form = BreakglassForm(action=action, ticket=ticket, justification=justification)
+        except ValidationError as exc:
+            raise human_error(exc) from exc
+        if len(form.justification) < bg.min_justification:
+            raise BadInput(
+                f"Break-glass needs a justification of at least {bg.min_justification} "
+                "characters: say what the emergency is."
+            )
+        self.policy.check_ticket(form.ticket)
+        caller = await self.identify(requester)
+        if not self.policy.holds_role(caller.principal, bg.role):
+            raise NotAllowed(f"Break-glass needs the {bg.role} role, which you do not hold.")
+        subject = await self.find_target(target)
+        return await self._open(
+            caller,
+            subject,
+            form.action,
+            form.ticket,
+            "breakglass",
+            note="",
+            justification=form.justification,
+            breakglass=True,
+        )
+
+    async def _open(
+        self,
+        caller: Caller,
+        target: Principal,
+        action: Action,
+        ticket: str,
+        reason_code: str,
+        *,
+        note: str,
+        justification: str,
+        breakglass: bool,
+    ) -> Decision:
+        self._check_action_fits(action, target)
+        sod.check_may_open(caller.principal, target)
+        self._connector_for(action, target)
+        owner_id = target.owner_of_record
+        assert owner_id is not None  # check_may_open refused an ownerless target
+        velocity = self.policy.velocity
+        reply: GateReply | None = None
+        for _attempt in range(self.options.open_retries):
+            now = await self.store.now()
+            signals = await self.store.signals(target.id, caller.id, velocity, now)
+            try:
+                plan = evaluate(self.policy, action, target, signals, breakglass=breakglass)
+            except TwokeyError as refusal:
+                await self._alert(
+                    None,
+                    f"Refused request by {caller.principal.name} to "
+                    f"{action.label} for {target.name}: {refusal.message}",
+                )
+                raise
+            request = Request(
+                id=self.store.new_request_id(target.id),
+                ticket=ticket,
+                action=action,
+                target_id=target.id,
+                target_name=target.name,
+                target_kind=target.kind,
+                target_system=target.system,
+                owner_id=owner_id,
+                requester_id=caller.id,
+                requester_name=caller.principal.name,
+                reason_code=reason_code,
+                note=note,
+                justification=justification,
+                plan=plan,
+                created_at=now,
+                expires_at=now,
+            )
+            role = "breakglass" if breakglass else self.policy.requester_role
+            reply = await self.store.open(request, signals, velocity, via=caller.via, role=role)
+            if reply.code != "STALE":
+                break
+        if reply is None or reply.request is None or reply.code != "OK":
+            raise Conflict("The request could not be opened; please try again.")
+        opened = reply.request
+        keep_ms = max((v.window for v in velocity), default=86400) * 1000
+        await self.store.note_requester(caller.id, opened.id, action, keep_ms, opened.created_at)
+        log.info("request_opened", request=opened.id, tier=opened.plan.tier, action=action.value)
+        await self._tell("post_request", self.notifier.post_request(opened))
+        if opened.plan.alert_security:
+            await self._alert(opened, self._alert_text(opened, "opened"))
+        if opened.state is RequestState.READY:
+            await self.execute(opened.id)
+            opened = await self._fresh(opened)
+        return Decision(request=opened, message=self._receipt(opened))
+
+    def _check_action_fits(self, action: Action, target: Principal) -> None:
+        if action.for_nhi and target.kind is not PrincipalKind.NHI:
+            raise BadInput(f"{action.value} is for non-human identities: name one as nhi:<name>.")
+        if not action.for_nhi and target.kind is PrincipalKind.NHI:
+            raise BadInput(
+                f"{action.value} applies to people; for {target.name} use rotate-secret."
+            )
+
+    def _connector_for(self, action: Action, target: Principal) -> IdentityProvider:
+        for connector in self.connectors:
+            if connector.supports(action, target):
+                return connector
+        raise NotAllowed(
+            f"No identity provider configured here can {action.label} for {target.name}."
+        )
+
+    # ---- the gates ---------------------------------------------------------------------------
+
+    async def confirm_owner(self, owner: ChatUser, request_id: str) -> Decision:
+        """The owner of record answers "Yes, it was me"."""
+        caller = await self.identify(owner)
+        reply = await self.store.confirm_owner(request_id, caller.id, caller.via)
+        return await self._after_gate(reply, caller, "Thanks: your confirmation is recorded.")
+
+    async def reject_by_owner(self, owner: ChatUser, request_id: str) -> Decision:
+        """The owner answers "No, this wasn't me": reject, flag the account, alert security."""
+        caller = await self.identify(owner)
+        request = await self._get(request_id)
+        reply = await self.store.reject_by_owner(
+            request_id, caller.id, caller.via, self.policy.fraud.flag_window, request.target_id
+        )
+        decision = await self._after_gate(
+            reply,
+            caller,
+            "Thank you. The request is stopped and the security team has been told.",
+        )
+        if reply.code == "OK":
+            await self._alert(
+                decision.request,
+                self._alert_text(
+                    decision.request,
+                    'rejected by the owner ("this wasn\'t me"); the account is flagged',
+                ),
+            )
+        return decision
+
+    async def approve(self, approver: ChatUser, request_id: str) -> Decision:
+        caller = await self.identify(approver)
+        request = await self._get(request_id)
+        sod.check_may_approve(request, caller.id)
+        role = self._approver_role_of(caller.principal, request)
+        reply = await self.store.approve(request_id, caller.id, caller.via, role)
+        return await self._after_gate(reply, caller, "Your approval is recorded.")
+
+    async def deny(self, approver: ChatUser, request_id: str, reason: str) -> Decision:
+        try:
+            form = DenyForm(reason=reason)
+        except ValidationError as exc:
+            raise human_error(exc) from exc
+        caller = await self.identify(approver)
+        request = await self._get(request_id)
+        if caller.id in (request.requester_id, request.target_id, request.owner_id):
+            raise SeparationOfDuties(
+                "You are part of this request, so you cannot decide it; cancel it instead."
+            )
+        role = self._approver_role_of(caller.principal, request)
+        reply = await self.store.deny(request_id, caller.id, caller.via, role, form.reason)
+        return await self._after_gate(reply, caller, "The request is denied.")
+
+    async def cancel(self, who: ChatUser, request_id: str) -> Decision:
+        caller = await self.identify(who)
+        request = await self._get(request_id)
+        override = caller.id != request.requester_id
+        role = "requester"
+        if override:
+            try:
+                role = self._approver_role_of(caller.principal, request)
+            except NotAllowed:
+                raise NotAllowed(
+                    "Only the agent who opened the request, or an approver for it, can cancel it."
+                ) from None
+        reply = await self.store.cancel(request_id, caller.id, caller.via, role, override=override)
+        return await self._after_gate(reply, caller, "The request is cancelled.")
+
+    def _approver_role_of(self, principal: Principal, request: Request) -> str:
+        """The role under which this person may decide this request, or refuse."""
+        roles = [request.plan.approver_role]
+        if request.escalated and request.plan.escalate_to:
+            roles.append(request.plan.escalate_to)
+        for role in roles:
+            if self.policy.holds_role(principal, role):
+                return role
+        raise NotAllowed(
+            f"Deciding a {request.plan.tier_label or request.plan.tier} request needs the "
+            f"{' or '.join(roles)} role, which you do not hold."
+        )
+
+    async def _after_gate(self, reply: GateReply, caller: Caller, done: str) -> Decision:
+        """Map a gate script's code to a decision, then tell everyone and maybe execute."""
+        request = self._reply_request(reply)
+        code = reply.code
+        if code == "NOT_OWNER":
+            raise NotAllowed("Only the account's owner of record can answer this confirmation.")
+        if code == "SOD":
+            raise SeparationOfDuties(
+                "You are part of this request (requester, account or owner), so you cannot "
+                "decide it."
+            )
+        if code == "NOT_REQUESTER":
+            raise NotAllowed("Only the agent who opened the request can cancel it.")
+        if code == "EXPIRED":
+            await self._tell("update_request", self.notifier.update_request(request))
+            await self._tell(
+                "notify_requester",
+                self.notifier.notify_requester(
+                    request, f"Request {request.id} expired before every gate was passed."
+                ),
+            )
+            raise Expired(
+                f"Request {request.id} expired at {when(request.expires_at)}; nothing was done. "
+                "Open a new request if it is still needed."
+            )
+        if code == "DECIDED":
+            return Decision(
+                request=request,
+                changed=False,
+                message=f"Request {request.id} is already {_state_words(request)}.",
+            )
+        if code == "NOOP":
+            return Decision(request=request, changed=False, message=_noop_words(reply.detail))
+        if code != "OK":
+            raise Conflict(f"Request {request.id} changed meanwhile ({code}); please try again.")
+        log.info("gate_passed", request=request.id, state=request.state.value, actor=caller.id)
+        await self._tell("update_request", self.notifier.update_request(request))
+        await self._tell_requester_decision(request, caller)
+        if request.state is RequestState.READY:
+            await self.execute(request.id, actor=caller.id)
+            request = await self._fresh(request)
+        return Decision(request=request, message=done)
+
+    async def _tell_requester_decision(self, request: Request, caller: Caller) -> None:
+        if caller.id == request.requester_id:
+            return
+        text = {
+            RequestState.DENIED: f"{caller.principal.name} denied request {request.id}: "
+            f"{request.decision_reason}",
+            RequestState.REJECTED_BY_OWNER: f"The owner said request {request.id} was not "
+            "theirs: it is stopped and security is alerted.",
+            RequestState.CANCELLED: f"{caller.principal.name} cancelled request {request.id}.",
+        }.get(
+            request.state,
+            f"Request {request.id}: {caller.principal.name} passed a gate; "
+            f"waiting for {', '.join(request.waiting_for(request.created_at)) or 'nothing'}.",
+        )
+        await self._tell("notify_requester", self.notifier.notify_requester(request, text))
+
+    # ---- execution (invariants 1, 3, 5) -----------------------------------------------------
+
+    async def execute(self, request_id: str, actor: str = SYSTEM) -> GateReply:
+        """Claim the request atomically (gates re-checked at Redis TIME) and act once."""
+        token = secrets.token_hex(16)
+        lease_ms = self.options.lease_s * 1000
+        claim = await self.store.claim(request_id, actor, lease_ms, token)
+        request = self._reply_request(claim)
+        if claim.code in ("LAPSED", "EXPIRED"):
+            await self._tell("update_request", self.notifier.update_request(request))
+        if claim.code != "OK":
+            return claim
+        result = await self._run_connector(request)
+        state = (
+            RequestState.COMPLETED if result.outcome is Outcome.COMPLETED else (RequestState.FAILED)
+        )
+        reason = {
+            Outcome.COMPLETED: "",
+            Outcome.FAILED: "provider_refused",
+            Outcome.UNKNOWN: "outcome_unknown",
+        }[result.outcome]
+        detail = clean_text(result.detail)[:500]
+        recorded = await self.store.record_result(
+            request_id, token, state, detail, reason, request.plan.dispute_window
+        )
+        final = self._reply_request(recorded)
+        log.info("executed", request=request_id, outcome=result.outcome.value, code=recorded.code)
+        if recorded.code == "LATE":
+            await self._alert(
+                final,
+                self._alert_text(
+                    final,
+                    f"finished ({result.outcome.value}) after it had been declared interrupted",
+                ),
+            )
+        await self._deliver_secret(final, result)
+        await self._tell("update_request", self.notifier.update_request(final))
+        await self._tell_outcome(final, result)
+        return recorded
+
+    async def _run_connector(self, request: Request) -> ExecutionResult:
+        """Never raises: a refusal is FAILED, anything unclear is UNKNOWN (alerted, not retried)."""
+        try:
+            target = await self.directory.get(request.target_id)
+        except Exception as exc:  # directory down: nothing was attempted
+            log.warning("directory_unavailable", request=request.id, error=type(exc).__name__)
+            return ExecutionResult(
+                outcome=Outcome.FAILED, detail="directory unreachable; nothing was changed"
+            )
+        if target is None:
+            return ExecutionResult(
+                outcome=Outcome.FAILED, detail="the account is no longer in the directory"
+            )
+        try:
+            connector = self._connector_for(request.action, target)
+        except NotAllowed as exc:
+            return ExecutionResult(outcome=Outcome.FAILED, detail=exc.message)
+        budget = max(1.0, self.options.lease_s * 0.8)
+        try:
+            return await asyncio.wait_for(
+                connector.execute(request.action, target, request), timeout=budget
+            )
+        except TimeoutError:
+            return ExecutionResult(
+                outcome=Outcome.UNKNOWN, detail=f"{connector.name} did not answer in time"
+            )
+        except Exception as exc:
+            log.error(
+                "connector_crashed",
+                request=request.id,
+                connector=connector.name,
+                error=type(exc).__name__,
+            )
+            return ExecutionResult(
+                outcome=Outcome.UNKNOWN, detail=f"{connector.name} failed unexpectedly"
+            )
+
+    async def _deliver_secret(self, request: Request, result: ExecutionResult) -> None:
+        """Invariant 5: the one-time secret goes to the owner only, and is never stored."""
+        # A FAILED change set nothing; an UNKNOWN one may have set the secret, and the owner is
+        # better off holding it (labelled as possibly unapplied) than locked out without it.
+        if result.secret is None or result.outcome is Outcome.FAILED:
+            return
+        delivered = False
+        try:
+            delivered = await self.notifier.deliver_secret(
+                request, result.secret, result.secret_label or "one-time secret"
+            )
+        except Exception as exc:
+            log.error("secret_delivery_failed", request=request.id, error=type(exc).__name__)
+        if not delivered:
+            await self.store.annotate(
+                request.id, "secret_undelivered", SYSTEM, "delivery_failed", "failed"
+            )
+            await self._alert(
+                request,
+                self._alert_text(
+                    request,
+                    "completed, but the one-time secret could not be delivered to the "
+                    "owner; it was not kept. Open a new request to issue another.",
+                ),
+            )
+
+    async def _tell_outcome(self, request: Request, result: ExecutionResult) -> None:
+        if request.state is RequestState.COMPLETED:
+            await self._tell(
+                "notify_owner",
+                self.notifier.notify_owner(
+                    request,
+                    (
+                        f"Done: twokey will {request.action.label} for {request.target_name} "
+                        f"(request {request.id}, ticket {request.ticket}) completed at "
+                        f"{when(request.finished_at)}. If you did not ask for this, press "
+                        f'"This wasn\'t me" before {when(request.dispute_until)}.'
+                    ),
+                ),
+            )
+            await self._tell(
+                "notify_requester",
+                self.notifier.notify_requester(request, f"Request {request.id} completed."),
+            )
+            return
+        words = "could not be confirmed" if result.outcome is Outcome.UNKNOWN else "failed"
+        await self._tell(
+            "notify_requester",
+            self.notifier.notify_requester(
+                request, f"Request {request.id} {words}: {request.outcome_detail}"
+            ),
+        )
+        await self._alert(
+            request, self._alert_text(request, f"execution {words}: {request.outcome_detail}")
+        )
+
+    # ---- after the change --------------------------------------------------------------------
+
+    async def dispute(self, owner: ChatUser, request_id: str) -> Decision:
+        """The owner says a completed change was not theirs: incident, flag, maybe revoke."""
+        caller = await self.identify(owner)
+        request = await self._get(request_id)
+        reply = await self.store.dispute(
+            request_id, caller.id, caller.via, self.policy.fraud.flag_window, request.target_id
+        )
+        request = self._reply_request(reply)
+        if reply.code == "NOT_OWNER":
+            raise NotAllowed("Only the account's owner of record can dispute this change.")
+        if reply.code == "EXPIRED":
+            raise Expired("The time to dispute this change has passed; contact security directly.")
+        if reply.code == "DECIDED":
+            raise AlreadyDecided(
+                f"Request {request.id} did not complete, so there is nothing to dispute."
+            )
+        if reply.code == "NOOP":
+            return Decision(
+                request=request,
+                changed=False,
+                message="You already reported this; security is on it.",
+            )
+        await self._alert(
+            request,
+            self._alert_text(request, "DISPUTED by the owner after completion: security incident"),
+        )
+        if request.plan.auto_revoke_on_dispute and request.action is not Action.REVOKE_SESSIONS:
+            await self._revoke_after_dispute(request)
+        await self._tell("update_request", self.notifier.update_request(request))
+        return Decision(
+            request=request,
+            message="Thank you. Security has been alerted and the "
+            "account is flagged; you may be contacted shortly.",
+        )
+
+    async def _revoke_after_dispute(self, request: Request) -> None:
+        target = await self.directory.get(request.target_id)
+        outcome, detail = "failed", "no connector can revoke sessions for this account"
+        if target is not None:
+            for connector in self.connectors:
+                if connector.supports(Action.REVOKE_SESSIONS, target):
+                    try:
+                        result = await connector.execute(Action.REVOKE_SESSIONS, target, request)
+                        outcome, detail = result.outcome.value, clean_text(result.detail)[:200]
+                    except Exception as exc:
+                        outcome, detail = "unknown", type(exc).__name__
+                    break
+        await self.store.annotate(request.id, "auto_revoke_sessions", SYSTEM, detail, outcome)
+
+    async def close_review(self, reviewer: ChatUser, request_id: str, note: str) -> Decision:
+        caller = await self.identify(reviewer)
+        bg = self.policy.breakglass
+        security_roles = {r for r in (bg.role if bg else None, "security") if r}
+        if not any(self.policy.holds_role(caller.principal, r) for r in security_roles):
+            raise NotAllowed("Closing a break-glass review needs the security role.")
+        text = clean_text(note)[:500]
+        if not text:
+            raise BadInput("Say what you reviewed: a note is required to close a review.")
+        reply = await self.store.close_review(request_id, caller.id, caller.via, text)
+        request = self._reply_request(reply)
+        if reply.code == "SOD":
+            raise SeparationOfDuties("You used break-glass here, so you cannot review it.")
+        if reply.code == "NOOP":
+            return Decision(request=request, changed=False, message="That review is not open.")
+        return Decision(request=request, message="Review closed.")
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    async def status(self, who: ChatUser, request_id: str) -> Request:
+        caller = await self.identify(who)
+        request = await self._get(request_id)
+        if not self._may_view(caller.principal, request):
+            raise NotFound(f"No request {request_id} that you can see.")
+        return request
+
+    def _may_view(self, principal: Principal, request: Request) -> bool:
+        if request.involves(principal.id):
+            return True
+        roles = {
+            self.policy.requester_role,
+            request.plan.approver_role,
+            request.plan.escalate_to or "",
+        }
+        return any(self.policy.holds_role(principal, r) for r in roles if r)
+
+    async def list_for(self, who: ChatUser) -> Listing:
+        caller = await self.identify(who)
+        now = await self.store.now()
+        mine, to_approve, to_confirm = [], [], []
+        for request in await self.store.open_requests():
+            if request.requester_id == caller.id:
+                mine.append(request)
+            if (
+                request.owner_id == caller.id
+                and request.plan.owner_confirmation
+                and not request.owner_gate_satisfied(now)
+            ):
+                to_confirm.append(request)
+            if self._may_approve_now(caller.principal, request, now):
+                to_approve.append(request)
+        return Listing(mine=mine, to_approve=to_approve, to_confirm=to_confirm)
+
+    def _may_approve_now(self, principal: Principal, request: Request, now: int) -> bool:
+        if request.involves(principal.id) or request.approvals_gate_satisfied(now):
+            return False
+        try:
+            self._approver_role_of(principal, request)
+        except NotAllowed:
+            return False
+        return True
+
+    # ---- the sweeper's use case --------------------------------------------------------------
+
+    async def expire_due(self, limit: int = 200) -> SweepReport:
+        """Expire, remind, escalate, declare interrupted, and claim what was left ready.
+
+        Safe on any number of replicas at once: each step is one guarded script (tick.lua).
+        """
+        report = SweepReport()
+        now = await self.store.now()
+        for shard in range(self.store.shards):
+            for request_id in await self.store.due(shard, now, limit):
+                reply = await self.store.tick(request_id)
+                report.count(reply.code)
+                if reply.request is not None:
+                    await self._after_tick(reply.code, reply.request)
+        return report
+
+    async def _after_tick(self, code: str, request: Request) -> None:
+        if code == "EXPIRED":
+            await self._tell("update_request", self.notifier.update_request(request))
+            await self._tell(
+                "notify_requester",
+                self.notifier.notify_requester(
+                    request,
+                    f"Request {request.id} expired before every gate was passed; nothing was done.",
+                ),
+            )
+        elif code == "INTERRUPTED":
+            await self._tell("update_request", self.notifier.update_request(request))
+            await self._alert(
+                request,
+                self._alert_text(
+                    request,
+                    "execution was interrupted (the process running it stopped); it will "
+                    "NOT be re-run. Check the account in the identity provider",
+                ),
+            )
+        elif code == "REMIND":
+            await self._tell(
+                "notify_approvers",
+                self.notifier.notify_approvers(
+                    request,
+                    f"Reminder: request {request.id} is still waiting for "
+                    f"{', '.join(request.waiting_for(request.created_at))}.",
+                ),
+            )
+            if request.plan.owner_confirmation and request.owner_confirmed_at is None:
+                await self._tell(
+                    "notify_owner",
+                    self.notifier.notify_owner(
+                        request,
+                        f"Reminder: please answer whether you asked for request {request.id}.",
+                    ),
+                )
+        elif code == "ESCALATE":
+            await self._tell(
+                "notify_approvers",
+                self.notifier.notify_approvers(
+                    request,
+                    f"Escalated: request {request.id} has waited too long; "
+                    f"{request.plan.escalate_to} may now decide it.",
+                ),
+            )
+            await self._alert(request, self._alert_text(request, "escalated after waiting"))
+            await self._tell("update_request", self.notifier.update_request(request))
+        elif code == "LAPSED":
+            await self._tell("update_request", self.notifier.update_request(request))
+        elif code == "CLAIMABLE":
+            await self.execute(request.id)
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    async def _get(self, request_id: str) -> Request:
+        request = await self.store.get(request_id)
+        if request is None:
+            raise NotFound(f"No request {request_id}: check the id (they look like TK-4K7M2P9Q).")
+        return request
+
+    async def _fresh(self, request: Request) -> Request:
+        return await self.store.get(request.id) or request
+
+    @staticmethod
+    def _reply_request(reply: GateReply) -> Request:
+        if reply.request is None:
+            raise NotFound("No such request: check the id (they look like TK-4K7M2P9Q).")
+        return reply.request
+
+    async def _alert(self, request: Request | None, text: str) -> None:
+        await self._tell("alert_security", self.notifier.alert_security(request, text))
+
+    @staticmethod
+    def _alert_text(request: Request, what: str) -> str:
+        return (
+            f"Request {request.id} ({request.action.value} for {request.target_name}, "
+            f"tier {request.plan.tier}, ticket {request.ticket}, requested by "
+            f"{request.requester_name or request.requester_id}): {what}."
+        )
+
+    @staticmethod
+    def _receipt(request: Request) -> str:
+        waiting = request.waiting_for(request.created_at)
+        if request.state is RequestState.PENDING:
+            return (
+                f"Request {request.id} opened (tier {request.plan.tier_label}): "
+                f"waiting for {', '.join(waiting)}; expires {when(request.expires_at)}."
+            )
+        return f"Request {request.id} opened; it is now {_state_words(request)}."
+
+    @staticmethod
+    async def _tell(what: str, call: Awaitable[object]) -> None:
+        """Best effort: a message that fails is logged, never undoes or repeats a decision."""
+        try:
+            await call
+        except Exception as exc:
+            log.error("notify_failed", what=what, error=type(exc).__name__)
+
+
+def _state_words(request: Request) -> str:
+    return {
+        RequestState.PENDING: "waiting for its gates",
+        RequestState.READY: "approved and about to run",
+        RequestState.EXECUTING: "being carried out",
+        RequestState.COMPLETED: "completed",
+        RequestState.FAILED: "failed",
+        RequestState.INTERRUPTED: "interrupted",
+        RequestState.DENIED: "denied",
+        RequestState.REJECTED_BY_OWNER: "rejected by the account owner",
+        RequestState.EXPIRED: "expired",
+        RequestState.CANCELLED: "cancelled",
+    }[request.state]
+
+
+def _noop_words(detail: str) -> str:
+    return {
+        "already_confirmed": "You already confirmed this request.",
+        "already_approved": "You already approved this request.",
+        "enough_approvals": "This request already has every approval it needs.",
+        "not_needed": "This request does not need your confirmation.",
+    }.get(detail, "Nothing to do: this was already done.")

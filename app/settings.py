@@ -1,0 +1,77 @@
+"""Settings from the environment (pydantic-settings); imports nothing of ours.
+
+Every setting is documented in README.md and .env.example. Secrets are SecretStr so they never
+appear in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # where to listen
+    host: str = Field(default="127.0.0.1", alias="HOST")
+    port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
+
+    # state
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    """Unset: an embedded Valkey server with its data under TWOKEY_DATA_DIR."""
+    data_dir: Path = Field(default=Path(".twokey"), alias="TWOKEY_DATA_DIR")
+    namespace: str = Field(
+        default="tk", pattern=r"^[a-z][a-z0-9_-]{0,15}$", alias="TWOKEY_NAMESPACE"
+    )
+    accept_eviction_risk: bool = Field(default=False, alias="TWOKEY_ACCEPT_EVICTION_RISK")
+
+    # policy, directory, audit
+    policy_path: Path | None = Field(default=None, alias="TWOKEY_POLICY")
+    directory_path: Path | None = Field(default=None, alias="TWOKEY_DIRECTORY")
+    audit_key: SecretStr | None = Field(default=None, alias="TWOKEY_AUDIT_KEY")
+    """HMAC key of the audit chain. Unset: a key generated once under TWOKEY_DATA_DIR."""
+
+    # timing
+    sweep_interval: float = Field(default=1.0, gt=0, le=60, alias="TWOKEY_SWEEP_INTERVAL")
+    execution_lease: int = Field(default=120, ge=5, le=3600, alias="TWOKEY_EXECUTION_LEASE")
+    claim_grace: int = Field(default=5, ge=1, le=600, alias="TWOKEY_CLAIM_GRACE")
+
+    # Slack
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    slack_allowed_teams: list[str] = Field(default_factory=list, alias="SLACK_ALLOWED_TEAMS")
+    slack_app_id: str | None = Field(default=None, alias="SLACK_APP_ID")
+
+    # Microsoft Teams / Bot Framework
+    microsoft_app_id: str | None = Field(default=None, alias="MICROSOFT_APP_ID")
+    microsoft_app_password: SecretStr | None = Field(default=None, alias="MICROSOFT_APP_PASSWORD")
+    microsoft_app_tenant_id: str | None = Field(default=None, alias="MICROSOFT_APP_TENANT_ID")
+    microsoft_app_type: Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"] = Field(
+        default="SingleTenant", alias="MICROSOFT_APP_TYPE"
+    )
+
+    # playground
+    playground: bool | None = Field(default=None, alias="TWOKEY_PLAYGROUND")
+    """Unset: on exactly when no chat credentials are configured (and only on loopback)."""
+
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_bot_token is not None and self.slack_signing_secret is not None
+
+    @property
+    def teams_enabled(self) -> bool:
+        return self.microsoft_app_id is not None
+
+    @property
+    def playground_enabled(self) -> bool:
+        if self.playground is not None:
+            return self.playground
+        return not (self.slack_enabled or self.teams_enabled)

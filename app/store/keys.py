@@ -1,0 +1,99 @@
+"""Every Redis key twokey uses, and why its hash tag is what it is.
+
+Requests are spread over ``SHARDS`` shards. A request lives in the shard of its *target*, so the
+request, its shard's expiry index, its shard's audit stream and seals, and the target's fraud
+flag and velocity counters all share one hash tag ``{<ns>:sNN}`` and therefore one cluster slot.
+That is what lets each gate action be ONE script that checks the state, checks the clock, applies
+the change, updates the expiry index and appends the audit event, on a single Redis or a Cluster.
+
+The shard is also written into the request id (its first character after ``TK-``), so any
+request id finds its keys without a lookup. ``SHARDS`` is fixed forever: changing it would move
+targets to other shards and orphan their history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from app.domain.models import REQUEST_ID_ALPHABET, REQUEST_ID_PATTERN
+
+SHARDS = 16
+
+
+def shard_of_target(target_id: str) -> int:
+    digest = hashlib.sha256(target_id.encode()).digest()
+    return int.from_bytes(digest[:4], "big") % SHARDS
+
+
+def shard_of_request(request_id: str) -> int:
+    if not REQUEST_ID_PATTERN.fullmatch(request_id):
+        raise ValueError(f"not a request id: {request_id!r}")
+    return REQUEST_ID_ALPHABET.index(request_id[3]) % SHARDS
+
+
+def new_request_id(target_id: str) -> str:
+    """``TK-`` + shard character + 7 random base32 characters (35 bits of randomness)."""
+    shard = shard_of_target(target_id)
+    tail = "".join(secrets.choice(REQUEST_ID_ALPHABET) for _ in range(7))
+    return f"TK-{REQUEST_ID_ALPHABET[shard]}{tail}"
+
+
+class Keys:
+    """Key names under one namespace (default ``tk``; tests use a fresh one each)."""
+
+    def __init__(self, namespace: str = "tk") -> None:
+        self.ns = namespace
+
+    def tag(self, shard: int) -> str:
+        return f"{{{self.ns}:s{shard:02d}}}"
+
+    # --- per request (in its target's shard) -------------------------------------------------
+    def request(self, request_id: str) -> str:
+        return f"{self.tag(shard_of_request(request_id))}:req:{request_id}"
+
+    # --- per shard ---------------------------------------------------------------------------
+    def due(self, shard: int) -> str:
+        """Sorted set: request id -> next deadline (expiry, reminder, escalation, lease)."""
+        return f"{self.tag(shard)}:due"
+
+    def open_requests(self, shard: int) -> str:
+        """Sorted set: request id -> opened at, for requests not yet final (for `list`)."""
+        return f"{self.tag(shard)}:open"
+
+    def reviews(self, shard: int) -> str:
+        """Sorted set: request id -> opened at, for break-glass uses awaiting review."""
+        return f"{self.tag(shard)}:reviews"
+
+    def audit(self, shard: int) -> str:
+        """Stream of audit events of this shard, in the order they were written."""
+        return f"{self.tag(shard)}:audit"
+
+    def audit_seq(self, shard: int) -> str:
+        """Counter: the seq of the last audit event appended in this shard."""
+        return f"{self.tag(shard)}:audit:seq"
+
+    def seals(self, shard: int) -> str:
+        """List: element i is the HMAC sealing audit event seq i+1 (see app/audit/chain.py)."""
+        return f"{self.tag(shard)}:audit:seals"
+
+    # --- per target (in the target's shard) --------------------------------------------------
+    def flag(self, target_id: str) -> str:
+        """Set after "this wasn't me": later requests on the target get the strictest tier."""
+        return f"{self.tag(shard_of_target(target_id))}:flag:{target_id}"
+
+    def target_history(self, target_id: str) -> str:
+        """Sorted set: "<request id>|<action>" -> opened at, for velocity limits per target."""
+        return f"{self.tag(shard_of_target(target_id))}:hist:{target_id}"
+
+    # --- per requester (its own slot; see RedisRequestStore.note_requester) ---------------
+    def requester_history(self, requester_id: str) -> str:
+        return f"{{{self.ns}:r:{requester_id}}}:hist"
+
+    # --- channel-side idempotency and message references --------------------------------------
+    def once(self, scope: str, key: str) -> str:
+        return f"{{{self.ns}:once}}:{scope}:{key}"
+
+    def message_refs(self, request_id: str) -> str:
+        """Hash: channel ref name -> JSON MessageRef, in the request's slot."""
+        return f"{self.tag(shard_of_request(request_id))}:refs:{request_id}"

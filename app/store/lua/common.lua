@@ -1,0 +1,133 @@
+-- Shared by every gate script (prepended to each when it is loaded; see redis_store.py).
+--
+-- Every gate script follows one shape, so that invariants 1, 3 and 4 hold by construction:
+--   read the request and the clock (Redis TIME: one clock for all replicas), check the state
+--   and every expiry, apply the change, re-index the next deadline, append exactly one audit
+--   event - all inside this one script, which Redis runs atomically.
+-- KEYS[1] request hash, KEYS[2] shard due index, KEYS[3] shard open index,
+-- KEYS[4] shard audit stream, KEYS[5] shard audit seq; scripts may add more after these.
+-- Every reply is { code, detail, flat request hash } so Python needs no second round trip.
+
+local REQ, DUE, OPEN, AUDIT, SEQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function load_request()
+  local flat = redis.call('HGETALL', REQ)
+  if #flat == 0 then return nil end
+  local r = {}
+  for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end
+  return r
+end
+
+local function num(r, field)
+  return tonumber(r[field] or '0') or 0
+end
+
+local function is_open(state)
+  return state == 'pending' or state == 'ready'
+end
+
+local function owner_ok(r, now)
+  if r.needs_owner ~= '1' then return true end
+  local at = num(r, 'owner_at')
+  return at > 0 and now < at + num(r, 'approval_ttl_ms')
+end
+
+local function valid_approvals(r, now)
+  local count, ttl = 0, num(r, 'approval_ttl_ms')
+  for field, value in pairs(r) do
+    if string.sub(field, 1, 5) == 'appr:' and now < tonumber(value) + ttl then
+      count = count + 1
+    end
+  end
+  return count
+end
+
+-- Invariant 1: every gate the frozen plan requires is satisfied and unexpired at `now`.
+local function gates_ok(r, now)
+  return now < num(r, 'expires_at') and owner_ok(r, now)
+    and valid_approvals(r, now) >= num(r, 'approvals_needed')
+end
+
+local function set(r, field, value)
+  r[field] = tostring(value)
+  redis.call('HSET', REQ, field, r[field])
+end
+
+-- The next instant the sweeper must look at this request, or nil when it is final.
+local function next_deadline(r)
+  local state = r.state
+  if state == 'executing' then return num(r, 'lease_until') end
+  if not is_open(state) then return nil end
+  local at = num(r, 'expires_at')
+  local function sooner(t) if t > 0 and t < at then at = t end end
+  if r.reminded ~= '1' and state == 'pending' then sooner(num(r, 'remind_at')) end
+  if r.escalated ~= '1' then sooner(num(r, 'escalate_at')) end
+  if state == 'ready' then sooner(num(r, 'ready_at') + num(r, 'claim_grace_ms')) end
+  return at
+end
+
+local function reindex(r, rid)
+  local at = next_deadline(r)
+  if at then
+    redis.call('ZADD', DUE, at, rid)
+  else
+    redis.call('ZREM', DUE, rid)
+    redis.call('ZREM', OPEN, rid)
+    redis.call('PEXPIRE', REQ, num(r, 'retention_ms'))
+  end
+end
+
+-- Invariant 4: the audit event is appended by the same script as the change it records.
+local function append_event(r, rid, now, kind, actor, role, via, from, reason, outcome)
+  local seq = redis.call('INCR', SEQ)
+  local event = {
+    seq = seq, rid = rid, kind = kind, at = now,
+    actor = actor or '', role = role or '', via = via or '',
+    ticket = r.ticket or '', action = r.action or '', target = r.target or '',
+    tier = r.tier or '', from = from or '', to = r.state or '',
+    reason = reason or '', outcome = outcome or r.state or '',
+  }
+  redis.call('XADD', AUDIT, '*', 'seq', seq, 'e', cjson.encode(event))
+  redis.call('HINCRBY', REQ, 'events', 1)
+  r.events = tostring(num(r, 'events') + 1)
+end
+
+local function reply(code, detail)
+  return { code, detail or '', redis.call('HGETALL', REQ) }
+end
+
+-- Moves an open request whose time is up to `expired`, with its event; true if it did.
+local function expire_if_due(r, rid, now, actor)
+  if is_open(r.state) and now >= num(r, 'expires_at') then
+    local from = r.state
+    set(r, 'state', 'expired')
+    set(r, 'finished_at', now)
+    reindex(r, rid)
+    append_event(r, rid, now, 'expired', actor or 'twokey', 'system', '', from, 'request_ttl', 'expired')
+    return true
+  end
+  return false
+end
+
+-- Moves a pending request to ready when every gate holds (same script as the gate change).
+local function ready_if_satisfied(r, now)
+  if r.state == 'pending' and gates_ok(r, now) then
+    set(r, 'state', 'ready')
+    set(r, 'ready_at', now)
+    return true
+  end
+  return false
+end
+
+-- Common entry checks of a gate action on an open request; returns an error reply or nil.
+local function refuse_unless_open(r, rid, now, actor)
+  if not r then return { 'NOTFOUND', '', {} } end
+  if expire_if_due(r, rid, now, actor) then return reply('EXPIRED') end
+  if not is_open(r.state) then return reply('DECIDED', r.state) end
+  return nil
+end

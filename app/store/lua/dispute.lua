@@ -1,0 +1,14 @@
+-- After a change, the owner says "This wasn't me": flag the target and record the dispute.
+-- KEYS[6] target's fraud flag. ARGV: rid, actor, via, flag_window_ms.
+local rid, actor, via = ARGV[1], ARGV[2], ARGV[3]
+local r = load_request()
+if not r then return { 'NOTFOUND', '', {} } end
+local now = now_ms()
+if actor ~= r.owner then return reply('NOT_OWNER') end
+if r.state ~= 'completed' then return reply('DECIDED', r.state) end
+if num(r, 'disputed_at') > 0 then return reply('NOOP', 'already_disputed') end
+if now >= num(r, 'dispute_until') then return reply('EXPIRED', 'dispute_window') end
+set(r, 'disputed_at', now)
+redis.call('SET', KEYS[6], rid, 'PX', tonumber(ARGV[4]))
+append_event(r, rid, now, 'disputed', actor, 'owner', via, r.state, 'owner_disputed', r.state)
+return reply('OK')

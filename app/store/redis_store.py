@@ -1,0 +1,452 @@
+"""The Redis adapter of the RequestStore port: one Lua script per gate action.
+
+No read-modify-write happens in Python: each method is one script call that checks the state and
+the Redis clock, applies the change, re-indexes the next deadline and appends the audit event
+(see lua/common.lua). Script result codes map to domain outcomes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine, Sequence
+from functools import wraps
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.domain.errors import Unavailable
+from app.domain.models import Action, Approval, Request, RequestState
+from app.domain.policy import Signals, VelocityLimit
+from app.metrics import GATE_SCRIPTS
+from app.ports import GateReply
+from app.store.keys import SHARDS, Keys, new_request_id, shard_of_request, shard_of_target
+
+_STATIC_FIELDS = (
+    "id",
+    "ticket",
+    "action",
+    "target_id",
+    "target_name",
+    "target_kind",
+    "target_system",
+    "owner_id",
+    "requester_id",
+    "requester_name",
+    "reason_code",
+    "note",
+    "justification",
+    "plan",
+)
+_SCRIPTS = (
+    "open",
+    "confirm_owner",
+    "reject_by_owner",
+    "approve",
+    "deny",
+    "cancel",
+    "claim",
+    "record_result",
+    "tick",
+    "dispute",
+    "close_review",
+    "annotate",
+)
+UNAVAILABLE_MESSAGE = (
+    "twokey cannot reach its database right now, so nothing was changed. "
+    "Please try again in a minute; if it persists, tell the twokey operators."
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def fails_closed(
+    func: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Invariant 6: a Redis outage becomes one clear `Unavailable`, never a half-done change."""
+
+    @wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise Unavailable(UNAVAILABLE_MESSAGE) from exc
+        except RedisError as exc:
+            if "NOSCRIPT" in str(exc) or "BUSY" in str(exc) or "LOADING" in str(exc):
+                raise Unavailable(UNAVAILABLE_MESSAGE) from exc
+            raise
+
+    return wrapper
+
+
+def _load_script_text(name: str) -> str:
+    lua = resources.files("app.store").joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+def request_from_hash(flat: dict[str, str]) -> Request:
+    """Rebuild a Request from its stored hash: the frozen doc plus the moving gate fields."""
+    doc: dict[str, Any] = json.loads(flat["doc"])
+    ttl = int(flat.get("approval_ttl_ms", "0"))
+
+    def opt(field: str) -> int | None:
+        value = int(flat.get(field, "0") or 0)
+        return value or None
+
+    approvals = sorted(
+        (
+            Approval(approver_id=field[5:], approved_at=int(at), valid_until=int(at) + ttl)
+            for field, at in flat.items()
+            if field.startswith("appr:")
+        ),
+        key=lambda a: a.approved_at,
+    )
+    return Request(
+        **doc,
+        state=RequestState(flat["state"]),
+        created_at=int(flat["created_at"]),
+        expires_at=int(flat["expires_at"]),
+        owner_confirmed_at=opt("owner_at"),
+        approvals=tuple(approvals),
+        decided_by=flat.get("decided_by") or None,
+        decision_reason=flat.get("decision_reason", ""),
+        decided_at=opt("decided_at"),
+        claimed_at=opt("claimed_at"),
+        lease_until=opt("lease_until"),
+        finished_at=opt("finished_at"),
+        outcome_detail=flat.get("outcome_detail", ""),
+        reminded=flat.get("reminded") == "1",
+        escalated=flat.get("escalated") == "1",
+        review_open=flat.get("review_open") == "1",
+        reviewed_by=flat.get("reviewed_by") or None,
+        dispute_until=opt("dispute_until"),
+        disputed_at=opt("disputed_at"),
+        events=int(flat.get("events", "0")),
+    )
+
+
+def _pairs(flat: Sequence[Any]) -> dict[str, str]:
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+class RedisRequestStore:
+    """Requests, their gates and indexes on Redis (single server or Cluster)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys | None = None,
+        *,
+        claim_grace_ms: int = 5_000,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys or Keys()
+        self.claim_grace_ms = claim_grace_ms
+        self.shards = SHARDS
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(_load_script_text(name)) for name in _SCRIPTS
+        }
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    def _gate_keys(self, request_id: str) -> list[str]:
+        shard = shard_of_request(request_id)
+        k = self.keys
+        return [
+            k.request(request_id),
+            k.due(shard),
+            k.open_requests(shard),
+            k.audit(shard),
+            k.audit_seq(shard),
+        ]
+
+    async def _run(
+        self, script: str, request_id: str, args: Sequence[Any], extra_keys: Sequence[str] = ()
+    ) -> GateReply:
+        keys = [*self._gate_keys(request_id), *extra_keys]
+        raw = await self._scripts[script](keys=keys, args=[request_id, *args])
+        code, detail, flat = _text(raw[0]), _text(raw[1]), _pairs(raw[2])
+        GATE_SCRIPTS.labels(script, code).inc()
+        return GateReply(
+            code=code, detail=detail, request=request_from_hash(flat) if flat else None
+        )
+
+    def new_request_id(self, target_id: str) -> str:
+        return new_request_id(target_id)
+
+    @fails_closed
+    async def now(self) -> int:
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    @fails_closed
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # ---- opening -----------------------------------------------------------------------------
+
+    @fails_closed
+    async def signals(
+        self,
+        target_id: str,
+        requester_id: str,
+        velocity: Sequence[VelocityLimit],
+        now: int,
+    ) -> Signals:
+        """What the policy needs to know: fraud flag and recent history of target/requester."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.flag(target_id))
+            pipe.zrangebyscore(
+                self.keys.target_history(target_id),
+                now - _longest(velocity),
+                "+inf",
+                withscores=True,
+            )
+            pipe.zrangebyscore(
+                self.keys.requester_history(requester_id),
+                now - _longest(velocity),
+                "+inf",
+                withscores=True,
+            )
+            flagged, target_hist, requester_hist = await pipe.execute()
+        target_count: dict[str, int] = {}
+        requester_count: dict[str, int] = {}
+        for index, limit in enumerate(velocity):
+            history = target_hist if limit.per == "target" else requester_hist
+            counts = target_count if limit.per == "target" else requester_count
+            counts[str(index)] = _count(history, limit, now)
+        return Signals(
+            target_flagged=bool(flagged),
+            target_count=target_count,
+            requester_count=requester_count,
+        )
+
+    @fails_closed
+    async def open(
+        self,
+        request: Request,
+        signals: Signals,
+        velocity: Sequence[VelocityLimit],
+        *,
+        via: str,
+        role: str,
+    ) -> GateReply:
+        """Write a new request; code STALE means flags/velocity moved: evaluate again."""
+        plan = request.plan
+        doc = request.model_dump(mode="json", include=set(_STATIC_FIELDS))
+        fields = {
+            "rid": request.id,
+            "doc": json.dumps(doc, separators=(",", ":")),
+            "ticket": request.ticket,
+            "action": request.action.value,
+            "target": request.target_id,
+            "owner": request.owner_id,
+            "requester": request.requester_id,
+            "tier": plan.tier,
+            "reason_code": request.reason_code,
+            "needs_owner": "1" if plan.owner_confirmation else "0",
+            "approvals_needed": str(plan.approvals_needed),
+            "approval_ttl_ms": str(plan.approval_ttl * 1000),
+            "retention_ms": str(plan.retention * 1000),
+            "claim_grace_ms": str(self.claim_grace_ms),
+        }
+        checks = [
+            [
+                limit.window * 1000,
+                ",".join(a.value for a in limit.actions or ()),
+                signals.target_count.get(str(index), 0),
+            ]
+            for index, limit in enumerate(velocity)
+            if limit.per == "target"
+        ]
+        keep_ms = max(_longest(velocity), 86_400_000)
+        target = request.target_id
+        return await self._run(
+            "open",
+            request.id,
+            [
+                json.dumps(fields),
+                "1" if signals.target_flagged else "0",
+                json.dumps(checks),
+                plan.request_ttl * 1000,
+                (plan.remind_after or 0) * 1000,
+                (plan.escalate_after or 0) * 1000,
+                "1" if plan.breakglass else "0",
+                via,
+                keep_ms,
+                role,
+            ],
+            extra_keys=[
+                self.keys.flag(target),
+                self.keys.target_history(target),
+                self.keys.reviews(shard_of_target(target)),
+            ],
+        )
+
+    @fails_closed
+    async def note_requester(
+        self, requester_id: str, request_id: str, action: Action, keep_ms: int, now: int
+    ) -> None:
+        """Requester velocity lives in the requester's own slot, so it is noted after opening.
+
+        Two opens racing by the same agent may both pass a requester limit; per-target limits,
+        which guard the account being attacked, are checked atomically inside open.lua.
+        """
+        key = self.keys.requester_history(requester_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {f"{request_id}|{action.value}": now})
+            pipe.zremrangebyscore(key, "-inf", now - keep_ms)
+            pipe.pexpire(key, keep_ms)
+            await pipe.execute()
+
+    # ---- gate actions ------------------------------------------------------------------------
+
+    @fails_closed
+    async def confirm_owner(self, request_id: str, actor: str, via: str) -> GateReply:
+        return await self._run("confirm_owner", request_id, [actor, via])
+
+    @fails_closed
+    async def reject_by_owner(
+        self, request_id: str, actor: str, via: str, flag_window_s: int, target_id: str
+    ) -> GateReply:
+        return await self._run(
+            "reject_by_owner",
+            request_id,
+            [actor, via, flag_window_s * 1000],
+            extra_keys=[self.keys.flag(target_id)],
+        )
+
+    @fails_closed
+    async def approve(self, request_id: str, actor: str, via: str, role: str) -> GateReply:
+        return await self._run("approve", request_id, [actor, via, role])
+
+    @fails_closed
+    async def deny(
+        self, request_id: str, actor: str, via: str, role: str, reason: str
+    ) -> GateReply:
+        return await self._run("deny", request_id, [actor, via, role, reason])
+
+    @fails_closed
+    async def cancel(
+        self, request_id: str, actor: str, via: str, role: str, *, override: bool = False
+    ) -> GateReply:
+        return await self._run("cancel", request_id, [actor, via, role, "1" if override else "0"])
+
+    @fails_closed
+    async def claim(self, request_id: str, actor: str, lease_ms: int, token: str) -> GateReply:
+        return await self._run("claim", request_id, [actor, lease_ms, token])
+
+    @fails_closed
+    async def record_result(
+        self,
+        request_id: str,
+        token: str,
+        state: RequestState,
+        detail: str,
+        reason: str,
+        dispute_window_s: int,
+    ) -> GateReply:
+        return await self._run(
+            "record_result",
+            request_id,
+            [token, state.value, detail, reason, dispute_window_s * 1000],
+        )
+
+    @fails_closed
+    async def annotate(
+        self, request_id: str, kind: str, actor: str, reason: str, outcome: str
+    ) -> GateReply:
+        return await self._run("annotate", request_id, [kind, actor, reason, outcome])
+
+    @fails_closed
+    async def tick(self, request_id: str) -> GateReply:
+        return await self._run("tick", request_id, [])
+
+    @fails_closed
+    async def dispute(
+        self, request_id: str, actor: str, via: str, flag_window_s: int, target_id: str
+    ) -> GateReply:
+        return await self._run(
+            "dispute",
+            request_id,
+            [actor, via, flag_window_s * 1000],
+            extra_keys=[self.keys.flag(target_id)],
+        )
+
+    @fails_closed
+    async def close_review(self, request_id: str, actor: str, via: str, note: str) -> GateReply:
+        shard = shard_of_request(request_id)
+        return await self._run(
+            "close_review", request_id, [actor, via, note], extra_keys=[self.keys.reviews(shard)]
+        )
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    @fails_closed
+    async def get(self, request_id: str) -> Request | None:
+        flat = await self.redis.hgetall(self.keys.request(request_id))
+        return request_from_hash(_decoded(flat)) if flat else None
+
+    @fails_closed
+    async def due(self, shard: int, now: int, limit: int = 200) -> list[str]:
+        """Requests whose next deadline has passed: cost grows with how many are due only."""
+        ids = await self.redis.zrangebyscore(self.keys.due(shard), "-inf", now, start=0, num=limit)
+        return [_text(i) for i in ids]
+
+    @fails_closed
+    async def open_requests(self) -> list[Request]:
+        return await self._requests_in(self.keys.open_requests)
+
+    @fails_closed
+    async def open_reviews(self) -> list[Request]:
+        return await self._requests_in(self.keys.reviews)
+
+    async def _requests_in(self, index: Callable[[int], str]) -> list[Request]:
+        found: list[Request] = []
+        for shard in range(SHARDS):
+            ids = [_text(i) for i in await self.redis.zrange(index(shard), 0, -1)]
+            if not ids:
+                continue
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for rid in ids:
+                    pipe.hgetall(self.keys.request(rid))
+                hashes = await pipe.execute()
+            found.extend(request_from_hash(_decoded(h)) for h in hashes if h)
+        return sorted(found, key=lambda r: r.created_at)
+
+    @fails_closed
+    async def check_eviction_policy(self) -> str:
+        """The server's maxmemory-policy: anything but noeviction may drop pending approvals."""
+        try:
+            config = await self.redis.config_get("maxmemory-policy")
+        except RedisError:
+            return "unknown"
+        return _text(config.get("maxmemory-policy", "unknown"))
+
+
+def _longest(velocity: Sequence[VelocityLimit]) -> int:
+    return max((limit.window * 1000 for limit in velocity), default=0)
+
+
+def _count(history: Sequence[tuple[Any, float]], limit: VelocityLimit, now: int) -> int:
+    since = now - limit.window * 1000
+    wanted = {a.value for a in limit.actions} if limit.actions else None
+    seen = 0
+    for member, score in history:
+        action = _text(member).rpartition("|")[2]
+        if score >= since and (wanted is None or action in wanted):
+            seen += 1
+    return seen
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decoded(flat: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in flat.items()}

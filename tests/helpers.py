@@ -1,0 +1,145 @@
+"""Building a real twokey core for tests: real Redis, sandbox directory and connector."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from app.connectors.sandbox import SandboxConnector, SandboxDirectory
+from app.domain.models import Action, ChatUser
+from app.notify import RecordingNotifier
+from app.policy.loader import load_policy_text
+from app.service import ServiceOptions, TwoKey
+from app.store.keys import Keys
+from app.store.redis_store import RedisRequestStore
+
+TEST_POLICY = """
+version: 1
+ticket_pattern: '^(INC|REQ|CHG)-\\d{{3,8}}$'
+reason_codes: [lost-device, forgotten-password, locked-out, scheduled-rotation]
+roles:
+  helpdesk: [helpdesk]
+  approver: [helpdesk-leads]
+  security: [security]
+  breakglass: [security-oncall]
+requester_role: helpdesk
+tiers:
+  standard:
+    owner_confirmation: true
+    approvals: 1
+    approver_role: approver
+    request_ttl: {request_ttl}
+    approval_ttl: {approval_ttl}
+{timers}  privileged:
+    label: Privileged account
+    privileged: true
+    approvals: 2
+    approver_role: security
+    alert_security: true
+    request_ttl: 1h
+    approval_ttl: 15m
+  production-nhi:
+    approvals: 1
+    approver_role: security
+    alert_security: true
+  strictest:
+    approvals: 2
+    approver_role: security
+    alert_security: true
+  breakglass:
+    approvals: 1
+    approver_role: security
+    alert_security: true
+rules:
+  - name: flagged
+    when: {{flagged: true}}
+    tier: strictest
+  - name: admins
+    when: {{target_groups: [admins]}}
+    tier: privileged
+  - name: production-nhi
+    when: {{target_tags: [production]}}
+    tier: production-nhi
+  - name: default
+    tier: standard
+velocity:
+  - {{per: target, actions: [reset-mfa], limit: 2, window: 24h, then: refuse}}
+fraud:
+  flag_window: 7d
+  flagged_tier: strictest
+disputes:
+  window: 24h
+  auto_revoke_sessions: true
+breakglass:
+  role: breakglass
+  tier: breakglass
+  skip: [approvals]
+  min_justification: 20
+"""
+
+
+def policy_text(
+    request_ttl: str = "4h",
+    approval_ttl: str = "30m",
+    remind_after: str = "15m",
+    escalate_after: str = "1h",
+) -> str:
+    """The test policy; an empty remind_after/escalate_after leaves that timer out."""
+    timers = ""
+    if remind_after:
+        timers += f"    remind_after: {remind_after}\n"
+    if escalate_after:
+        timers += f"    escalate_after: {escalate_after}\n    escalate_to: security\n"
+    return TEST_POLICY.format(request_ttl=request_ttl, approval_ttl=approval_ttl, timers=timers)
+
+
+def chat(principal_id: str, platform: str = "slack", **extra: object) -> ChatUser:
+    """The chat account of a sandbox person (email as in the example directory)."""
+    fields: dict[str, object] = {"email": f"{principal_id}@example.com", **extra}
+    return ChatUser(
+        platform=platform,
+        user_id=f"U{principal_id.upper()}",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class Core:
+    service: TwoKey
+    store: RedisRequestStore
+    notifier: RecordingNotifier
+    connector: SandboxConnector
+    redis: aioredis.Redis
+    keys: Keys
+
+    async def open_mfa_reset(self, target: str = "alice", requester: str = "bob") -> str:
+        decision = await self.service.open(
+            chat(requester), chat(target), Action.RESET_MFA.value, "INC-1234", "lost-device"
+        )
+        return decision.request.id
+
+
+def build_core(
+    redis: aioredis.Redis,
+    namespace: str,
+    *,
+    policy: str | None = None,
+    lease_s: int = 120,
+    claim_grace_ms: int = 5_000,
+    connector: SandboxConnector | None = None,
+    notifier: RecordingNotifier | None = None,
+) -> Core:
+    keys = Keys(namespace)
+    store = RedisRequestStore(redis, keys, claim_grace_ms=claim_grace_ms)
+    notifier = notifier or RecordingNotifier()
+    connector = connector or SandboxConnector()
+    service = TwoKey(
+        store,
+        SandboxDirectory.example(),
+        [connector],
+        notifier,
+        load_policy_text(policy or policy_text(), "test-policy.yaml"),
+        ServiceOptions(lease_s=lease_s),
+    )
+    return Core(service, store, notifier, connector, redis, keys)

@@ -1,0 +1,499 @@
+"""The two-key flow end to end on a real Redis: one test per invariant of DESIGN.md, and more."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+
+from app.domain.errors import (
+    BadInput,
+    Expired,
+    IdentityUnsure,
+    NotAllowed,
+    SeparationOfDuties,
+    Unavailable,
+    VelocityLimited,
+)
+from app.domain.models import Action, Request, RequestState
+from app.notify import RecordingNotifier
+from app.store.keys import shard_of_request
+from tests.helpers import Core, build_core, chat, policy_text
+
+
+@pytest.fixture
+def core(redis_client: aioredis.Redis, namespace: str) -> Core:
+    return build_core(redis_client, namespace)
+
+
+async def audit_kinds(core: Core, request_id: str) -> list[str]:
+    import json
+
+    entries = await core.redis.xrange(core.keys.audit(shard_of_request(request_id)))
+    return [
+        json.loads(fields["e"])["kind"]
+        for _, fields in entries
+        if json.loads(fields["e"])["rid"] == request_id
+    ]
+
+
+async def test_happy_path_executes_once_and_tells_everyone(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    opened = await core.store.get(rid)
+    assert opened is not None and opened.state is RequestState.PENDING
+    assert opened.plan.tier == "standard"
+
+    await core.service.confirm_owner(chat("alice"), rid)
+    assert core.connector.changes == []
+    decision = await core.service.approve(chat("carol"), rid)
+
+    assert decision.request.state is RequestState.COMPLETED
+    assert [c.request_id for c in core.connector.changes] == [rid]
+    assert await audit_kinds(core, rid) == [
+        "opened",
+        "owner_confirmed",
+        "approved",
+        "execution_started",
+        "executed",
+    ]
+    assert decision.request.events == 5
+    said = [s[0] for s in core.notifier.sent]
+    assert "post_request" in said and "notify_owner" in said and "update_request" in said
+
+
+# ---- invariant 1: both keys, unexpired, at the instant of the claim ---------------------------
+
+
+async def test_an_approval_that_lapsed_does_not_count(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(redis_client, namespace, policy=policy_text(approval_ttl="1s"))
+    rid = await core.open_mfa_reset()
+    await core.service.approve(chat("carol"), rid)
+    await asyncio.sleep(1.3)
+    decision = await core.service.confirm_owner(chat("alice"), rid)
+
+    assert decision.request.state is RequestState.PENDING
+    assert decision.request.waiting_for(await core.store.now()) == ["1 approval"]
+    assert core.connector.changes == []
+    # a fresh approval now completes it
+    final = await core.service.approve(chat("dave"), rid)
+    assert final.request.state is RequestState.COMPLETED
+    assert len(core.connector.changes) == 1
+
+
+async def test_claim_rechecks_the_gates_at_redis_time(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """A request left ready whose approval lapsed is sent back to pending, not executed."""
+    core = build_core(redis_client, namespace, policy=policy_text(approval_ttl="1s"))
+    rid = await core.open_mfa_reset()
+    # the owner confirms and an approver approves straight through the store: no execution yet
+    await core.store.confirm_owner(rid, "alice", "test")
+    reply = await core.store.approve(rid, "carol", "test", "approver")
+    assert reply.request is not None and reply.request.state is RequestState.READY
+    await asyncio.sleep(1.3)
+    claim = await core.service.execute(rid)
+    assert claim.code == "LAPSED"
+    assert claim.request is not None and claim.request.state is RequestState.PENDING
+    assert core.connector.changes == []
+
+
+async def test_a_gate_after_the_request_expired_expires_it(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(
+        redis_client,
+        namespace,
+        policy=policy_text(request_ttl="1s", remind_after="", escalate_after=""),
+    )
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    await asyncio.sleep(1.2)
+    with pytest.raises(Expired):
+        await core.service.approve(chat("carol"), rid)
+    request = await core.store.get(rid)
+    assert request is not None and request.state is RequestState.EXPIRED
+    assert core.connector.changes == []
+    assert (await audit_kinds(core, rid))[-1] == "expired"
+
+
+# ---- invariant 2: separation of duties by person ----------------------------------------------
+
+
+async def test_requester_and_target_cannot_approve(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    with pytest.raises(SeparationOfDuties):
+        await core.service.approve(chat("alice"), rid)  # the target (no approver role either)
+    # the requester, even from another chat platform, is the same person
+    with pytest.raises(NotAllowed):
+        await core.service.approve(chat("bob", platform="teams"), rid)
+    assert core.connector.changes == []
+
+
+async def test_requester_with_approver_role_still_cannot_approve_own_request(core: Core) -> None:
+    # carol (helpdesk-leads) cannot open; dave can't approve alice's request opened by... use
+    # the store with carol as requester to prove the script refuses her approval
+    rid = await core.open_mfa_reset(requester="bob")
+    with pytest.raises(SeparationOfDuties):
+        await _raise_sod(core, rid)
+
+
+async def _raise_sod(core: Core, rid: str) -> None:
+    reply = await core.store.approve(rid, "bob", "slack:UBOB", "approver")
+    assert reply.code == "SOD"
+    raise SeparationOfDuties("refused by the script")
+
+
+async def test_approver_needs_the_tiers_role(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    with pytest.raises(NotAllowed, match="approver"):
+        await core.service.approve(chat("heidi"), rid)  # a helpdesk agent, not a lead
+
+
+async def test_unsure_identity_is_refused_never_guessed(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    for who in (
+        chat("carol", is_guest=True),
+        chat("carol", is_bot=True),
+        chat("carol", deleted=True),
+        chat("carol", email=None),
+        chat("nobody"),
+        chat("shared"),  # an email two directory entries share
+    ):
+        with pytest.raises(IdentityUnsure):
+            await core.service.approve(who, rid)
+    request = await core.store.get(rid)
+    assert request is not None and request.approvals == () and request.events == 1
+
+
+async def test_agent_cannot_open_on_themself_or_without_role(core: Core) -> None:
+    with pytest.raises(SeparationOfDuties):
+        await core.service.open(chat("bob"), chat("bob"), "reset-mfa", "INC-1234", "lost-device")
+    with pytest.raises(NotAllowed, match="helpdesk"):
+        await core.service.open(
+            chat("alice"), chat("grace"), "reset-mfa", "INC-1234", "lost-device"
+        )
+
+
+async def test_only_the_owner_confirms(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    with pytest.raises(NotAllowed):
+        await core.service.confirm_owner(chat("carol"), rid)
+    request = await core.store.get(rid)
+    assert request is not None and request.owner_confirmed_at is None
+
+
+# ---- invariant 3: at most once ---------------------------------------------------------------
+
+
+async def test_double_clicks_and_retries_execute_once(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    results = await asyncio.gather(
+        *(core.service.approve(chat("carol"), rid) for _ in range(5)),
+        *(core.service.confirm_owner(chat("alice"), rid) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert not [r for r in results if isinstance(r, BaseException)]
+    assert len(core.connector.changes) == 1
+    again = await core.service.approve(chat("dave"), rid)
+    assert again.changed is False
+    assert len(core.connector.changes) == 1
+
+
+async def test_a_crash_mid_execution_ends_interrupted_and_is_never_rerun(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(redis_client, namespace, lease_s=1)
+    rid = await core.open_mfa_reset()
+    await core.store.confirm_owner(rid, "alice", "test")
+    await core.store.approve(rid, "carol", "test", "approver")
+    claim = await core.store.claim(rid, "replica-that-dies", 1000, "token-of-the-dead")
+    assert claim.code == "OK"
+    # the process dies here; the sweeper finds the lease expired
+    await asyncio.sleep(1.2)
+    await core.service.expire_due()
+    request = await core.store.get(rid)
+    assert request is not None and request.state is RequestState.INTERRUPTED
+    assert core.connector.changes == []
+    assert any("interrupted" in text for _, _, text in core.notifier.said("alert_security"))
+    # another sweep, another claim: nothing re-runs it
+    await core.service.expire_due()
+    assert (await core.service.execute(rid)).code == "DECIDED"
+    assert core.connector.changes == []
+
+
+async def test_a_ready_request_whose_process_died_is_claimed_by_the_sweeper(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(redis_client, namespace, claim_grace_ms=200)
+    rid = await core.open_mfa_reset()
+    await core.store.confirm_owner(rid, "alice", "test")
+    await core.store.approve(rid, "carol", "test", "approver")  # ready; nobody claims
+    await asyncio.sleep(0.4)
+    sweeps = await asyncio.gather(*(core.service.expire_due() for _ in range(3)))
+    assert sum(s.changes.get("CLAIMABLE", 0) for s in sweeps) >= 1
+    request = await core.store.get(rid)
+    assert request is not None and request.state is RequestState.COMPLETED
+    assert len(core.connector.changes) == 1
+
+
+# ---- invariant 4: every change audited in the same step --------------------------------------
+
+
+async def test_refusals_write_nothing_and_changes_write_one_event_each(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    with pytest.raises(SeparationOfDuties):
+        await core.service.approve(chat("alice"), rid)
+    with pytest.raises(NotAllowed):
+        await core.service.confirm_owner(chat("carol"), rid)
+    assert await audit_kinds(core, rid) == ["opened"]
+    await core.service.deny(chat("carol"), rid, "caller could not verify employee id")
+    assert await audit_kinds(core, rid) == ["opened", "denied"]
+    request = await core.store.get(rid)
+    assert request is not None and request.state is RequestState.DENIED and request.events == 2
+
+
+# ---- invariant 5: secrets to the owner only ----------------------------------------------------
+
+
+class SecretWitness(RecordingNotifier):
+    """A notifier that remembers the delivered secret, so the test can hunt for leaks of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secret_values: list[str] = []
+
+    async def deliver_secret(self, request: Request, secret: SecretStr, label: str) -> bool:
+        self.secret_values.append(secret.get_secret_value())
+        return await super().deliver_secret(request, secret, label)
+
+
+async def test_one_time_secret_goes_to_the_owner_and_nowhere_else(
+    redis_client: aioredis.Redis,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    witness = SecretWitness()
+    core = build_core(redis_client, namespace, notifier=witness)
+    decision = await core.service.open(
+        chat("bob"), chat("alice"), "reset-password", "INC-2001", "forgotten-password"
+    )
+    rid = decision.request.id
+    await core.service.confirm_owner(chat("alice"), rid)
+    done = await core.service.approve(chat("carol"), rid)
+    assert done.request.state is RequestState.COMPLETED
+    assert witness.secrets_delivered == [(rid, "alice")]
+    [secret] = witness.secret_values
+    assert len(secret) >= 12
+    everything = [str(witness.sent), caplog.text, capsys.readouterr().out, done.model_dump_json()]
+    async for key in core.redis.scan_iter(match=f"*{core.keys.ns}*"):
+        kind = await core.redis.type(key)
+        if kind == "hash":
+            everything.append(str(await core.redis.hgetall(key)))
+        elif kind == "stream":
+            everything.append(str(await core.redis.xrange(key)))
+        elif kind == "zset":
+            everything.append(str(await core.redis.zrange(key, 0, -1)))
+    assert len(everything) > 5
+    assert not [place for place in everything if secret in place]
+
+
+async def test_secret_that_cannot_be_delivered_is_dropped_and_alerted(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(redis_client, namespace, notifier=RecordingNotifier(accept_secrets=False))
+    decision = await core.service.open(
+        chat("bob"), chat("alice"), "reset-password", "INC-2001", "forgotten-password"
+    )
+    rid = decision.request.id
+    await core.service.confirm_owner(chat("alice"), rid)
+    await core.service.approve(chat("carol"), rid)
+    assert "secret_undelivered" in await audit_kinds(core, rid)
+    assert any("could not be delivered" in t for _, _, t in core.notifier.said("alert_security"))
+
+
+# ---- invariant 6: fail closed, lose nothing ---------------------------------------------------
+
+
+async def test_redis_down_every_use_case_answers_clearly(namespace: str) -> None:
+    dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    core = build_core(dead, namespace)
+    calls = [
+        core.service.open(chat("bob"), chat("alice"), "reset-mfa", "INC-1234", "lost-device"),
+        core.service.confirm_owner(chat("alice"), "TK-00000000"),
+        core.service.approve(chat("carol"), "TK-00000000"),
+        core.service.deny(chat("carol"), "TK-00000000", "no"),
+        core.service.cancel(chat("bob"), "TK-00000000"),
+        core.service.status(chat("bob"), "TK-00000000"),
+        core.service.list_for(chat("bob")),
+        core.service.expire_due(),
+        core.service.execute("TK-00000000"),
+    ]
+    for call in calls:
+        with pytest.raises(Unavailable, match="nothing was changed"):
+            await call
+    assert core.connector.changes == []
+    await dead.aclose()
+
+
+async def test_connector_failure_and_unknown_are_truthful_and_alerted(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    from app.connectors.sandbox import SandboxConnector
+
+    connector = SandboxConnector(fail_actions=["reset-mfa"], unknown_actions=["unlock"])
+    core = build_core(redis_client, namespace, connector=connector)
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    failed = await core.service.approve(chat("carol"), rid)
+    assert failed.request.state is RequestState.FAILED
+    decision = await core.service.open(
+        chat("bob"), chat("alice"), "unlock", "INC-1235", "locked-out"
+    )
+    await core.service.confirm_owner(chat("alice"), decision.request.id)
+    unknown = await core.service.approve(chat("carol"), decision.request.id)
+    assert unknown.request.state is RequestState.FAILED
+    assert "outcome_unknown" in str(
+        await core.redis.xrange(core.keys.audit(shard_of_request(decision.request.id)))
+    )
+    alerts = [t for _, _, t in core.notifier.said("alert_security")]
+    assert any("failed" in t for t in alerts) and any("could not be confirmed" in t for t in alerts)
+
+
+# ---- fraud signals, velocity, break-glass, disputes -------------------------------------------
+
+
+async def test_this_wasnt_me_rejects_flags_and_tightens_the_next_request(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    decision = await core.service.reject_by_owner(chat("alice"), rid)
+    assert decision.request.state is RequestState.REJECTED_BY_OWNER
+    assert any("flagged" in t for _, _, t in core.notifier.said("alert_security"))
+    again = await core.service.open(
+        chat("heidi"), chat("alice"), "reset-mfa", "INC-1299", "lost-device"
+    )
+    assert again.request.plan.tier == "strictest"
+    assert again.request.plan.approvals_needed == 2
+
+
+async def test_velocity_limit_refuses_and_alerts(core: Core) -> None:
+    for _ in range(2):
+        rid = await core.open_mfa_reset()
+        await core.service.cancel(chat("bob"), rid)
+    with pytest.raises(VelocityLimited):
+        await core.open_mfa_reset()
+    assert any("Velocity" in t for _, _, t in core.notifier.said("alert_security"))
+
+
+async def test_breakglass_skips_approvals_alerts_and_opens_a_review(core: Core) -> None:
+    with pytest.raises(NotAllowed):
+        await core.service.breakglass(
+            chat("bob"),
+            chat("grace"),
+            "reset-mfa",
+            "INC-9999",
+            "the CEO is locked out before the board call",
+        )
+    with pytest.raises(BadInput):
+        await core.service.breakglass(
+            chat("erin"), chat("grace"), "reset-mfa", "INC-9999", "urgent"
+        )
+    decision = await core.service.breakglass(
+        chat("erin"),
+        chat("grace"),
+        "reset-mfa",
+        "INC-9999",
+        "the CEO is locked out before the board call",
+    )
+    rid = decision.request.id
+    assert decision.request.plan.breakglass and decision.request.plan.approvals_needed == 0
+    assert any(rid == r for _, r, _ in core.notifier.said("alert_security"))
+    await core.service.confirm_owner(chat("grace"), rid)
+    done = await core.store.get(rid)
+    assert done is not None and done.state is RequestState.COMPLETED and done.review_open
+    assert [r.id for r in await core.store.open_reviews()] == [rid]
+    with pytest.raises(SeparationOfDuties):
+        await core.service.close_review(chat("erin"), rid, "I used it myself")
+    closed = await core.service.close_review(chat("frank"), rid, "verified with the CEO by phone")
+    assert not closed.request.review_open
+    assert await core.store.open_reviews() == []
+
+
+async def test_owner_disputes_a_completed_change(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    await core.service.approve(chat("carol"), rid)
+    with pytest.raises(NotAllowed):
+        await core.service.dispute(chat("carol"), rid)
+    decision = await core.service.dispute(chat("alice"), rid)
+    assert decision.request.disputed_at is not None
+    kinds = await audit_kinds(core, rid)
+    assert kinds[-2:] == ["disputed", "auto_revoke_sessions"]
+    assert [c.action for c in core.connector.changes] == [Action.RESET_MFA, Action.REVOKE_SESSIONS]
+    assert (await core.service.dispute(chat("alice"), rid)).changed is False
+    assert await core.redis.exists(core.keys.flag("alice"))
+
+
+async def test_bad_input_is_specific_and_creates_nothing(core: Core) -> None:
+    cases = [
+        ("reset-everything", "INC-1234", "lost-device", "action"),
+        ("reset-mfa", "not a ticket", "lost-device", "Ticket"),
+        ("reset-mfa", "INC-1234", "because", "Reason code"),
+        ("rotate-secret", "INC-1234", "lost-device", "non-human"),
+    ]
+    for action, ticket, reason, words in cases:
+        with pytest.raises(BadInput, match=words):
+            await core.service.open(chat("bob"), chat("alice"), action, ticket, reason)
+    assert await core.store.open_requests() == []
+
+
+# ---- sweeper: expiry, reminders and escalation happen once ------------------------------------
+
+
+async def test_sweeper_expires_reminds_and_escalates_once_across_replicas(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(
+        redis_client,
+        namespace,
+        policy=policy_text(request_ttl="3s", remind_after="1s", escalate_after="2s"),
+    )
+    rid = await core.open_mfa_reset()
+    replicas = [build_core(redis_client, namespace) for _ in range(3)]
+    for _ in range(14):
+        await asyncio.gather(*(r.service.expire_due() for r in replicas))
+        await asyncio.sleep(0.25)
+    kinds = await audit_kinds(core, rid)
+    assert kinds == ["opened", "reminded", "escalated", "expired"]
+    request = await core.store.get(rid)
+    assert request is not None and request.state is RequestState.EXPIRED
+    assert await core.redis.zscore(core.keys.due(shard_of_request(rid)), rid) is None
+
+
+async def test_escalation_lets_the_escalation_role_decide(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(redis_client, namespace, policy=policy_text(escalate_after="1s"))
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    with pytest.raises(NotAllowed):
+        await core.service.approve(chat("frank"), rid)  # security, before escalation
+    await asyncio.sleep(1.1)
+    await core.service.expire_due()
+    decision = await core.service.approve(chat("frank"), rid)
+    assert decision.request.state is RequestState.COMPLETED
+
+
+async def test_list_shows_mine_and_what_waits_for_me(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    assert [r.id for r in (await core.service.list_for(chat("bob"))).mine] == [rid]
+    assert [r.id for r in (await core.service.list_for(chat("carol"))).to_approve] == [rid]
+    assert [r.id for r in (await core.service.list_for(chat("alice"))).to_confirm] == [rid]
+    assert (await core.service.list_for(chat("heidi"))).to_approve == []
