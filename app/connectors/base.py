@@ -13,8 +13,9 @@ _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 
 def _is_env_name(value: str) -> str:
     if not _ENV_NAME.fullmatch(value):
+        # Never echo the value: someone may have pasted the secret itself here.
         raise ValueError(
-            f"{value!r} is not an environment variable name: secrets are never written in the "
+            "this is not an environment variable name: secrets are never written in the "
             "policy file, only the NAME of the variable that holds them (e.g. OKTA_API_TOKEN)"
         )
     return value

@@ -1,0 +1,397 @@
+"""How every HTTP connector talks to a provider: bounded, truthful, and silent about secrets.
+
+A help desk change must end in a truthful outcome. This module sorts every way a call can end:
+
+- the provider answered (any status): the caller reads the answer;
+- the connection never opened, or the provider said "not now" (429): nothing changed;
+- the request went out and the answer was lost (timeout, broken connection, gateway
+  timeout): it is *unknown* whether the change happened, so a change is never repeated.
+
+Only reads are repeated after a lost answer; any call is repeated after a 429, because a
+rate-limited request was refused before it did anything. Waits honour ``Retry-After`` and
+Okta's ``X-Rate-Limit-Reset`` and are bounded. Logs carry method, path, status and attempt:
+never headers, bodies or query strings, so tokens and one-time secrets never reach them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from app.connectors.base import ConnectorConfigError
+
+log = structlog.get_logger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], float]
+SignRequest = Callable[[str, str], Awaitable[Mapping[str, str]]]
+"""(method, url) -> headers that prove who we are, made fresh for every attempt."""
+
+_LOOPBACK_NAMES = {"localhost"}
+_GATEWAY_LOST = {502, 504}
+"""A gateway gave up on the provider: the request may have been carried out."""
+_READ_RETRYABLE = {502, 503, 504}
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_provider_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("is not a URL: write it as https://host/path")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            "uses plain http: credentials and one-time secrets only travel over https "
+            "(plain http is allowed for 127.0.0.1/localhost, for local testing)"
+        )
+    if parts.username or parts.password:
+        raise ValueError("the URL must not carry a user name or password")
+    if parts.fragment:
+        raise ValueError("the URL must not carry a #fragment")
+    return value.rstrip("/")
+
+
+ProviderUrl = Annotated[str, AfterValidator(_is_provider_url)]
+"""An https URL (plain http only for loopback), without trailing slash."""
+
+
+class HttpLimits(BaseModel):
+    """How long to wait for a provider, and how hard to try."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float = Field(default=10.0, gt=0, le=120)
+    """Seconds for one attempt to connect, send and read the answer."""
+    max_attempts: int = Field(default=3, ge=1, le=5)
+    max_rate_limit_wait: float = Field(default=30.0, ge=0, le=300)
+    """The longest single wait for a rate limit to reset; longer means "try again later"."""
+
+
+class RetryRule(StrEnum):
+    READ = "read"
+    """Safe to repeat (HTTP GET, token minting): repeated after a lost answer or 5xx."""
+    CHANGE = "change"
+    """Changes something: repeated only when the provider refused it unprocessed (429)."""
+
+
+class ProviderCallError(Exception):
+    """A call that produced no usable answer; ``str()`` is words safe to show and audit."""
+
+
+class ProviderUnreachable(ProviderCallError):
+    """The connection never opened: the request was not sent, nothing changed."""
+
+
+class AnswerLost(ProviderCallError):
+    """The request went out and no answer came back: whether it took effect is unknown."""
+
+
+class RateLimited(ProviderCallError):
+    """The provider refused the call for now (429): nothing changed."""
+
+    def __init__(self, message: str, retry_at: float | None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+@dataclass(frozen=True)
+class ProviderAnswer:
+    """What the provider answered; ``repr`` leaves the body out because it may hold a secret."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is empty or not JSON."""
+        if not self.content:
+            return None
+        try:
+            return json.loads(self.content)
+        except ValueError:
+            return None
+
+    def __repr__(self) -> str:
+        return f"ProviderAnswer(status={self.status}, bytes={len(self.content)})"
+
+
+def rate_limit_wait(headers: httpx.Headers, now: float) -> float | None:
+    """Seconds until the provider accepts calls again, from its own headers.
+
+    ``Retry-After`` (seconds or an HTTP date) wins; otherwise Okta's ``X-Rate-Limit-Reset``
+    (epoch seconds), measured against the answer's ``Date`` so a skewed local clock does not
+    shorten the wait. None when the answer says nothing.
+    """
+    reference = _date_header(headers) or now
+    retry_after = headers.get("retry-after", "").strip()
+    if retry_after:
+        if retry_after.isascii() and retry_after.isdigit():
+            return float(retry_after)
+        try:
+            return max(0.0, parsedate_to_datetime(retry_after).timestamp() - reference)
+        except (TypeError, ValueError):
+            pass
+    reset = headers.get("x-rate-limit-reset", "").strip()
+    if reset.isascii() and reset.isdigit():
+        return max(0.0, float(reset) - reference)
+    return None
+
+
+def _date_header(headers: httpx.Headers) -> float | None:
+    value = headers.get("date")
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+FormData = Mapping[str, str] | Callable[[], Mapping[str, str]]
+
+
+@dataclass(frozen=True, repr=False)
+class _Outgoing:
+    """One logical request, re-signed on every attempt."""
+
+    method: str
+    url: str
+    params: Mapping[str, str] | None
+    json_body: Any
+    content: bytes | None
+    form: FormData | None
+    headers: Mapping[str, str] | None
+    sign: SignRequest | None
+
+
+class ProviderHttp:
+    """One provider's HTTP calls with its timeouts, retry rules and quiet logs."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        provider: str,
+        limits: HttpLimits,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.time,
+    ) -> None:
+        self.client = client
+        self.provider = provider
+        self.limits = limits
+        self.clock = clock
+        self._sleep = sleep
+        self._timeout = httpx.Timeout(limits.timeout, connect=min(limits.timeout, 5.0))
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        *,
+        rule: RetryRule,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        content: bytes | None = None,
+        form: FormData | None = None,
+        headers: Mapping[str, str] | None = None,
+        sign: SignRequest | None = None,
+    ) -> ProviderAnswer:
+        """Send one logical call; answers with any status, raises only when there is none.
+
+        ``sign`` and a callable ``form`` are asked again for every attempt, so one-use proofs
+        (DPoP, JWT assertions with a ``jti``) are never replayed.
+        """
+        outgoing = _Outgoing(method, url, params, json_body, content, form, headers, sign)
+        attempts = self.limits.max_attempts
+        for attempt in range(1, attempts + 1):
+            last = attempt == attempts
+            try:
+                answer = await self._send_once(outgoing, attempt)
+            except ProviderUnreachable:
+                if last:
+                    raise
+                await self._sleep(self._backoff(attempt))
+                continue
+            except AnswerLost:
+                if rule is RetryRule.CHANGE or last:
+                    raise
+                await self._sleep(self._backoff(attempt))
+                continue
+            wait = self._wait_before_trying_again(answer, rule, attempt, last)
+            if wait is None:
+                return answer
+            await self._sleep(wait)
+        raise AssertionError("the last attempt always answers or raises")
+
+    async def _send_once(self, outgoing: _Outgoing, attempt: int) -> ProviderAnswer:
+        """One HTTP exchange, sorted into: an answer, never sent, or answer lost."""
+        path = urlsplit(outgoing.url).path
+        headers = dict(outgoing.headers or {})
+        if outgoing.sign is not None:
+            headers.update(await outgoing.sign(outgoing.method, outgoing.url))
+        form = outgoing.form() if callable(outgoing.form) else outgoing.form
+        try:
+            response = await self.client.request(
+                outgoing.method,
+                outgoing.url,
+                params=outgoing.params,
+                json=outgoing.json_body,
+                content=outgoing.content,
+                data=dict(form) if form is not None else None,
+                headers=headers,
+                timeout=self._timeout,
+                follow_redirects=False,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            self._log_failure(outgoing.method, path, attempt, error)
+            raise ProviderUnreachable(
+                f"could not connect to {self.provider} ({type(error).__name__}); "
+                "the request was not sent, nothing changed"
+            ) from None
+        except httpx.RequestError as error:
+            self._log_failure(outgoing.method, path, attempt, error)
+            raise AnswerLost(self._lost_words(error)) from None
+        log.info(
+            "provider_call",
+            provider=self.provider,
+            method=outgoing.method,
+            path=path,
+            status=response.status_code,
+            attempt=attempt,
+        )
+        return ProviderAnswer(response.status_code, response.headers, response.content)
+
+    def _wait_before_trying_again(
+        self, answer: ProviderAnswer, rule: RetryRule, attempt: int, last: bool
+    ) -> float | None:
+        """Seconds to wait before sending again, or None when this answer is the one."""
+        if answer.status == 429:
+            return self._rate_limit_wait(answer, last)
+        if answer.status in _GATEWAY_LOST and rule is RetryRule.CHANGE:
+            raise AnswerLost(
+                f"{self.provider} answered HTTP {answer.status} from a gateway: the request "
+                "may or may not have been carried out"
+            )
+        if answer.status in _READ_RETRYABLE and rule is RetryRule.READ and not last:
+            return self._backoff(attempt, answer)
+        return None
+
+    def _rate_limit_wait(self, answer: ProviderAnswer, last: bool) -> float:
+        """How long to wait before trying again, or RateLimited when that is too long."""
+        now = self.clock()
+        wait = rate_limit_wait(answer.headers, now)
+        retry_at = now + wait if wait is not None else None
+        when = f"; try again after {_clock_time(retry_at)}" if retry_at is not None else ""
+        if last:
+            raise RateLimited(
+                f"{self.provider} is rate limiting us and refused the request; nothing "
+                f"changed{when}",
+                retry_at,
+            )
+        if wait is None:
+            return min(1.0, self.limits.max_rate_limit_wait)
+        if wait > self.limits.max_rate_limit_wait:
+            raise RateLimited(
+                f"{self.provider} is rate limiting us for {wait:.0f} s, longer than the "
+                f"{self.limits.max_rate_limit_wait:.0f} s we wait; nothing changed{when}",
+                retry_at,
+            )
+        log.warning("provider_rate_limited", provider=self.provider, wait_seconds=round(wait, 3))
+        return wait
+
+    def _backoff(self, attempt: int, answer: ProviderAnswer | None = None) -> float:
+        if answer is not None:
+            hinted = rate_limit_wait(answer.headers, self.clock())
+            if hinted is not None:
+                return min(hinted, self.limits.max_rate_limit_wait)
+        return min(0.5 * 2.0 ** (attempt - 1), self.limits.max_rate_limit_wait)
+
+    def _lost_words(self, error: httpx.RequestError) -> str:
+        if isinstance(error, httpx.TimeoutException):
+            return (
+                f"no answer from {self.provider} within {self.limits.timeout:g} s: the request "
+                "may or may not have been carried out"
+            )
+        return (
+            f"the connection to {self.provider} broke before it answered "
+            f"({type(error).__name__}): the request may or may not have been carried out"
+        )
+
+    def _log_failure(self, method: str, path: str, attempt: int, error: Exception) -> None:
+        log.warning(
+            "provider_call_failed",
+            provider=self.provider,
+            method=method,
+            path=path,
+            attempt=attempt,
+            error=type(error).__name__,
+        )
+
+
+def _clock_time(epoch: float) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(epoch))
+
+
+def new_http_client(limits: HttpLimits) -> httpx.AsyncClient:
+    """A client for one connector when the caller shares none; the connector closes it."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(limits.timeout, connect=min(limits.timeout, 5.0)),
+        follow_redirects=False,
+        headers={"User-Agent": "twokey-connector/0.1"},
+    )
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Provider words made safe to show: one line, no control characters, bounded."""
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
+
+
+def parse_config(model: type[ConfigModel], config: Mapping[str, Any], what: str) -> ConfigModel:
+    """Validate a connector's policy settings into words an operator can act on.
+
+    The offending values are never repeated back: someone may have pasted a secret where
+    only the name of an environment variable belongs.
+    """
+    try:
+        return model.model_validate(dict(config))
+    except ValidationError as error:
+        problems = []
+        for item in error.errors(include_input=False, include_url=False):
+            where = ".".join(str(part) for part in item["loc"]) or "(settings)"
+            message = item["msg"]
+            if where.endswith("_env"):
+                message = (
+                    "must be the NAME of the environment variable that holds the secret "
+                    "(for example OKTA_API_TOKEN), never the secret itself"
+                )
+            problems.append(f"{where}: {message}")
+        raise ConnectorConfigError(
+            f"{what} settings are not valid: " + "; ".join(problems)
+        ) from None

@@ -1,0 +1,779 @@
+"""Okta: the help desk's four changes, and directory look-ups, through the Management API.
+
+Requests follow Okta's published OpenAPI spec (release 2026.06.3):
+
+- reset-mfa        POST   /api/v1/users/{id}/lifecycle/reset_factors
+- reset-password   POST   /api/v1/users/{id}/lifecycle/expire_password_with_temp_password
+                   (answers ``{tempPassword}``: the one-time secret for the owner; Okta sends
+                   no email, so nobody else ever sees it)
+- unlock           POST   /api/v1/users/{id}/lifecycle/unlock
+- revoke-sessions  DELETE /api/v1/users/{userId}/sessions?oauthTokens=true
+- look-ups         GET    /api/v1/users?search=..., /api/v1/users/{id}, /api/v1/users/{id}/groups
+
+Before any change the user is read back by id, so a change lands on the person the request
+names, by Okta id (``{userId}`` paths accept nothing else).
+
+Two ways to authenticate: an SSWS API token, or an OAuth 2.0 service app that signs a
+``private_key_jwt`` client assertion for the client-credentials grant at
+``{org}/oauth2/v1/token`` (with a DPoP proof when the app requires one, as new apps do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+from urllib.parse import quote, urlsplit
+
+import httpx
+import jwt
+import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.http import (
+    AnswerLost,
+    Clock,
+    HttpLimits,
+    ProviderAnswer,
+    ProviderCallError,
+    ProviderHttp,
+    ProviderUnreachable,
+    ProviderUrl,
+    RateLimited,
+    RetryRule,
+    Sleep,
+    new_http_client,
+    one_line,
+    parse_config,
+)
+from app.domain.errors import Unavailable
+from app.domain.models import Action, Principal, PrincipalKind, Request
+from app.ports import ExecutionResult, Outcome
+
+log = structlog.get_logger(__name__)
+
+OKTA_ACTIONS = frozenset(
+    {Action.RESET_MFA, Action.RESET_PASSWORD, Action.UNLOCK, Action.REVOKE_SESSIONS}
+)
+DEFAULT_SCOPES = ("okta.users.read", "okta.users.manage")
+_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_TOKEN_REFRESH_MARGIN = 60.0
+_GROUP_PAGES = 20
+_SIGNED_IN_STATUSES = {"ACTIVE", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"}
+"""Statuses of a person who exists and can (again) sign in; the rest count as disabled."""
+_PLAIN_EMAIL = re.compile(r"^[^\s\"\\@]+@[^\s\"\\@]+$")
+
+
+class OktaConfig(BaseModel):
+    """The ``okta`` connector in the policy file; secrets by environment-variable name only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["okta"]
+    name: str = Field(default="okta", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    org_url: ProviderUrl
+    """The org's own URL, e.g. https://acme.okta.com (not the -admin URL)."""
+    api_token_env: EnvVarName | None = None
+    client_id: str | None = Field(default=None, min_length=1, max_length=100)
+    private_key_env: EnvVarName | None = None
+    key_id: str | None = Field(default=None, min_length=1, max_length=200)
+    """The ``kid`` of the service app's public key; required when the app has several."""
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+    dpop: bool = True
+    """Send DPoP proofs: on by default because Okta requires them for new service apps."""
+    actions: frozenset[Action] = OKTA_ACTIONS
+    revoke_sessions_on_password_reset: bool = True
+    forget_devices: bool = True
+    """revoke-sessions also clears the user's remembered factors on every device."""
+    group_key: Literal["name", "id"] = "name"
+    """What the policy file's group names mean: Okta group names or group ids."""
+    timeout: float = Field(default=10.0, gt=0, le=120)
+    max_attempts: int = Field(default=3, ge=1, le=5)
+    max_rate_limit_wait: float = Field(default=30.0, ge=0, le=300)
+
+    @field_validator("org_url")
+    @classmethod
+    def _org_origin_only(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.path or parts.query:
+            raise ValueError("write the org URL alone, like https://acme.okta.com (no path)")
+        if (parts.hostname or "").split(".")[0].endswith("-admin"):
+            raise ValueError(
+                "this is the Admin Console URL; use the org URL without -admin "
+                "(https://acme.okta.com, not https://acme-admin.okta.com)"
+            )
+        return value
+
+    @field_validator("actions")
+    @classmethod
+    def _only_okta_actions(cls, value: frozenset[Action]) -> frozenset[Action]:
+        unknown = value - OKTA_ACTIONS
+        if unknown:
+            raise ValueError(
+                "Okta cannot perform "
+                + ", ".join(sorted(unknown))
+                + "; it supports "
+                + ", ".join(sorted(OKTA_ACTIONS))
+            )
+        if not value:
+            raise ValueError("list at least one action")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _okta_scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not all(re.fullmatch(r"okta\.[A-Za-z.]+", scope) for scope in value):
+            raise ValueError("scopes are Okta API scopes such as okta.users.manage")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_sign_in(self) -> OktaConfig:
+        token = self.api_token_env is not None
+        service_app = self.client_id is not None or self.private_key_env is not None
+        if token and service_app:
+            raise ValueError(
+                "choose one way to authenticate: api_token_env (SSWS token) or "
+                "client_id + private_key_env (OAuth service app), not both"
+            )
+        if not token and not service_app:
+            raise ValueError(
+                "set api_token_env (SSWS token) or client_id + private_key_env "
+                "(OAuth service app with private-key JWT)"
+            )
+        if service_app and (self.client_id is None or self.private_key_env is None):
+            raise ValueError("an OAuth service app needs both client_id and private_key_env")
+        return self
+
+    @property
+    def limits(self) -> HttpLimits:
+        return HttpLimits(
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            max_rate_limit_wait=self.max_rate_limit_wait,
+        )
+
+
+class NoAccessToken(ProviderCallError):
+    """Okta issued no access token: nothing was sent to change anyone."""
+
+
+class _Credentials(Protocol):
+    can_refresh: bool
+
+    async def sign(self, method: str, url: str) -> Mapping[str, str]: ...
+
+    def forget(self) -> None: ...
+
+
+class _ApiToken:
+    """``Authorization: SSWS {token}``: the token acts with its admin's permissions."""
+
+    can_refresh = False
+
+    def __init__(self, token: SecretStr) -> None:
+        self._token = token
+
+    async def sign(self, method: str, url: str) -> Mapping[str, str]:
+        return {"Authorization": f"SSWS {self._token.get_secret_value()}"}
+
+    def forget(self) -> None:
+        """An API token cannot be renewed; a 401 is final."""
+
+
+@dataclass(frozen=True)
+class _SigningKey:
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    algorithm: str
+    key_id: str | None
+
+    def __repr__(self) -> str:
+        return f"_SigningKey(algorithm={self.algorithm!r}, key_id={self.key_id!r})"
+
+
+@dataclass(frozen=True)
+class _AccessToken:
+    value: SecretStr
+    scheme: Literal["Bearer", "DPoP"]
+    renew_at: float
+
+
+def load_signing_key(secret: SecretStr, key_id: str | None, env_name: str) -> _SigningKey:
+    """The service app's private key, as PEM or as the JWK the Okta Admin Console generates."""
+    text = secret.get_secret_value().strip()
+    refused = ConnectorConfigError(
+        f"environment variable {env_name} does not hold a private key Okta accepts: use the "
+        "PEM or JWK of an RSA (2048 bits or more) or EC P-256/P-384/P-521 key"
+    )
+    try:
+        if text.startswith("{"):
+            jwk = json.loads(text)
+            if not isinstance(jwk, dict):
+                raise refused
+            key: object = (
+                RSAAlgorithm.from_jwk(jwk) if jwk.get("kty") == "RSA" else ECAlgorithm.from_jwk(jwk)
+            )
+            key_id = key_id or (jwk.get("kid") if isinstance(jwk.get("kid"), str) else None)
+        else:
+            key = serialization.load_pem_private_key(text.encode(), password=None)
+    except (ValueError, TypeError, KeyError, jwt.exceptions.InvalidKeyError):
+        raise refused from None
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048:
+        return _SigningKey(key, "RS256", key_id)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        algorithm = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}.get(
+            key.curve.name
+        )
+        if algorithm:
+            return _SigningKey(key, algorithm, key_id)
+    raise refused
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class _ServiceApp:
+    """OAuth 2.0 client credentials with a private-key JWT, as Okta documents for service apps.
+
+    The client assertion (iss = sub = client id, aud = the token URL, short exp, one-use jti)
+    is signed with the app's registered key. When DPoP is on, every token request and API call
+    also carries a DPoP proof signed by a key pair made for this process only, and the token
+    endpoint's ``use_dpop_nonce`` answer is followed once with the nonce it hands out.
+    """
+
+    can_refresh = True
+
+    def __init__(
+        self, config: OktaConfig, signing_key: _SigningKey, http: ProviderHttp, clock: Clock
+    ) -> None:
+        assert config.client_id is not None
+        self._client_id = config.client_id
+        self._scopes = " ".join(config.scopes)
+        self._token_url = f"{config.org_url}/oauth2/v1/token"
+        self._signing_key = signing_key
+        self._use_dpop = config.dpop
+        self._http = http
+        self._clock = clock
+        self._token: _AccessToken | None = None
+        self._lock = asyncio.Lock()
+        self._dpop_key: rsa.RSAPrivateKey | None = None
+        self._dpop_jwk: dict[str, Any] = {}
+        self._nonce: str | None = None
+
+    async def sign(self, method: str, url: str) -> Mapping[str, str]:
+        token = await self._current_token()
+        value = token.value.get_secret_value()
+        if token.scheme == "DPoP":
+            return {
+                "Authorization": f"DPoP {value}",
+                "DPoP": self._dpop_proof(method, url, access_token=value, nonce=None),
+            }
+        return {"Authorization": f"Bearer {value}"}
+
+    def forget(self) -> None:
+        self._token = None
+
+    async def _current_token(self) -> _AccessToken:
+        async with self._lock:
+            if self._token is None or self._clock() >= self._token.renew_at:
+                self._token = await self._mint_token()
+            return self._token
+
+    async def _mint_token(self) -> _AccessToken:
+        if self._use_dpop and self._dpop_key is None:
+            self._dpop_key = await asyncio.to_thread(
+                rsa.generate_private_key, public_exponent=65537, key_size=2048
+            )
+            self._dpop_jwk = dict(RSAAlgorithm.to_jwk(self._dpop_key.public_key(), as_dict=True))
+        try:
+            answer = await self._request_token()
+            if self._asks_for_nonce(answer):
+                answer = await self._request_token()
+        except ProviderCallError as error:
+            raise NoAccessToken(f"Okta's token endpoint did not answer: {error}") from None
+        body = answer.json()
+        if not answer.ok or not isinstance(body, dict) or not body.get("access_token"):
+            raise NoAccessToken(_token_refusal(answer))
+        scheme: Literal["Bearer", "DPoP"] = (
+            "DPoP" if str(body.get("token_type", "")).lower() == "dpop" else "Bearer"
+        )
+        lifetime = body.get("expires_in")
+        lifetime = float(lifetime) if isinstance(lifetime, int | float) else 300.0
+        log.info("okta_token_issued", token_type=scheme, expires_in=lifetime)
+        return _AccessToken(
+            SecretStr(str(body["access_token"])),
+            scheme,
+            self._clock() + max(lifetime - _TOKEN_REFRESH_MARGIN, lifetime / 2),
+        )
+
+    async def _request_token(self) -> ProviderAnswer:
+        return await self._http.call(
+            "POST",
+            self._token_url,
+            rule=RetryRule.READ,
+            form=self._token_form,
+            headers={"Accept": "application/json"},
+            sign=self._token_proof if self._use_dpop else None,
+        )
+
+    def _asks_for_nonce(self, answer: ProviderAnswer) -> bool:
+        body = answer.json()
+        nonce = answer.headers.get("dpop-nonce")
+        if (
+            self._use_dpop
+            and answer.status in (400, 401)
+            and isinstance(body, dict)
+            and body.get("error") == "use_dpop_nonce"
+            and nonce
+        ):
+            self._nonce = nonce
+            return True
+        return False
+
+    def _token_form(self) -> Mapping[str, str]:
+        now = int(self._clock())
+        claims = {
+            "iss": self._client_id,
+            "sub": self._client_id,
+            "aud": self._token_url,
+            "iat": now,
+            "exp": now + 300,
+            "jti": secrets.token_urlsafe(24),
+        }
+        headers = {"kid": self._signing_key.key_id} if self._signing_key.key_id else None
+        assertion = jwt.encode(
+            claims, self._signing_key.key, algorithm=self._signing_key.algorithm, headers=headers
+        )
+        return {
+            "grant_type": "client_credentials",
+            "scope": self._scopes,
+            "client_assertion_type": _ASSERTION_TYPE,
+            "client_assertion": assertion,
+        }
+
+    async def _token_proof(self, method: str, url: str) -> Mapping[str, str]:
+        return {"DPoP": self._dpop_proof(method, url, access_token=None, nonce=self._nonce)}
+
+    def _dpop_proof(
+        self, method: str, url: str, *, access_token: str | None, nonce: str | None
+    ) -> str:
+        """RFC 9449 proof: this method and URL (no query), now, once; bound to the token."""
+        assert self._dpop_key is not None
+        parts = urlsplit(url)
+        claims: dict[str, Any] = {
+            "jti": secrets.token_urlsafe(24),
+            "htm": method.upper(),
+            "htu": f"{parts.scheme}://{parts.netloc}{parts.path}",
+            "iat": int(self._clock()),
+        }
+        if nonce:
+            claims["nonce"] = nonce
+        if access_token:
+            claims["ath"] = _b64url(hashlib.sha256(access_token.encode("ascii")).digest())
+        return jwt.encode(
+            claims,
+            self._dpop_key,
+            algorithm="RS256",
+            headers={"typ": "dpop+jwt", "jwk": self._dpop_jwk},
+        )
+
+
+def _token_refusal(answer: ProviderAnswer) -> str:
+    body = answer.json()
+    if isinstance(body, dict) and body.get("error"):
+        words = str(body["error"])
+        if body.get("error_description"):
+            words += f": {body['error_description']}"
+        return f"Okta refused to issue an access token ({one_line(words)}, HTTP {answer.status})"
+    return f"Okta refused to issue an access token (HTTP {answer.status})"
+
+
+def okta_error_words(answer: ProviderAnswer) -> str:
+    """Okta's error body (errorSummary, errorCauses, errorCode) in one line of words."""
+    body = answer.json()
+    if not isinstance(body, dict):
+        return f"HTTP {answer.status}"
+    summary = str(body.get("errorSummary") or "").strip()
+    causes = [
+        str(cause.get("errorSummary")).strip()
+        for cause in body.get("errorCauses") or []
+        if isinstance(cause, dict) and cause.get("errorSummary")
+    ]
+    words = "; ".join(part for part in [summary, *causes] if part) or "no reason given"
+    code = f"{body['errorCode']}, " if body.get("errorCode") else ""
+    return one_line(f"{words} ({code}HTTP {answer.status})")
+
+
+class OktaConnector:
+    """Okta as both the identity provider that makes the change and the directory of people."""
+
+    def __init__(
+        self,
+        config: OktaConfig,
+        http: ProviderHttp,
+        credentials: _Credentials,
+        *,
+        owns_client: bool,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self._org = config.org_url
+        self._http = http
+        self._credentials = credentials
+        self._owns_client = owns_client
+
+    def __repr__(self) -> str:
+        return f"OktaConnector(name={self.name!r}, org_url={self._org!r})"
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._http.client.aclose()
+
+    # -- IdentityProvider ---------------------------------------------------------------
+
+    def supports(self, action: Action, target: Principal) -> bool:
+        return action in self.config.actions and target.kind is PrincipalKind.HUMAN
+
+    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
+        """Make the change once; a refusal is FAILED in Okta's words, a lost answer UNKNOWN."""
+        if not self.supports(action, target):
+            return ExecutionResult(
+                outcome=Outcome.FAILED,
+                detail=f"the Okta connector {self.name!r} does not {action.label} for "
+                f"{target.name}; nothing was changed",
+            )
+        try:
+            result = await self._change(action, target)
+        except (NoAccessToken, ProviderUnreachable, RateLimited) as error:
+            result = ExecutionResult(
+                outcome=Outcome.FAILED,
+                detail=f"Okta did not {action.label} for {target.name}: {error}",
+            )
+        except AnswerLost as error:
+            result = ExecutionResult(
+                outcome=Outcome.UNKNOWN,
+                detail=f"it is unclear whether Okta did {action.label} for {target.name}: "
+                f"{error}. Check the user in the Okta Admin Console before asking again.",
+            )
+        log.info(
+            "okta_change",
+            connector=self.name,
+            request_id=request.id,
+            action=str(action),
+            target=target.id,
+            outcome=str(result.outcome),
+        )
+        return result
+
+    async def _change(self, action: Action, target: Principal) -> ExecutionResult:
+        user = await self._user_for_change(target)
+        if isinstance(user, ExecutionResult):
+            return user
+        user_id = quote(str(user["id"]), safe="")
+        if action is Action.RESET_MFA:
+            return await self._reset_mfa(user_id, target)
+        if action is Action.RESET_PASSWORD:
+            return await self._reset_password(user_id, target)
+        if action is Action.UNLOCK:
+            return await self._unlock(user_id, target)
+        return await self._revoke_sessions(user_id, target)
+
+    async def _user_for_change(self, target: Principal) -> dict[str, Any] | ExecutionResult:
+        """Read the user back first: the change must land on the person the request names."""
+        try:
+            answer = await self._send(
+                "GET", f"/api/v1/users/{quote(target.id, safe='')}", RetryRule.READ
+            )
+        except NoAccessToken:
+            raise
+        except ProviderCallError as error:
+            return ExecutionResult(
+                outcome=Outcome.FAILED,
+                detail=f"Okta could not be asked about {target.name}: {error}; nothing was changed",
+            )
+        body = answer.json()
+        if not answer.ok or not isinstance(body, dict) or not body.get("id"):
+            return self._refused(f"Okta could not find {target.name}", answer)
+        email = (body.get("profile") or {}).get("email")
+        if target.email and str(email or "").casefold() != target.email.casefold():
+            return ExecutionResult(
+                outcome=Outcome.FAILED,
+                detail=f"Okta's user {target.id} no longer has the email {target.email} the "
+                "request was opened for; nothing was changed. Open a new request.",
+            )
+        return body
+
+    async def _reset_mfa(self, user_id: str, target: Principal) -> ExecutionResult:
+        answer = await self._send(
+            "POST", f"/api/v1/users/{user_id}/lifecycle/reset_factors", RetryRule.CHANGE
+        )
+        if not answer.ok:
+            return self._refused(
+                f"Okta refused to {Action.RESET_MFA.label} for {target.name}", answer
+            )
+        return _completed(
+            f"Okta reset every MFA factor of {target.name}; they enrol again at their next sign-in."
+        )
+
+    async def _reset_password(self, user_id: str, target: Principal) -> ExecutionResult:
+        revoke = self.config.revoke_sessions_on_password_reset
+        answer = await self._send(
+            "POST",
+            f"/api/v1/users/{user_id}/lifecycle/expire_password_with_temp_password",
+            RetryRule.CHANGE,
+            params={"revokeSessions": "true" if revoke else "false"},
+        )
+        if not answer.ok:
+            return self._refused(
+                f"Okta refused to {Action.RESET_PASSWORD.label} for {target.name}", answer
+            )
+        body = answer.json()
+        temporary = body.get("tempPassword") if isinstance(body, dict) else None
+        if not isinstance(temporary, str) or not temporary:
+            return ExecutionResult(
+                outcome=Outcome.UNKNOWN,
+                detail=f"Okta answered the password reset for {target.name} without a "
+                "temporary password: the old password may be expired with no way in. Check "
+                "the user in the Okta Admin Console.",
+            )
+        signed_out = " and signed them out everywhere" if revoke else ""
+        return ExecutionResult(
+            outcome=Outcome.COMPLETED,
+            detail=f"Okta set a temporary password for {target.name}{signed_out}; they choose "
+            "a new password at their next sign-in. The temporary password goes to them only.",
+            secret=SecretStr(temporary),
+            secret_label="Okta temporary password",  # noqa: S106 - a label, not a password
+        )
+
+    async def _unlock(self, user_id: str, target: Principal) -> ExecutionResult:
+        answer = await self._send(
+            "POST", f"/api/v1/users/{user_id}/lifecycle/unlock", RetryRule.CHANGE
+        )
+        if not answer.ok:
+            return self._refused(f"Okta refused to {Action.UNLOCK.label} for {target.name}", answer)
+        return _completed(
+            f"Okta unlocked {target.name}; they can sign in with their current password."
+        )
+
+    async def _revoke_sessions(self, user_id: str, target: Principal) -> ExecutionResult:
+        forget = self.config.forget_devices
+        answer = await self._send(
+            "DELETE",
+            f"/api/v1/users/{user_id}/sessions",
+            RetryRule.CHANGE,
+            params={"oauthTokens": "true", "forgetDevices": "true" if forget else "false"},
+        )
+        if not answer.ok:
+            return self._refused(
+                f"Okta refused to {Action.REVOKE_SESSIONS.label} for {target.name}", answer
+            )
+        devices = " and forgot their remembered devices" if forget else ""
+        return _completed(
+            f"Okta ended every session of {target.name}, revoked their OAuth tokens{devices}."
+        )
+
+    def _refused(self, what: str, answer: ProviderAnswer) -> ExecutionResult:
+        return ExecutionResult(outcome=Outcome.FAILED, detail=f"{what}: {okta_error_words(answer)}")
+
+    # -- Directory ------------------------------------------------------------------------
+
+    async def find_by_email(self, email: str) -> list[Principal]:
+        """Every Okta user whose primary email is this one, deprovisioned users left out.
+
+        An address that could not be a plain email is matched to nobody rather than
+        spliced into Okta's search expression.
+        """
+        if len(email) > 254 or not _PLAIN_EMAIL.fullmatch(email):
+            return []
+        users = await self._read_list(
+            "/api/v1/users", {"search": f'profile.email eq "{email}"', "limit": "10"}
+        )
+        found = [user for user in users if user.get("status") != "DEPROVISIONED"]
+        return [await self._principal(user) for user in found]
+
+    async def get(self, principal_id: str) -> Principal | None:
+        """The Okta user with this id (or login), with their groups; None when Okta has none."""
+        answer = await self._read(f"/api/v1/users/{quote(principal_id, safe='')}")
+        if answer.status == 404:
+            return None
+        body = self._read_ok(answer)
+        if not isinstance(body, dict) or not body.get("id"):
+            raise Unavailable("the Okta directory answered a user look-up with no user")
+        return await self._principal(body)
+
+    async def find_nhi(self, name: str) -> Principal | None:
+        """Okta holds the people here; non-human identities live in other connectors."""
+        return None
+
+    async def search(self, text: str, limit: int = 20) -> list[Principal]:
+        """For pickers: users whose first name, last name or email starts with ``text``.
+
+        Groups are not read here (one call per user would spend the rate limit on a picker):
+        decide nothing from these; call :meth:`get` for the principal you act on.
+        """
+        text = text.strip()
+        if not text:
+            return []
+        users = await self._read_list(
+            "/api/v1/users", {"q": text, "limit": str(max(1, min(limit, 200)))}
+        )
+        return [_principal_from(user, frozenset()) for user in users]
+
+    async def groups_of(self, user_id: str) -> frozenset[str]:
+        """The user's Okta groups, by name or id as configured, following Okta's pages."""
+        url: str | None = f"{self._org}/api/v1/users/{quote(user_id, safe='')}/groups"
+        groups: set[str] = set()
+        for _ in range(_GROUP_PAGES):
+            if url is None:
+                return frozenset(groups)
+            answer = await self._read_url(url)
+            body = self._read_ok(answer)
+            if not isinstance(body, list):
+                raise Unavailable("the Okta directory answered a group look-up with no list")
+            for group in body:
+                if isinstance(group, dict):
+                    key = self._group_key(group)
+                    if key:
+                        groups.add(key)
+            url = self._next_page(answer)
+        raise Unavailable(f"Okta lists more than {_GROUP_PAGES} pages of groups for {user_id}")
+
+    def _group_key(self, group: Mapping[str, Any]) -> str | None:
+        if self.config.group_key == "id":
+            return str(group["id"]) if group.get("id") else None
+        name = (group.get("profile") or {}).get("name")
+        return str(name) if name else None
+
+    def _next_page(self, answer: ProviderAnswer) -> str | None:
+        """Okta's ``Link: <...>; rel="next"``, followed only within our org (it gets our token)."""
+        for link in answer.headers.get_list("link"):
+            for part in link.split(","):
+                match = re.match(r'\s*<([^>]+)>\s*;.*rel="?next"?', part)
+                if match:
+                    target = urlsplit(match.group(1))
+                    ours = urlsplit(self._org)
+                    if (target.scheme, target.netloc) != (ours.scheme, ours.netloc):
+                        raise Unavailable("Okta's next-page link points outside the org")
+                    return match.group(1)
+        return None
+
+    async def _principal(self, user: Mapping[str, Any]) -> Principal:
+        return _principal_from(user, await self.groups_of(str(user["id"])))
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def _read_list(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        body = self._read_ok(await self._read(path, params))
+        if not isinstance(body, list):
+            raise Unavailable("the Okta directory answered a user search with no list")
+        return [user for user in body if isinstance(user, dict) and user.get("id")]
+
+    async def _read(self, path: str, params: Mapping[str, str] | None = None) -> ProviderAnswer:
+        return await self._read_url(f"{self._org}{path}", params)
+
+    async def _read_url(self, url: str, params: Mapping[str, str] | None = None) -> ProviderAnswer:
+        try:
+            return await self._send_url("GET", url, RetryRule.READ, params)
+        except ProviderCallError as error:
+            raise Unavailable(f"the Okta directory could not be read: {error}") from None
+
+    def _read_ok(self, answer: ProviderAnswer) -> Any:
+        if not answer.ok:
+            raise Unavailable(f"the Okta directory refused a look-up: {okta_error_words(answer)}")
+        return answer.json()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        rule: RetryRule,
+        params: Mapping[str, str] | None = None,
+    ) -> ProviderAnswer:
+        return await self._send_url(method, f"{self._org}{path}", rule, params)
+
+    async def _send_url(
+        self,
+        method: str,
+        url: str,
+        rule: RetryRule,
+        params: Mapping[str, str] | None = None,
+    ) -> ProviderAnswer:
+        """One API call; a 401 with an OAuth token renews the token and sends once more.
+
+        A 401 means Okta did nothing, so sending again is safe even for a change.
+        """
+        answer = await self._http.call(
+            method,
+            url,
+            rule=rule,
+            params=params,
+            headers={"Accept": "application/json"},
+            sign=self._credentials.sign,
+        )
+        if answer.status == 401 and self._credentials.can_refresh:
+            self._credentials.forget()
+            answer = await self._http.call(
+                method,
+                url,
+                rule=rule,
+                params=params,
+                headers={"Accept": "application/json"},
+                sign=self._credentials.sign,
+            )
+        return answer
+
+
+def _completed(detail: str) -> ExecutionResult:
+    return ExecutionResult(outcome=Outcome.COMPLETED, detail=detail)
+
+
+def _principal_from(user: Mapping[str, Any], groups: frozenset[str]) -> Principal:
+    profile = user.get("profile") or {}
+    full_name = " ".join(
+        str(part) for part in (profile.get("firstName"), profile.get("lastName")) if part
+    )
+    email = profile.get("email")
+    return Principal(
+        id=str(user["id"]),
+        kind=PrincipalKind.HUMAN,
+        display_name=str(profile.get("displayName") or full_name or profile.get("login") or ""),
+        email=str(email) if email else None,
+        groups=groups,
+        disabled=user.get("status") not in _SIGNED_IN_STATUSES,
+    )
+
+
+def build(
+    config: Mapping[str, Any],
+    http_client: httpx.AsyncClient | None = None,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    clock: Clock = time.time,
+) -> OktaConnector:
+    """An Okta connector from its policy settings; secrets are read from the environment now,
+    so a missing or malformed one stops start-up with a clear message."""
+    settings = parse_config(OktaConfig, config, "okta connector")
+    limits = settings.limits
+    client = http_client or new_http_client(limits)
+    http = ProviderHttp(client, "Okta", limits, sleep=sleep, clock=clock)
+    credentials: _Credentials
+    if settings.api_token_env is not None:
+        credentials = _ApiToken(secret_from_env(settings.api_token_env))
+    else:
+        assert settings.private_key_env is not None
+        key = load_signing_key(
+            secret_from_env(settings.private_key_env), settings.key_id, settings.private_key_env
+        )
+        credentials = _ServiceApp(settings, key, http, clock)
+    return OktaConnector(settings, http, credentials, owns_client=http_client is None)
