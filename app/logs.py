@@ -12,6 +12,11 @@ import sys
 import structlog
 
 
+def _current_stderr(*_: object) -> structlog.PrintLogger:
+    """Resolve stderr at each use, so a swapped stream (tests, daemons) is followed."""
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     """JSON lines when not on a terminal (containers, CI), readable columns on a terminal."""
     use_json = (not sys.stderr.isatty()) if json is None else json
@@ -27,6 +32,6 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_current_stderr,
         cache_logger_on_first_use=False,
     )
