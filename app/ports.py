@@ -105,15 +105,22 @@ class RequestStore(Protocol):
         self, request_id: str, actor: str, via: str, flag_window_s: int, target_id: str
     ) -> GateReply: ...
 
-    async def approve(self, request_id: str, actor: str, via: str, role: str) -> GateReply: ...
+    async def approve(
+        self, request_id: str, actor: str, via: str, roles: Sequence[str]
+    ) -> GateReply:
+        """``roles``: every role the directory gives the actor; the script picks the one that
+        may decide this request (tier approver role, or escalation role once escalated)."""
+        ...
 
     async def deny(
-        self, request_id: str, actor: str, via: str, role: str, reason: str
+        self, request_id: str, actor: str, via: str, roles: Sequence[str], reason: str
     ) -> GateReply: ...
 
     async def cancel(
-        self, request_id: str, actor: str, via: str, role: str, *, override: bool = False
-    ) -> GateReply: ...
+        self, request_id: str, actor: str, via: str, roles: Sequence[str]
+    ) -> GateReply:
+        """The requester, or anyone holding a role that may decide the request."""
+        ...
 
     async def claim(self, request_id: str, actor: str, lease_ms: int, token: str) -> GateReply: ...
 

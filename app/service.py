@@ -327,8 +327,7 @@ class TwoKey:
         if opened.plan.alert_security:
             await self._alert(opened, self._alert_text(opened, "opened"))
         if opened.state is RequestState.READY:
-            await self.execute(opened.id)
-            opened = await self._fresh(opened)
+            opened = (await self.execute(opened.id)).request or opened
         return Decision(request=opened, message=self._receipt(opened))
 
     def _check_action_fits(self, action: Action, target: Principal) -> None:
@@ -378,11 +377,9 @@ class TwoKey:
         return decision
 
     async def approve(self, approver: ChatUser, request_id: str) -> Decision:
+        """One script call: separation of duties and the approver role are checked in it."""
         caller = await self.identify(approver)
-        request = await self._get(request_id)
-        sod.check_may_approve(request, caller.id)
-        role = self._approver_role_of(caller.principal, request)
-        reply = await self.store.approve(request_id, caller.id, caller.via, role)
+        reply = await self.store.approve(request_id, caller.id, caller.via, self._roles(caller))
         return await self._after_gate(reply, caller, "Your approval is recorded.")
 
     async def deny(self, approver: ChatUser, request_id: str, reason: str) -> Decision:
@@ -391,29 +388,21 @@ class TwoKey:
         except ValidationError as exc:
             raise human_error(exc) from exc
         caller = await self.identify(approver)
-        request = await self._get(request_id)
-        if caller.id in (request.requester_id, request.target_id, request.owner_id):
-            raise SeparationOfDuties(
-                "You are part of this request, so you cannot decide it; cancel it instead."
-            )
-        role = self._approver_role_of(caller.principal, request)
-        reply = await self.store.deny(request_id, caller.id, caller.via, role, form.reason)
+        reply = await self.store.deny(
+            request_id, caller.id, caller.via, self._roles(caller), form.reason
+        )
         return await self._after_gate(reply, caller, "The request is denied.")
 
     async def cancel(self, who: ChatUser, request_id: str) -> Decision:
         caller = await self.identify(who)
-        request = await self._get(request_id)
-        override = caller.id != request.requester_id
-        role = "requester"
-        if override:
-            try:
-                role = self._approver_role_of(caller.principal, request)
-            except NotAllowed:
-                raise NotAllowed(
-                    "Only the agent who opened the request, or an approver for it, can cancel it."
-                ) from None
-        reply = await self.store.cancel(request_id, caller.id, caller.via, role, override=override)
+        reply = await self.store.cancel(request_id, caller.id, caller.via, self._roles(caller))
         return await self._after_gate(reply, caller, "The request is cancelled.")
+
+    def _roles(self, caller: Caller) -> list[str]:
+        """Every role the policy gives this person through their directory groups, now."""
+        return [
+            role for role in self.policy.roles if self.policy.holds_role(caller.principal, role)
+        ]
 
     def _approver_role_of(self, principal: Principal, request: Request) -> str:
         """The role under which this person may decide this request, or refuse."""
@@ -440,7 +429,15 @@ class TwoKey:
                 "decide it."
             )
         if code == "NOT_REQUESTER":
-            raise NotAllowed("Only the agent who opened the request can cancel it.")
+            raise NotAllowed(
+                "Only the agent who opened the request, or an approver for it, can cancel it."
+            )
+        if code == "ROLE":
+            roles = " or ".join(reply.detail.split(","))
+            raise NotAllowed(
+                f"Deciding a {request.plan.tier_label or request.plan.tier} request needs the "
+                f"{roles} role, which you do not hold."
+            )
         if code == "EXPIRED":
             await self._tell("update_request", self.notifier.update_request(request))
             await self._tell(
@@ -467,8 +464,7 @@ class TwoKey:
         await self._tell("update_request", self.notifier.update_request(request))
         await self._tell_requester_decision(request, caller)
         if request.state is RequestState.READY:
-            await self.execute(request.id, actor=caller.id)
-            request = await self._fresh(request)
+            request = (await self.execute(request.id, actor=caller.id)).request or request
         return Decision(request=request, message=done)
 
     async def _tell_requester_decision(self, request: Request, caller: Caller) -> None:
@@ -566,9 +562,9 @@ class TwoKey:
 
     async def _deliver_secret(self, request: Request, result: ExecutionResult) -> None:
         """Invariant 5: the one-time secret goes to the owner only, and is never stored."""
-        # A FAILED change set nothing; an UNKNOWN one may have set the secret, and the owner is
-        # better off holding it (labelled as possibly unapplied) than locked out without it.
-        if result.secret is None or result.outcome is Outcome.FAILED:
+        # Connectors return a secret exactly when a live credential exists (even when a later
+        # step failed or lost its answer): the owner must hold it, or nobody does.
+        if result.secret is None:
             return
         delivered = False
         try:
@@ -810,9 +806,6 @@ class TwoKey:
         if request is None:
             raise NotFound(f"No request {request_id}: check the id (they look like TK-4K7M2P9Q).")
         return request
-
-    async def _fresh(self, request: Request) -> Request:
-        return await self.store.get(request.id) or request
 
     @staticmethod
     def _reply_request(reply: GateReply) -> Request:

@@ -248,6 +248,8 @@ class RedisRequestStore:
             "owner": request.owner_id,
             "requester": request.requester_id,
             "tier": plan.tier,
+            "approver_role": plan.approver_role,
+            "escalate_to": plan.escalate_to or "",
             "reason_code": request.reason_code,
             "needs_owner": "1" if plan.owner_confirmation else "0",
             "approvals_needed": str(plan.approvals_needed),
@@ -322,20 +324,22 @@ class RedisRequestStore:
         )
 
     @fails_closed
-    async def approve(self, request_id: str, actor: str, via: str, role: str) -> GateReply:
-        return await self._run("approve", request_id, [actor, via, role])
+    async def approve(
+        self, request_id: str, actor: str, via: str, roles: Sequence[str]
+    ) -> GateReply:
+        return await self._run("approve", request_id, [actor, via, _csv(roles)])
 
     @fails_closed
     async def deny(
-        self, request_id: str, actor: str, via: str, role: str, reason: str
+        self, request_id: str, actor: str, via: str, roles: Sequence[str], reason: str
     ) -> GateReply:
-        return await self._run("deny", request_id, [actor, via, role, reason])
+        return await self._run("deny", request_id, [actor, via, _csv(roles), reason])
 
     @fails_closed
     async def cancel(
-        self, request_id: str, actor: str, via: str, role: str, *, override: bool = False
+        self, request_id: str, actor: str, via: str, roles: Sequence[str]
     ) -> GateReply:
-        return await self._run("cancel", request_id, [actor, via, role, "1" if override else "0"])
+        return await self._run("cancel", request_id, [actor, via, _csv(roles)])
 
     @fails_closed
     async def claim(self, request_id: str, actor: str, lease_ms: int, token: str) -> GateReply:
@@ -427,6 +431,11 @@ class RedisRequestStore:
         except RedisError:
             return "unknown"
         return _text(config.get("maxmemory-policy", "unknown"))
+
+
+def _csv(roles: Sequence[str]) -> str:
+    """Roles as the scripts read them; a comma inside a role name could forge another."""
+    return ",".join(r for r in roles if r and "," not in r)
 
 
 def _longest(velocity: Sequence[VelocityLimit]) -> int:

@@ -93,7 +93,7 @@ async def test_claim_rechecks_the_gates_at_redis_time(
     rid = await core.open_mfa_reset()
     # the owner confirms and an approver approves straight through the store: no execution yet
     await core.store.confirm_owner(rid, "alice", "test")
-    reply = await core.store.approve(rid, "carol", "test", "approver")
+    reply = await core.store.approve(rid, "carol", "test", ["approver"])
     assert reply.request is not None and reply.request.state is RequestState.READY
     await asyncio.sleep(1.3)
     claim = await core.service.execute(rid)
@@ -144,7 +144,7 @@ async def test_requester_with_approver_role_still_cannot_approve_own_request(cor
 
 
 async def _raise_sod(core: Core, rid: str) -> None:
-    reply = await core.store.approve(rid, "bob", "slack:UBOB", "approver")
+    reply = await core.store.approve(rid, "bob", "slack:UBOB", ["approver"])
     assert reply.code == "SOD"
     raise SeparationOfDuties("refused by the script")
 
@@ -212,7 +212,7 @@ async def test_a_crash_mid_execution_ends_interrupted_and_is_never_rerun(
     core = build_core(redis_client, namespace, lease_s=1)
     rid = await core.open_mfa_reset()
     await core.store.confirm_owner(rid, "alice", "test")
-    await core.store.approve(rid, "carol", "test", "approver")
+    await core.store.approve(rid, "carol", "test", ["approver"])
     claim = await core.store.claim(rid, "replica-that-dies", 1000, "token-of-the-dead")
     assert claim.code == "OK"
     # the process dies here; the sweeper finds the lease expired
@@ -234,7 +234,7 @@ async def test_a_ready_request_whose_process_died_is_claimed_by_the_sweeper(
     core = build_core(redis_client, namespace, claim_grace_ms=200)
     rid = await core.open_mfa_reset()
     await core.store.confirm_owner(rid, "alice", "test")
-    await core.store.approve(rid, "carol", "test", "approver")  # ready; nobody claims
+    await core.store.approve(rid, "carol", "test", ["approver"])  # ready; nobody claims
     await asyncio.sleep(0.4)
     sweeps = await asyncio.gather(*(core.service.expire_due() for _ in range(3)))
     assert sum(s.changes.get("CLAIMABLE", 0) for s in sweeps) >= 1

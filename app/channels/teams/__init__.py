@@ -1,1 +1,4 @@
-"""Microsoft Teams face of twokey (Bot Framework); cards.py holds pure Adaptive Card builders."""
+"""The Microsoft Teams face: Adaptive Cards with Universal Actions (Action.Execute).
+
+``cards`` holds the pure card builders; the playground renders the very same cards.
+"""

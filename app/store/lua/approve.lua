@@ -1,12 +1,14 @@
--- An approver approves. Role is checked by the caller against the directory; separation of
--- duties is checked here again, on the stored request, at the instant of the change.
--- ARGV: rid, actor, via, role.
-local rid, actor, via, role = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- An approver approves. Separation of duties and the approver role are checked here, on the
+-- stored request, at the instant of the change; the caller passes the roles the directory says
+-- the actor holds. ARGV: rid, actor, via, held roles (comma-separated).
+local rid, actor, via = ARGV[1], ARGV[2], ARGV[3]
 local r = load_request()
 local now = now_ms()
 local refused = refuse_unless_open(r, rid, now, actor)
 if refused then return refused end
 if actor == r.requester or actor == r.target or actor == r.owner then return reply('SOD') end
+local role = decision_role(r, ARGV[4])
+if not role then return reply('ROLE', allowed_roles(r)) end
 local field = 'appr:' .. actor
 if r[field] and now < tonumber(r[field]) + num(r, 'approval_ttl_ms') then
   return reply('NOOP', 'already_approved')

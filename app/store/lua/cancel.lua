@@ -1,11 +1,15 @@
--- The requester (or, with `override`, someone the caller allowed) cancels an open request.
--- ARGV: rid, actor, via, role, override (0|1).
-local rid, actor, via, role = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- The requester, or anyone who may decide the request, cancels it while it is open.
+-- ARGV: rid, actor, via, held roles (comma-separated).
+local rid, actor, via = ARGV[1], ARGV[2], ARGV[3]
 local r = load_request()
 local now = now_ms()
 local refused = refuse_unless_open(r, rid, now, actor)
 if refused then return refused end
-if actor ~= r.requester and ARGV[5] ~= '1' then return reply('NOT_REQUESTER') end
+local role = 'requester'
+if actor ~= r.requester then
+  role = decision_role(r, ARGV[4])
+  if not role then return reply('NOT_REQUESTER') end
+end
 local from = r.state
 set(r, 'state', 'cancelled')
 set(r, 'decided_by', actor)

@@ -124,6 +124,26 @@ local function ready_if_satisfied(r, now)
   return false
 end
 
+-- The role under which `actor` may decide this request: the tier's approver role, or the
+-- escalation role once escalated. `held` is the comma-separated roles the directory gives them.
+local function decision_role(r, held)
+  local allowed = { r.approver_role or '' }
+  if r.escalated == '1' and (r.escalate_to or '') ~= '' then table.insert(allowed, r.escalate_to) end
+  for _, role in ipairs(allowed) do
+    if role ~= '' and string.find(',' .. held .. ',', ',' .. role .. ',', 1, true) then
+      return role
+    end
+  end
+  return nil
+end
+
+local function allowed_roles(r)
+  if r.escalated == '1' and (r.escalate_to or '') ~= '' then
+    return (r.approver_role or '') .. ',' .. r.escalate_to
+  end
+  return r.approver_role or ''
+end
+
 -- Common entry checks of a gate action on an open request; returns an error reply or nil.
 local function refuse_unless_open(r, rid, now, actor)
   if not r then return { 'NOTFOUND', '', {} } end

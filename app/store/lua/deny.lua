@@ -1,10 +1,12 @@
--- An approver denies, with a reason. ARGV: rid, actor, via, role, reason.
-local rid, actor, via, role, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+-- An approver denies, with a reason. ARGV: rid, actor, via, held roles, reason.
+local rid, actor, via, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local r = load_request()
 local now = now_ms()
 local refused = refuse_unless_open(r, rid, now, actor)
 if refused then return refused end
 if actor == r.requester or actor == r.target or actor == r.owner then return reply('SOD') end
+local role = decision_role(r, ARGV[4])
+if not role then return reply('ROLE', allowed_roles(r)) end
 local from = r.state
 set(r, 'state', 'denied')
 set(r, 'decided_by', actor)
