@@ -497,3 +497,46 @@ async def test_list_shows_mine_and_what_waits_for_me(core: Core) -> None:
     assert [r.id for r in (await core.service.list_for(chat("carol"))).to_approve] == [rid]
     assert [r.id for r in (await core.service.list_for(chat("alice"))).to_confirm] == [rid]
     assert (await core.service.list_for(chat("heidi"))).to_approve == []
+
+
+class DirectoryDown:
+    """A Directory port whose backend is unreachable (a fake of the port, not of our code)."""
+
+    async def find_by_email(self, email: str) -> list[object]:
+        raise ConnectionError("directory unreachable")
+
+    async def get(self, principal_id: str) -> None:
+        raise ConnectionError("directory unreachable")
+
+    async def find_nhi(self, name: str) -> None:
+        raise ConnectionError("directory unreachable")
+
+    async def search(self, text: str, limit: int = 20) -> list[object]:
+        raise ConnectionError("directory unreachable")
+
+
+async def test_directory_down_nothing_changes_and_people_are_told(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    core.service.directory = DirectoryDown()  # type: ignore[assignment]
+    for call in (
+        core.service.approve(chat("carol"), rid),
+        core.service.open(chat("bob"), chat("alice"), "unlock", "INC-1234", "locked-out"),
+        core.service.cancel(chat("bob"), rid),
+    ):
+        with pytest.raises(Unavailable, match="directory cannot be reached"):
+            await call
+    request = await core.store.get(rid)
+    assert request is not None and request.state is RequestState.PENDING
+    assert request.approvals == () and core.connector.changes == []
+
+
+async def test_directory_down_at_execution_fails_truthfully(core: Core) -> None:
+    rid = await core.open_mfa_reset()
+    await core.store.confirm_owner(rid, "alice", "test")
+    await core.store.approve(rid, "carol", "test", ["approver"])
+    core.service.directory = DirectoryDown()  # type: ignore[assignment]
+    reply = await core.service.execute(rid)
+    assert reply.request is not None and reply.request.state is RequestState.FAILED
+    assert "nothing was changed" in reply.request.outcome_detail
+    assert core.connector.changes == []

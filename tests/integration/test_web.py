@@ -1,0 +1,75 @@
+"""The aiohttp server: health, readiness (Redis reachable) and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+
+from app.bootstrap import Runtime, build_runtime
+from app.settings import Settings
+from app.store.keys import Keys
+from app.store.redis_store import RedisRequestStore
+from app.web import create_app
+
+
+def settings_for(redis_url: str, namespace: str) -> Settings:
+    return Settings(
+        REDIS_URL=redis_url,
+        TWOKEY_NAMESPACE=namespace,
+        TWOKEY_AUDIT_KEY="web-test-audit-key-long-enough",
+        TWOKEY_ACCEPT_EVICTION_RISK=True,
+        TWOKEY_PLAYGROUND=False,
+    )
+
+
+@pytest.fixture
+async def runtime(redis_url: str, namespace: str) -> AsyncIterator[Runtime]:
+    rt = await build_runtime(settings_for(redis_url, namespace))
+    yield rt
+    await rt.close()
+
+
+async def client_for(settings: Settings, runtime: Runtime) -> TestClient:  # type: ignore[type-arg]
+    client = TestClient(TestServer(create_app(settings, runtime=runtime, sweeper=False)))
+    await client.start_server()
+    return client
+
+
+async def test_health_ready_and_metrics(runtime: Runtime, redis_url: str, namespace: str) -> None:
+    client = await client_for(settings_for(redis_url, namespace), runtime)
+    try:
+        assert (await client.get("/healthz")).status == 200
+        ready = await client.get("/readyz")
+        assert ready.status == 200 and (await ready.json())["redis"] == "ok"
+        metrics = await client.get("/metrics")
+        assert metrics.status == 200
+        assert "twokey_gate_scripts_total" in await metrics.text()
+    finally:
+        await client.close()
+
+
+async def test_not_ready_when_redis_is_unreachable(
+    runtime: Runtime, redis_url: str, namespace: str
+) -> None:
+    dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    runtime.store = RedisRequestStore(dead, Keys(namespace))
+    client = await client_for(settings_for(redis_url, namespace), runtime)
+    try:
+        assert (await client.get("/healthz")).status == 200
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert (await ready.json())["redis"] == "unreachable"
+    finally:
+        await client.close()
+        await dead.aclose()
+
+
+async def test_own_redis_without_audit_key_refuses_to_start(redis_url: str) -> None:
+    from app.bootstrap import StartupError
+
+    settings = Settings(REDIS_URL=redis_url, TWOKEY_ACCEPT_EVICTION_RISK=True)
+    with pytest.raises(StartupError, match="TWOKEY_AUDIT_KEY"):
+        await build_runtime(settings)
