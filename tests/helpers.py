@@ -65,7 +65,7 @@ rules:
     tier: standard
 velocity:
   - {{per: target, actions: [reset-mfa], limit: 2, window: 24h, then: refuse}}
-fraud:
+{velocity}fraud:
   flag_window: 7d
   flagged_tier: strictest
 disputes:
@@ -84,6 +84,7 @@ def policy_text(
     approval_ttl: str = "30m",
     remind_after: str = "15m",
     escalate_after: str = "1h",
+    velocity: str = "",
 ) -> str:
     """The test policy; an empty remind_after/escalate_after leaves that timer out."""
     timers = ""
@@ -91,7 +92,9 @@ def policy_text(
         timers += f"    remind_after: {remind_after}\n"
     if escalate_after:
         timers += f"    escalate_after: {escalate_after}\n    escalate_to: security\n"
-    return TEST_POLICY.format(request_ttl=request_ttl, approval_ttl=approval_ttl, timers=timers)
+    return TEST_POLICY.format(
+        request_ttl=request_ttl, approval_ttl=approval_ttl, timers=timers, velocity=velocity
+    )
 
 
 def chat(principal_id: str, platform: str = "slack", **extra: object) -> ChatUser:

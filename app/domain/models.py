@@ -101,6 +101,30 @@ class RequestState(StrEnum):
         return self not in (RequestState.PENDING, RequestState.READY, RequestState.EXECUTING)
 
 
+_S = RequestState
+TRANSITIONS: frozenset[tuple[RequestState, RequestState]] = frozenset(
+    {
+        (_S.PENDING, _S.READY),
+        (_S.READY, _S.PENDING),  # an approval or the owner's confirmation lapsed
+        (_S.READY, _S.EXECUTING),
+        (_S.EXECUTING, _S.COMPLETED),
+        (_S.EXECUTING, _S.FAILED),
+        (_S.EXECUTING, _S.INTERRUPTED),
+    }
+    | {
+        (open_, final)
+        for open_ in (_S.PENDING, _S.READY)
+        for final in (_S.DENIED, _S.REJECTED_BY_OWNER, _S.EXPIRED, _S.CANCELLED)
+    }
+)
+"""Every state change a request may make; the Lua scripts implement exactly these."""
+
+
+def may_move(source: RequestState, target: RequestState) -> bool:
+    """Whether a request may go from ``source`` to ``target`` (staying put is not a move)."""
+    return (source, target) in TRANSITIONS
+
+
 class Plan(BaseModel):
     """What the policy decided when the request opened; frozen into it for its whole life."""
 

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from app.audit.trail import AuditTrail
 from app.domain.errors import TwokeyError
-from app.domain.models import RequestState
+from app.domain.models import RequestState, may_move
 from app.store.keys import SHARDS
 from tests.helpers import build_core, chat, policy_text
 
@@ -170,6 +170,10 @@ class TwoKeyMachine(RuleBasedStateMachine):
             mine = events.get(rid, [])
             assert request.events == len(mine)
             assert mine[0]["kind"] == "opened"
+            # every recorded state change is one the transition table allows
+            for event in mine[1:]:
+                source, target = RequestState(event["from"]), RequestState(event["to"])
+                assert source == target or may_move(source, target), event
             assert mine[-1]["to"] == request.state.value or mine[-1]["kind"] in (
                 "auto_revoke_sessions",
                 "secret_undelivered",

@@ -540,3 +540,24 @@ async def test_directory_down_at_execution_fails_truthfully(core: Core) -> None:
     assert reply.request is not None and reply.request.state is RequestState.FAILED
     assert "nothing was changed" in reply.request.outcome_detail
     assert core.connector.changes == []
+
+
+async def test_requester_velocity_escalates_to_the_strictest_tier(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(
+        redis_client,
+        namespace,
+        policy=policy_text(velocity="  - {per: requester, limit: 1, window: 1h, then: escalate}\n"),
+    )
+    first = await core.service.open(chat("bob"), chat("alice"), "unlock", "INC-1234", "locked-out")
+    assert first.request.plan.tier == "standard"
+    second = await core.service.open(chat("bob"), chat("grace"), "unlock", "INC-1235", "locked-out")
+    assert second.request.plan.tier == "strictest"
+    assert any("velocity" in reason for reason in second.request.plan.reasons)
+    assert any(second.request.id == r for _, r, _ in core.notifier.said("alert_security"))
+    # another agent is not slowed down by bob's pace
+    other = await core.service.open(
+        chat("heidi"), chat("alice"), "unlock", "INC-1236", "locked-out"
+    )
+    assert other.request.plan.tier == "standard"
