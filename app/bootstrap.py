@@ -12,16 +12,21 @@ import json
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import structlog
 from pydantic import SecretStr
 
 from app.audit.trail import MIN_KEY_LENGTH, AuditTrail
+from app.connectors.base import ConnectorConfigError
+from app.connectors.registry import ConnectorWiring, entries_of, wire_connectors
 from app.connectors.sandbox import SandboxConnector, SandboxDirectory
+from app.domain.errors import Unavailable
 from app.domain.policy import Policy
 from app.metrics import SWEEPS
 from app.notify import FanoutNotifier
@@ -29,6 +34,7 @@ from app.policy.loader import example_policy, load_policy
 from app.ports import Directory, IdentityProvider
 from app.service import ServiceOptions, TwoKey
 from app.settings import Settings
+from app.store.directory_cache import CachedDirectory
 from app.store.keys import Keys
 from app.store.redis_store import RedisRequestStore
 
@@ -53,11 +59,14 @@ class Runtime:
     embedded: Any = None
     """The embedded Valkey server, when REDIS_URL was not set."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Connectors that own a client (HTTP) and must close it."""
 
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*(close() for close in self.closers), return_exceptions=True)
         await self.redis.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
@@ -160,9 +169,29 @@ def load_directory(settings: Settings) -> SandboxDirectory:
     return directory
 
 
+def _without_password(url: str) -> str:
+    """A Redis URL fit for a log line or an error: any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 async def check_redis(store: RedisRequestStore, settings: Settings) -> None:
     """Refuse to run where Redis could silently evict pending approvals."""
-    policy = await store.check_eviction_policy()
+    try:
+        policy = await store.check_eviction_policy()
+    except Unavailable as exc:
+        where = _without_password(settings.redis_url or "the embedded Valkey")
+        raise StartupError(
+            f"Cannot reach Redis at {where}: check REDIS_URL and that Redis is running."
+        ) from exc
+    if policy == "unknown" and not settings.accept_eviction_risk:
+        raise StartupError(
+            "Redis refused to say its maxmemory-policy (CONFIG GET is disabled). Make sure it "
+            "is noeviction, then set TWOKEY_ACCEPT_EVICTION_RISK=true to start."
+        )
     if policy != "noeviction" and not settings.accept_eviction_risk:
         raise StartupError(
             f"Redis maxmemory-policy is {policy!r}: Redis may evict keys and silently drop "
@@ -173,6 +202,7 @@ async def check_redis(store: RedisRequestStore, settings: Settings) -> None:
 
 async def build_runtime(settings: Settings) -> Runtime:
     embedded = None
+    wiring = ConnectorWiring()
     url = settings.redis_url
     if url is None:
         embedded = await asyncio.to_thread(start_embedded_valkey, settings.data_dir)
@@ -186,8 +216,11 @@ async def build_runtime(settings: Settings) -> Runtime:
         await check_redis(store, settings)
         trail = AuditTrail(redis, keys, audit_key(settings, embedded is not None))
         policy = load_configured_policy(settings)
-        directory = load_directory(settings)
-        connectors: list[IdentityProvider] = [SandboxConnector()]
+        wiring = await wire_connectors(entries_of(policy.connectors, settings.policy_path))
+        directory: Directory = wiring.directory or load_directory(settings)
+        if wiring.directory is not None and settings.directory_cache_ttl > 0:
+            directory = CachedDirectory(directory, redis, keys, settings.directory_cache_ttl)
+        connectors: list[IdentityProvider] = wiring.connectors or [SandboxConnector()]
         notifier = FanoutNotifier()
         service = TwoKey(
             store,
@@ -197,13 +230,31 @@ async def build_runtime(settings: Settings) -> Runtime:
             policy,
             ServiceOptions(lease_s=settings.execution_lease),
         )
+    except ConnectorConfigError as exc:
+        await _undo_start(embedded, wiring)
+        raise StartupError(str(exc)) from None
     except BaseException:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
+        await _undo_start(embedded, wiring)
         raise
     return Runtime(
-        settings, redis, store, trail, policy, directory, connectors, notifier, service, embedded
+        settings,
+        redis,
+        store,
+        trail,
+        policy,
+        directory,
+        connectors,
+        notifier,
+        service,
+        embedded,
+        closers=wiring.closers,
     )
+
+
+async def _undo_start(embedded: Any, wiring: ConnectorWiring) -> None:
+    await wiring.aclose()
+    if embedded is not None:
+        await asyncio.to_thread(embedded.stop)
 
 
 async def run_sweeper(runtime: Runtime) -> None:

@@ -79,6 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     show = requests.add_parser("show", help="one request in full")
     show.add_argument("request_id")
 
+    connectors = commands.add_parser(
+        "connectors", help="check identity-provider connectors; AWS key clean-up"
+    ).add_subparsers(dest="connectors_command", required=True)
+    checked = connectors.add_parser(
+        "check", help="test each connector's credentials and permissions, read-only"
+    )
+    checked.add_argument("--policy", help="policy file (default: TWOKEY_POLICY or the example)")
+    cleanup = connectors.add_parser(
+        "aws-cleanup", help="delete old AWS access keys whose grace period has passed"
+    )
+    cleanup.add_argument("--policy", help="policy file (default: TWOKEY_POLICY or the example)")
+    cleanup.add_argument("--name", help="only the aws_iam connector with this name")
+
     review = commands.add_parser("review", help="break-glass reviews").add_subparsers(
         dest="review_command", required=True
     )
@@ -109,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         if args.command == "policy":
             return explain_command(settings, args)
+        if args.command == "connectors":
+            from app.connectors.registry import connectors_command
+
+            code, text = asyncio.run(connectors_command(args, settings.policy_path))
+            print(text, file=sys.stderr if code == 2 else sys.stdout)
+            return code
         return asyncio.run(_with_runtime(settings, _COMMANDS[args.command], args))
     except (StartupError, TwokeyError) as exc:
         print(f"twokey: {exc}", file=sys.stderr)

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     directory_path: Path | None = Field(default=None, alias="TWOKEY_DIRECTORY")
     audit_key: SecretStr | None = Field(default=None, alias="TWOKEY_AUDIT_KEY")
     """HMAC key of the audit chain. Unset: a key generated once under TWOKEY_DATA_DIR."""
+    directory_cache_ttl: float = Field(
+        default=60.0, ge=0, le=3600, alias="TWOKEY_DIRECTORY_CACHE_TTL"
+    )
+    """Seconds a directory connector's answer is kept in Redis; 0 turns the cache off."""
 
     # timing
     sweep_interval: float = Field(default=1.0, gt=0, le=60, alias="TWOKEY_SWEEP_INTERVAL")
@@ -47,6 +51,8 @@ class Settings(BaseSettings):
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
     slack_allowed_teams: list[str] = Field(default_factory=list, alias="SLACK_ALLOWED_TEAMS")
     slack_app_id: str | None = Field(default=None, alias="SLACK_APP_ID")
+    slack_require_confirmed_email: bool = Field(default=True, alias="SLACK_REQUIRE_CONFIRMED_EMAIL")
+    """Only trust a Slack email Slack marks confirmed; set false where SSO manages emails."""
 
     # Microsoft Teams / Bot Framework
     microsoft_app_id: str | None = Field(default=None, alias="MICROSOFT_APP_ID")

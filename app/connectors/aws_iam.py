@@ -49,6 +49,7 @@ from botocore.exceptions import ConnectionError as NotConnected
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from app.connectors.base import ConnectorConfigError
+from app.connectors.checks import CheckResult, missing, note, works
 from app.domain.durations import Duration, format_duration
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.ports import ExecutionResult, Outcome
@@ -337,6 +338,50 @@ class AwsIamConnector:
         for problem in report.problems:
             log.warning("aws_iam clean-up: %s", problem)
         return report
+
+    async def check(self) -> list[CheckResult]:
+        """Read-only: who the credentials are (STS) and whether IAM users can be listed."""
+        return await asyncio.to_thread(self._check)
+
+    # ---- `twokey connectors check` (in a worker thread) --------------------------------------
+
+    def _check(self) -> list[CheckResult]:
+        what = "AWS credentials (sts get-caller-identity)"
+        sts: Any = boto3.session.Session(region_name=self.config.region).client(
+            "sts",
+            endpoint_url=self.config.endpoint_url,
+            config=Config(
+                connect_timeout=self.config.connect_timeout,
+                read_timeout=self.config.read_timeout,
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                user_agent_extra="twokey",
+            ),
+        )
+        try:
+            who = self._call("identify the caller", sts.get_caller_identity, changes=False)
+        except _Stopped as stop:
+            return [missing(what, f"{stop.words}; nothing else can be checked")]
+        results = [works(what, f"signed in as {who.get('Arn', '?')}")]
+        listing = f"list IAM users under {self.config.path_prefix} (iam:ListUsers, for aws-cleanup)"
+        try:
+            self._call(
+                "list IAM users",
+                partial(self._iam.list_users, PathPrefix=self.config.path_prefix, MaxItems=1),
+                changes=False,
+            )
+            results.append(works(listing))
+        except _Stopped as stop:
+            results.append(missing(listing, stop.words))
+        results.append(
+            note(
+                "changes (rotate-secret)",
+                "not tried: a read-only check cannot prove them; the credentials need "
+                "iam:ListAccessKeys, iam:CreateAccessKey, iam:UpdateAccessKey, "
+                "iam:DeleteAccessKey, iam:TagUser, iam:UntagUser and iam:ListUserTags on the NHI "
+                "users",
+            )
+        )
+        return results
 
     # ---- rotation (in a worker thread) -------------------------------------------------------
 

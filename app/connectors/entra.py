@@ -34,10 +34,12 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import httpx
+import jwt
 import structlog
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from app.connectors.base import EnvVarName, secret_from_env
+from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
     AnswerLost,
     Clock,
@@ -151,6 +153,34 @@ class EntraConfig(BaseModel):
             max_attempts=self.max_attempts,
             max_rate_limit_wait=self.max_rate_limit_wait,
         )
+
+
+_READ_USERS = (
+    "User.Read.All",
+    "User.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+)
+_READ_MEMBERSHIPS = (
+    "GroupMember.Read.All",
+    "Group.Read.All",
+    "GroupMember.ReadWrite.All",
+    "Group.ReadWrite.All",
+    "Directory.Read.All",
+    "Directory.ReadWrite.All",
+)
+_ACTION_PERMISSIONS: dict[Action, tuple[str, ...]] = {
+    Action.TEMPORARY_ACCESS: ("UserAuthenticationMethod.ReadWrite.All",),
+    Action.RESET_MFA: ("UserAuthenticationMethod.ReadWrite.All",),
+    Action.RESET_PASSWORD: ("User.ReadWrite.All",),
+    Action.REVOKE_SESSIONS: (
+        "User.RevokeSessions.All",
+        "User.ReadWrite.All",
+        "Directory.ReadWrite.All",
+    ),
+}
+"""Graph application permissions, least privileged first, as docs/connectors-entra-google.md
+lists them for each use."""
 
 
 # ---- one-time secrets and Graph's words ------------------------------------------------------
@@ -300,6 +330,20 @@ class _ClientCredentials:
 
     def forget(self) -> None:
         self._token = None
+
+    def granted_roles(self) -> frozenset[str] | None:
+        """The application permissions in the current token's ``roles`` claim, for `connectors
+        check` only (decisions never rest on it); None when the token does not show them."""
+        if self._token is None:
+            return None
+        try:
+            claims = jwt.decode(self._token.get_secret_value(), options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return None
+        roles = claims.get("roles")
+        if not isinstance(roles, list):
+            return None
+        return frozenset(str(role) for role in roles)
 
     async def _mint(self) -> SecretStr:
         try:
@@ -630,6 +674,90 @@ class EntraConnector:
             f"Entra revoked every refresh token and browser session of {target.name}; apps "
             "may take a few minutes to notice."
         )
+
+    # -- `twokey connectors check` --------------------------------------------------------------
+
+    async def check(self) -> list[CheckResult]:
+        """Read-only: sign in, compare the token's permissions, read one user's memberships."""
+        what = f"sign in as app {self.config.client_id} (client credentials)"
+        try:
+            await self._credentials.sign("GET", f"{self._graph}/users")
+        except NoAccessToken as error:
+            return [missing(what, f"{error}; nothing else can be checked")]
+        results = [works(what, f"tenant {self.config.tenant_id}")]
+        results += self._check_permissions()
+        users, body = await self._check_read(
+            "read users (GET /users?$top=1)", "/users", {"$top": "1", "$select": "id"}
+        )
+        results.append(users)
+        listed = body.get("value") if isinstance(body, dict) else None
+        first = listed[0] if isinstance(listed, list) and listed else None
+        if isinstance(first, dict) and first.get("id"):
+            path = f"/users/{quote(str(first['id']), safe='')}/transitiveMemberOf"
+            groups, _ = await self._check_read(
+                "read a user's groups and roles (GET /users/{id}/transitiveMemberOf)",
+                path,
+                {"$top": "1"},
+            )
+            results.append(groups)
+        elif users.status is CheckStatus.OK:
+            results.append(note("read a user's groups", "Graph lists no user to read groups of"))
+        return results
+
+    def _check_permissions(self) -> list[CheckResult]:
+        needed = self._permissions_needed()
+        granted = self._credentials.granted_roles()
+        if granted is None:
+            wanted = "; ".join(f"{use}: {options[0]}" for use, options in needed.items())
+            return [
+                note(
+                    "application permissions",
+                    "the access token does not list them; in the app registration, check "
+                    f"that admin consent is granted for: {wanted}",
+                )
+            ]
+        results = []
+        for use, options in needed.items():
+            held = sorted(set(options) & granted)
+            if held:
+                results.append(works(f"permission to {use}", ", ".join(held)))
+            else:
+                results.append(
+                    missing(
+                        f"permission to {use}",
+                        f"grant the application permission {options[0]} (Microsoft Graph) "
+                        "and admin consent",
+                    )
+                )
+        return results
+
+    def _permissions_needed(self) -> dict[str, tuple[str, ...]]:
+        """What each use needs, least privileged first (Microsoft Graph permissions reference)."""
+        needed = {
+            "read users": _READ_USERS,
+            "read group memberships": _READ_MEMBERSHIPS,
+        }
+        for action in sorted(self.config.actions):
+            options = _ACTION_PERMISSIONS[action]
+            by_method = self.config.password_reset == "password-method"  # noqa: S105
+            if action is Action.RESET_PASSWORD and by_method:
+                options = ("UserAuthenticationMethod.ReadWrite.All",)
+            needed[str(action)] = options
+        return needed
+
+    async def _check_read(
+        self, what: str, path: str, params: Mapping[str, str]
+    ) -> tuple[CheckResult, Any]:
+        try:
+            answer = await self._send("GET", path, RetryRule.READ, params=params)
+        except ProviderCallError as error:
+            return missing(what, str(error)), None
+        if answer.ok:
+            return works(what), answer.json()
+        words = graph_error_words(answer)
+        if answer.status == 403:
+            words += "; the app lacks a permission this needs (see the lines above)"
+        return missing(what, words), None
 
     # -- Directory ----------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
     AnswerLost,
     Clock,
@@ -241,13 +242,25 @@ class _DelegatedCredentials:
         log.info("google_token_issued", expires_in=seconds)
         return SecretStr(token)
 
-    def _form(self) -> Mapping[str, str]:
+    async def delegated(self, scopes: tuple[str, ...]) -> bool:
+        """Would Google issue a token for just these scopes? For `connectors check`: the token
+        endpoint refuses an assertion if any scope asked for is not delegated."""
+        try:
+            answer = await self._http.call(
+                "POST", self._config.token_url, rule=RetryRule.READ, form=lambda: self._form(scopes)
+            )
+        except ProviderCallError:
+            return False
+        body = answer.json()
+        return answer.ok and isinstance(body, dict) and bool(body.get("access_token"))
+
+    def _form(self, scopes: tuple[str, ...] | None = None) -> Mapping[str, str]:
         """A fresh assertion for every attempt: RFC 7523 with Google's claims."""
         now = int(self._clock())
         claims = {
             "iss": self._key.client_email,
             "sub": self._config.admin_subject,
-            "scope": " ".join(self._config.scopes),
+            "scope": " ".join(scopes or self._config.scopes),
             "aud": self._config.token_url,
             "iat": now,
             "exp": now + _ASSERTION_LIFETIME,
@@ -489,6 +502,79 @@ class GoogleConnector:
         if _rate_limited(answer):
             what += " for now (rate limited, nothing changed; try again later)"
         return _failed(f"{what}: {google_error_words(answer)}")
+
+    # -- `twokey connectors check` --------------------------------------------------------------
+
+    async def check(self) -> list[CheckResult]:
+        """Read-only: sign in (which proves the delegated scopes), read one user and groups."""
+        what = (
+            f"sign in as {self.config.admin_subject} through domain-wide delegation "
+            f"with {', '.join(self.config.scopes)}"
+        )
+        try:
+            await self._credentials.sign("GET", f"{self._api}/users")
+        except NoAccessToken as error:
+            return [missing(what, f"{error}; nothing else can be checked"), *await self._scopes()]
+        results = [works(what)]
+        users, body = await self._check_read(
+            "read users (users.list maxResults=1)",
+            f"{self._api}/users",
+            {"customer": self.config.customer, "maxResults": "1"},
+        )
+        results.append(users)
+        listed = body.get("users") if isinstance(body, dict) else None
+        first = listed[0] if isinstance(listed, list) and listed else None
+        if isinstance(first, dict) and first.get("id"):
+            groups, _ = await self._check_read(
+                "read a user's groups (groups.list userKey=...)",
+                f"{self._api}/groups",
+                {"userKey": str(first["id"]), "maxResults": "1"},
+            )
+            results.append(groups)
+        elif users.status is CheckStatus.OK:
+            results.append(note("read a user's groups", "Google lists no user to read groups of"))
+        return results
+
+    async def _scopes(self) -> list[CheckResult]:
+        """After a refused sign-in: ask for each scope alone, to say which one is missing."""
+        refused = [
+            scope for scope in self.config.scopes if not await self._credentials.delegated((scope,))
+        ]
+        if not refused:
+            return []
+        if len(refused) == len(self.config.scopes):
+            return [
+                missing(
+                    "any delegated scope",
+                    f"Google refuses every scope: check that {self.config.admin_subject} is an "
+                    "admin, that the key belongs to the service account, and that its client id "
+                    "is listed under Security > API controls > Domain-wide delegation",
+                )
+            ]
+        return [
+            missing(
+                f"delegated scope {scope}",
+                "add it to the service account's client id "
+                "under Security > API controls > Domain-wide delegation",
+            )
+            for scope in refused
+        ]
+
+    async def _check_read(
+        self, what: str, url: str, params: Mapping[str, str]
+    ) -> tuple[CheckResult, Any]:
+        try:
+            answer = await self._send_url("GET", url, RetryRule.READ, params)
+        except ProviderCallError as error:
+            return missing(what, str(error)), None
+        if answer.ok:
+            return works(what), answer.json()
+        words = google_error_words(answer)
+        if answer.status == 403:
+            words += (
+                f"; {self.config.admin_subject} needs an admin role that can read users and groups"
+            )
+        return missing(what, words), None
 
     # -- Directory ----------------------------------------------------------------------------
 

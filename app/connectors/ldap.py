@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from ldap3 import (
+    BASE,
     MODIFY_DELETE,
     MODIFY_REPLACE,
     NONE,
@@ -49,6 +50,7 @@ from ldap3.utils.dn import parse_dn
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.checks import CheckResult, missing, note, works
 from app.domain.errors import IdentityUnsure, Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.ports import ExecutionResult, Outcome
@@ -465,6 +467,91 @@ class LdapConnector:
         if not text or len(text) > 100 or limit < 1:
             return []
         return await self._look_up(self._search_accounts, text, min(limit, 100))
+
+    # ---- `twokey connectors check`
+
+    async def check(self) -> list[CheckResult]:
+        """Read-only: connect, bind, read the user and group bases and one account."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._check), timeout=self._deadline)
+        except TimeoutError:
+            return [
+                missing(
+                    f"reach {self.config.host}:{self.config.port}",
+                    f"no answer within {self._deadline:.0f}s",
+                )
+            ]
+
+    def _check(self) -> list[CheckResult]:
+        cfg = self.config
+        transport = (
+            "LDAPS" if cfg.uses_ldaps else "plain LDAP" if cfg.allow_insecure else "StartTLS"
+        )
+        what = f"bind as {cfg.bind_dn} over {transport}"
+        try:
+            with self._bound() as conn:
+                results = [works(what)]
+                results.append(self._check_base(conn, "people", cfg.user_base))
+                results.append(self._check_base(conn, "groups", cfg.group_base))
+                results.append(self._check_accounts(conn))
+        except _DirectoryTrouble as trouble:
+            return [missing(what, trouble.words)]
+        except Exception as exc:  # fail closed on anything ldap3 lets through
+            return [missing(what, _exception_words(exc, [self._secret()]))]
+        results.append(self._check_changes())
+        return results
+
+    def _check_base(self, conn: Connection, label: str, base: str) -> CheckResult:
+        what = f"read the {label} base {base}"
+        try:
+            conn.search(base, "(objectClass=*)", search_scope=BASE, attributes=["1.1"])
+        except LDAPException as exc:
+            return missing(what, _exception_words(exc, [self._secret()]))
+        code = conn.result.get("result") if conn.result else None
+        found = any(item.get("type") == "searchResEntry" for item in conn.response or [])
+        if code == _SUCCESS and found:
+            return works(what)
+        return missing(
+            what,
+            f"{_result_words(conn.result)}: the entry does not exist or the bind account may "
+            "not read it",
+        )
+
+    def _check_accounts(self, conn: Connection) -> CheckResult:
+        cfg = self.config
+        what = f"find people with {cfg.user_filter}"
+        try:
+            entries = self._entries(conn, cfg.user_base, cfg.user_filter, ["1.1"], size_limit=1)
+        except _DirectoryTrouble as trouble:
+            return missing(what, trouble.words)
+        if not entries:
+            return missing(
+                what,
+                f"no entry under {cfg.user_base} matches: check user_base and user_filter, and "
+                "that the bind account may read them",
+            )
+        return works(what)
+
+    def _check_changes(self) -> CheckResult:
+        cfg = self.config
+        if cfg.flavor == "ad":
+            if not cfg.encrypted:
+                return missing(
+                    "changes (reset-password, unlock)",
+                    "AD takes a password only over LDAPS or StartTLS: with allow_insecure "
+                    "reset-password is refused; unlock still works",
+                )
+            needs = "the Reset Password right and write access to lockoutTime and pwdLastSet"
+        else:
+            needs = (
+                "the right to change userPassword (password modify) and write pwdReset and "
+                "pwdAccountLockedTime"
+            )
+        return note(
+            "changes (reset-password, unlock)",
+            f"not tried: a read-only check cannot prove them; the bind account needs {needs} "
+            f"on the people under {cfg.user_base}",
+        )
 
     # ---- running ldap3 in a thread
 

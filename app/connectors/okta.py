@@ -41,6 +41,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
     AnswerLost,
     Clock,
@@ -585,6 +586,84 @@ class OktaConnector:
 
     def _refused(self, what: str, answer: ProviderAnswer) -> ExecutionResult:
         return ExecutionResult(outcome=Outcome.FAILED, detail=f"{what}: {okta_error_words(answer)}")
+
+    # -- `twokey connectors check` ----------------------------------------------------------
+
+    async def check(self) -> list[CheckResult]:
+        """Read-only: sign in, read one user and their groups; nothing is changed."""
+        results: list[CheckResult] = []
+        if isinstance(self._credentials, _ServiceApp):
+            signed_in = await self._check_sign_in()
+            results.append(signed_in)
+            if signed_in.status is not CheckStatus.OK:
+                return results
+        users, found = await self._check_read(
+            "read users (GET /api/v1/users?limit=1)", "/api/v1/users", {"limit": "1"}
+        )
+        results.append(users)
+        first = found[0] if isinstance(found, list) and found else None
+        if isinstance(first, dict) and first.get("id"):
+            user_id = quote(str(first["id"]), safe="")
+            groups, _ = await self._check_read(
+                "read a user's groups (GET /api/v1/users/{id}/groups)",
+                f"/api/v1/users/{user_id}/groups",
+                None,
+            )
+            results.append(groups)
+        elif users.status is CheckStatus.OK:
+            results.append(note("read a user's groups", "Okta lists no user to read groups of"))
+        results.append(self._check_changes())
+        return results
+
+    async def _check_sign_in(self) -> CheckResult:
+        what = f"sign in as the OAuth service app {self.config.client_id}"
+        try:
+            await self._credentials.sign("GET", f"{self._org}/api/v1/users")
+        except NoAccessToken as error:
+            return missing(what, f"{error}; nothing else can be checked")
+        return works(what, f"access token issued for {', '.join(self.config.scopes)}")
+
+    async def _check_read(
+        self, what: str, path: str, params: Mapping[str, str] | None
+    ) -> tuple[CheckResult, Any]:
+        try:
+            answer = await self._send("GET", path, RetryRule.READ, params)
+        except ProviderCallError as error:
+            return missing(what, str(error)), None
+        if answer.ok:
+            return works(what), answer.json()
+        who = (
+            "grant the app okta.users.read and an admin role"
+            if isinstance(self._credentials, _ServiceApp)
+            else "the token's admin needs a role"
+        )
+        advice = {
+            401: "Okta refused the credentials: check the token (or the app's key and id)",
+            403: f"the credentials may not read users: {who} that can see the users twokey serves",
+        }.get(answer.status, "")
+        words = okta_error_words(answer)
+        return missing(what, f"{words}; {advice}" if advice else words), None
+
+    def _check_changes(self) -> CheckResult:
+        changes = ", ".join(sorted(self.config.actions))
+        if not isinstance(self._credentials, _ServiceApp):
+            return note(
+                f"changes ({changes})",
+                "not tried: a read-only check cannot prove them. The API token acts with the "
+                "permissions of the admin who created it; that admin needs a role allowed to "
+                "reset factors and passwords, unlock and clear sessions of these users",
+            )
+        if "okta.users.manage" not in self.config.scopes:
+            return missing(
+                f"changes ({changes})",
+                "the connector does not ask for the okta.users.manage scope: add it to scopes "
+                "(and grant it to the app)",
+            )
+        return works(
+            f"scope okta.users.manage for changes ({changes})",
+            "granted; the app's admin role must also allow these changes "
+            "for the users twokey serves (not tried: this check changes nothing)",
+        )
 
     # -- Directory ------------------------------------------------------------------------
 

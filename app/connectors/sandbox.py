@@ -30,6 +30,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, Va
 from pydantic_core import ErrorDetails
 
 from app.connectors.base import ConnectorConfigError
+from app.connectors.checks import CheckResult, note
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.ports import ExecutionResult, Outcome
 
@@ -532,6 +533,10 @@ class SandboxConnector:
             )
         self.changes: list[SandboxChange] = []
         self._lock = asyncio.Lock()
+
+    async def check(self) -> list[CheckResult]:
+        """Nothing to reach: say plainly that this connector changes nothing."""
+        return [note("sandbox", NOT_FOR_PRODUCTION)]
 
     def supports(self, action: Action, target: Principal) -> bool:
         """rotate-secret for NHIs; every other action for people."""

@@ -62,6 +62,7 @@ from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.checks import CheckResult, missing, works
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.ports import ExecutionResult, Outcome
 
@@ -600,6 +601,72 @@ class VaultConnector:
             )
         return ""
 
+    async def check(self) -> list[CheckResult]:
+        """Read-only: sign in, look up twokey's token, ask Vault what it may do on each target."""
+        return await asyncio.to_thread(self._check)
+
+    # ---- `twokey connectors check` (in a worker thread) --------------------------------------
+
+    def _check(self) -> list[CheckResult]:
+        how = "its AppRole" if self._credentials.role_id is not None else "the token"
+        what = f"sign in to Vault at {self.config.url} with {how} (token lookup-self)"
+        with self._conversation() as vault:
+            try:
+                vault.sign_in(self._credentials)
+                token_api: Any = vault.client.auth.token
+                looked_up = _data(
+                    vault.call("look up its own token", token_api.lookup_self, changes=False)
+                )
+            except _Stopped as stop:
+                return [missing(what, f"{stop.words}; nothing else can be checked")]
+            results = [works(what, _token_words(looked_up or {}))]
+            needed = self._capabilities_needed()
+            try:
+                sys_api: Any = vault.client.sys
+                answer = vault.call(
+                    "say what twokey may do on its targets",
+                    partial(sys_api.get_capabilities, sorted(needed)),
+                    changes=False,
+                )
+            except _Stopped as stop:
+                return [
+                    *results,
+                    missing("read its own capabilities (capabilities-self)", stop.words),
+                ]
+        held = _data(answer) or (answer if isinstance(answer, dict) else {})
+        for path, wanted in sorted(needed.items()):
+            has = held.get(path)
+            granted = {str(c) for c in has} if isinstance(has, list) else set()
+            lacking = set() if "root" in granted else wanted - granted
+            where = f"{path} ({', '.join(sorted(wanted))})"
+            if lacking:
+                results.append(
+                    missing(
+                        where,
+                        f"twokey's token lacks {', '.join(sorted(lacking))} here "
+                        f"(it has: {', '.join(sorted(granted)) or 'nothing'}); add it to the "
+                        "token's policy",
+                    )
+                )
+            else:
+                results.append(works(where))
+        return results
+
+    def _capabilities_needed(self) -> dict[str, set[str]]:
+        """Each Vault path a rotation of a configured target uses, and what it does there."""
+        needed: dict[str, set[str]] = {}
+        for spec in self.config.targets.values():
+            if isinstance(spec, AppRoleTarget):
+                role = f"auth/{spec.mount or self.config.approle_mount}/role/{spec.role}"
+                needed.setdefault(f"{role}/secret-id", set()).update({"list", "update"})
+                needed.setdefault(f"{role}/secret-id-accessor/destroy", set()).add("update")
+                if spec.old_accessor_from == "metadata":
+                    needed.setdefault(f"{role}/secret-id-accessor/lookup", set()).add("update")
+            else:
+                path = f"{spec.mount or self.config.mount}/data/{spec.path}"
+                needed.setdefault(path, set()).update({"read", "update"})
+        return needed
+
     # ---- in a worker thread ------------------------------------------------------------------
 
     def _rotate(
@@ -817,6 +884,21 @@ class VaultConnector:
             secret=SecretStr(new_value),
             secret_label=f"new value of {spec.field} in Vault secret {where}",
         )
+
+
+def _token_words(token: Mapping[str, Any]) -> str:
+    """Policies and lifetime of twokey's token, never the token or its accessor."""
+    policies = token.get("policies")
+    named = ", ".join(str(p) for p in policies) if isinstance(policies, list) else "?"
+    ttl = token.get("ttl")
+    lasts = (
+        "does not expire"
+        if ttl == 0
+        else f"expires in {int(ttl)} s"
+        if isinstance(ttl, int | float)
+        else "lifetime unknown"
+    )
+    return f"policies: {named}; {lasts}"
 
 
 def build(config: VaultConfig | Mapping[str, Any]) -> VaultConnector:

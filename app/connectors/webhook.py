@@ -34,6 +34,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.checks import CheckResult, note, works
 from app.connectors.http import (
     AnswerLost,
     Clock,
@@ -194,6 +195,20 @@ class WebhookConnector:
 
     def supports(self, action: Action, target: Principal) -> bool:
         return action in self.config.actions
+
+    async def check(self) -> list[CheckResult]:
+        """Nothing is sent: every request to the receiver asks it to make a real change."""
+        return [
+            works(
+                f"signing key in ${self.config.secret_env}",
+                f"set, {len(self._key.get_secret_value().encode())} bytes",
+            ),
+            note(
+                f"the receiver at {self.config.url}",
+                "nothing was sent: any request to it asks your automation for a real change, so "
+                "a read-only check cannot call it. Test it with a request in a test workspace",
+            ),
+        ]
 
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Send the signed request once; the receiver's answer is the outcome."""

@@ -9,8 +9,10 @@ from app.policy.loader import (
     PolicyFileError,
     PolicyProblem,
     example_policy,
+    in_file_order,
     load_policy,
     load_policy_text,
+    read_located_yaml,
     read_policy_file,
 )
 
@@ -41,10 +43,15 @@ def check_file(path: str | Path) -> tuple[int, str]:
         text = read_policy_file(path)
     except PolicyFileError as exc:
         return EXIT_UNREADABLE, exc.message
+    problems: list[PolicyProblem] = []
+    policy = None
     try:
         policy = load_policy_text(text, str(path))
     except PolicyFileError as exc:
-        return EXIT_MISTAKES, exc.message
+        problems = exc.problems
+    problems += _connector_problems(text, str(path))
+    if problems or policy is None:
+        return EXIT_MISTAKES, PolicyFileError(str(path), in_file_order(problems)).message
     rules = ", ".join(f"{rule.name} -> {rule.tier}" for rule in policy.rules)
     lines = [
         f"{path}: OK, the policy is valid.",
@@ -54,4 +61,22 @@ def check_file(path: str | Path) -> tuple[int, str]:
     ]
     if policy.breakglass is not None:
         lines.append(f"  break-glass: role {policy.breakglass.role}, tier {policy.breakglass.tier}")
+    lines.append(f"  connectors: {_connectors_summary(text, str(path))}")
     return EXIT_OK, "\n".join(lines)
+
+
+def _connector_problems(text: str, source: str) -> list[PolicyProblem]:
+    """Each connector entry checked against its connector's own settings (app.connectors)."""
+    from app.connectors.registry import connector_problems
+
+    try:
+        document = read_located_yaml(text, source)
+    except PolicyFileError:
+        return []  # a syntax error: load_policy_text has reported it
+    return connector_problems(document)
+
+
+def _connectors_summary(text: str, source: str) -> str:
+    from app.connectors.registry import describe_connectors, read_entries
+
+    return describe_connectors(read_entries(read_located_yaml(text, source)))

@@ -97,3 +97,10 @@ class Keys:
     def message_refs(self, request_id: str) -> str:
         """Hash: channel ref name -> JSON MessageRef, in the request's slot."""
         return f"{self.tag(shard_of_request(request_id))}:refs:{request_id}"
+
+    # --- directory answers, cached briefly (app/store/directory_cache.py) ---------------------
+    def directory_cache(self, kind: str, key: str) -> str:
+        """One cached directory answer. ``key`` (an email or id someone typed) is hashed, so
+        it cannot stretch or shape the key; single-key commands only, so no hash tag."""
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return f"{self.ns}:dir:{kind}:{digest}"

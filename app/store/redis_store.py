@@ -16,7 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.domain.errors import Unavailable
@@ -428,7 +428,7 @@ class RedisRequestStore:
         """The server's maxmemory-policy: anything but noeviction may drop pending approvals."""
         try:
             config = await self.redis.config_get("maxmemory-policy")
-        except RedisError:
+        except ResponseError:  # CONFIG is disabled on some managed services
             return "unknown"
         return _text(config.get("maxmemory-policy", "unknown"))
 
