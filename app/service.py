@@ -279,8 +279,7 @@ class TwoKey:
         self._check_action_fits(action, target)
         sod.check_may_open(caller.principal, target)
         self._connector_for(action, target)
-        owner_id = target.owner_of_record
-        assert owner_id is not None  # check_may_open refused an ownerless target
+        owner_id = await self._reachable_owner(target)
         velocity = self.policy.velocity
         reply: GateReply | None = None
         for _attempt in range(self.options.open_retries):
@@ -329,6 +328,22 @@ class TwoKey:
         if opened.state is RequestState.READY:
             opened = (await self.execute(opened.id)).request or opened
         return Decision(request=opened, message=self._receipt(opened))
+
+    async def _reachable_owner(self, target: Principal) -> str:
+        """The owner of record must be a live directory person, or nobody could confirm."""
+        if target.disabled:
+            raise NotAllowed(f"{target.name} is disabled in the directory.")
+        owner_id = target.owner_of_record
+        if owner_id is None:
+            raise NotAllowed(f"{target.name} has no owner of record in the directory.")
+        if owner_id != target.id:
+            owner = await self._directory(self.directory.get(owner_id))
+            if owner is None or owner.disabled:
+                raise NotAllowed(
+                    f"The owner of record of {target.name} ({owner_id}) is not an active person "
+                    "in the directory, so nobody can confirm. Ask the directory team to fix it."
+                )
+        return owner_id
 
     def _check_action_fits(self, action: Action, target: Principal) -> None:
         if action.for_nhi and target.kind is not PrincipalKind.NHI:

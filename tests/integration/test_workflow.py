@@ -561,3 +561,24 @@ async def test_requester_velocity_escalates_to_the_strictest_tier(
         chat("heidi"), chat("alice"), "unlock", "INC-1236", "locked-out"
     )
     assert other.request.plan.tier == "standard"
+
+
+async def test_nhi_rotation_goes_through_its_human_owner(core: Core) -> None:
+    decision = await core.service.open(
+        chat("bob"), "nhi:billing-api", "rotate-secret", "CHG-2002", "scheduled-rotation"
+    )
+    request = decision.request
+    assert request.target_id == "nhi:billing-api" and request.owner_id == "alice"
+    assert request.plan.tier == "production-nhi" and request.plan.alert_security
+    with pytest.raises(NotAllowed):
+        await core.service.approve(chat("carol"), request.id)  # a lead, not security
+    with pytest.raises(SeparationOfDuties):
+        await core.service.approve(chat("alice"), request.id)  # the owner of record
+    await core.service.confirm_owner(chat("alice"), request.id)
+    done = await core.service.approve(chat("frank"), request.id)
+    assert done.request.state is RequestState.COMPLETED
+    assert core.notifier.secrets_delivered == [(request.id, "alice")]
+    with pytest.raises(BadInput, match="non-human"):
+        await core.service.open(
+            chat("bob"), chat("alice"), "rotate-secret", "CHG-2003", "scheduled-rotation"
+        )
