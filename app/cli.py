@@ -137,10 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve(settings: Settings) -> int:
     from aiohttp import web
 
+    from app.playground.web import is_loopback
     from app.web import create_app
 
     where = f"http://{settings.host}:{settings.port}"
-    extras = " (playground at /playground)" if settings.playground_enabled else ""
+    extras = ""
+    if settings.playground_enabled:
+        extras = (
+            f" (playground, for trying twokey only: {where}/playground)"
+            if is_loopback(settings.host)
+            else " (playground off: HOST is not a loopback address)"
+        )
 
     def started(_: object) -> None:
         print(f"twokey listening on {where}{extras}", flush=True)

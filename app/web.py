@@ -82,4 +82,8 @@ def create_app(
 def _channel_mounts(settings: Settings) -> list[ChannelMount]:
     """The chat channels this configuration enables; each adds its routes and notifier."""
     mounts: list[ChannelMount] = []
+    if settings.playground_enabled:
+        from app.playground.web import mount as mount_playground
+
+        mounts.append(mount_playground)
     return mounts

@@ -26,7 +26,7 @@ def free_port() -> int:
 def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "TWOKEY_"))}
-    env.update(PORT=str(port), TWOKEY_PLAYGROUND="false")
+    env.update(PORT=str(port))
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve"],
         cwd=tmp_path,
@@ -48,11 +48,14 @@ def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
         else:
             raise AssertionError("twokey serve did not become ready")
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "ok"}
+        page = httpx.get(f"http://127.0.0.1:{port}/playground")
+        assert page.status_code == 200 and "never for production" in page.text.lower()
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=30)[0]
     assert "embedded_valkey_started" in output
     assert f"twokey listening on http://127.0.0.1:{port}" in output
+    assert f"http://127.0.0.1:{port}/playground" in output
     assert (tmp_path / ".twokey" / "valkey").is_dir()
     assert (tmp_path / ".twokey" / "audit.key").exists()
     assert list((tmp_path / ".twokey" / "valkey").rglob("*.aof")), "append-only file is on"

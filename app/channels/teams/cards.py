@@ -1,0 +1,433 @@
+"""Pure Adaptive Card builders: a stored request in, the card JSON Teams shows out.
+
+Every card is built from the stored request alone (invariant 7): a button carries only
+``{"button": "<action>:<request id>"}`` (``encode_button``), never what the card showed. Buttons
+are ``Action.Execute`` (Universal Actions, schema 1.5), so Teams sends an ``adaptiveCard/action``
+invoke and the bot answers with the refreshed card.
+
+Text a person typed (ticket, note, justification, names, a denial reason) is cleaned, bounded
+and has its Markdown neutralised before it goes into a ``TextBlock`` or a fact: Teams renders a
+CommonMark subset there, so ``[Click to approve](https://evil.example)`` must stay literal text.
+Cards stay well inside Teams' documented limits: 28 KB per message, at most
+:data:`MAX_ACTIONS` buttons (the Adaptive Cards renderer's default host config shows five).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from app.channels.common import ButtonAction, encode_button
+from app.domain.forms import REASON_MAX, clean_text
+from app.domain.models import PrincipalKind, Request, RequestState
+from app.service import when
+
+Card = dict[str, Any]
+
+CARD_VERSION = "1.5"
+"""Universal Actions (Action.Execute) need schema 1.5 in Teams."""
+SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
+MAX_CARD_BYTES = 28 * 1024
+"""Teams refuses a bot message larger than 28 KB."""
+MAX_ACTIONS = 5
+
+NAME_MAX = 120
+TICKET_MAX = 64
+NOTE_MAX = 500
+JUSTIFICATION_MAX = 1000
+DETAIL_MAX = 500
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~&|#])")
+_LIST_START = re.compile(r"^(\s*)([-+]|\d+)([.)]?)")
+
+STATE_WORDS = {
+    RequestState.PENDING: "Waiting for its gates",
+    RequestState.READY: "Approved: about to run",
+    RequestState.EXECUTING: "Being carried out",
+    RequestState.COMPLETED: "Completed",
+    RequestState.FAILED: "Failed",
+    RequestState.INTERRUPTED: "Interrupted: not re-run",
+    RequestState.DENIED: "Denied",
+    RequestState.REJECTED_BY_OWNER: "Stopped: the owner said it was not them",
+    RequestState.EXPIRED: "Expired: nothing was done",
+    RequestState.CANCELLED: "Cancelled",
+}
+
+
+# ---- text ------------------------------------------------------------------------------------
+
+
+def plain(text: str | None, limit: int = NAME_MAX) -> str:
+    """User-typed text made safe for a TextBlock: cleaned, bounded, Markdown shown literally.
+
+    Links, emphasis, code, list markers and the ``{{DATE(...)}}`` function all stay as typed.
+    """
+    value = clean_text(text or "")
+    if len(value) > limit:
+        value = value[: limit - 1].rstrip() + "…"
+    value = _MARKDOWN_SPECIAL.sub(r"\\\1", value)
+    value = _LIST_START.sub(_not_a_list, value, count=1)
+    while "{{" in value:
+        value = value.replace("{{", "{ {")
+    return value
+
+
+def _not_a_list(match: re.Match[str]) -> str:
+    """``- x`` and ``1. x`` at the start would become a list: escape the marker's punctuation."""
+    space, marker, dot = match.groups()
+    if marker in "-+":
+        return f"{space}\\{marker}{dot}"
+    return f"{space}{marker}\\{dot}" if dot else match.group(0)
+
+
+def _text(text: str, **style: Any) -> Card:
+    return {"type": "TextBlock", "text": text, "wrap": True, **style}
+
+
+def _facts(rows: list[tuple[str, str]]) -> Card:
+    return {"type": "FactSet", "facts": [{"title": t, "value": v} for t, v in rows if v]}
+
+
+def _card(body: list[Card], actions: list[Card] | None = None) -> Card:
+    card: Card = {"type": "AdaptiveCard", "$schema": SCHEMA, "version": CARD_VERSION, "body": body}
+    if actions:
+        card["actions"] = actions
+    return card
+
+
+def _button(action: ButtonAction, request: Request, title: str, style: str = "") -> Card:
+    """An Action.Execute carrying the action and the request id, nothing else."""
+    button: Card = {
+        "type": "Action.Execute",
+        "title": title,
+        "verb": action.value,
+        "data": {"button": encode_button(action, request.id)},
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def _deny_button(request: Request) -> Card:
+    """Deny opens a small form: the reason is required and goes to the requester and the audit."""
+    return {
+        "type": "Action.ShowCard",
+        "title": "Deny",
+        "card": {
+            "type": "AdaptiveCard",
+            "body": [
+                {
+                    "type": "Input.Text",
+                    "id": "reason",
+                    "label": "Why are you denying it?",
+                    "placeholder": "e.g. caller could not be verified",
+                    "isRequired": True,
+                    "errorMessage": "Say why: the agent and the audit trail will see it.",
+                    "maxLength": REASON_MAX,
+                }
+            ],
+            "actions": [_button(ButtonAction.DENY, request, "Deny request", "destructive")],
+        },
+    }
+
+
+# ---- shared pieces ---------------------------------------------------------------------------
+
+
+def _sentence(words: str) -> str:
+    """Upper-case the first letter only: "reset MFA" -> "Reset MFA", not "Reset mfa"."""
+    return words[:1].upper() + words[1:]
+
+
+def _who(request: Request) -> str:
+    return plain(request.requester_name or request.requester_id)
+
+
+def _account(request: Request) -> str:
+    name = plain(request.target_name)
+    if request.target_kind is PrincipalKind.NHI:
+        system = f" on {plain(request.target_system)}" if request.target_system else ""
+        return f"{name} (non-human identity{system})"
+    return name
+
+
+def _tier(request: Request) -> str:
+    return plain(request.plan.tier_label or request.plan.tier)
+
+
+def _risk_lines(request: Request) -> list[str]:
+    """The risk in plain words: why an approver should look twice."""
+    lines = []
+    if request.plan.breakglass:
+        lines.append("BREAK-GLASS: opened on the emergency path; security reviews every use.")
+    if request.plan.privileged:
+        lines.append(f"PRIVILEGED: {_tier(request)}. A takeover here takes over admin rights.")
+    if request.target_kind is PrincipalKind.NHI:
+        lines.append(
+            f"NON-HUMAN IDENTITY: {_tier(request)}. Rotating its secret can stop a running "
+            "service; its owner of record confirms for it."
+        )
+    if request.escalated:
+        lines.append("ESCALATED: it waited too long for an approver.")
+    if not lines and request.plan.alert_security:
+        lines.append(f"HIGH RISK: {_tier(request)}. Security has been alerted.")
+    return lines
+
+
+def _risk_banner(request: Request) -> list[Card]:
+    lines = _risk_lines(request)
+    if not lines:
+        return []
+    return [
+        {
+            "type": "Container",
+            "style": "attention",
+            "items": [_text(line, weight="Bolder", color="Attention") for line in lines],
+        }
+    ]
+
+
+def _owner_gate(request: Request, now: int) -> str:
+    if not request.plan.owner_confirmation:
+        return "not required"
+    if request.owner_confirmed_at is None:
+        return "waiting"
+    if request.owner_gate_satisfied(now):
+        return f"confirmed {when(request.owner_confirmed_at)}"
+    return f"lapsed (confirmed {when(request.owner_confirmed_at)})"
+
+
+def _approvals(request: Request, now: int) -> str:
+    valid = request.valid_approvals(now)
+    names = ", ".join(plain(a.approver_id) for a in valid)
+    text = f"{len(valid)} of {request.plan.approvals_needed}"
+    return f"{text} ({names})" if names else text
+
+
+def shown_state(request: Request, now: int) -> RequestState:
+    """The state to show: an open request past its expiry is expired, sweeper or not."""
+    if request.state.is_open and now >= request.expires_at:
+        return RequestState.EXPIRED
+    return request.state
+
+
+def _outcome(request: Request, now: int) -> list[Card]:
+    """What happened, once something has: decision, result, dispute."""
+    state = shown_state(request, now)
+    lines: list[Card] = []
+    if state is RequestState.COMPLETED:
+        done = f"Completed {when(request.finished_at)}."
+        lines.append(_text(done, color="Good", weight="Bolder"))
+    elif state in (RequestState.FAILED, RequestState.INTERRUPTED):
+        lines.append(_text(f"{STATE_WORDS[state]}.", color="Attention", weight="Bolder"))
+    elif state is RequestState.DENIED:
+        by = plain(request.decided_by or "an approver")
+        reason = plain(request.decision_reason, REASON_MAX)
+        lines.append(_text(f"Denied by {by}: {reason}", color="Attention", weight="Bolder"))
+    elif state is RequestState.REJECTED_BY_OWNER:
+        lines.append(
+            _text(
+                "The owner said this was not them: stopped, security alerted, account flagged.",
+                color="Attention",
+                weight="Bolder",
+            )
+        )
+    elif state is RequestState.CANCELLED:
+        lines.append(_text(f"Cancelled by {plain(request.decided_by or 'the agent')}."))
+    elif state is RequestState.EXPIRED:
+        lines.append(
+            _text(f"Expired {when(request.expires_at)}; nothing was done.", color="Warning")
+        )
+    if request.outcome_detail:
+        lines.append(_text(plain(request.outcome_detail, DETAIL_MAX), isSubtle=True))
+    if request.disputed_at is not None:
+        lines.append(
+            _text(
+                f"DISPUTED by the owner {when(request.disputed_at)}: security incident.",
+                color="Attention",
+                weight="Bolder",
+            )
+        )
+    return lines
+
+
+def _request_facts(request: Request) -> list[tuple[str, str]]:
+    return [
+        ("Request", request.id),
+        ("Ticket", plain(request.ticket, TICKET_MAX)),
+        ("Change", request.action.label),
+        ("Account", _account(request)),
+        ("Asked by", _who(request)),
+        ("Reason", plain(request.reason_code)),
+        ("Note", plain(request.note, NOTE_MAX)),
+    ]
+
+
+def _still_open(request: Request, now: int) -> bool:
+    return shown_state(request, now).is_open
+
+
+# ---- the cards -------------------------------------------------------------------------------
+
+
+def owner_confirmation_card(request: Request, now: int) -> Card:
+    """To the owner of record: "Did you ask for this?", with Yes / No while it is open."""
+    nhi = request.target_kind is PrincipalKind.NHI
+    whose = f"{_account(request)}, which you own" if nhi else "your account"
+    body: list[Card] = [
+        _text("Did you ask for this?", size="Medium", weight="Bolder"),
+        _text(
+            f"{_who(request)} from the help desk asked twokey to {request.action.label} "
+            f"for {whose}."
+        ),
+        _facts(
+            [
+                ("Request", request.id),
+                ("Ticket", plain(request.ticket, TICKET_MAX)),
+                ("Reason", plain(request.reason_code)),
+                ("Note", plain(request.note, NOTE_MAX)),
+                ("Expires", when(request.expires_at)),
+            ]
+        ),
+    ]
+    waiting = (
+        _still_open(request, now)
+        and request.plan.owner_confirmation
+        and request.owner_confirmed_at is None
+    )
+    if waiting:
+        body.append(
+            _text(
+                "If you did not ask for this, someone may be pretending to be you: "
+                "press No and security will look into it.",
+                weight="Bolder",
+            )
+        )
+        actions = [
+            _button(ButtonAction.CONFIRM, request, "Yes, it was me", "positive"),
+            _button(ButtonAction.REJECT, request, "No, this wasn't me", "destructive"),
+        ]
+        return _card(body, actions)
+    if request.state.is_open and request.owner_confirmed_at is not None:
+        body.append(_text(f"You confirmed {when(request.owner_confirmed_at)}.", color="Good"))
+    body.extend(_outcome(request, now))
+    return _card(body)
+
+
+def approval_card(request: Request, now: int) -> Card:
+    """To the approvers: what, on whom, the risk in plain words, and Approve / Deny."""
+    deciding = _still_open(request, now) and not request.approvals_gate_satisfied(now)
+    title = (
+        f"Approval needed: {request.action.label} for {plain(request.target_name)}"
+        if deciding
+        else f"{_sentence(request.action.label)} for {plain(request.target_name)}: "
+        f"{STATE_WORDS[shown_state(request, now)].lower()}"
+    )
+    body: list[Card] = [_text(title, size="Medium", weight="Bolder"), *_risk_banner(request)]
+    rows = _request_facts(request)
+    rows += [
+        ("Tier", _tier(request)),
+        ("Owner", _owner_gate(request, now)),
+        ("Approvals", _approvals(request, now)),
+        ("Expires", when(request.expires_at)),
+    ]
+    body.append(_facts(rows))
+    if request.plan.breakglass and request.justification:
+        body.append(
+            _text(f"Justification: {plain(request.justification, JUSTIFICATION_MAX)}", wrap=True)
+        )
+    if request.plan.reasons:
+        why = "; ".join(plain(r, 200) for r in request.plan.reasons[:6])
+        body.append(_text(f"Why this tier: {why}", isSubtle=True, size="Small"))
+    if not deciding:
+        body.extend(_outcome(request, now))
+        return _card(body)
+    body.append(
+        _text(
+            "You cannot approve a request you opened or one about your own account.",
+            isSubtle=True,
+            size="Small",
+        )
+    )
+    actions = [_button(ButtonAction.APPROVE, request, "Approve", "positive"), _deny_button(request)]
+    return _card(body, actions)
+
+
+def requester_status_card(request: Request, now: int) -> Card:
+    """To the agent who asked: where the request stands, and Cancel while it is open."""
+    body: list[Card] = [
+        _text(
+            f"Request {request.id}: {STATE_WORDS[shown_state(request, now)]}",
+            size="Medium",
+            weight="Bolder",
+        ),
+        _facts(
+            [
+                *_request_facts(request)[1:],
+                ("Tier", _tier(request)),
+                ("Owner", _owner_gate(request, now)),
+                ("Approvals", _approvals(request, now)),
+                ("Expires", when(request.expires_at)),
+            ]
+        ),
+    ]
+    if _still_open(request, now):
+        missing = request.waiting_for(now)
+        if missing:
+            body.append(_text(f"Waiting for {', '.join(missing)}."))
+        body.append(
+            _text(
+                "A new secret or temporary password goes to the owner only, never to you.",
+                isSubtle=True,
+                size="Small",
+            )
+        )
+        return _card(body, [_button(ButtonAction.CANCEL, request, "Cancel request")])
+    body.extend(_outcome(request, now))
+    return _card(body)
+
+
+def owner_done_card(request: Request, now: int) -> Card:
+    """To the owner once it ran: what was done, and "This wasn't me" while the window is open."""
+    account = "your account" if request.target_kind is PrincipalKind.HUMAN else _account(request)
+    body: list[Card] = [
+        _text(
+            f"Done: {request.action.label} for {account}."
+            if request.state is RequestState.COMPLETED
+            else f"{_sentence(request.action.label)} for {account}: "
+            f"{STATE_WORDS[shown_state(request, now)].lower()}",
+            size="Medium",
+            weight="Bolder",
+        ),
+        _facts(
+            [
+                ("Request", request.id),
+                ("Ticket", plain(request.ticket, TICKET_MAX)),
+                ("Asked by", _who(request)),
+                ("Finished", when(request.finished_at)),
+            ]
+        ),
+        *_outcome(request, now),
+    ]
+    if request.dispute_open(now):
+        body.append(
+            _text(
+                f'If you did not ask for this, press "This wasn\'t me" before '
+                f"{when(request.dispute_until)}: security will be alerted at once.",
+                weight="Bolder",
+            )
+        )
+        dispute = _button(ButtonAction.DISPUTE, request, "This wasn't me", "destructive")
+        return _card(body, [dispute])
+    return _card(body)
+
+
+def owner_card(request: Request, now: int) -> Card:
+    """The owner's current card: the question while it stands, the "done" card once it ran."""
+    ran = request.state in (
+        RequestState.EXECUTING,
+        RequestState.COMPLETED,
+        RequestState.FAILED,
+        RequestState.INTERRUPTED,
+    )
+    return owner_done_card(request, now) if ran else owner_confirmation_card(request, now)

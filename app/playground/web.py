@@ -1,0 +1,635 @@
+"""The local playground: the whole two-key flow in one browser page, no chat workspace needed.
+
+Three panes (help desk agent, account owner, approver) and a strip with the request's state and
+its audit trail. The agent types the same commands as in Slack and Teams (``parse_command``);
+the owner and approver see the very Adaptive Cards Teams would get (``app.channels.teams.cards``)
+rendered by Microsoft's renderer, bundled in ``static/vendor`` (nothing comes from a CDN). Every
+button and command is ONE call into the same service the real channels use, as
+``ChatUser(platform="playground", ...)``, so every rule holds here too.
+
+It is for trying twokey, never for production: it is mounted only on a loopback address, and
+every API call checks that it came from this page (loopback Host, same Origin, JSON body).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Annotated, Any, TypeVar
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from app.bootstrap import Runtime
+from app.channels.commands import MAX_COMMAND, USAGE, parse_command
+from app.channels.common import ButtonAction, decode_button
+from app.channels.teams import cards
+from app.domain.errors import (
+    AlreadyDecided,
+    BadInput,
+    Conflict,
+    Expired,
+    IdentityUnsure,
+    NotAllowed,
+    NotFound,
+    PolicyError,
+    TwokeyError,
+    Unavailable,
+    VelocityLimited,
+)
+from app.domain.forms import NOTE_MAX, REASON_MAX, parse_request_id
+from app.domain.models import Action, ChatUser, Principal, PrincipalKind, Request
+from app.playground.notifier import PANES, PlaygroundNotifier
+from app.service import DIRECTORY_DOWN, Decision, when
+
+log = structlog.get_logger("twokey.playground")
+
+NOT_FOR_PRODUCTION = (
+    "The playground is for trying twokey on this computer, never for production: anyone who "
+    "can open it can act as anyone in the directory."
+)
+PLATFORM = "playground"
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+STATIC_FILES = {
+    "playground.js": "text/javascript",
+    "playground.css": "text/css",
+    "vendor/adaptivecards.min.js": "text/javascript",
+    "vendor/adaptivecards.css": "text/css",
+    "vendor/LICENSE-adaptivecards.txt": "text/plain",
+    "vendor/LICENSE-swiper.txt": "text/plain",
+    "vendor/adaptivecards.min.js.LICENSE.txt": "text/plain",
+}
+"""The only files served: nothing else under static/ is reachable."""
+AUDIT_MAX = 200
+
+STATUS_OF: list[tuple[type[TwokeyError], int]] = [
+    (IdentityUnsure, 403),
+    (NotAllowed, 403),
+    (NotFound, 404),
+    (AlreadyDecided, 409),
+    (Conflict, 409),
+    (Expired, 409),
+    (VelocityLimited, 429),
+    (Unavailable, 503),
+    (BadInput, 400),
+    (PolicyError, 400),
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# ---- input ----------------------------------------------------------------------------------
+
+PersonId = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+:-]*$",
+    ),
+]
+Short = Annotated[str, StringConstraints(max_length=64)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    viewer: PersonId = Field(alias="as")
+    """Who the pane says it is: a directory id picked in its "who am I" list."""
+
+
+class CommandBody(_Body):
+    text: Annotated[str, StringConstraints(max_length=MAX_COMMAND)]
+
+
+class OpenBody(_Body):
+    action: Short
+    target: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=210)]
+    ticket: Short
+    reason_code: Short
+    note: Annotated[str, StringConstraints(max_length=NOTE_MAX)] = ""
+
+
+class ButtonBody(_Body):
+    button: Short
+    reason: Annotated[str, StringConstraints(max_length=REASON_MAX)] = ""
+
+
+class RevealBody(_Body):
+    request: Annotated[str, StringConstraints(max_length=20)]
+
+
+class StateQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request: Annotated[str, StringConstraints(max_length=20)]
+    owner: PersonId | None = None
+
+
+class Refused(Exception):
+    """An HTTP-level refusal (not JSON, wrong origin, bad fields): nothing was done."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _validation_words(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(p) for p in error["loc"]) or "input"
+        lines.append(f"{field}: {error['msg']}")
+    return "; ".join(lines)
+
+
+# ---- where it may run -----------------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost; anything else could be reached from another machine."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_name(host_header: str) -> str:
+    """The name in a Host header: ``127.0.0.1:3000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
+    if host_header.startswith("["):
+        return host_header[1:].split("]", 1)[0]
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
+# ---- the handlers ---------------------------------------------------------------------------
+
+
+class Playground:
+    """The page and its JSON API over one runtime; every action is one service call."""
+
+    def __init__(self, runtime: Runtime, notifier: PlaygroundNotifier) -> None:
+        self.runtime = runtime
+        self.service = runtime.service
+        self.directory = runtime.directory
+        self.notifier = notifier
+        self.page_html = _static_bytes("index.html")
+        self.files = {name: _static_bytes(name) for name in STATIC_FILES}
+        """Read once at mount: no disk access per request, and nothing outside the list."""
+
+    def routes(self, app: web.Application) -> None:
+        add_get, add_post = app.router.add_get, app.router.add_post
+        add_get("/playground", self.page)
+        add_get("/playground/", self.page)
+        add_get("/playground/static/{name:.+}", self.static)
+        add_get("/playground/api/setup", self.setup)
+        add_get("/playground/api/requests", self.requests)
+        add_get("/playground/api/state", self.state)
+        add_post("/playground/api/command", self.command)
+        add_post("/playground/api/open", self.open_form)
+        add_post("/playground/api/button", self.button)
+        add_post("/playground/api/secret", self.reveal_secret)
+
+    # -- the page ---------------------------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._check_host(request)
+        except Refused as exc:
+            return web.Response(status=exc.status, text=exc.message)
+        return web.Response(body=self.page_html, content_type="text/html", headers=PAGE_HEADERS)
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._check_host(request)
+        except Refused as exc:
+            return web.Response(status=exc.status, text=exc.message)
+        name = request.match_info["name"]
+        if name not in self.files:
+            raise web.HTTPNotFound(text="No such playground file.")
+        return web.Response(
+            body=self.files[name],
+            content_type=STATIC_FILES[name],
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def setup(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, None, self._setup)
+
+    async def _setup(self) -> dict[str, Any]:
+        policy = self.runtime.policy
+        everyone = await self._everyone()
+        people = [p for p in everyone if p.kind is PrincipalKind.HUMAN]
+        nhis = [p for p in everyone if p.kind is PrincipalKind.NHI]
+
+        def roles_of(principal: Principal) -> list[str]:
+            return sorted(r for r in policy.roles if policy.holds_role(principal, r))
+
+        default_tier = policy.tiers.get(policy.rules[-1].tier)
+        approver_role = default_tier.approver_role if default_tier else ""
+        agent = _first(people, lambda p: policy.holds_role(p, policy.requester_role))
+        approver = _first(people, lambda p: policy.holds_role(p, approver_role))
+        owner = _first(people, lambda p: not roles_of(p))
+        return {
+            "notice": NOT_FOR_PRODUCTION,
+            "people": [
+                {
+                    "id": p.id,
+                    "name": p.name,
+                    "email": p.email or "",
+                    "roles": roles_of(p),
+                    "disabled": p.disabled,
+                }
+                for p in people
+            ],
+            "nhis": [
+                {"id": p.id, "name": p.name, "owner": p.owner_id or "", "system": p.system or ""}
+                for p in nhis
+            ],
+            "actions": [{"value": a.value, "label": a.label, "nhi": a.for_nhi} for a in Action],
+            "reason_codes": list(policy.reason_codes),
+            "ticket_pattern": policy.ticket_pattern,
+            "usage": USAGE,
+            "connectors": [c.name for c in self.runtime.connectors],
+            "defaults": {"agent": agent, "owner": owner, "approver": approver},
+        }
+
+    async def requests(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, None, self._requests)
+
+    async def _requests(self) -> dict[str, Any]:
+        now = await self.runtime.store.now()
+        listed = []
+        for request_id in self.notifier.requests:
+            stored = await self.runtime.store.get(request_id)
+            if stored is not None:
+                listed.append(_summary(stored, now))
+        return {"requests": listed}
+
+    async def state(self, request: web.Request) -> web.StreamResponse:
+        try:
+            query = StateQuery.model_validate(dict(request.query))
+        except ValidationError as exc:
+            return _refusal(400, _validation_words(exc))
+        return await self._answer(request, None, lambda: self._state(query))
+
+    async def _state(self, query: StateQuery) -> dict[str, Any]:
+        request_id = parse_request_id(query.request)
+        stored = await self.runtime.store.get(request_id)
+        if stored is None:
+            raise NotFound(f"No request {request_id}.")
+        now = await self.runtime.store.now()
+        messages: dict[str, list[str]] = {pane: [] for pane in PANES}
+        for message in self.notifier.messages(request_id):
+            messages[message.pane].append(message.text)
+        return {
+            "request": _summary(stored, now),
+            "cards": {
+                "agent": cards.requester_status_card(stored, now),
+                "owner": cards.owner_card(stored, now),
+                "approver": cards.approval_card(stored, now),
+            },
+            "messages": messages,
+            "secret": self.notifier.secret_waiting(request_id, query.owner or ""),
+            "audit": await self._audit(stored),
+        }
+
+    async def _audit(self, stored: Request) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        async for record in self.runtime.trail.export(since_ms=stored.created_at):
+            if record.get("rid") != stored.id:
+                continue
+            events.append(
+                {
+                    "seq": record.get("seq"),
+                    "at": _clock(record.get("at")),
+                    "kind": str(record.get("kind", "")),
+                    "actor": str(record.get("actor", "")),
+                    "role": str(record.get("role", "")),
+                    "from": str(record.get("from", "")),
+                    "to": str(record.get("to", "")),
+                    "reason": str(record.get("reason", "")),
+                    "outcome": str(record.get("outcome", "")),
+                    "sealed": bool(record.get("mac")),
+                }
+            )
+            if len(events) >= AUDIT_MAX:
+                break
+        return events
+
+    # -- acting -----------------------------------------------------------------------------
+
+    async def command(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, CommandBody, self._command)
+
+    async def _command(self, body: CommandBody) -> dict[str, Any]:
+        command = parse_command(body.text)
+        if command.verb == "help":
+            return _said(USAGE)
+        if command.verb == "form":
+            return _said("Type a command, or fill in the form below it.")
+        who = await self._chat_user(body.viewer)
+        if command.verb == "open":
+            target = await self._target(command.target)
+            decision = await self.service.open(
+                who, target, command.action, command.ticket, command.reason_code, command.text
+            )
+            return _decided(decision)
+        if command.verb == "breakglass":
+            target = await self._target(command.target)
+            decision = await self.service.breakglass(
+                who, target, command.action, command.ticket, command.text
+            )
+            return _decided(decision)
+        if command.verb == "cancel":
+            return _decided(await self.service.cancel(who, command.request_id))
+        if command.verb == "status":
+            found = await self.service.status(who, command.request_id)
+            return _said(_status_words(found, await self.runtime.store.now()), found.id)
+        return _said(await self._listing(who))
+
+    async def _listing(self, who: ChatUser) -> str:
+        listing = await self.service.list_for(who)
+        parts = [
+            ("Opened by you", listing.mine),
+            ("For you to approve", listing.to_approve),
+            ("For you to confirm", listing.to_confirm),
+        ]
+        lines = [
+            f"{title}: " + ", ".join(f"{r.id} ({r.state.value})" for r in found)
+            for title, found in parts
+            if found
+        ]
+        return " | ".join(lines) or "Nothing open involves you."
+
+    async def open_form(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, OpenBody, self._open_form)
+
+    async def _open_form(self, body: OpenBody) -> dict[str, Any]:
+        who = await self._chat_user(body.viewer)
+        target = await self._target(body.target)
+        decision = await self.service.open(
+            who, target, body.action, body.ticket, body.reason_code, body.note
+        )
+        return _decided(decision)
+
+    async def button(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, ButtonBody, self._button)
+
+    async def _button(self, body: ButtonBody) -> dict[str, Any]:
+        """A card's button: only its action and request id count, as in Teams and Slack."""
+        action, request_id = decode_button(body.button)
+        who = await self._chat_user(body.viewer)
+        service = self.service
+        if action is ButtonAction.CONFIRM:
+            decision = await service.confirm_owner(who, request_id)
+        elif action is ButtonAction.REJECT:
+            decision = await service.reject_by_owner(who, request_id)
+        elif action is ButtonAction.APPROVE:
+            decision = await service.approve(who, request_id)
+        elif action is ButtonAction.DENY:
+            decision = await service.deny(who, request_id, body.reason)
+        elif action is ButtonAction.DISPUTE:
+            decision = await service.dispute(who, request_id)
+        else:
+            decision = await service.cancel(who, request_id)
+        return _decided(decision)
+
+    async def reveal_secret(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, RevealBody, self._reveal_secret)
+
+    async def _reveal_secret(self, body: RevealBody) -> dict[str, Any]:
+        """Invariant 5: only the owner of record, once; nobody else ever gets it."""
+        request_id = parse_request_id(body.request)
+        who = await self._chat_user(body.viewer)
+        caller = await self.service.identify(who)
+        revealed = self.notifier.reveal_secret(request_id, caller.id)
+        if revealed is None:
+            raise NotFound(
+                "No one-time secret is waiting for you on this request: only the account's "
+                "owner of record receives it, and only once."
+            )
+        return {
+            "ok": True,
+            "message": f"Your {revealed.label}. It is shown once: copy it now.",
+            "label": revealed.label,
+            "secret": revealed.secret.get_secret_value(),
+        }
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _answer(
+        self,
+        request: web.Request,
+        model: type[M] | None,
+        work: Callable[..., Awaitable[dict[str, Any]]],
+    ) -> web.StreamResponse:
+        """Check where the call came from, validate its body, do the work, say what happened."""
+        try:
+            self._check_host(request)
+            if model is None:
+                result = await work()
+            else:
+                result = await work(await self._body(request, model))
+        except Refused as exc:
+            return _refusal(exc.status, exc.message)
+        except TwokeyError as exc:
+            return _refusal(_status_of(exc), exc.message, exc.code)
+        except Exception as exc:
+            log.error("playground_failed", path=request.path, error=type(exc).__name__)
+            return _refusal(500, "Something went wrong inside twokey; nothing more was done.")
+        return web.json_response({"ok": True, **result}, headers={"Cache-Control": "no-store"})
+
+    def _check_host(self, request: web.Request) -> None:
+        """Only this page on loopback may drive it (no DNS rebinding, no cross-site posts)."""
+        if not is_loopback(_host_name(request.host)):
+            raise Refused(403, "The playground answers on a loopback address only.")
+        origin = request.headers.get("Origin")
+        if request.method != "GET" and origin is not None:
+            if origin != f"{request.scheme}://{request.host}":
+                raise Refused(403, "The playground only takes requests from its own page.")
+
+    async def _body(self, request: web.Request, model: type[M]) -> M:
+        if request.content_type != "application/json":
+            raise Refused(415, "Send JSON (Content-Type: application/json).")
+        try:
+            data = await request.json()
+        except ValueError:
+            raise Refused(400, "The request body is not valid JSON.") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise Refused(400, _validation_words(exc)) from None
+
+    async def _everyone(self) -> list[Principal]:
+        try:
+            return await self.directory.search("", limit=1000)
+        except Exception as exc:
+            log.warning("directory_unavailable", error=type(exc).__name__)
+            raise Unavailable(DIRECTORY_DOWN) from exc
+
+    async def _principal(self, principal_id: str) -> Principal | None:
+        try:
+            return await self.directory.get(principal_id)
+        except Exception as exc:
+            log.warning("directory_unavailable", error=type(exc).__name__)
+            raise Unavailable(DIRECTORY_DOWN) from exc
+
+    async def _chat_user(self, person_id: str) -> ChatUser:
+        """The chat account a pane stands for: the person's directory email, as a chat would."""
+        principal = await self._principal(person_id)
+        if principal is None or principal.kind is not PrincipalKind.HUMAN:
+            raise BadInput(
+                f"No person called {person_id[:40]!r} is in the sandbox directory: pick someone "
+                "from the list."
+            )
+        return ChatUser(
+            platform=PLATFORM,
+            user_id=principal.id,
+            email=principal.email,
+            display_name=principal.name,
+        )
+
+    async def _target(self, token: str) -> ChatUser | str:
+        """``@alice`` / ``alice`` for a person, ``nhi:billing-api`` for a non-human identity."""
+        word = token.strip()
+        if word.lower().startswith("nhi:"):
+            return word
+        name = word.removeprefix("@")
+        principal = await self._principal(name)
+        if principal is None:
+            hint = " Name a person by id (@alice) or an NHI as nhi:<name>."
+            if await self._is_nhi(name):
+                hint = f" For the non-human identity, write nhi:{name}."
+            raise BadInput(f"No one called {name[:40]!r} is in the sandbox directory.{hint}")
+        if principal.kind is PrincipalKind.NHI:
+            return principal.id
+        return ChatUser(
+            platform=PLATFORM,
+            user_id=principal.id,
+            email=principal.email,
+            display_name=principal.name,
+        )
+
+    async def _is_nhi(self, name: str) -> bool:
+        try:
+            return await self.directory.find_nhi(name) is not None
+        except Exception:
+            return False
+
+
+# ---- small pure helpers ---------------------------------------------------------------------
+
+
+def _static_bytes(name: str) -> bytes:
+    return resources.files("app.playground").joinpath("static", *name.split("/")).read_bytes()
+
+
+def _first(people: list[Principal], test: Callable[[Principal], bool]) -> str:
+    for person in people:
+        if not person.disabled and test(person):
+            return person.id
+    return people[0].id if people else ""
+
+
+def _said(message: str, request_id: str = "") -> dict[str, Any]:
+    return {"message": message, "request": request_id, "changed": False}
+
+
+def _decided(decision: Decision) -> dict[str, Any]:
+    return {
+        "message": decision.message,
+        "request": decision.request.id,
+        "changed": decision.changed,
+    }
+
+
+def _summary(request: Request, now: int) -> dict[str, Any]:
+    shown = cards.shown_state(request, now)
+    return {
+        "id": request.id,
+        "state": shown.value,
+        "words": cards.STATE_WORDS[shown],
+        "action": request.action.value,
+        "target": request.target_name,
+        "target_id": request.target_id,
+        "owner": request.owner_id,
+        "requester": request.requester_id,
+        "ticket": request.ticket,
+        "tier": request.plan.tier_label or request.plan.tier,
+        "waiting_for": request.waiting_for(now) if shown.is_open else [],
+        "expires": when(request.expires_at),
+    }
+
+
+def _status_words(request: Request, now: int) -> str:
+    shown = cards.shown_state(request, now)
+    text = f"Request {request.id} ({request.action.value} for {request.target_name}): "
+    text += cards.STATE_WORDS[shown]
+    missing = request.waiting_for(now) if shown.is_open else []
+    return text + (f"; waiting for {', '.join(missing)}." if missing else ".")
+
+
+def _clock(at: object) -> str:
+    if not isinstance(at, int):
+        return ""
+    return datetime.fromtimestamp(at / 1000, tz=UTC).strftime("%H:%M:%S UTC")
+
+
+def _status_of(exc: TwokeyError) -> int:
+    for kind, status in STATUS_OF:
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+def _refusal(status: int, message: str, code: str = "refused") -> web.Response:
+    return web.json_response(
+        {"ok": False, "error": message, "code": code},
+        status=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+# ---- mounting -------------------------------------------------------------------------------
+
+
+async def mount(app: web.Application, runtime: Runtime) -> None:
+    """Add /playground and its notifier, on loopback only; elsewhere refuse, loudly."""
+    settings = runtime.settings
+    if not is_loopback(settings.host):
+        log.warning(
+            "playground_not_mounted",
+            host=settings.host,
+            reason="the playground lets anyone act as anyone; it runs on a loopback address "
+            "only (HOST=127.0.0.1). Set TWOKEY_PLAYGROUND=false to silence this.",
+        )
+        return
+    notifier = PlaygroundNotifier()
+    runtime.notifier.add(notifier)
+    Playground(runtime, notifier).routes(app)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.warning(
+        "playground_ready",
+        url=f"http://{host}:{settings.port}/playground",
+        note="for trying twokey only, never for production",
+    )

@@ -1,0 +1,451 @@
+"""The playground's JSON API through the real app: where it runs, what it accepts, who sees what.
+
+The browser tests drive the page; these check the API's guards directly (they need no browser).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from app.bootstrap import Runtime
+from app.channels.commands import USAGE
+from app.domain.models import RequestState
+from app.playground.notifier import PlaygroundNotifier
+from app.playground.web import is_loopback
+from tests.helpers import policy_text
+from tests.playground.runtime import serve_playground
+
+RESET_PASSWORD = "reset-password @alice INC-1234 forgotten-password"
+
+
+class Client:
+    """A browser-less client of the playground that keeps every answer it got."""
+
+    def __init__(self, server: TestServer, session: aiohttp.ClientSession) -> None:
+        self.base = str(server.make_url(""))
+        self.session = session
+        self.seen: list[str] = []
+
+    async def post(self, path: str, body: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        async with self.session.post(self.base + path, json=body, **kwargs) as response:
+            text = await response.text()
+            self.seen.append(text)
+            return response.status, json.loads(text)
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        async with self.session.get(self.base + path, **kwargs) as response:
+            text = await response.text()
+            self.seen.append(text)
+            return response.status, json.loads(text)
+
+    async def command(self, who: str, text: str) -> tuple[int, dict[str, Any]]:
+        return await self.post("/playground/api/command", {"as": who, "text": text})
+
+    async def press(self, who: str, button: str, reason: str = "") -> tuple[int, dict[str, Any]]:
+        return await self.post(
+            "/playground/api/button", {"as": who, "button": button, "reason": reason}
+        )
+
+    async def state(self, request_id: str, owner: str = "alice") -> dict[str, Any]:
+        status, body = await self.get(f"/playground/api/state?request={request_id}&owner={owner}")
+        assert status == 200, body
+        return body
+
+
+@pytest.fixture
+async def playground(redis_url: str, namespace: str) -> AsyncIterator[tuple[Client, Runtime]]:
+    async with (
+        serve_playground(redis_url, namespace, sweeper=False) as (server, runtime),
+        aiohttp.ClientSession() as session,
+    ):
+        yield Client(server, session), runtime
+
+
+async def open_reset(client: Client) -> str:
+    status, body = await client.command("bob", RESET_PASSWORD)
+    assert status == 200, body
+    return str(body["request"])
+
+
+# ---- where it runs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.10", False),
+        ("twokey.example.com", False),
+        ("", False),
+    ],
+)
+def test_only_loopback_addresses_count(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+async def test_it_refuses_to_mount_off_loopback(
+    redis_url: str, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with (
+        serve_playground(redis_url, namespace, host="0.0.0.0", sweeper=False) as (server, rt),
+        aiohttp.ClientSession() as session,
+    ):
+        async with session.get(server.make_url("/playground")) as response:
+            assert response.status == 404
+        async with session.get(server.make_url("/healthz")) as response:
+            assert response.status == 200
+        assert not any(isinstance(n, PlaygroundNotifier) for n in rt.notifier.notifiers)
+    logged = capsys.readouterr()
+    assert "playground_not_mounted" in logged.out + logged.err
+
+
+async def test_the_page_says_what_it_is_and_locks_itself_down(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, _ = playground
+    async with client.session.get(client.base + "/playground") as response:
+        assert response.status == 200
+        page = await response.text()
+        policy = response.headers["Content-Security-Policy"]
+    assert "never for production" in page
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("style-src")[0]
+    assert "https://" not in page.split("<footer>")[0]  # nothing from a CDN
+    async with client.session.get(
+        client.base + "/playground/static/vendor/adaptivecards.min.js"
+    ) as response:
+        assert response.status == 200
+        assert response.content_type == "text/javascript"
+        assert b"AdaptiveCard" in await response.read()
+    for hidden in ("web.py", "../web.py", "vendor/../../web.py", "index.html"):
+        async with client.session.get(client.base + "/playground/static/" + hidden) as response:
+            assert response.status == 404, hidden
+
+
+async def test_setup_lists_the_sandbox_people_and_sensible_defaults(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, _ = playground
+    status, setup = await client.get("/playground/api/setup")
+
+    assert status == 200
+    assert setup["defaults"] == {"agent": "bob", "owner": "alice", "approver": "carol"}
+    people = {p["id"]: p for p in setup["people"]}
+    assert people["bob"]["roles"] == ["helpdesk"] and people["judy"]["disabled"] is True
+    assert {n["id"] for n in setup["nhis"]} == {"nhi:billing-api", "nhi:ci-deployer"}
+    assert setup["connectors"] == ["sandbox"] and setup["usage"] == USAGE
+
+
+# ---- what it accepts ------------------------------------------------------------------------
+
+
+async def test_posts_from_another_site_or_host_are_refused(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, runtime = playground
+    body = {"as": "bob", "text": RESET_PASSWORD}
+
+    status, answer = await client.post(
+        "/playground/api/command", body, headers={"Origin": "http://evil.example"}
+    )
+    assert status == 403 and "its own page" in answer["error"]
+    status, answer = await client.post(
+        "/playground/api/command", body, headers={"Host": "evil.example:3000"}
+    )
+    assert status == 403 and "loopback" in answer["error"]
+    async with client.session.post(
+        client.base + "/playground/api/command",
+        data=json.dumps(body),
+        headers={"Content-Type": "text/plain"},
+    ) as response:
+        assert response.status == 415
+    assert await runtime.store.open_requests() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"text": "help"}, "as: Field required"),
+        ({"as": "bob", "text": "help", "admin": True}, "admin: Extra inputs are not permitted"),
+        ({"as": "bob; DROP", "text": "help"}, "as: String should match pattern"),
+        ({"as": "bob", "text": "x" * 2001}, "text: String should have at most 2000 characters"),
+        ({"as": "nobody", "text": RESET_PASSWORD}, "No person called 'nobody'"),
+        ({"as": "bob", "text": "reset-mfa @zed INC-1234 lost-device"}, "No one called 'zed'"),
+        (
+            {"as": "bob", "text": "rotate-secret billing-api INC-1234 scheduled-rotation"},
+            "write nhi:billing-api",
+        ),
+        ({"as": "bob", "text": "reset-mfa @alice"}, "Not enough words"),
+        ({"as": "bob", "text": "reset-mfa @alice NOPE lost-device"}, "does not look like a ticket"),
+        ({"as": "kim", "text": RESET_PASSWORD}, "matches 2 directory entries"),
+        ({"as": "alice", "text": "reset-mfa @carol INC-1234 lost-device"}, "helpdesk role"),
+    ],
+)
+async def test_bad_input_gets_a_clear_message_and_changes_nothing(
+    playground: tuple[Client, Runtime], body: dict[str, Any], words: str
+) -> None:
+    client, runtime = playground
+
+    status, answer = await client.post("/playground/api/command", body)
+
+    assert 400 <= status < 500 and answer["ok"] is False
+    assert words in answer["error"]
+    assert await runtime.store.open_requests() == []
+
+
+async def test_not_json_is_refused(playground: tuple[Client, Runtime]) -> None:
+    client, _ = playground
+    async with client.session.post(
+        client.base + "/playground/api/command",
+        data="{not json",
+        headers={"Content-Type": "application/json"},
+    ) as response:
+        assert response.status == 400
+        assert "not valid JSON" in (await response.json())["error"]
+
+
+async def test_help_and_the_empty_command(playground: tuple[Client, Runtime]) -> None:
+    client, _ = playground
+    assert (await client.command("bob", "help"))[1]["message"] == USAGE
+    assert "form" in (await client.command("bob", "  "))[1]["message"]
+
+
+async def test_targets_are_named_like_in_chat(playground: tuple[Client, Runtime]) -> None:
+    client, runtime = playground
+
+    status, person = await client.command("bob", "unlock alice INC-2001 locked-out")
+    assert status == 200, person
+    status, nhi = await client.command(
+        "bob", "rotate-secret nhi:billing-api INC-2002 scheduled-rotation"
+    )
+    assert status == 200, nhi
+
+    unlock = await runtime.store.get(person["request"])
+    rotate = await runtime.store.get(nhi["request"])
+    assert unlock is not None and unlock.target_id == "alice"
+    assert rotate is not None and rotate.target_id == "nhi:billing-api"
+    assert rotate.owner_id == "alice" and rotate.plan.tier == "production-nhi"
+    state = await client.state(rotate.id)
+    banner = json.dumps(state["cards"]["approver"])
+    assert "NON-HUMAN IDENTITY: Production non-human identity" in banner
+
+
+async def test_the_form_opens_the_same_request_as_the_command(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, runtime = playground
+    form = {
+        "as": "bob",
+        "action": "reset-mfa",
+        "target": "@alice",
+        "ticket": "INC-3003",
+        "reason_code": "lost-device",
+        "note": "called from the front desk",
+    }
+
+    status, answer = await client.post("/playground/api/open", form)
+
+    assert status == 200, answer
+    stored = await runtime.store.get(answer["request"])
+    assert stored is not None
+    assert (stored.action.value, stored.ticket, stored.note) == (
+        "reset-mfa",
+        "INC-3003",
+        "called from the front desk",
+    )
+
+
+# ---- who sees what --------------------------------------------------------------------------
+
+
+async def test_the_one_time_secret_reaches_the_owner_pane_only_and_once(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, runtime = playground
+    request_id = await open_reset(client)
+    assert (await client.press("alice", f"confirm:{request_id}"))[0] == 200
+    assert (await client.press("carol", f"approve:{request_id}"))[0] == 200
+
+    as_owner = await client.state(request_id, owner="alice")
+    as_other = await client.state(request_id, owner="carol")
+    assert as_owner["request"]["state"] == "completed"
+    assert as_owner["secret"] == "temporary password" and as_other["secret"] is None
+
+    for someone_else in ("carol", "bob"):
+        status, refused = await client.post(
+            "/playground/api/secret", {"as": someone_else, "request": request_id}
+        )
+        assert status == 404 and "only the account's owner" in refused["error"]
+    status, revealed = await client.post(
+        "/playground/api/secret", {"as": "alice", "request": request_id}
+    )
+    assert status == 200 and revealed["label"] == "temporary password"
+    secret = revealed["secret"]
+    assert len(secret) >= 12
+    status, again = await client.post(
+        "/playground/api/secret", {"as": "alice", "request": request_id}
+    )
+    assert status == 404 and "secret" not in again
+
+    earlier = client.seen[:-2]
+    assert earlier and not any(secret in answer for answer in earlier)
+    assert secret not in json.dumps(await client.state(request_id))
+    assert secret not in repr(runtime.notifier.notifiers)
+
+
+async def test_the_wrong_owner_cannot_answer_the_confirmation(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, runtime = playground
+    request_id = await open_reset(client)
+
+    status, refused = await client.press("dave", f"confirm:{request_id}")
+
+    assert status == 403 and "owner of record" in refused["error"]
+    stored = await runtime.store.get(request_id)
+    assert stored is not None and stored.owner_confirmed_at is None
+
+
+async def test_deny_needs_a_reason_and_then_tells_the_agent(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, _ = playground
+    request_id = await open_reset(client)
+
+    status, refused = await client.press("carol", f"deny:{request_id}", reason="  ")
+    assert status == 400 and "reason" in refused["error"]
+    status, denied = await client.press("carol", f"deny:{request_id}", reason="caller unverified")
+    assert status == 200, denied
+
+    state = await client.state(request_id)
+    assert state["request"]["state"] == "denied"
+    assert "actions" not in state["cards"]["approver"]
+    assert any("caller unverified" in m for m in state["messages"]["agent"])
+    assert [e["kind"] for e in state["audit"]] == ["opened", "denied"]
+
+
+@pytest.mark.parametrize("button", ["approve", "approve:TK-1", "launch:TK-4K7M2P9Q", "a:b:c"])
+async def test_a_forged_button_is_refused(playground: tuple[Client, Runtime], button: str) -> None:
+    client, _ = playground
+
+    status, refused = await client.press("carol", button)
+
+    assert status == 400 and refused["ok"] is False
+
+
+async def test_expiry_updates_the_cards(redis_url: str, namespace: str) -> None:
+    policy = policy_text(request_ttl="1s", approval_ttl="1s", remind_after="", escalate_after="")
+    async with (
+        serve_playground(redis_url, namespace, policy=policy) as (server, runtime),
+        aiohttp.ClientSession() as session,
+    ):
+        client = Client(server, session)
+        request_id = await open_reset(client)
+        opened = await client.state(request_id)
+        assert opened["request"]["state"] == "pending"
+        assert "actions" in opened["cards"]["approver"]
+
+        for _ in range(100):  # the app's own sweeper marks it expired (at most ~10 s)
+            stored = await runtime.store.get(request_id)
+            if stored is not None and stored.state is RequestState.EXPIRED:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the sweeper never expired the request")
+
+        expired = await client.state(request_id)
+        assert expired["request"]["state"] == "expired"
+        for pane in ("agent", "owner", "approver"):
+            assert "actions" not in expired["cards"][pane], pane
+        assert "Expired" in json.dumps(expired["cards"]["owner"])
+        assert any("expired" in m for m in expired["messages"]["agent"])
+        assert "expired" in [e["kind"] for e in expired["audit"]]
+
+
+async def test_a_privileged_account_needs_two_security_approvers(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, _ = playground
+    status, opened = await client.command("bob", "reset-mfa @grace INC-5005 lost-device")
+    assert status == 200, opened
+    request_id = opened["request"]
+    card = json.dumps((await client.state(request_id))["cards"]["approver"])
+    assert "PRIVILEGED: Privileged account" in card
+
+    status, refused = await client.press("carol", f"approve:{request_id}")
+    assert status == 403 and "security" in refused["error"]
+    assert (await client.press("grace", f"confirm:{request_id}"))[0] == 200
+    assert (await client.press("erin", f"approve:{request_id}"))[0] == 200
+    assert (await client.state(request_id))["request"]["state"] == "pending"
+    assert (await client.press("frank", f"approve:{request_id}"))[0] == 200
+
+    done = await client.state(request_id, owner="grace")
+    assert done["request"]["state"] == "completed"
+    assert done["messages"]["security"], "security hears about a privileged request"
+
+
+async def test_a_production_nhi_is_confirmed_by_its_owner_and_the_new_key_goes_to_them(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, _ = playground
+    status, opened = await client.command(
+        "bob", "rotate-secret nhi:billing-api CHG-1234 scheduled-rotation"
+    )
+    assert status == 200, opened
+    request_id = opened["request"]
+    assert (await client.press("alice", f"confirm:{request_id}"))[0] == 200
+    assert (await client.press("erin", f"approve:{request_id}"))[0] == 200
+
+    done = await client.state(request_id, owner="alice")
+    assert done["request"]["state"] == "completed" and done["secret"] == "new secret"
+    status, revealed = await client.post(
+        "/playground/api/secret", {"as": "alice", "request": request_id}
+    )
+    assert status == 200 and revealed["label"] == "new secret"
+
+
+async def test_this_wasnt_me_stops_the_request_and_flags_the_account(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, runtime = playground
+    request_id = await open_reset(client)
+
+    status, answer = await client.press("alice", f"reject:{request_id}")
+
+    assert status == 200, answer
+    state = await client.state(request_id)
+    assert state["request"]["state"] == "rejected_by_owner"
+    assert all("actions" not in card for card in state["cards"].values())
+    assert any("this wasn't me" in m for m in state["messages"]["security"])
+    status, next_one = await client.command("bob", "reset-mfa @alice INC-6006 lost-device")
+    assert status == 200, next_one
+    flagged = await runtime.store.get(next_one["request"])
+    assert flagged is not None and flagged.plan.tier == "strictest"
+
+
+async def test_break_glass_skips_the_approvers_but_not_the_owner(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, _ = playground
+    status, opened = await client.command(
+        "erin", "breakglass reset-mfa @alice INC-7007 CEO locked out minutes before the board call"
+    )
+    assert status == 200, opened
+    request_id = opened["request"]
+    card = json.dumps((await client.state(request_id))["cards"]["approver"])
+    assert "BREAK-GLASS" in card and "CEO locked out" in card
+
+    assert (await client.press("alice", f"confirm:{request_id}"))[0] == 200
+    assert (await client.state(request_id))["request"]["state"] == "completed"
