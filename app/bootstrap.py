@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from app.audit.trail import MIN_KEY_LENGTH, AuditTrail
 from app.connectors.base import ConnectorConfigError
+from app.connectors.inventory import DirectoryWithInventory
 from app.connectors.registry import ConnectorWiring, entries_of, wire_connectors
 from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.domain.errors import Unavailable
@@ -156,7 +157,28 @@ def load_configured_policy(settings: Settings) -> Policy:
     return policy
 
 
-def load_directory(settings: Settings) -> SandboxDirectory:
+def load_directory(
+    settings: Settings, people: Directory | None = None, people_name: str | None = None
+) -> Directory:
+    """The directory twokey asks: ``people`` (the IdP directory) or the sandbox file.
+
+    Beside a real directory, ``TWOKEY_DIRECTORY`` names an NHI inventory: NHIs come from that
+    file, people (and the NHIs' owners) from ``people``. Without a real directory it names the
+    sandbox directory file (people and NHIs, not for production).
+    """
+    if people is not None:
+        if settings.directory_path is None:
+            return people
+        inventory = DirectoryWithInventory.from_file(
+            people, settings.directory_path, people_name=people_name or "the directory"
+        )
+        log.info(
+            "nhi_inventory",
+            source=str(settings.directory_path),
+            nhis=len(inventory.nhis),
+            people_from=people_name,
+        )
+        return inventory
     if settings.directory_path is None:
         directory = SandboxDirectory.example()
     else:
@@ -217,9 +239,10 @@ async def build_runtime(settings: Settings) -> Runtime:
         trail = AuditTrail(redis, keys, audit_key(settings, embedded is not None))
         policy = load_configured_policy(settings)
         wiring = await wire_connectors(entries_of(policy.connectors, settings.policy_path))
-        directory: Directory = wiring.directory or load_directory(settings)
-        if wiring.directory is not None and settings.directory_cache_ttl > 0:
-            directory = CachedDirectory(directory, redis, keys, settings.directory_cache_ttl)
+        people = wiring.directory
+        if people is not None and settings.directory_cache_ttl > 0:
+            people = CachedDirectory(people, redis, keys, settings.directory_cache_ttl)
+        directory = load_directory(settings, people, wiring.directory_name)
         connectors: list[IdentityProvider] = wiring.connectors or [SandboxConnector()]
         notifier = FanoutNotifier()
         service = TwoKey(

@@ -227,24 +227,42 @@ _COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]]] = 
 
 
 def explain_command(settings: Settings, args: argparse.Namespace) -> int:
-    """A dry run on the configured (or given) policy and directory; creates nothing."""
+    """A dry run on the configured (or given) policy and directory; creates nothing.
+
+    The directory is the one `twokey serve` would use (the policy's directory connector, with
+    the NHI inventory beside it), so the answer rests on the same people and NHIs.
+    """
     from app.bootstrap import load_configured_policy, load_directory
+    from app.connectors.base import ConnectorConfigError
+    from app.connectors.registry import ConnectorWiring, entries_of, wire_connectors
     from app.policy.explain import explain, render_explanation
     from app.policy.loader import load_policy
+    from app.ports import Directory
 
     policy = load_policy(args.policy) if args.policy else load_configured_policy(settings)
-    directory = load_directory(settings)
-
-    async def find(ref: str) -> Principal | None:
-        if ref.startswith("nhi:"):
-            return await directory.find_nhi(ref)
-        found = await directory.get(ref)
-        if found is None:
-            matches = await directory.find_by_email(ref)
-            found = matches[0] if len(matches) == 1 else None
-        return found
+    source = args.policy or settings.policy_path
 
     async def run() -> int:
+        wiring = ConnectorWiring()
+        try:
+            wiring = await wire_connectors(entries_of(policy.connectors, source))
+            directory = load_directory(settings, wiring.directory, wiring.directory_name)
+            return await explain_with(directory)
+        except ConnectorConfigError as exc:
+            raise StartupError(str(exc)) from None
+        finally:
+            await wiring.aclose()
+
+    async def explain_with(directory: Directory) -> int:
+        async def find(ref: str) -> Principal | None:
+            if ref.startswith("nhi:"):
+                return await directory.find_nhi(ref)
+            found = await directory.get(ref)
+            if found is None:
+                matches = await directory.find_by_email(ref)
+                found = matches[0] if len(matches) == 1 else None
+            return found
+
         target = await find(args.target)
         if target is None:
             print(

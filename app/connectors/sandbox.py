@@ -166,6 +166,37 @@ class DirectoryFile(BaseModel):
     nhis: list[NhiEntry] = Field(default_factory=list)
 
 
+_OWNER_ELSEWHERE = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
+def _is_owner_elsewhere(value: str) -> str:
+    if value.startswith(NHI_PREFIX):
+        raise ValueError(f"{value!r} is an NHI; an NHI's owner of record is a person")
+    if value != value.strip() or not _OWNER_ELSEWHERE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a usable owner: write the person's id (or login) in the "
+            "directory of people, one line of 1 to 200 characters (e.g. 00u1abcd2EFGH or "
+            "alice@example.com)"
+        )
+    return value
+
+
+class InventoryNhiEntry(NhiEntry):
+    """An NHI of an inventory file: its owner is a person of *another* directory (the IdP)."""
+
+    owner: Annotated[str, AfterValidator(_is_owner_elsewhere)]
+    """The owner's id (or login) in the directory of people; checked there at each look-up."""
+
+
+class InventoryFile(BaseModel):
+    """A file of NHIs only, kept beside a real directory that holds the people."""
+
+    model_config = _Strict
+
+    version: Literal[1] = 1
+    nhis: list[InventoryNhiEntry] = Field(min_length=1)
+
+
 # ---- errors with their location -------------------------------------------------------------
 
 
@@ -221,19 +252,31 @@ _ALLOWED_FIELDS = {
     "nhis": sorted(NhiEntry.model_fields),
     "": sorted(DirectoryFile.model_fields),
 }
+_INVENTORY_FIELDS = {"nhis": sorted(NhiEntry.model_fields), "": sorted(InventoryFile.model_fields)}
+
+_PEOPLE_ELSEWHERE = (
+    "an NHI inventory lists no people: beside a real directory, people (and the owners "
+    "named here) come from that directory; remove `people:`"
+)
 
 
-def _plain_message(error: ErrorDetails) -> str:
+def _plain_message(error: ErrorDetails, allowed_fields: dict[str, list[str]]) -> str:
     """Pydantic's message, reworded where ours says more (unknown fields, our own checks)."""
     kind, message, loc = error["type"], str(error["msg"]), error["loc"]
+    if kind == "extra_forbidden" and loc == ("people",) and "people" not in allowed_fields:
+        return _PEOPLE_ELSEWHERE
     if kind == "extra_forbidden":
         section = str(loc[0]) if len(loc) > 1 and isinstance(loc[1], int) else ""
-        allowed = ", ".join(_ALLOWED_FIELDS.get(section, []))
+        allowed = ", ".join(allowed_fields.get(section, []))
         return f"unknown field {str(loc[-1])!r} (allowed here: {allowed})"
     if kind == "missing":
         return "required, but missing"
     if kind == "too_short" and loc == ("people",):
         return "list at least one person (an NHI's owner must be one of them)"
+    if kind == "too_short" and loc == ("nhis",):
+        return "list at least one NHI"
+    if kind == "string_type":
+        return f"{message}: write it in quotes ('...') so YAML reads it as text, not a number"
     if kind == "model_type":
         return "each entry is a mapping of fields (`id: alice`, `email: ...`), not a single value"
     if kind == "value_error":
@@ -243,15 +286,25 @@ def _plain_message(error: ErrorDetails) -> str:
     return message
 
 
-def _shape_problems(data: object, error: ValidationError) -> list[DirectoryProblem]:
-    return [DirectoryProblem(_where(data, e["loc"]), _plain_message(e)) for e in error.errors()]
+def _shape_problems(
+    data: object, error: ValidationError, allowed_fields: dict[str, list[str]] = _ALLOWED_FIELDS
+) -> list[DirectoryProblem]:
+    return [
+        DirectoryProblem(_where(data, e["loc"]), _plain_message(e, allowed_fields))
+        for e in error.errors()
+    ]
 
 
-def _consistency(directory: DirectoryFile) -> list[DirectoryProblem]:
-    """What a single entry cannot know: unique ids and names, owners who exist."""
+def _consistency(
+    people: Sequence[PersonEntry], nhis: Sequence[NhiEntry], *, owners_here: bool = True
+) -> list[DirectoryProblem]:
+    """What a single entry cannot know: unique ids and names, owners who exist.
+
+    ``owners_here=False`` (an inventory): owners are people of another directory, checked there.
+    """
     problems: list[DirectoryProblem] = []
     first_person: dict[str, int] = {}
-    for index, person in enumerate(directory.people):
+    for index, person in enumerate(people):
         if person.id in first_person:
             problems.append(
                 DirectoryProblem(
@@ -263,7 +316,7 @@ def _consistency(directory: DirectoryFile) -> list[DirectoryProblem]:
         else:
             first_person[person.id] = index
     first_nhi: dict[str, int] = {}
-    for index, nhi in enumerate(directory.nhis):
+    for index, nhi in enumerate(nhis):
         where = f"nhis[{index}] {nhi.name!r}"
         if nhi.name in first_nhi:
             problems.append(
@@ -275,7 +328,7 @@ def _consistency(directory: DirectoryFile) -> list[DirectoryProblem]:
             )
         else:
             first_nhi[nhi.name] = index
-        if nhi.owner not in first_person:
+        if owners_here and nhi.owner not in first_person:
             guess = difflib.get_close_matches(nhi.owner, list(first_person), n=1)
             hint = f" Did you mean {guess[0]!r}?" if guess else ""
             problems.append(
@@ -340,10 +393,53 @@ def parse_directory(data: object, source: str) -> list[Principal]:
         directory = DirectoryFile.model_validate(data)
     except ValidationError as exc:
         raise DirectoryFileError(source, _shape_problems(data, exc)) from None
-    problems = _consistency(directory)
+    problems = _consistency(directory.people, directory.nhis)
     if problems:
         raise DirectoryFileError(source, problems)
     return [p.principal() for p in directory.people] + [n.principal() for n in directory.nhis]
+
+
+def parse_inventory(data: object, source: str) -> list[Principal]:
+    """Validate a loaded NHI inventory (``nhis:`` only) and return its NHIs, in file order.
+
+    Each NHI's ``owner_id`` is the owner *as written*: an id or login in another directory,
+    not yet checked. Raises :class:`DirectoryFileError` listing every mistake.
+    """
+    if data is None:
+        raise DirectoryFileError(source, [DirectoryProblem("", "the file is empty")])
+    if not isinstance(data, dict):
+        raise DirectoryFileError(
+            source, [DirectoryProblem("", "the top level must be a mapping with `nhis:`")]
+        )
+    try:
+        inventory = InventoryFile.model_validate(data)
+    except ValidationError as exc:
+        raise DirectoryFileError(source, _shape_problems(data, exc, _INVENTORY_FIELDS)) from None
+    problems = _consistency([], inventory.nhis, owners_here=False)
+    if problems:
+        raise DirectoryFileError(source, problems)
+    return [nhi.principal() for nhi in inventory.nhis]
+
+
+def read_inventory(text: str, source: str = "(text)") -> list[Principal]:
+    """The NHIs of an inventory file's text (see :func:`parse_inventory`)."""
+    return parse_inventory(_read_yaml(text, source), source)
+
+
+def read_directory_text(path: str | Path) -> str:
+    """The text of the file ``TWOKEY_DIRECTORY`` names, or a :class:`DirectoryFileError`."""
+    source = str(path)
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DirectoryFileError(
+            source, [DirectoryProblem("", "no such file (check TWOKEY_DIRECTORY)")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise DirectoryFileError(
+            source, [DirectoryProblem("", f"cannot be read: {reason}")]
+        ) from None
 
 
 # ---- the directory --------------------------------------------------------------------------
@@ -377,19 +473,7 @@ class SandboxDirectory:
     @classmethod
     def from_file(cls, path: str | Path) -> SandboxDirectory:
         """Load the file ``TWOKEY_DIRECTORY`` names; every mistake is reported with its place."""
-        source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DirectoryFileError(
-                source, [DirectoryProblem("", "no such file (check TWOKEY_DIRECTORY)")]
-            ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise DirectoryFileError(
-                source, [DirectoryProblem("", f"cannot be read: {reason}")]
-            ) from None
-        return cls.from_yaml(text, source)
+        return cls.from_yaml(read_directory_text(path), str(path))
 
     @classmethod
     def example(cls) -> SandboxDirectory:
