@@ -25,7 +25,6 @@ from the policy file.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import secrets
@@ -48,7 +47,15 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as NotConnected
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from app.connectors.base import ConnectorConfigError
+from app.connectors.base import (
+    Stopped,
+    config_problem,
+    failed,
+    is_loopback,
+    nhi_refusal,
+    refuse_inline_secrets,
+    rotate_in_thread,
+)
 from app.connectors.checks import CheckResult, missing, note, works
 from app.domain.durations import Duration, format_duration
 from app.domain.models import Action, Principal, PrincipalKind, Request
@@ -139,7 +146,7 @@ class AwsIamConfig(BaseModel):
             return None
         if not re.fullmatch(r"https?://[^\s/@]+(/\S*)?", value):
             raise ValueError(f"{value!r} is not an http(s) URL (e.g. https://iam.amazonaws.com)")
-        if value.startswith("http://") and not _is_loopback(urlsplit(value).hostname or ""):
+        if value.startswith("http://") and not is_loopback(urlsplit(value).hostname or ""):
             raise ValueError(
                 f"{value!r} uses plain http: new keys only travel over https "
                 "(plain http is allowed for 127.0.0.1 and localhost, for local testing)"
@@ -154,35 +161,15 @@ class AwsIamConfig(BaseModel):
         return value
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _reject_inline_credentials(raw: Mapping[str, Any]) -> None:
-    inline = sorted(key for key in raw if str(key).lower() in _INLINE_CREDENTIALS)
-    if inline:
-        raise ConnectorConfigError(
-            f"aws_iam connector: remove {', '.join(inline)}: AWS credentials are never written "
-            "in the policy file. twokey uses the standard AWS chain: AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY in the environment, AWS_PROFILE, or the role of the "
-            "instance, task or pod it runs in."
-        )
-
-
-def _config_problem(kind: str, exc: ValidationError) -> ConnectorConfigError:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown setting"
-        lines.append(f"  - {where}: {message}")
-    return ConnectorConfigError(f"{kind} connector configuration:\n" + "\n".join(lines))
+    refuse_inline_secrets(
+        raw,
+        _INLINE_CREDENTIALS,
+        "aws_iam",
+        "AWS credentials are never written in the policy file. twokey uses the standard AWS "
+        "chain: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, AWS_PROFILE, "
+        "or the role of the instance, task or pod it runs in.",
+    )
 
 
 # ---- which IAM user ---------------------------------------------------------------------------
@@ -207,15 +194,6 @@ def iam_user_for(target: Principal) -> str | None:
 
 
 # ---- what a call can end in -------------------------------------------------------------------
-
-
-class _Stopped(Exception):
-    """A step could not be completed; ``words`` say what happened, never a secret."""
-
-    def __init__(self, outcome: Outcome, words: str) -> None:
-        super().__init__(words)
-        self.outcome = outcome
-        self.words = words
 
 
 @dataclass(frozen=True)
@@ -300,27 +278,18 @@ class AwsIamConnector:
         """Rotate the NHI's access key; a refusal or error comes back as FAILED with words."""
         refusal = self._refusal(action, target, request)
         if refusal:
-            return ExecutionResult(outcome=Outcome.FAILED, detail=refusal)
+            return failed(refusal)
         user = iam_user_for(target)
         assert user is not None  # _refusal checked it
-        try:
-            result = await asyncio.to_thread(self._rotate_access_key, user)
-        except Exception as exc:  # a bug or an answer nobody foresaw: never guess it was fine
-            log.error("aws_iam rotate-secret for %s stopped on %s", target.id, type(exc).__name__)
-            result = ExecutionResult(
-                outcome=Outcome.UNKNOWN,
-                detail=f"AWS IAM user {user}: the rotation stopped on an unexpected "
-                f"{type(exc).__name__}; it may or may not have happened. Check the user's "
-                "access keys in IAM before trying again.",
-            )
-        log.info(
-            "aws_iam rotate-secret %s for %s (request %s): %s",
-            result.outcome.value,
-            target.id,
-            request.id,
-            result.detail,
+        return await rotate_in_thread(
+            partial(self._rotate_access_key, user),
+            log=log,
+            kind="aws_iam",
+            where=f"AWS IAM user {user}",
+            look="Check the user's access keys in IAM",
+            target=target,
+            request=request,
         )
-        return result
 
     async def delete_expired_keys(self, now: datetime | None = None) -> KeyCleanupReport:
         """The operator job: delete old keys twokey retired whose grace period has passed.
@@ -359,7 +328,7 @@ class AwsIamConnector:
         )
         try:
             who = self._call("identify the caller", sts.get_caller_identity, changes=False)
-        except _Stopped as stop:
+        except Stopped as stop:
             return [missing(what, f"{stop.words}; nothing else can be checked")]
         results = [works(what, f"signed in as {who.get('Arn', '?')}")]
         listing = f"list IAM users under {self.config.path_prefix} (iam:ListUsers, for aws-cleanup)"
@@ -370,7 +339,7 @@ class AwsIamConnector:
                 changes=False,
             )
             results.append(works(listing))
-        except _Stopped as stop:
+        except Stopped as stop:
             results.append(missing(listing, stop.words))
         results.append(
             note(
@@ -386,18 +355,9 @@ class AwsIamConnector:
     # ---- rotation (in a worker thread) -------------------------------------------------------
 
     def _refusal(self, action: Action, target: Principal, request: Request) -> str:
-        if request.action is not action or request.target_id != target.id:
-            return (
-                f"AWS IAM: nothing done, request {request.id} is for {request.action.value} on "
-                f"{request.target_id}, not {action.value} on {target.id}."
-            )
-        if action is not Action.ROTATE_SECRET or target.kind is not PrincipalKind.NHI:
-            return f"AWS IAM: only rotate-secret for a non-human identity; not {action.value}."
-        if target.system != self.config.system:
-            return (
-                f"AWS IAM: {target.id} lives in {target.system or 'no system'}, not "
-                f"{self.config.system}; nothing done."
-            )
+        refusal = nhi_refusal("AWS IAM", self.config.system, action, target, request)
+        if refusal:
+            return refusal
         if iam_user_for(target) is None:
             return (
                 f"AWS IAM: cannot tell which IAM user {target.id} is. Give it one tag "
@@ -457,7 +417,7 @@ class AwsIamConnector:
                         ),
                         changes=True,
                     )
-                except _Stopped as stop:
+                except Stopped as stop:
                     if stop.outcome is Outcome.UNKNOWN:
                         # The new key certainly exists and the old one may be off: the owner
                         # needs the new key either way.
@@ -475,13 +435,13 @@ class AwsIamConnector:
                 secret=secret,
                 secret_label=label,
             )
-        except _Stopped as stop:
+        except Stopped as stop:
             return ExecutionResult(
                 outcome=stop.outcome, detail=prefix + "; ".join([*done, stop.words])
             )
 
     def _undo_new_key(
-        self, user: str, new_id: str, prefix: str, done: list[str], stop: _Stopped
+        self, user: str, new_id: str, prefix: str, done: list[str], stop: Stopped
     ) -> ExecutionResult:
         """The old key could not be switched off: take the new one back so nothing half-done
         is left behind (two working keys, one of them unknown to its owner)."""
@@ -491,7 +451,7 @@ class AwsIamConnector:
                 partial(self._iam.delete_access_key, UserName=user, AccessKeyId=new_id),
                 changes=True,
             )
-        except _Stopped as undo:
+        except Stopped as undo:
             return ExecutionResult(
                 outcome=Outcome.FAILED,
                 detail=prefix
@@ -522,7 +482,7 @@ class AwsIamConnector:
                 ),
                 changes=True,
             )
-        except _Stopped as stop:
+        except Stopped as stop:
             words.append(
                 f"{stop.words}: the clean-up job will not see it, so delete "
                 f"{', '.join(key_ids)} by hand after {deadline}"
@@ -538,7 +498,7 @@ class AwsIamConnector:
                 partial(self._iam.untag_user, UserName=user, TagKeys=[RETIRE_TAG_PREFIX + key_id]),
                 changes=True,
             )
-        except _Stopped as stop:
+        except Stopped as stop:
             log.warning("aws_iam: user %s, key %s: %s", user, key_id, stop.words)
 
     def _access_keys(self, user: str) -> list[_Key]:
@@ -563,7 +523,7 @@ class AwsIamConnector:
         problems: list[str] = []
         try:
             users = self._users()
-        except _Stopped as stop:
+        except Stopped as stop:
             return KeyCleanupReport(problems=(f"could not list IAM users: {stop.words}",))
         for user in users:
             try:
@@ -571,7 +531,7 @@ class AwsIamConnector:
                 waiting.extend(f"{user}/{key_id} until {_iso(when)}" for key_id, when in later)
                 if due:
                     self._delete_due(user, due, deleted, problems)
-            except _Stopped as stop:
+            except Stopped as stop:
                 problems.append(f"user {user}: {stop.words}")
         return KeyCleanupReport(
             deleted=tuple(deleted), waiting=tuple(waiting), problems=tuple(problems)
@@ -655,7 +615,7 @@ class AwsIamConnector:
                     ),
                     changes=True,
                 )
-            except _Stopped as stop:
+            except Stopped as stop:
                 problems.append(f"{user}/{key_id}: {stop.words}")
 
     # ---- one AWS call ------------------------------------------------------------------------
@@ -682,41 +642,41 @@ class AwsIamConnector:
                         attempt += 1
                         time.sleep(wait)
                         continue
-                    raise _Stopped(
+                    raise Stopped(
                         Outcome.FAILED,
                         f"AWS kept throttling the request to {step} ({code}) after "
                         f"{attempt + 1} tries; it was not carried out. Try again in a few minutes",
                     ) from None
                 said = f"{code}: {message}" if message else code
                 if changes and status in _UNCLEAR_STATUSES:
-                    raise _Stopped(
+                    raise Stopped(
                         Outcome.UNKNOWN,
                         f"AWS answered HTTP {status} ({said}) to the request to {step}: it may "
                         "or may not have happened. Check the user's access keys in IAM before "
                         "trying again",
                     ) from None
-                raise _Stopped(Outcome.FAILED, f"AWS refused to {step} ({said})") from None
+                raise Stopped(Outcome.FAILED, f"AWS refused to {step} ({said})") from None
             except (NoCredentialsError, PartialCredentialsError):
-                raise _Stopped(
+                raise Stopped(
                     Outcome.FAILED,
                     f"no usable AWS credentials to {step}: set AWS_ACCESS_KEY_ID and "
                     "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run with an IAM role",
                 ) from None
             except NotConnected as exc:
-                raise _Stopped(
+                raise Stopped(
                     Outcome.FAILED,
                     f"could not reach AWS IAM to {step} ({type(exc).__name__}); nothing was sent",
                 ) from None
             except BotoCoreError as exc:
                 if changes:
-                    raise _Stopped(
+                    raise Stopped(
                         Outcome.UNKNOWN,
                         f"no clear answer from AWS IAM to the request to {step} "
                         f"({type(exc).__name__}, read timeout {self.config.read_timeout:g}s): it "
                         "may or may not have happened. Check the user's access keys in IAM "
                         "before trying again",
                     ) from None
-                raise _Stopped(
+                raise Stopped(
                     Outcome.FAILED,
                     f"no answer from AWS IAM to {step} ({type(exc).__name__}); nothing was changed",
                 ) from None
@@ -741,5 +701,5 @@ def build(config: AwsIamConfig | Mapping[str, Any]) -> AwsIamConnector:
     try:
         parsed = AwsIamConfig.model_validate(config)
     except ValidationError as exc:
-        raise _config_problem("aws_iam", exc) from None
+        raise config_problem("aws_iam", exc) from None
     return AwsIamConnector(parsed)

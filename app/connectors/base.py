@@ -1,12 +1,22 @@
-"""What every connector shares: secrets by env-var name, and errors that never carry secrets."""
+"""What every connector shares: secrets by env-var name, errors that never carry secrets, and
+the words a change ends in."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
+import logging
 import os
 import re
-from typing import Annotated
+import secrets
+import string
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, SecretStr
+from pydantic import AfterValidator, SecretStr, ValidationError
+
+from app.domain.models import Action, Principal, PrincipalKind, Request
+from app.ports import ExecutionResult, Outcome
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 
@@ -35,3 +45,146 @@ def secret_from_env(name: str) -> SecretStr:
     if not value:
         raise ConnectorConfigError(f"environment variable {name} is not set (or empty)")
     return SecretStr(value)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.1, ::1 or localhost: the only hosts plain http may reach (local testing)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def only_supported(value: frozenset[Action], supported: frozenset[Action], provider: str) -> None:
+    """A connector's ``actions`` setting lists only what the provider can do, and something."""
+    cannot = value - supported
+    if cannot:
+        raise ValueError(
+            f"{provider} cannot perform "
+            + ", ".join(sorted(cannot))
+            + "; it supports "
+            + ", ".join(sorted(supported))
+        )
+    if not value:
+        raise ValueError("list at least one action")
+
+
+_PASSWORD_SYMBOLS = "-_.!@#%+=?"  # noqa: S105 - an alphabet, not a password
+
+
+def temporary_password(length: int) -> str:
+    """From :mod:`secrets`, printable ASCII with all four character classes, so the
+    providers' complexity rules (Entra's, Google's) hold."""
+    alphabet = string.ascii_letters + string.digits + _PASSWORD_SYMBOLS
+    classes = (string.ascii_lowercase, string.ascii_uppercase, string.digits, _PASSWORD_SYMBOLS)
+    while True:
+        candidate = "".join(secrets.choice(alphabet) for _ in range(length))
+        if all(any(c in group for c in candidate) for group in classes):
+            return candidate
+
+
+# ---- results of a change ---------------------------------------------------------------------
+
+
+def completed(detail: str) -> ExecutionResult:
+    return ExecutionResult(outcome=Outcome.COMPLETED, detail=detail)
+
+
+def failed(detail: str) -> ExecutionResult:
+    return ExecutionResult(outcome=Outcome.FAILED, detail=detail)
+
+
+def unknown(detail: str) -> ExecutionResult:
+    return ExecutionResult(outcome=Outcome.UNKNOWN, detail=detail)
+
+
+def wrong_request(action: Action, target: Principal, request: Request) -> str | None:
+    """Words when the request asks for another change or person than the one to be made."""
+    if request.action is not action or request.target_id != target.id:
+        return (
+            f"request {request.id} is for {request.action.value} on {request.target_id}, "
+            f"not {action.value} on {target.id}"
+        )
+    return None
+
+
+# ---- non-human identities rotated through a blocking client (AWS IAM, Vault) ----------------
+
+
+class Stopped(Exception):
+    """A step could not be completed; ``words`` say what happened, never a secret."""
+
+    def __init__(self, outcome: Outcome, words: str) -> None:
+        super().__init__(words)
+        self.outcome = outcome
+        self.words = words
+
+
+def config_problem(kind: str, exc: ValidationError) -> ConnectorConfigError:
+    """Every setting that is wrong, one a line, without repeating the values given."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"  - {where}: {message}")
+    return ConnectorConfigError(f"{kind} connector configuration:\n" + "\n".join(lines))
+
+
+def refuse_inline_secrets(
+    raw: Mapping[str, Any], names: frozenset[str], kind: str, instead: str
+) -> None:
+    """Secrets written into the policy file stop start-up; only their variables' names belong."""
+    inline = sorted(key for key in raw if str(key).lower() in names)
+    if inline:
+        raise ConnectorConfigError(f"{kind} connector: remove {', '.join(inline)}: {instead}")
+
+
+def nhi_refusal(
+    where: str, system: str, action: Action, target: Principal, request: Request
+) -> str:
+    """Why a rotate-secret connector of ``system`` will not act, or "" when it may."""
+    wrong = wrong_request(action, target, request)
+    if wrong:
+        return f"{where}: nothing done, {wrong}."
+    if action is not Action.ROTATE_SECRET or target.kind is not PrincipalKind.NHI:
+        return f"{where}: only rotate-secret for a non-human identity; not {action.value}."
+    if target.system != system:
+        return (
+            f"{where}: {target.id} lives in {target.system or 'no system'}, not "
+            f"{system}; nothing done."
+        )
+    return ""
+
+
+async def rotate_in_thread(
+    rotate: Callable[[], ExecutionResult],
+    *,
+    log: logging.Logger,
+    kind: str,
+    where: str,
+    look: str,
+    target: Principal,
+    request: Request,
+) -> ExecutionResult:
+    """Run a blocking rotation in a worker thread; a surprise there is UNKNOWN, never fine."""
+    try:
+        result = await asyncio.to_thread(rotate)
+    except Exception as exc:  # a bug or an answer nobody foresaw: never guess it was fine
+        log.error("%s rotate-secret for %s stopped on %s", kind, target.id, type(exc).__name__)
+        result = unknown(
+            f"{where}: the rotation stopped on an unexpected {type(exc).__name__}; it may or "
+            f"may not have happened. {look} before trying again."
+        )
+    log.info(
+        "%s rotate-secret %s for %s (request %s): %s",
+        kind,
+        result.outcome.value,
+        target.id,
+        request.id,
+        result.detail,
+    )
+    return result

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
-import string
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -38,24 +36,37 @@ import jwt
 import structlog
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from app.connectors.base import EnvVarName, secret_from_env
+from app.connectors.base import (
+    EnvVarName,
+    completed,
+    failed,
+    only_supported,
+    secret_from_env,
+    temporary_password,
+    wrong_request,
+)
 from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
     AnswerLost,
+    Attempts,
     Clock,
-    HttpLimits,
+    LimitsFromSettings,
     ProviderAnswer,
     ProviderCallError,
     ProviderHttp,
     ProviderUnreachable,
     ProviderUrl,
     RateLimited,
+    RateLimitWait,
     RetryRule,
     Sleep,
-    new_http_client,
+    Timeout,
+    not_supported,
     one_line,
+    outcome_of,
     parse_config,
     rate_limit_wait,
+    record_change,
 )
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request
@@ -101,7 +112,7 @@ def _is_client_id(value: str) -> str:
     return value
 
 
-class EntraConfig(BaseModel):
+class EntraConfig(BaseModel, LimitsFromSettings):
     """The ``entra`` connector in the policy file; the client secret by env-var name only."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -127,32 +138,15 @@ class EntraConfig(BaseModel):
     group_key: Literal["id", "name"] = "id"
     """What the policy's group names mean. ``id`` (object ids) by default: Entra display
     names are not unique, and ordinary users may be allowed to create groups."""
-    timeout: float = Field(default=15.0, gt=0, le=120)
-    max_attempts: int = Field(default=3, ge=1, le=5)
-    max_rate_limit_wait: float = Field(default=30.0, ge=0, le=300)
+    timeout: Timeout = 15.0
+    max_attempts: Attempts = 3
+    max_rate_limit_wait: RateLimitWait = 30.0
 
     @field_validator("actions")
     @classmethod
     def _only_entra_actions(cls, value: frozenset[Action]) -> frozenset[Action]:
-        unknown = value - ENTRA_ACTIONS
-        if unknown:
-            raise ValueError(
-                "Entra cannot perform "
-                + ", ".join(sorted(unknown))
-                + "; it supports "
-                + ", ".join(sorted(ENTRA_ACTIONS))
-            )
-        if not value:
-            raise ValueError("list at least one action")
+        only_supported(value, ENTRA_ACTIONS, "Entra")
         return value
-
-    @property
-    def limits(self) -> HttpLimits:
-        return HttpLimits(
-            timeout=self.timeout,
-            max_attempts=self.max_attempts,
-            max_rate_limit_wait=self.max_rate_limit_wait,
-        )
 
 
 _READ_USERS = (
@@ -184,18 +178,6 @@ lists them for each use."""
 
 
 # ---- one-time secrets and Graph's words ------------------------------------------------------
-
-_PASSWORD_SYMBOLS = "-_.!@#%+=?"  # noqa: S105 - an alphabet, not a password
-
-
-def temporary_password(length: int) -> str:
-    """From :mod:`secrets`, with all four character classes so Entra's complexity rule holds."""
-    alphabet = string.ascii_letters + string.digits + _PASSWORD_SYMBOLS
-    classes = (string.ascii_lowercase, string.ascii_uppercase, string.digits, _PASSWORD_SYMBOLS)
-    while True:
-        candidate = "".join(secrets.choice(alphabet) for _ in range(length))
-        if all(any(c in group for c in candidate) for group in classes):
-            return candidate
 
 
 def graph_error_words(answer: ProviderAnswer, *hidden: str) -> str:
@@ -380,7 +362,6 @@ class EntraConnector:
         credentials: _ClientCredentials,
         *,
         sleep: Sleep = asyncio.sleep,
-        owns_client: bool,
     ) -> None:
         self.name = config.name
         self.config = config
@@ -388,14 +369,12 @@ class EntraConnector:
         self._http = http
         self._credentials = credentials
         self._sleep = sleep
-        self._owns_client = owns_client
 
     def __repr__(self) -> str:
         return f"EntraConnector(name={self.name!r}, tenant_id={self.config.tenant_id!r})"
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._http.client.aclose()
+        await self._http.aclose()
 
     # -- IdentityProvider -------------------------------------------------------------------
 
@@ -404,36 +383,21 @@ class EntraConnector:
 
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Make the change once; a refusal is FAILED in Graph's words, a lost answer UNKNOWN."""
-        if request.action is not action or request.target_id != target.id:
-            result = _failed(
-                f"request {request.id} is for {request.action.value} on {request.target_id}, "
-                f"not {action.value} on {target.id}; nothing was changed"
-            )
+        wrong = wrong_request(action, target, request)
+        if wrong:
+            result = failed(f"{wrong}; nothing was changed")
         elif not self.supports(action, target):
-            result = _failed(
-                f"the Entra connector {self.name!r} does not {action.label} for {target.name}; "
-                "nothing was changed"
-            )
+            result = not_supported("Entra", self.name, action, target)
         else:
-            try:
-                result = await self._change(action, target)
-            except (NoAccessToken, ProviderUnreachable, RateLimited, GraphRefused) as error:
-                result = _failed(f"Entra did not {action.label} for {target.name}: {error}")
-            except AnswerLost as error:
-                result = ExecutionResult(
-                    outcome=Outcome.UNKNOWN,
-                    detail=f"it is unclear whether Entra did {action.label} for {target.name}: "
-                    f"{error}. Check the user in the Entra admin center before asking again.",
-                )
-        log.info(
-            "entra_change",
-            connector=self.name,
-            request_id=request.id,
-            action=str(action),
-            target=target.id,
-            outcome=str(result.outcome),
-        )
-        return result
+            result = await outcome_of(
+                self._change(action, target),
+                action,
+                target,
+                refusals=(NoAccessToken, ProviderUnreachable, RateLimited, GraphRefused),
+                who="Entra",
+                look="Check the user in the Entra admin center",
+            )
+        return record_change(log, "entra_change", self.name, request, action, target, result)
 
     async def _change(self, action: Action, target: Principal) -> ExecutionResult:
         checked = await self._user_for_change(target)
@@ -461,13 +425,13 @@ class EntraConnector:
             raise GraphRefused(f"{error}; nothing was changed") from None
         body = answer.json()
         if not answer.ok or not isinstance(body, dict) or body.get("id") != target.id:
-            return _failed(
+            return failed(
                 f"Entra could not find {target.name} ({graph_error_words(answer)}); "
                 "nothing was changed"
             )
         addresses = {str(body.get(k) or "").casefold() for k in ("mail", "userPrincipalName")}
         if target.email and target.email.casefold() not in addresses:
-            return _failed(
+            return failed(
                 f"Entra's user {target.id} no longer has the address {target.email} the request "
                 "was opened for; nothing was changed. Open a new request."
             )
@@ -484,7 +448,7 @@ class EntraConnector:
             },
         )
         if not answer.ok:
-            return _failed(
+            return failed(
                 f"Entra refused a Temporary Access Pass for {target.name}: "
                 f"{graph_error_words(answer)}"
             )
@@ -514,7 +478,7 @@ class EntraConnector:
             if item.get("id") and item.get("@odata.type") != _PASSWORD_METHOD
         ]
         if not methods:
-            return _completed(
+            return completed(
                 f"{target.name} had no authentication method in Entra besides the password; "
                 "nothing needed removing."
             )
@@ -540,11 +504,11 @@ class EntraConnector:
             else:
                 left.append(f"{method.label} ({graph_error_words(answer)})")
         if left:
-            return _failed(
+            return failed(
                 f"Entra reset MFA for {target.name} only in part. Removed: "
                 f"{', '.join(removed) or 'nothing'}. Still registered: {'; '.join(left)}."
             )
-        return _completed(
+        return completed(
             f"Entra removed every authentication method of {target.name} except the password "
             f"({', '.join(removed)}); they register MFA again at their next sign-in."
         )
@@ -663,14 +627,14 @@ class EntraConnector:
     async def _revoke_sessions(self, user: str, target: Principal) -> ExecutionResult:
         answer = await self._send("POST", f"/users/{user}/revokeSignInSessions", RetryRule.CHANGE)
         if not answer.ok:
-            return _failed(
+            return failed(
                 f"Entra refused to {Action.REVOKE_SESSIONS.label} for {target.name}: "
                 f"{graph_error_words(answer)}"
             )
         body = answer.json()
         if isinstance(body, dict) and body.get("value") is False:
-            return _failed(f"Entra answered that it did not revoke the sessions of {target.name}")
-        return _completed(
+            return failed(f"Entra answered that it did not revoke the sessions of {target.name}")
+        return completed(
             f"Entra revoked every refresh token and browser session of {target.name}; apps "
             "may take a few minutes to notice."
         )
@@ -935,28 +899,9 @@ class EntraConnector:
         json_body: Any = None,
     ) -> ProviderAnswer:
         """One Graph call; a 401 renews the token and sends once more (a 401 changed nothing)."""
-        for attempt in (1, 2):
-            answer = await self._http.call(
-                method,
-                url,
-                rule=rule,
-                params=params,
-                json_body=json_body,
-                headers={"Accept": "application/json"},
-                sign=self._credentials.sign,
-            )
-            if answer.status != 401 or attempt == 2:
-                return answer
-            self._credentials.forget()
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _completed(detail: str) -> ExecutionResult:
-    return ExecutionResult(outcome=Outcome.COMPLETED, detail=detail)
-
-
-def _failed(detail: str) -> ExecutionResult:
-    return ExecutionResult(outcome=Outcome.FAILED, detail=detail)
+        return await self._http.call_signed_in(
+            method, url, self._credentials, rule=rule, params=params, json_body=json_body
+        )
 
 
 def _principal_from(
@@ -987,8 +932,8 @@ def build(
     environment now, so a missing one stops start-up with a clear message."""
     settings = parse_config(EntraConfig, config, "entra connector")
     secret = secret_from_env(settings.client_secret_env)
-    limits = settings.limits
-    client = http_client or new_http_client(limits)
-    http = ProviderHttp(client, "Microsoft Graph", limits, sleep=sleep, clock=clock)
+    http = ProviderHttp.open(
+        "Microsoft Graph", settings.limits, http_client, sleep=sleep, clock=clock
+    )
     credentials = _ClientCredentials(settings, secret, http, clock)
-    return EntraConnector(settings, http, credentials, sleep=sleep, owns_client=http_client is None)
+    return EntraConnector(settings, http, credentials, sleep=sleep)

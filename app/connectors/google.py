@@ -28,8 +28,6 @@ import asyncio
 import hashlib
 import json
 import re
-import secrets
-import string
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,23 +41,37 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.base import (
+    ConnectorConfigError,
+    EnvVarName,
+    completed,
+    failed,
+    only_supported,
+    secret_from_env,
+    temporary_password,
+    wrong_request,
+)
 from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
     AnswerLost,
+    Attempts,
     Clock,
-    HttpLimits,
+    LimitsFromSettings,
     ProviderAnswer,
     ProviderCallError,
     ProviderHttp,
     ProviderUnreachable,
     ProviderUrl,
     RateLimited,
+    RateLimitWait,
     RetryRule,
     Sleep,
-    new_http_client,
+    Timeout,
+    not_supported,
     one_line,
+    outcome_of,
     parse_config,
+    record_change,
 )
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request
@@ -82,7 +94,7 @@ _SEARCH_TERM = re.compile(r"^[\w.@+-]{1,100}$")
 _RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
 
 
-class GoogleConfig(BaseModel):
+class GoogleConfig(BaseModel, LimitsFromSettings):
     """The ``google`` connector in the policy file; the service account key by env-var name."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -107,23 +119,14 @@ class GoogleConfig(BaseModel):
     domain's password strength rules, which it cannot do on a hash."""
     group_key: Literal["email", "name"] = "email"
     """What the policy's group names mean: group email addresses (unique) or group names."""
-    timeout: float = Field(default=15.0, gt=0, le=120)
-    max_attempts: int = Field(default=3, ge=1, le=5)
-    max_rate_limit_wait: float = Field(default=30.0, ge=0, le=300)
+    timeout: Timeout = 15.0
+    max_attempts: Attempts = 3
+    max_rate_limit_wait: RateLimitWait = 30.0
 
     @field_validator("actions")
     @classmethod
     def _only_google_actions(cls, value: frozenset[Action]) -> frozenset[Action]:
-        unknown = value - GOOGLE_ACTIONS
-        if unknown:
-            raise ValueError(
-                "Google Workspace cannot perform "
-                + ", ".join(sorted(unknown))
-                + "; it supports "
-                + ", ".join(sorted(GOOGLE_ACTIONS))
-            )
-        if not value:
-            raise ValueError("list at least one action")
+        only_supported(value, GOOGLE_ACTIONS, "Google Workspace")
         return value
 
     @property
@@ -135,14 +138,6 @@ class GoogleConfig(BaseModel):
         if self.actions & {Action.REVOKE_SESSIONS, Action.RESET_MFA}:
             wanted.append(SCOPE_USER_SECURITY)
         return tuple(wanted)
-
-    @property
-    def limits(self) -> HttpLimits:
-        return HttpLimits(
-            timeout=self.timeout,
-            max_attempts=self.max_attempts,
-            max_rate_limit_wait=self.max_rate_limit_wait,
-        )
 
 
 # ---- the service account ----------------------------------------------------------------------
@@ -309,19 +304,6 @@ def _rate_limited(answer: ProviderAnswer) -> bool:
     )
 
 
-_PASSWORD_SYMBOLS = "-_.!@#%+=?"  # noqa: S105 - an alphabet, not a password
-
-
-def temporary_password(length: int) -> str:
-    """From :mod:`secrets`, printable ASCII with every character class (Google's rule: 8-100)."""
-    alphabet = string.ascii_letters + string.digits + _PASSWORD_SYMBOLS
-    classes = (string.ascii_lowercase, string.ascii_uppercase, string.digits, _PASSWORD_SYMBOLS)
-    while True:
-        candidate = "".join(secrets.choice(alphabet) for _ in range(length))
-        if all(any(c in group for c in candidate) for group in classes):
-            return candidate
-
-
 # ---- the connector -----------------------------------------------------------------------------
 
 
@@ -333,22 +315,18 @@ class GoogleConnector:
         config: GoogleConfig,
         http: ProviderHttp,
         credentials: _DelegatedCredentials,
-        *,
-        owns_client: bool,
     ) -> None:
         self.name = config.name
         self.config = config
         self._api = f"{config.api_url}{_DIRECTORY}"
         self._http = http
         self._credentials = credentials
-        self._owns_client = owns_client
 
     def __repr__(self) -> str:
         return f"GoogleConnector(name={self.name!r}, customer={self.config.customer!r})"
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._http.client.aclose()
+        await self._http.aclose()
 
     # -- IdentityProvider -------------------------------------------------------------------
 
@@ -357,37 +335,21 @@ class GoogleConnector:
 
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Make the change once; a refusal is FAILED in Google's words, a lost answer UNKNOWN."""
-        if request.action is not action or request.target_id != target.id:
-            result = _failed(
-                f"request {request.id} is for {request.action.value} on {request.target_id}, "
-                f"not {action.value} on {target.id}; nothing was changed"
-            )
+        wrong = wrong_request(action, target, request)
+        if wrong:
+            result = failed(f"{wrong}; nothing was changed")
         elif not self.supports(action, target):
-            result = _failed(
-                f"the Google connector {self.name!r} does not {action.label} for "
-                f"{target.name}; nothing was changed"
-            )
+            result = not_supported("Google", self.name, action, target)
         else:
-            try:
-                result = await self._change(action, target)
-            except (NoAccessToken, ProviderUnreachable, RateLimited, GoogleRefused) as error:
-                result = _failed(f"Google did not {action.label} for {target.name}: {error}")
-            except AnswerLost as error:
-                result = ExecutionResult(
-                    outcome=Outcome.UNKNOWN,
-                    detail=f"it is unclear whether Google did {action.label} for "
-                    f"{target.name}: {error}. Check the user in the Google Admin console "
-                    "before asking again.",
-                )
-        log.info(
-            "google_change",
-            connector=self.name,
-            request_id=request.id,
-            action=str(action),
-            target=target.id,
-            outcome=str(result.outcome),
-        )
-        return result
+            result = await outcome_of(
+                self._change(action, target),
+                action,
+                target,
+                refusals=(NoAccessToken, ProviderUnreachable, RateLimited, GoogleRefused),
+                who="Google",
+                look="Check the user in the Google Admin console",
+            )
+        return record_change(log, "google_change", self.name, request, action, target, result)
 
     async def _change(self, action: Action, target: Principal) -> ExecutionResult:
         user = await self._user_for_change(target)
@@ -410,7 +372,7 @@ class GoogleConnector:
         if not answer.ok or not isinstance(body, dict) or body.get("id") != target.id:
             return self._refused(f"Google could not find {target.name}", answer)
         if target.email and target.email.casefold() not in _addresses(body):
-            return _failed(
+            return failed(
                 f"Google's user {target.id} no longer has the address {target.email} the "
                 "request was opened for; nothing was changed. Open a new request."
             )
@@ -443,7 +405,7 @@ class GoogleConnector:
             return self._refused(
                 f"Google refused to {Action.REVOKE_SESSIONS.label} for {target.name}", answer
             )
-        return _completed(
+        return completed(
             f"Google signed {target.name} out of every web and device session; they sign in "
             "again everywhere."
         )
@@ -467,17 +429,17 @@ class GoogleConnector:
                 "POST", f"/users/{key}/verificationCodes/generate", RetryRule.CHANGE
             )
         except (ProviderUnreachable, RateLimited, NoAccessToken) as error:
-            return _failed(f"{done}, but new backup codes could not be made: {error}")
+            return failed(f"{done}, but new backup codes could not be made: {error}")
         except AnswerLost as error:
             raise AnswerLost(f"{done}; then, making new backup codes: {error}") from None
         if not answer.ok:
-            return _failed(
+            return failed(
                 f"{done}, but Google refused to make new backup codes: {google_error_words(answer)}"
             )
         try:
             answer = await self._send("GET", f"/users/{key}/verificationCodes", RetryRule.READ)
         except ProviderCallError as error:
-            return _failed(f"{done} and made new backup codes, but they could not be read: {error}")
+            return failed(f"{done} and made new backup codes, but they could not be read: {error}")
         body = answer.json()
         items = body.get("items") if isinstance(body, dict) else None
         codes = [
@@ -486,7 +448,7 @@ class GoogleConnector:
             if isinstance(item, dict) and item.get("verificationCode")
         ]
         if not answer.ok or not codes:
-            return _failed(
+            return failed(
                 f"{done} and made new backup codes, but Google did not hand them over "
                 f"({google_error_words(answer)}); make new ones in the Admin console"
             )
@@ -501,7 +463,7 @@ class GoogleConnector:
     def _refused(self, what: str, answer: ProviderAnswer) -> ExecutionResult:
         if _rate_limited(answer):
             what += " for now (rate limited, nothing changed; try again later)"
-        return _failed(f"{what}: {google_error_words(answer)}")
+        return failed(f"{what}: {google_error_words(answer)}")
 
     # -- `twokey connectors check` --------------------------------------------------------------
 
@@ -681,20 +643,9 @@ class GoogleConnector:
         json_body: Any = None,
     ) -> ProviderAnswer:
         """One API call; a 401 renews the token and sends once more (a 401 changed nothing)."""
-        for attempt in (1, 2):
-            answer = await self._http.call(
-                method,
-                url,
-                rule=rule,
-                params=params,
-                json_body=json_body,
-                headers={"Accept": "application/json"},
-                sign=self._credentials.sign,
-            )
-            if answer.status != 401 or attempt == 2:
-                return answer
-            self._credentials.forget()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self._http.call_signed_in(
+            method, url, self._credentials, rule=rule, params=params, json_body=json_body
+        )
 
 
 def _addresses(user: Mapping[str, Any]) -> set[str]:
@@ -709,14 +660,6 @@ def _addresses(user: Mapping[str, Any]) -> set[str]:
                 found.add(str(entry["address"]).casefold())
     found.discard("")
     return found
-
-
-def _completed(detail: str) -> ExecutionResult:
-    return ExecutionResult(outcome=Outcome.COMPLETED, detail=detail)
-
-
-def _failed(detail: str) -> ExecutionResult:
-    return ExecutionResult(outcome=Outcome.FAILED, detail=detail)
 
 
 def _principal_from(user: Mapping[str, Any], groups: frozenset[str]) -> Principal:
@@ -751,8 +694,8 @@ def build(
     key = load_service_account_key(
         secret_from_env(settings.service_account_key_env), settings.service_account_key_env
     )
-    limits = settings.limits
-    client = http_client or new_http_client(limits)
-    http = ProviderHttp(client, "Google Workspace", limits, sleep=sleep, clock=clock)
+    http = ProviderHttp.open(
+        "Google Workspace", settings.limits, http_client, sleep=sleep, clock=clock
+    )
     credentials = _DelegatedCredentials(settings, key, http, clock)
-    return GoogleConnector(settings, http, credentials, owns_client=http_client is None)
+    return GoogleConnector(settings, http, credentials)

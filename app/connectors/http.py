@@ -16,21 +16,22 @@ never headers, bodies or query strings, so tokens and one-time secrets never rea
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import structlog
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from app.connectors.base import ConnectorConfigError
+from app.connectors.base import ConnectorConfigError, failed, is_loopback, unknown
+from app.domain.models import Action, Principal, Request
+from app.ports import ExecutionResult
 
 log = structlog.get_logger(__name__)
 
@@ -39,26 +40,16 @@ Clock = Callable[[], float]
 SignRequest = Callable[[str, str], Awaitable[Mapping[str, str]]]
 """(method, url) -> headers that prove who we are, made fresh for every attempt."""
 
-_LOOPBACK_NAMES = {"localhost"}
 _GATEWAY_LOST = {502, 504}
 """A gateway gave up on the provider: the request may have been carried out."""
 _READ_RETRYABLE = {502, 503, 504}
-
-
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _is_provider_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("is not a URL: write it as https://host/path")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError(
             "uses plain http: credentials and one-time secrets only travel over https "
             "(plain http is allowed for 127.0.0.1/localhost, for local testing)"
@@ -74,16 +65,42 @@ ProviderUrl = Annotated[str, AfterValidator(_is_provider_url)]
 """An https URL (plain http only for loopback), without trailing slash."""
 
 
+Timeout = Annotated[float, Field(gt=0, le=120)]
+"""Seconds for one attempt to connect, send and read the answer."""
+Attempts = Annotated[int, Field(ge=1, le=5)]
+RateLimitWait = Annotated[float, Field(ge=0, le=300)]
+"""The longest single wait for a rate limit to reset; longer means "try again later"."""
+
+
 class HttpLimits(BaseModel):
     """How long to wait for a provider, and how hard to try."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    timeout: float = Field(default=10.0, gt=0, le=120)
-    """Seconds for one attempt to connect, send and read the answer."""
-    max_attempts: int = Field(default=3, ge=1, le=5)
-    max_rate_limit_wait: float = Field(default=30.0, ge=0, le=300)
-    """The longest single wait for a rate limit to reset; longer means "try again later"."""
+    timeout: Timeout = 10.0
+    max_attempts: Attempts = 3
+    max_rate_limit_wait: RateLimitWait = 30.0
+
+
+class _LimitSettings(Protocol):
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def max_rate_limit_wait(self) -> float: ...
+
+
+class LimitsFromSettings:
+    """For a connector's settings that carry the :class:`HttpLimits` fields at top level."""
+
+    @property
+    def limits(self: _LimitSettings) -> HttpLimits:
+        return HttpLimits(
+            timeout=self.timeout,
+            max_attempts=self.max_attempts,
+            max_rate_limit_wait=self.max_rate_limit_wait,
+        )
 
 
 class RetryRule(StrEnum):
@@ -187,6 +204,12 @@ class _Outgoing:
     sign: SignRequest | None
 
 
+class _Credentials(Protocol):
+    async def sign(self, method: str, url: str) -> Mapping[str, str]: ...
+
+    def forget(self) -> None: ...
+
+
 class ProviderHttp:
     """One provider's HTTP calls with its timeouts, retry rules and quiet logs."""
 
@@ -198,6 +221,7 @@ class ProviderHttp:
         *,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.time,
+        owns_client: bool = False,
     ) -> None:
         self.client = client
         self.provider = provider
@@ -205,6 +229,56 @@ class ProviderHttp:
         self.clock = clock
         self._sleep = sleep
         self._timeout = httpx.Timeout(limits.timeout, connect=min(limits.timeout, 5.0))
+        self._owns_client = owns_client
+
+    @classmethod
+    def open(
+        cls,
+        provider: str,
+        limits: HttpLimits,
+        shared: httpx.AsyncClient | None,
+        *,
+        sleep: Sleep,
+        clock: Clock,
+    ) -> ProviderHttp:
+        """Calls over the caller's shared client, or over a client of our own that
+        :meth:`aclose` closes (a shared one is the caller's to close)."""
+        client = shared or new_http_client(limits)
+        return cls(client, provider, limits, sleep=sleep, clock=clock, owns_client=shared is None)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def call_signed_in(
+        self,
+        method: str,
+        url: str,
+        credentials: _Credentials,
+        *,
+        rule: RetryRule,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        renew: bool = True,
+    ) -> ProviderAnswer:
+        """One JSON API call; with ``renew``, a 401 renews the token and sends once more.
+
+        A 401 means the provider did nothing, so sending again is safe even for a change.
+        """
+        for attempt in (1, 2):
+            answer = await self.call(
+                method,
+                url,
+                rule=rule,
+                params=params,
+                json_body=json_body,
+                headers={"Accept": "application/json"},
+                sign=credentials.sign,
+            )
+            if answer.status != 401 or not renew or attempt == 2:
+                return answer
+            credentials.forget()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def call(
         self,
@@ -395,3 +469,57 @@ def parse_config(model: type[ConfigModel], config: Mapping[str, Any], what: str)
         raise ConnectorConfigError(
             f"{what} settings are not valid: " + "; ".join(problems)
         ) from None
+
+
+# ---- a change through a provider --------------------------------------------------------------
+
+
+def not_supported(kind: str, name: str, action: Action, target: Principal) -> ExecutionResult:
+    return failed(
+        f"the {kind} connector {name!r} does not {action.label} for {target.name}; "
+        "nothing was changed"
+    )
+
+
+async def outcome_of(
+    change: Awaitable[ExecutionResult],
+    action: Action,
+    target: Principal,
+    *,
+    refusals: tuple[type[ProviderCallError], ...],
+    who: str,
+    unsure_who: str | None = None,
+    look: str,
+) -> ExecutionResult:
+    """The change's own result; a call that was refused or never sent is FAILED in ``who``'s
+    name, a lost answer UNKNOWN with where to ``look`` before asking again."""
+    try:
+        return await change
+    except refusals as error:
+        return failed(f"{who} did not {action.label} for {target.name}: {error}")
+    except AnswerLost as error:
+        return unknown(
+            f"it is unclear whether {unsure_who or who} did {action.label} for {target.name}: "
+            f"{error}. {look} before asking again."
+        )
+
+
+def record_change(
+    log: Any,
+    event: str,
+    connector: str,
+    request: Request,
+    action: Action,
+    target: Principal,
+    result: ExecutionResult,
+) -> ExecutionResult:
+    """Log how a change ended: ids and outcome only, never its detail (it may quote a provider)."""
+    log.info(
+        event,
+        connector=connector,
+        request_id=request.id,
+        action=str(action),
+        target=target.id,
+        outcome=str(result.outcome),
+    )
+    return result

@@ -40,23 +40,34 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.base import (
+    ConnectorConfigError,
+    EnvVarName,
+    completed,
+    failed,
+    only_supported,
+    secret_from_env,
+)
 from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
-    AnswerLost,
+    Attempts,
     Clock,
-    HttpLimits,
+    LimitsFromSettings,
     ProviderAnswer,
     ProviderCallError,
     ProviderHttp,
     ProviderUnreachable,
     ProviderUrl,
     RateLimited,
+    RateLimitWait,
     RetryRule,
     Sleep,
-    new_http_client,
+    Timeout,
+    not_supported,
     one_line,
+    outcome_of,
     parse_config,
+    record_change,
 )
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request
@@ -76,7 +87,7 @@ _SIGNED_IN_STATUSES = {"ACTIVE", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"}
 _PLAIN_EMAIL = re.compile(r"^[^\s\"\\@]+@[^\s\"\\@]+$")
 
 
-class OktaConfig(BaseModel):
+class OktaConfig(BaseModel, LimitsFromSettings):
     """The ``okta`` connector in the policy file; secrets by environment-variable name only."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -99,9 +110,9 @@ class OktaConfig(BaseModel):
     """revoke-sessions also clears the user's remembered factors on every device."""
     group_key: Literal["name", "id"] = "name"
     """What the policy file's group names mean: Okta group names or group ids."""
-    timeout: float = Field(default=10.0, gt=0, le=120)
-    max_attempts: int = Field(default=3, ge=1, le=5)
-    max_rate_limit_wait: float = Field(default=30.0, ge=0, le=300)
+    timeout: Timeout = 10.0
+    max_attempts: Attempts = 3
+    max_rate_limit_wait: RateLimitWait = 30.0
 
     @field_validator("org_url")
     @classmethod
@@ -119,16 +130,7 @@ class OktaConfig(BaseModel):
     @field_validator("actions")
     @classmethod
     def _only_okta_actions(cls, value: frozenset[Action]) -> frozenset[Action]:
-        unknown = value - OKTA_ACTIONS
-        if unknown:
-            raise ValueError(
-                "Okta cannot perform "
-                + ", ".join(sorted(unknown))
-                + "; it supports "
-                + ", ".join(sorted(OKTA_ACTIONS))
-            )
-        if not value:
-            raise ValueError("list at least one action")
+        only_supported(value, OKTA_ACTIONS, "Okta")
         return value
 
     @field_validator("scopes")
@@ -155,14 +157,6 @@ class OktaConfig(BaseModel):
         if service_app and (self.client_id is None or self.private_key_env is None):
             raise ValueError("an OAuth service app needs both client_id and private_key_env")
         return self
-
-    @property
-    def limits(self) -> HttpLimits:
-        return HttpLimits(
-            timeout=self.timeout,
-            max_attempts=self.max_attempts,
-            max_rate_limit_wait=self.max_rate_limit_wait,
-        )
 
 
 class NoAccessToken(ProviderCallError):
@@ -424,22 +418,18 @@ class OktaConnector:
         config: OktaConfig,
         http: ProviderHttp,
         credentials: _Credentials,
-        *,
-        owns_client: bool,
     ) -> None:
         self.name = config.name
         self.config = config
         self._org = config.org_url
         self._http = http
         self._credentials = credentials
-        self._owns_client = owns_client
 
     def __repr__(self) -> str:
         return f"OktaConnector(name={self.name!r}, org_url={self._org!r})"
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._http.client.aclose()
+        await self._http.aclose()
 
     # -- IdentityProvider ---------------------------------------------------------------
 
@@ -449,33 +439,16 @@ class OktaConnector:
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Make the change once; a refusal is FAILED in Okta's words, a lost answer UNKNOWN."""
         if not self.supports(action, target):
-            return ExecutionResult(
-                outcome=Outcome.FAILED,
-                detail=f"the Okta connector {self.name!r} does not {action.label} for "
-                f"{target.name}; nothing was changed",
-            )
-        try:
-            result = await self._change(action, target)
-        except (NoAccessToken, ProviderUnreachable, RateLimited) as error:
-            result = ExecutionResult(
-                outcome=Outcome.FAILED,
-                detail=f"Okta did not {action.label} for {target.name}: {error}",
-            )
-        except AnswerLost as error:
-            result = ExecutionResult(
-                outcome=Outcome.UNKNOWN,
-                detail=f"it is unclear whether Okta did {action.label} for {target.name}: "
-                f"{error}. Check the user in the Okta Admin Console before asking again.",
-            )
-        log.info(
-            "okta_change",
-            connector=self.name,
-            request_id=request.id,
-            action=str(action),
-            target=target.id,
-            outcome=str(result.outcome),
+            return not_supported("Okta", self.name, action, target)
+        result = await outcome_of(
+            self._change(action, target),
+            action,
+            target,
+            refusals=(NoAccessToken, ProviderUnreachable, RateLimited),
+            who="Okta",
+            look="Check the user in the Okta Admin Console",
         )
-        return result
+        return record_change(log, "okta_change", self.name, request, action, target, result)
 
     async def _change(self, action: Action, target: Principal) -> ExecutionResult:
         user = await self._user_for_change(target)
@@ -499,19 +472,17 @@ class OktaConnector:
         except NoAccessToken:
             raise
         except ProviderCallError as error:
-            return ExecutionResult(
-                outcome=Outcome.FAILED,
-                detail=f"Okta could not be asked about {target.name}: {error}; nothing was changed",
+            return failed(
+                f"Okta could not be asked about {target.name}: {error}; nothing was changed"
             )
         body = answer.json()
         if not answer.ok or not isinstance(body, dict) or not body.get("id"):
             return self._refused(f"Okta could not find {target.name}", answer)
         email = (body.get("profile") or {}).get("email")
         if target.email and str(email or "").casefold() != target.email.casefold():
-            return ExecutionResult(
-                outcome=Outcome.FAILED,
-                detail=f"Okta's user {target.id} no longer has the email {target.email} the "
-                "request was opened for; nothing was changed. Open a new request.",
+            return failed(
+                f"Okta's user {target.id} no longer has the email {target.email} the "
+                "request was opened for; nothing was changed. Open a new request."
             )
         return body
 
@@ -523,7 +494,7 @@ class OktaConnector:
             return self._refused(
                 f"Okta refused to {Action.RESET_MFA.label} for {target.name}", answer
             )
-        return _completed(
+        return completed(
             f"Okta reset every MFA factor of {target.name}; they enrol again at their next sign-in."
         )
 
@@ -563,7 +534,7 @@ class OktaConnector:
         )
         if not answer.ok:
             return self._refused(f"Okta refused to {Action.UNLOCK.label} for {target.name}", answer)
-        return _completed(
+        return completed(
             f"Okta unlocked {target.name}; they can sign in with their current password."
         )
 
@@ -580,12 +551,12 @@ class OktaConnector:
                 f"Okta refused to {Action.REVOKE_SESSIONS.label} for {target.name}", answer
             )
         devices = " and forgot their remembered devices" if forget else ""
-        return _completed(
+        return completed(
             f"Okta ended every session of {target.name}, revoked their OAuth tokens{devices}."
         )
 
     def _refused(self, what: str, answer: ProviderAnswer) -> ExecutionResult:
-        return ExecutionResult(outcome=Outcome.FAILED, detail=f"{what}: {okta_error_words(answer)}")
+        return failed(f"{what}: {okta_error_words(answer)}")
 
     # -- `twokey connectors check` ----------------------------------------------------------
 
@@ -788,33 +759,16 @@ class OktaConnector:
         rule: RetryRule,
         params: Mapping[str, str] | None = None,
     ) -> ProviderAnswer:
-        """One API call; a 401 with an OAuth token renews the token and sends once more.
-
-        A 401 means Okta did nothing, so sending again is safe even for a change.
-        """
-        answer = await self._http.call(
+        """One API call; a 401 with an OAuth token renews the token and sends once more
+        (an API token cannot be renewed)."""
+        return await self._http.call_signed_in(
             method,
             url,
+            self._credentials,
             rule=rule,
             params=params,
-            headers={"Accept": "application/json"},
-            sign=self._credentials.sign,
+            renew=self._credentials.can_refresh,
         )
-        if answer.status == 401 and self._credentials.can_refresh:
-            self._credentials.forget()
-            answer = await self._http.call(
-                method,
-                url,
-                rule=rule,
-                params=params,
-                headers={"Accept": "application/json"},
-                sign=self._credentials.sign,
-            )
-        return answer
-
-
-def _completed(detail: str) -> ExecutionResult:
-    return ExecutionResult(outcome=Outcome.COMPLETED, detail=detail)
 
 
 def _principal_from(user: Mapping[str, Any], groups: frozenset[str]) -> Principal:
@@ -843,9 +797,7 @@ def build(
     """An Okta connector from its policy settings; secrets are read from the environment now,
     so a missing or malformed one stops start-up with a clear message."""
     settings = parse_config(OktaConfig, config, "okta connector")
-    limits = settings.limits
-    client = http_client or new_http_client(limits)
-    http = ProviderHttp(client, "Okta", limits, sleep=sleep, clock=clock)
+    http = ProviderHttp.open("Okta", settings.limits, http_client, sleep=sleep, clock=clock)
     credentials: _Credentials
     if settings.api_token_env is not None:
         credentials = _ApiToken(secret_from_env(settings.api_token_env))
@@ -855,4 +807,4 @@ def build(
             secret_from_env(settings.private_key_env), settings.key_id, settings.private_key_env
         )
         credentials = _ServiceApp(settings, key, http, clock)
-    return OktaConnector(settings, http, credentials, owns_client=http_client is None)
+    return OktaConnector(settings, http, credentials)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
 import secrets
@@ -61,7 +60,17 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ResponseError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
-from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.base import (
+    EnvVarName,
+    Stopped,
+    config_problem,
+    failed,
+    is_loopback,
+    nhi_refusal,
+    refuse_inline_secrets,
+    rotate_in_thread,
+    secret_from_env,
+)
 from app.connectors.checks import CheckResult, missing, works
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.ports import ExecutionResult, Outcome
@@ -98,15 +107,6 @@ T = TypeVar("T")
 
 
 # ---- configuration ---------------------------------------------------------------------------
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _is_mount(value: str) -> str:
@@ -211,7 +211,7 @@ class VaultConfig(BaseModel):
                 f"{value!r} is not Vault's address: scheme, host and port only "
                 "(e.g. https://vault.example.com:8200)"
             )
-        if value.startswith("http://") and not _is_loopback(urlsplit(value).hostname or ""):
+        if value.startswith("http://") and not is_loopback(urlsplit(value).hostname or ""):
             raise ValueError(
                 f"{value!r} uses plain http: tokens and secrets only travel over https "
                 "(plain http is allowed for 127.0.0.1 and localhost, for local testing)"
@@ -258,25 +258,14 @@ class _Credentials(BaseModel):
     secret_id: SecretStr | None = None
 
 
-def _config_problem(exc: ValidationError) -> ConnectorConfigError:
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown setting"
-        lines.append(f"  - {where}: {message}")
-    return ConnectorConfigError("vault connector configuration:\n" + "\n".join(lines))
-
-
 def _reject_inline_secrets(raw: Mapping[str, Any]) -> None:
-    inline = sorted(key for key in raw if str(key).lower() in _INLINE_SECRETS)
-    if inline:
-        raise ConnectorConfigError(
-            f"vault connector: remove {', '.join(inline)}: secrets are never written in the "
-            "policy file. Name the environment variable that holds them instead: token_env, or "
-            "role_id_env and secret_id_env."
-        )
+    refuse_inline_secrets(
+        raw,
+        _INLINE_SECRETS,
+        "vault",
+        "secrets are never written in the policy file. Name the environment variable that "
+        "holds them instead: token_env, or role_id_env and secret_id_env.",
+    )
 
 
 # ---- the calls we make through hvac, typed --------------------------------------------------
@@ -356,15 +345,6 @@ class _HonourRetryAfter(Retry):
 
 
 # ---- what a call can end in -------------------------------------------------------------------
-
-
-class _Stopped(Exception):
-    """A step could not be completed; ``words`` say what happened, never a secret."""
-
-    def __init__(self, outcome: Outcome, words: str) -> None:
-        super().__init__(words)
-        self.outcome = outcome
-        self.words = words
 
 
 def _never_sent(exc: requests.exceptions.RequestException) -> bool:
@@ -474,7 +454,7 @@ class _Vault:
             token_api = cast(_TokenApi, self.client.auth.token)
             try:
                 self.call("revoke twokey's login token", token_api.revoke_self, changes=True)
-            except _Stopped as stop:
+            except Stopped as stop:
                 log.warning("vault: %s", self.scrub(stop.words))
         self.client.adapter.close()
 
@@ -493,7 +473,7 @@ class _Vault:
         try:
             return call()
         except RateLimitExceeded as exc:
-            raise _Stopped(
+            raise Stopped(
                 Outcome.FAILED,
                 f"Vault rate-limited the request to {step} ({self.scrub(_vault_said(exc))}); "
                 f"twokey retries at most {self.config.rate_limit_retries} times and waits at "
@@ -503,31 +483,31 @@ class _Vault:
         except _UNCLEAR as exc:
             said = self.scrub(_vault_said(exc))
             if changes:
-                raise _Stopped(
+                raise Stopped(
                     Outcome.UNKNOWN,
                     f"Vault answered {said} to the request to {step}: it may or may not have "
                     "happened",
                 ) from None
-            raise _Stopped(Outcome.FAILED, f"Vault could not {step} ({said})") from None
+            raise Stopped(Outcome.FAILED, f"Vault could not {step} ({said})") from None
         except VaultError as exc:
-            raise _Stopped(
+            raise Stopped(
                 Outcome.FAILED, f"Vault refused to {step} ({self.scrub(_vault_said(exc))})"
             ) from None
         except requests.exceptions.RequestException as exc:
             kind = type(exc).__name__
             if _never_sent(exc):
-                raise _Stopped(
+                raise Stopped(
                     Outcome.FAILED,
                     f"could not reach Vault at {self.config.url} to {step} ({kind}); nothing "
                     "was sent",
                 ) from None
             if changes:
-                raise _Stopped(
+                raise Stopped(
                     Outcome.UNKNOWN,
                     f"no answer from Vault within {self.config.timeout}s to the request to "
                     f"{step} ({kind}): it may or may not have happened",
                 ) from None
-            raise _Stopped(
+            raise Stopped(
                 Outcome.FAILED,
                 f"no answer from Vault within {self.config.timeout}s to {step} ({kind}); "
                 "nothing was changed",
@@ -558,41 +538,21 @@ class VaultConnector:
         """Rotate the NHI's secret-id or KV value; refusals come back as FAILED with words."""
         refusal = self._refusal(action, target, request)
         if refusal:
-            return ExecutionResult(outcome=Outcome.FAILED, detail=refusal)
-        try:
-            result = await asyncio.to_thread(
-                self._rotate, target, self.config.targets[target.id], request
-            )
-        except Exception as exc:  # a bug or an answer nobody foresaw: never guess it was fine
-            log.error("vault rotate-secret for %s stopped on %s", target.id, type(exc).__name__)
-            result = ExecutionResult(
-                outcome=Outcome.UNKNOWN,
-                detail=f"Vault: the rotation for {target.id} stopped on an unexpected "
-                f"{type(exc).__name__}; it may or may not have happened. Check the secret in "
-                "Vault before trying again.",
-            )
-        log.info(
-            "vault rotate-secret %s for %s (request %s): %s",
-            result.outcome.value,
-            target.id,
-            request.id,
-            result.detail,
+            return failed(refusal)
+        return await rotate_in_thread(
+            partial(self._rotate, target, self.config.targets[target.id], request),
+            log=log,
+            kind="vault",
+            where=f"Vault: the rotation for {target.id}",
+            look="Check the secret in Vault",
+            target=target,
+            request=request,
         )
-        return result
 
     def _refusal(self, action: Action, target: Principal, request: Request) -> str:
-        if request.action is not action or request.target_id != target.id:
-            return (
-                f"Vault: nothing done, request {request.id} is for {request.action.value} on "
-                f"{request.target_id}, not {action.value} on {target.id}."
-            )
-        if action is not Action.ROTATE_SECRET or target.kind is not PrincipalKind.NHI:
-            return f"Vault: only rotate-secret for a non-human identity; not {action.value}."
-        if target.system != self.config.system:
-            return (
-                f"Vault: {target.id} lives in {target.system or 'no system'}, not "
-                f"{self.config.system}; nothing done."
-            )
+        refusal = nhi_refusal("Vault", self.config.system, action, target, request)
+        if refusal:
+            return refusal
         if target.id not in self.config.targets:
             return (
                 f"Vault: no target is configured for {target.id}, so twokey does not know "
@@ -617,7 +577,7 @@ class VaultConnector:
                 looked_up = _data(
                     vault.call("look up its own token", token_api.lookup_self, changes=False)
                 )
-            except _Stopped as stop:
+            except Stopped as stop:
                 return [missing(what, f"{stop.words}; nothing else can be checked")]
             results = [works(what, _token_words(looked_up or {}))]
             needed = self._capabilities_needed()
@@ -628,7 +588,7 @@ class VaultConnector:
                     partial(sys_api.get_capabilities, sorted(needed)),
                     changes=False,
                 )
-            except _Stopped as stop:
+            except Stopped as stop:
                 return [
                     *results,
                     missing("read its own capabilities (capabilities-self)", stop.words),
@@ -678,7 +638,7 @@ class VaultConnector:
                 if isinstance(spec, AppRoleTarget):
                     return self._rotate_secret_id(vault, target, spec, request)
                 return self._rotate_kv_value(vault, spec)
-            except _Stopped as stop:  # signing in failed: nothing was asked of Vault yet
+            except Stopped as stop:  # signing in failed: nothing was asked of Vault yet
                 return ExecutionResult(outcome=stop.outcome, detail=f"Vault: {stop.words}.")
 
     @contextlib.contextmanager
@@ -696,7 +656,7 @@ class VaultConnector:
         prefix = f"Vault AppRole role {spec.role!r}: "
         try:
             old = self._old_accessors(vault, target, spec, mount)
-        except _Stopped as stop:
+        except Stopped as stop:
             return ExecutionResult(outcome=stop.outcome, detail=prefix + stop.words + ".")
         metadata = {METADATA_NHI: target.id, METADATA_REQUEST: request.id}
         try:
@@ -709,7 +669,7 @@ class VaultConnector:
                     changes=True,
                 )
             )
-        except _Stopped as stop:
+        except Stopped as stop:
             return ExecutionResult(outcome=stop.outcome, detail=prefix + stop.words + ".")
         secret_id = issued.get("secret_id") if issued else None
         accessor = issued.get("secret_id_accessor") if issued else None
@@ -736,7 +696,7 @@ class VaultConnector:
                     ),
                     changes=True,
                 )
-            except _Stopped as stop:
+            except Stopped as stop:
                 so_far = [issued_words, *(f"destroyed old accessor {a}" for a in destroyed)]
                 if stop.outcome is Outcome.UNKNOWN or destroyed:
                     # The new secret-id certainly exists and an old one is or may be gone:
@@ -806,7 +766,7 @@ class VaultConnector:
         accessor: str,
         prefix: str,
         so_far: list[str],
-        stop: _Stopped,
+        stop: Stopped,
     ) -> ExecutionResult:
         """An old secret-id could not be destroyed: destroy the new one again, so nothing
         half-done is left behind (an extra working secret-id that its owner never got)."""
@@ -818,7 +778,7 @@ class VaultConnector:
                 ),
                 changes=True,
             )
-        except _Stopped as undo:
+        except Stopped as undo:
             return ExecutionResult(
                 outcome=Outcome.FAILED,
                 detail=prefix
@@ -844,7 +804,7 @@ class VaultConnector:
                 ),
                 changes=False,
             )
-        except _Stopped as stop:
+        except Stopped as stop:
             return ExecutionResult(outcome=stop.outcome, detail=prefix + stop.words + ".")
         envelope = _data(current) or {}
         fields, metadata = envelope.get("data"), envelope.get("metadata")
@@ -873,7 +833,7 @@ class VaultConnector:
                 ),
                 changes=True,
             )
-        except _Stopped as stop:
+        except Stopped as stop:
             return ExecutionResult(outcome=stop.outcome, detail=prefix + stop.words + ".")
         new_version = (_data(written) or {}).get("version", version + 1)
         kept = len(fields) - 1
@@ -911,7 +871,7 @@ def build(config: VaultConfig | Mapping[str, Any]) -> VaultConnector:
         try:
             config = VaultConfig.model_validate(config)
         except ValidationError as exc:
-            raise _config_problem(exc) from None
+            raise config_problem("vault", exc) from None
     if config.token_env:
         credentials = _Credentials(token=secret_from_env(config.token_env))
     else:

@@ -33,22 +33,25 @@ import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.base import ConnectorConfigError, EnvVarName, failed, secret_from_env
 from app.connectors.checks import CheckResult, note, works
 from app.connectors.http import (
-    AnswerLost,
+    Attempts,
     Clock,
-    HttpLimits,
+    LimitsFromSettings,
     ProviderAnswer,
     ProviderHttp,
     ProviderUnreachable,
     ProviderUrl,
     RateLimited,
+    RateLimitWait,
     RetryRule,
     Sleep,
-    new_http_client,
+    Timeout,
     one_line,
+    outcome_of,
     parse_config,
+    record_change,
 )
 from app.domain.models import Action, Principal, Request
 from app.ports import ExecutionResult, Outcome
@@ -101,7 +104,7 @@ def verify_webhook_signature(
     return hmac.compare_digest(expected.encode(), signature.strip().encode())
 
 
-class WebhookConfig(BaseModel):
+class WebhookConfig(BaseModel, LimitsFromSettings):
     """The ``webhook`` connector in the policy file; the signing key by env-var name only."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -112,10 +115,10 @@ class WebhookConfig(BaseModel):
     secret_env: EnvVarName
     """The environment variable holding the HMAC key shared with the receiver."""
     actions: frozenset[Action]
-    timeout: float = Field(default=10.0, gt=0, le=120)
-    max_attempts: int = Field(default=3, ge=1, le=5)
+    timeout: Timeout = 10.0
+    max_attempts: Attempts = 3
     """Sends in all, counting re-sends after a 429 (which means nothing was done)."""
-    max_rate_limit_wait: float = Field(default=30.0, ge=0, le=300)
+    max_rate_limit_wait: RateLimitWait = 30.0
 
     @field_validator("actions")
     @classmethod
@@ -123,14 +126,6 @@ class WebhookConfig(BaseModel):
         if not value:
             raise ValueError("list the actions this webhook performs, e.g. [rotate-secret]")
         return value
-
-    @property
-    def limits(self) -> HttpLimits:
-        return HttpLimits(
-            timeout=self.timeout,
-            max_attempts=self.max_attempts,
-            max_rate_limit_wait=self.max_rate_limit_wait,
-        )
 
 
 class WebhookAnswer(BaseModel):
@@ -177,21 +172,17 @@ def webhook_body(action: Action, target: Principal, request: Request) -> bytes:
 class WebhookConnector:
     """Performs a change by asking the customer's automation, and reports what it answered."""
 
-    def __init__(
-        self, config: WebhookConfig, key: SecretStr, http: ProviderHttp, *, owns_client: bool
-    ) -> None:
+    def __init__(self, config: WebhookConfig, key: SecretStr, http: ProviderHttp) -> None:
         self.name = config.name
         self.config = config
         self._key = key
         self._http = http
-        self._owns_client = owns_client
 
     def __repr__(self) -> str:
         return f"WebhookConnector(name={self.name!r}, url={self.config.url!r})"
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._http.client.aclose()
+        await self._http.aclose()
 
     def supports(self, action: Action, target: Principal) -> bool:
         return action in self.config.actions
@@ -213,10 +204,7 @@ class WebhookConnector:
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Send the signed request once; the receiver's answer is the outcome."""
         if not self.supports(action, target):
-            return ExecutionResult(
-                outcome=Outcome.FAILED,
-                detail=f"the webhook {self.name!r} does not {action.label}; nothing was sent",
-            )
+            return failed(f"the webhook {self.name!r} does not {action.label}; nothing was sent")
         body = webhook_body(action, target, request)
 
         async def sign(method: str, url: str) -> Mapping[str, str]:
@@ -226,7 +214,7 @@ class WebhookConnector:
                 SIGNATURE_HEADER: webhook_signature(self._key, timestamp, body),
             }
 
-        try:
+        async def send() -> ExecutionResult:
             answer = await self._http.call(
                 "POST",
                 self.config.url,
@@ -235,27 +223,18 @@ class WebhookConnector:
                 headers={"Content-Type": "application/json", "Accept": "application/json"},
                 sign=sign,
             )
-            result = self._outcome(answer)
-        except (ProviderUnreachable, RateLimited) as error:
-            result = ExecutionResult(
-                outcome=Outcome.FAILED,
-                detail=f"the webhook did not {action.label} for {target.name}: {error}",
-            )
-        except AnswerLost as error:
-            result = ExecutionResult(
-                outcome=Outcome.UNKNOWN,
-                detail=f"it is unclear whether the webhook {self.name!r} did {action.label} "
-                f"for {target.name}: {error}. Check with its owners before asking again.",
-            )
-        log.info(
-            "webhook_change",
-            connector=self.name,
-            request_id=request.id,
-            action=str(action),
-            target=target.id,
-            outcome=str(result.outcome),
+            return self._outcome(answer)
+
+        result = await outcome_of(
+            send(),
+            action,
+            target,
+            refusals=(ProviderUnreachable, RateLimited),
+            who="the webhook",
+            unsure_who=f"the webhook {self.name!r}",
+            look="Check with its owners",
         )
-        return result
+        return record_change(log, "webhook_change", self.name, request, action, target, result)
 
     def _outcome(self, answer: ProviderAnswer) -> ExecutionResult:
         parsed = _parse_answer(answer)
@@ -315,7 +294,7 @@ def build(
             f"{MIN_KEY_BYTES} bytes; make one with: python -c 'import secrets; "
             "print(secrets.token_urlsafe(32))'"
         )
-    limits = settings.limits
-    client = http_client or new_http_client(limits)
-    http = ProviderHttp(client, f"the webhook {settings.name!r}", limits, sleep=sleep, clock=clock)
-    return WebhookConnector(settings, key, http, owns_client=http_client is None)
+    http = ProviderHttp.open(
+        f"the webhook {settings.name!r}", settings.limits, http_client, sleep=sleep, clock=clock
+    )
+    return WebhookConnector(settings, key, http)

@@ -17,7 +17,6 @@ key ``kid`` names, ``iss`` the service account, ``sub`` an admin, ``aud`` the to
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
@@ -30,9 +29,10 @@ from urllib.parse import unquote
 
 import googleapiclient
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from google.auth import exceptions as google_auth_exceptions
 from google.auth import jwt as google_jwt
+
+from tests.connectors_cloud.local_server import LocalStandIn
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 DISCOVERY_PATH = (
@@ -304,10 +304,11 @@ def google_error(status: int, message: str, reason: str, state: str) -> web.Resp
     )
 
 
-class GoogleStandIn:
+class GoogleStandIn(LocalStandIn):
     """Directory API v1 under ``/admin/directory/v1`` and the token endpoint at ``/token``."""
 
     def __init__(self, service_account: str, public_key_pem: str, key_id: str) -> None:
+        super().__init__()
         self.service_account = service_account
         self.public_key_pem = public_key_pem
         self.key_id = key_id
@@ -324,25 +325,6 @@ class GoogleStandIn:
         self.faults: list[Fault] = []
         self.tokens: dict[str, set[str]] = {}
         self.group_page_size = 200
-        self._release = asyncio.Event()
-        self._server: TestServer | None = None
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._app = app
-
-    async def start(self) -> None:
-        self._server = TestServer(self._app, host="127.0.0.1")
-        await self._server.start_server()
-
-    async def close(self) -> None:
-        self._release.set()
-        if self._server is not None:
-            await self._server.close()
-
-    @property
-    def origin(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("")).rstrip("/")
 
     @property
     def token_url(self) -> str:

@@ -17,7 +17,6 @@ the OAuth 2.0 client credentials flow" (shared secret).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 import string
@@ -28,7 +27,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+
+from tests.connectors_cloud.local_server import LocalStandIn
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
@@ -311,10 +311,11 @@ def parse_filter(text: str) -> list[tuple[str, str, str]] | None:
         position = separator.end()
 
 
-class GraphStandIn:
+class GraphStandIn(LocalStandIn):
     """Graph v1.0 under ``/v1.0`` and the login endpoint under ``/{tenant}/oauth2/v2.0/token``."""
 
     def __init__(self, tenant: str, client_id: str, client_secret: str) -> None:
+        super().__init__()
         self.tenant = tenant
         self.client_id = client_id
         self.client_secret = client_secret
@@ -332,25 +333,6 @@ class GraphStandIn:
         self.operation_location_base: str | None = None
         """Where resetPassword's Location points; None: this stand-in's own Graph URL."""
         self.passes: list[str] = []
-        self._release = asyncio.Event()
-        self._server: TestServer | None = None
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._app = app
-
-    async def start(self) -> None:
-        self._server = TestServer(self._app, host="127.0.0.1")
-        await self._server.start_server()
-
-    async def close(self) -> None:
-        self._release.set()
-        if self._server is not None:
-            await self._server.close()
-
-    @property
-    def origin(self) -> str:
-        assert self._server is not None
-        return str(self._server.make_url("")).rstrip("/")
 
     @property
     def graph_url(self) -> str:

@@ -29,6 +29,7 @@ from tests.connectors_cloud.graph_standin import (
     group,
     method,
 )
+from tests.connectors_cloud.local_server import Waits
 
 TENANT = "contoso.onmicrosoft.com"
 CLIENT_ID = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
@@ -56,21 +57,6 @@ async def graph() -> AsyncIterator[GraphStandIn]:
     finally:
         await standin.close()
     assert standin.violations == [], "requests Graph does not document"
-
-
-class Waits:
-    """Stands in for asyncio.sleep: records how long the connector chose to wait."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.seconds.append(seconds)
-
-
-@pytest.fixture
-def waits() -> Waits:
-    return Waits()
 
 
 def settings(graph: GraphStandIn, **overrides: object) -> dict[str, object]:

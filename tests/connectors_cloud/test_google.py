@@ -27,6 +27,7 @@ from app.domain.errors import Unavailable
 from app.domain.models import Action, Plan, Principal, PrincipalKind, Request
 from app.ports import ExecutionResult, Outcome
 from tests.connectors_cloud.google_standin import GoogleStandIn, WorkspaceUser, workspace_group
+from tests.connectors_cloud.local_server import Waits
 
 SERVICE_ACCOUNT = "twokey@twokey-test.iam.gserviceaccount.com"
 KEY_ID = "5f1c0ffee0ddba11ab1ec0de5eed5a1tfeed0001"
@@ -91,21 +92,6 @@ async def workspace(private_key: rsa.RSAPrivateKey) -> AsyncIterator[GoogleStand
     finally:
         await standin.close()
     assert standin.violations == [], "requests the discovery document does not allow"
-
-
-class Waits:
-    """Stands in for asyncio.sleep: records how long the connector chose to wait."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.seconds.append(seconds)
-
-
-@pytest.fixture
-def waits() -> Waits:
-    return Waits()
 
 
 def settings(workspace: GoogleStandIn, **overrides: object) -> dict[str, object]:
