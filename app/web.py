@@ -82,6 +82,10 @@ def create_app(
 def _channel_mounts(settings: Settings) -> list[ChannelMount]:
     """The chat channels this configuration enables; each adds its routes and notifier."""
     mounts: list[ChannelMount] = []
+    if settings.slack_enabled or settings.slack_app_token is not None:
+        from app.channels.slack.app import mount as mount_slack
+
+        mounts.append(mount_slack)
     if settings.playground_enabled:
         from app.playground.web import mount as mount_playground
 

@@ -1,0 +1,238 @@
+"""What stands between the internet and the Bolt app: signature, tenancy, replay.
+
+* :func:`signature_problem` checks ``X-Slack-Signature`` the way Slack computes it (HMAC-SHA256
+  of ``v0:<timestamp>:<body>`` with the signing secret) *before* Bolt sees the request, so a
+  missing, non-numeric or stale (more than 5 minutes either way) timestamp is a 401, not the
+  500 stock Bolt answers a non-numeric timestamp with.
+* :class:`Tenancy` knows the workspaces / enterprise and the app this deployment serves.
+* :class:`TenancyGate` refuses any payload from another workspace or app before authorisation.
+* :class:`Deliveries` lets each ``trigger_id`` (or ``event_id``) be acted on once: a replayed
+  signed request, a Slack retry (``X-Slack-Retry-Num``) or a double submit opens nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from prometheus_client import Counter
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from app.domain.errors import Unavailable
+from app.store.keys import Keys
+
+log = structlog.get_logger("twokey.slack.guard")
+
+MAX_SKEW_S = 5 * 60
+"""Slack's replay bound: a request timestamped more than 5 minutes away is refused."""
+REPLAY_KEEP_S = 2 * MAX_SKEW_S + 60
+"""A trigger id is remembered for longer than any signed copy of it can stay acceptable."""
+
+REFUSED = Counter(
+    "twokey_slack_refused_total",
+    "Slack requests refused before any work, by reason.",
+    ["reason"],
+)
+
+NOT_SERVED = "This Slack workspace is not served by this twokey deployment; nothing was changed."
+STORE_DOWN = (
+    "twokey cannot reach its database right now, so nothing was changed. Please try again in "
+    "a minute."
+)
+
+
+def signature_problem(
+    signing_secret: str,
+    timestamp: str | None,
+    signature: str | None,
+    body: bytes,
+    now: float,
+) -> str | None:
+    """Why this request is not provably from Slack and fresh, or None when it is."""
+    if not signing_secret:
+        return "no_signing_secret"
+    if not timestamp or not signature:
+        return "missing_signature"
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        return "bad_timestamp"
+    if abs(now - int(timestamp)) > MAX_SKEW_S:
+        return "stale_timestamp"
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(signing_secret.encode(), base, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+        return "bad_signature"
+    return None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who a payload says it comes from (all optional: shapes differ per payload type)."""
+
+    team_id: str | None = None
+    enterprise_id: str | None = None
+    app_id: str | None = None
+    user_team_id: str | None = None
+
+
+def origin_of(body: dict[str, Any]) -> Origin:
+    """Read team, enterprise, app and the acting user's team from any Slack payload shape."""
+    team = body.get("team")
+    enterprise = body.get("enterprise")
+    user = body.get("user")
+    event = body.get("event") if isinstance(body.get("event"), dict) else {}
+    team_id = (
+        (team.get("id") if isinstance(team, dict) else team)
+        or body.get("team_id")
+        or (body.get("view") or {}).get("team_id")
+    )
+    enterprise_id = (
+        (enterprise.get("id") if isinstance(enterprise, dict) else enterprise)
+        or body.get("enterprise_id")
+        or (team.get("enterprise_id") if isinstance(team, dict) else None)
+    )
+    user_team = (user.get("team_id") if isinstance(user, dict) else None) or (
+        event.get("user_team") if event else None
+    )
+    return Origin(
+        team_id=_text(team_id),
+        enterprise_id=_text(enterprise_id),
+        app_id=_text(body.get("api_app_id")),
+        user_team_id=_text(user_team),
+    )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass
+class Tenancy:
+    """The workspaces / enterprise and the app served; unset teams mean the bot's own one."""
+
+    client: AsyncWebClient
+    configured: frozenset[str] = frozenset()
+    app_id: str | None = None
+    _learned: frozenset[str] | None = field(default=None, init=False)
+
+    async def allowed(self) -> frozenset[str]:
+        """The allow-list; empty configuration means "the workspace the bot token belongs to"."""
+        if self.configured:
+            return self.configured
+        if self._learned is None:
+            try:
+                answer = await self.client.auth_test()
+            except (SlackApiError, OSError) as exc:
+                log.error("slack_auth_test_failed", error=type(exc).__name__)
+                return frozenset()
+            ids = {answer.get("team_id"), answer.get("enterprise_id")}
+            self._learned = frozenset(i for i in ids if isinstance(i, str) and i)
+            log.info("slack_workspace_learned", teams=sorted(self._learned))
+        return self._learned
+
+    async def serves(self, origin: Origin) -> str | None:
+        """Why this payload's workspace or app is not served, or None when it is."""
+        if self.app_id and origin.app_id != self.app_id:
+            return "other_app"
+        allowed = await self.allowed()
+        if not allowed:
+            return "no_allow_list"
+        if origin.team_id not in allowed and origin.enterprise_id not in allowed:
+            return "other_workspace"
+        return None
+
+    async def is_member_team(self, *ids: str | None) -> bool:
+        """Whether any of these team / enterprise ids is one of ours (Slack Connect check)."""
+        allowed = await self.allowed()
+        return any(i in allowed for i in ids if i)
+
+
+class TenancyGate(AsyncMiddleware):
+    """Before authorisation: only our workspace(s) and our app get any further."""
+
+    def __init__(self, tenancy: Tenancy) -> None:
+        self.tenancy = tenancy
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],
+    ) -> BoltResponse:
+        body = req.body if isinstance(req.body, dict) else {}
+        if body.get("type") in ("url_verification", "ssl_check") or body.get("ssl_check"):
+            return await next()
+        origin = origin_of(body)
+        problem = await self.tenancy.serves(origin)
+        if problem is None:
+            return await next()
+        REFUSED.labels(problem).inc()
+        log.warning(
+            "slack_request_refused",
+            reason=problem,
+            team=origin.team_id,
+            enterprise=origin.enterprise_id,
+            app=origin.app_id,
+        )
+        if "command" in body:
+            return BoltResponse(status=200, body=NOT_SERVED)
+        return BoltResponse(status=200, body="")
+
+
+def delivery_key(body: dict[str, Any]) -> str | None:
+    """What makes one delivery unique: its trigger id, or an event's id."""
+    for name in ("trigger_id", "event_id"):
+        value = body.get(name)
+        if isinstance(value, str) and 0 < len(value) <= 200:
+            return f"{name}:{value}"
+    return None
+
+
+class Deliveries:
+    """Each delivery is acted on once: SET NX on its trigger id / event id in Redis.
+
+    Checked right after the ack and before any work, so a replayed signed request, a Slack
+    retry or a double submit is answered like the first but changes nothing; the Redis round
+    trip stays out of the path Slack times.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def first(self, body: dict[str, Any], retry: str | None = None) -> bool:
+        """True the first time this delivery is seen; raises Unavailable if Redis is down."""
+        key = delivery_key(body)
+        if key is None:
+            return True
+        try:
+            fresh = await self.redis.set(
+                self.keys.once("slack", key), "1", nx=True, ex=REPLAY_KEEP_S
+            )
+        except (aioredis.RedisError, OSError) as exc:
+            log.error("slack_replay_check_failed", error=type(exc).__name__)
+            raise Unavailable(STORE_DOWN) from exc
+        if fresh:
+            return True
+        REFUSED.labels("duplicate").inc()
+        log.info(
+            "slack_duplicate_delivery",
+            retry=retry,
+            kind=body.get("type") or ("command" if "command" in body else None),
+        )
+        return False
+
+
+def first_header(values: Iterable[str] | None) -> str | None:
+    for value in values or ():
+        return value
+    return None

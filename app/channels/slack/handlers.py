@@ -1,0 +1,464 @@
+"""What each Slack interaction does: ack -> parse -> ONE service call -> render.
+
+Every handler acknowledges first (Slack allows 3 seconds) unless its answer *is* the ack (help,
+a malformed command, a form error, picker options), and those answers need no slow look-up.
+Directory and identity-provider work always runs after the ack. The person who typed or clicked
+is always answered: by the command's ``response_url``, or an ephemeral in the channel, or a DM,
+whichever Slack accepts; an answer Slack refuses is logged and never undoes a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from app.channels.commands import USAGE, Command, parse_command
+from app.channels.common import ButtonAction, decode_button
+from app.channels.slack import blocks as bk
+from app.channels.slack.guard import Deliveries
+from app.channels.slack.identity import SlackPeople
+from app.domain.errors import BadInput, TwokeyError
+from app.domain.forms import NOTE_MAX, DenyForm, clean_text, human_error, parse_request_id
+from app.domain.models import Action, ChatUser, PrincipalKind
+from app.domain.policy import Policy
+from app.service import TwoKey
+
+log = structlog.get_logger("twokey.slack.handlers")
+
+MENTION = re.compile(r"<@([UW][A-Z0-9]{2,30})(?:\|[^<>]{0,80})?>")
+UNEXPECTED = (
+    "twokey hit an unexpected error and may not have finished. Check `/twokey status "
+    "<request-id>` before trying again."
+)
+AFTER_ACK_SLOTS = 8
+"""How many acknowledged interactions are worked on at once. A burst of clicks then queues
+cheaply instead of crowding the event loop, so every new delivery is still acked at once."""
+NHI_SEARCH_S = 2.0
+"""Picker options are answered inside the ack, so the directory gets at most this long."""
+
+Blocks = list[bk.Block]
+
+
+def target_of(token: str) -> tuple[str, str]:
+    """("slack", user id) for a mention as Slack sends it, ("nhi", token) for ``nhi:<name>``."""
+    found = MENTION.fullmatch(token)
+    if found:
+        return "slack", found.group(1)
+    if token.lower().startswith("nhi:") and len(token) > 4:
+        return "nhi", token
+    raise BadInput(
+        "Name the person with an @-mention (pick them from Slack's list so it sends their id) "
+        "or a non-human identity as nhi:<name>."
+    )
+
+
+@dataclass(frozen=True)
+class OpenFields:
+    """The request form, read and checked without any look-up (so errors show in place)."""
+
+    action: str
+    person: str | None
+    nhi: str | None
+    ticket: str
+    reason_code: str
+    note: str
+
+
+def _selected(values: dict[str, Any], block: str, action_id: str = "value") -> dict[str, Any]:
+    state = (values.get(block) or {}).get(action_id) or {}
+    return state if isinstance(state, dict) else {}
+
+
+def read_open_form(
+    values: dict[str, Any], policy: Policy
+) -> tuple[OpenFields | None, dict[str, str]]:
+    """The submitted form's fields, or Slack ``response_action: errors`` per block."""
+    errors: dict[str, str] = {}
+    action = str((_selected(values, "action").get("selected_option") or {}).get("value") or "")
+    person = _selected(values, "person").get("selected_user") or None
+    nhi = (_selected(values, "nhi", bk.NHI_PICKER).get("selected_option") or {}).get("value")
+    ticket = str(_selected(values, "ticket").get("value") or "").strip()
+    reason = str((_selected(values, "reason").get("selected_option") or {}).get("value") or "")
+    note = clean_text(str(_selected(values, "note").get("value") or ""))
+    try:
+        chosen = Action(action)
+    except ValueError:
+        errors["action"] = "Choose one of the actions in the list."
+        chosen = None
+    if person and nhi:
+        errors["person"] = "Pick a person or a non-human identity, not both."
+    elif not person and not nhi:
+        errors["person"] = "Pick the person (or the non-human identity below) to change."
+    elif chosen is not None and chosen.for_nhi and person:
+        errors["person"] = f"{chosen.value} is for non-human identities: pick one below instead."
+    elif chosen is not None and not chosen.for_nhi and nhi:
+        errors["nhi"] = f"{chosen.value} applies to people: pick a person above instead."
+    try:
+        policy.check_ticket(ticket)
+    except BadInput:
+        errors["ticket"] = (
+            "That is not a ticket id this deployment accepts "
+            f"(it must match {policy.ticket_pattern[:80]})."
+        )
+    if reason not in policy.reason_codes:
+        errors["reason"] = "Choose one of the reasons in the list."
+    if len(note) > NOTE_MAX:
+        errors["note"] = f"The note is too long (at most {NOTE_MAX} characters)."
+    if errors:
+        return None, errors
+    fields = OpenFields(
+        action=action,
+        person=str(person) if person else None,
+        nhi=str(nhi) if nhi else None,
+        ticket=ticket,
+        reason_code=reason,
+        note=note,
+    )
+    return fields, {}
+
+
+def _metadata(view: dict[str, Any]) -> dict[str, str]:
+    try:
+        data = json.loads(str(view.get("private_metadata") or "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def _user_of(body: dict[str, Any]) -> str:
+    user = body.get("user")
+    if isinstance(user, dict):
+        return str(user.get("id") or "")
+    return str(body.get("user_id") or "")
+
+
+def _channel_of(body: dict[str, Any]) -> str | None:
+    channel = body.get("channel")
+    if isinstance(channel, dict) and channel.get("id"):
+        return str(channel["id"])
+    container = body.get("container") or {}
+    if container.get("channel_id"):
+        return str(container["channel_id"])
+    return str(body["channel_id"]) if body.get("channel_id") else None
+
+
+class SlackHandlers:
+    """The listeners' bodies; app.py registers them with Bolt."""
+
+    def __init__(
+        self,
+        service: TwoKey,
+        people: SlackPeople,
+        client: AsyncWebClient,
+        deliveries: Deliveries,
+        *,
+        slots: int = AFTER_ACK_SLOTS,
+    ) -> None:
+        self.service = service
+        self.people = people
+        self.client = client
+        self.deliveries = deliveries
+        self.slots = asyncio.Semaphore(slots)
+        """Decisions worked on at once after their ack; the rest wait, parked, in order."""
+
+    # ---- /twokey ----------------------------------------------------------------------------
+
+    async def command(
+        self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, retry: str | None = None
+    ) -> None:
+        try:
+            command = parse_command(str(body.get("text") or ""))
+        except BadInput as exc:
+            usage = "" if USAGE in exc.message else f"\n{USAGE}"
+            await ack(response_type="ephemeral", text=bk.shown(exc.message + usage, 2900))
+            return
+        if command.verb == "help":
+            await ack(response_type="ephemeral", text=bk.HELP)
+            return
+        await ack()
+        if not await self._first(body, retry):
+            return
+        if command.verb == "form":
+            await self._open_form(body)
+            return
+        async with self.slots:
+            reply = await self._guarded(self._run_command(command, body))
+            await self._answer_command(respond, body, reply)
+
+    async def _run_command(self, command: Command, body: dict[str, Any]) -> Blocks:
+        me = await self.people.chat_user(_user_of(body))
+        if command.verb == "status":
+            request = await self.service.status(me, command.request_id)
+            ids = [
+                request.owner_id,
+                request.decided_by,
+                *(a.approver_id for a in request.approvals),
+            ]
+            return bk.request_status(request, await self._context(ids))
+        if command.verb == "list":
+            listing = await self.service.list_for(me)
+            now = await self.service.store.now()
+            return bk.listing_blocks(listing.mine, listing.to_approve, listing.to_confirm, now)
+        if command.verb == "cancel":
+            return bk.message((await self.service.cancel(me, command.request_id)).message)
+        target = await self._target(command.target)
+        if command.verb == "breakglass":
+            decision = await self.service.breakglass(
+                me, target, command.action, command.ticket, command.text
+            )
+        else:
+            decision = await self.service.open(
+                me, target, command.action, command.ticket, command.reason_code, command.text
+            )
+        return bk.message(decision.message)
+
+    async def _target(self, token: str) -> ChatUser | str:
+        kind, value = target_of(token)
+        if kind == "slack":
+            return await self.people.chat_user(value, who="The target")
+        return value
+
+    async def _answer_command(
+        self, respond: AsyncRespond, body: dict[str, Any], reply: Blocks
+    ) -> None:
+        text = _fallback(reply)
+        if body.get("response_url"):
+            try:
+                sent = await respond(
+                    text=text, blocks=reply, response_type="ephemeral", replace_original=False
+                )
+                if sent.status_code == 200:
+                    return
+                log.warning("slack_respond_refused", status=sent.status_code)
+            except Exception as exc:
+                log.warning("slack_respond_failed", error=type(exc).__name__)
+        await self._tell(_user_of(body), _channel_of(body), reply)
+
+    # ---- the request form -------------------------------------------------------------------
+
+    async def _open_form(self, body: dict[str, Any]) -> None:
+        meta = json.dumps({"channel": _channel_of(body) or ""})
+        view = bk.open_form(self.service.policy.reason_codes, meta)
+        try:
+            await self.client.views_open(trigger_id=str(body.get("trigger_id") or ""), view=view)
+        except Exception as exc:
+            log.warning("slack_form_not_opened", error=_code(exc))
+            await self._tell(
+                _user_of(body),
+                _channel_of(body),
+                bk.message(
+                    "The request form could not open (Slack allows 3 seconds). Type /twokey "
+                    "again, or use the one-line form: " + USAGE
+                ),
+            )
+
+    async def form_submitted(
+        self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], retry: str | None = None
+    ) -> None:
+        values = (view.get("state") or {}).get("values") or {}
+        fields, errors = read_open_form(values, self.service.policy)
+        if fields is None:
+            await ack(response_action="errors", errors=errors)
+            return
+        await ack()
+        if not await self._first(body, retry, _metadata(view).get("channel")):
+            return
+        async with self.slots:
+            reply = await self._guarded(self._open_from_form(_user_of(body), fields))
+            await self._tell(_user_of(body), _metadata(view).get("channel"), reply)
+
+    async def _open_from_form(self, user_id: str, fields: OpenFields) -> Blocks:
+        me = await self.people.chat_user(user_id)
+        target: ChatUser | str
+        if fields.person:
+            target = await self.people.chat_user(fields.person, who="The target")
+        else:
+            target = str(fields.nhi)
+        decision = await self.service.open(
+            me, target, fields.action, fields.ticket, fields.reason_code, fields.note
+        )
+        return bk.message(decision.message)
+
+    async def nhi_options(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        """The NHI picker's options: answered in the ack, so the directory gets 2 seconds."""
+        query = clean_text(str(body.get("value") or ""))[:64]
+        try:
+            found = await asyncio.wait_for(
+                self.service.directory.search(query, limit=50), NHI_SEARCH_S
+            )
+        except Exception as exc:
+            log.warning("nhi_search_failed", error=type(exc).__name__)
+            found = []
+        nhis = [(p.id, p.name) for p in found if p.kind is PrincipalKind.NHI]
+        await ack(options=bk.nhi_options(nhis))
+
+    # ---- buttons ----------------------------------------------------------------------------
+
+    async def button(self, ack: AsyncAck, body: dict[str, Any], retry: str | None = None) -> None:
+        await ack()
+        if not await self._first(body, retry):
+            return
+        user_id, channel = _user_of(body), _channel_of(body)
+        pressed = (body.get("actions") or [{}])[0]
+        try:
+            verb, request_id = decode_button(pressed.get("value"))
+            if pressed.get("action_id") != f"{bk.ACTION_PREFIX}{verb.value}":
+                raise BadInput("This button is not one of twokey's.")
+        except BadInput as exc:
+            await self._tell(user_id, channel, bk.message(exc.message), body)
+            return
+        if verb is ButtonAction.DENY:
+            await self._open_deny(body, request_id)
+            return
+        async with self.slots:
+            reply = await self._guarded(self._decide(verb, user_id, request_id))
+            await self._tell(user_id, channel, reply, body)
+
+    async def _decide(self, verb: ButtonAction, user_id: str, request_id: str) -> Blocks:
+        me = await self.people.chat_user(user_id)
+        use_case: dict[ButtonAction, Callable[[ChatUser, str], Awaitable[Any]]] = {
+            ButtonAction.CONFIRM: self.service.confirm_owner,
+            ButtonAction.REJECT: self.service.reject_by_owner,
+            ButtonAction.APPROVE: self.service.approve,
+            ButtonAction.DISPUTE: self.service.dispute,
+            ButtonAction.CANCEL: self.service.cancel,
+        }
+        decision = await use_case[verb](me, request_id)
+        return bk.message(str(decision.message))
+
+    async def _open_deny(self, body: dict[str, Any], request_id: str) -> None:
+        meta = json.dumps({"request": request_id, "channel": _channel_of(body) or ""})
+        try:
+            await self.client.views_open(
+                trigger_id=str(body.get("trigger_id") or ""), view=bk.deny_form(request_id, meta)
+            )
+        except Exception as exc:
+            log.warning("slack_form_not_opened", error=_code(exc))
+            await self._tell(
+                _user_of(body),
+                _channel_of(body),
+                bk.message("The deny form could not open; press Deny again."),
+                body,
+            )
+
+    async def deny_submitted(
+        self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], retry: str | None = None
+    ) -> None:
+        meta = _metadata(view)
+        reason = str(
+            _selected((view.get("state") or {}).get("values") or {}, "reason").get("value") or ""
+        )
+        try:
+            request_id = parse_request_id(meta.get("request", ""))
+            DenyForm(reason=reason)
+        except BadInput as exc:
+            await ack(response_action="errors", errors={"reason": exc.message[:150]})
+            return
+        except ValidationError as exc:
+            message = human_error(exc).message.removeprefix("reason: ")
+            await ack(response_action="errors", errors={"reason": f"The reason {message}"[:150]})
+            return
+        await ack()
+        if not await self._first(body, retry, meta.get("channel")):
+            return
+        user_id = _user_of(body)
+        async with self.slots:
+            reply = await self._guarded(self._deny(user_id, request_id, reason))
+            await self._tell(user_id, meta.get("channel"), reply)
+
+    async def _deny(self, user_id: str, request_id: str, reason: str) -> Blocks:
+        me = await self.people.chat_user(user_id)
+        return bk.message((await self.service.deny(me, request_id, reason)).message)
+
+    # ---- answering ---------------------------------------------------------------------------
+
+    async def _first(
+        self, body: dict[str, Any], retry: str | None, channel: str | None = None
+    ) -> bool:
+        """Act on each delivery once; if that cannot be checked, act on none (fail closed)."""
+        try:
+            return await self.deliveries.first(body, retry)
+        except TwokeyError as exc:
+            await self._tell(
+                _user_of(body), channel or _channel_of(body), bk.message(exc.message), body
+            )
+            return False
+
+    async def _guarded(self, work: Awaitable[Blocks]) -> Blocks:
+        """A refusal becomes its message; anything unexpected is logged by type, never raised."""
+        try:
+            return await work
+        except TwokeyError as exc:
+            log.info("slack_refused", code=exc.code)
+            return bk.message(exc.message)
+        except Exception as exc:
+            log.error("slack_handler_failed", error=type(exc).__name__)
+            return bk.message(UNEXPECTED)
+
+    async def _tell(
+        self,
+        user_id: str,
+        channel: str | None,
+        reply: Blocks,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        """An ephemeral to the person; else the click's response_url; else a DM; else a log."""
+        text = _fallback(reply)
+        if channel:
+            try:
+                await self.client.chat_postEphemeral(
+                    channel=channel, user=user_id, text=text, blocks=reply
+                )
+                return
+            except Exception as exc:
+                log.info("slack_ephemeral_refused", error=_code(exc))
+        url = (body or {}).get("response_url")
+        if url:
+            try:
+                sent = await AsyncRespond(response_url=str(url))(
+                    text=text, blocks=reply, response_type="ephemeral", replace_original=False
+                )
+                if sent.status_code == 200:
+                    return
+            except Exception as exc:
+                log.info("slack_respond_failed", error=type(exc).__name__)
+        try:
+            await self.client.chat_postMessage(channel=user_id, text=text, blocks=reply)
+        except Exception as exc:
+            log.warning("slack_person_not_answered", error=_code(exc))
+
+    async def _context(self, principal_ids: Sequence[str | None]) -> bk.CardContext:
+        return bk.CardContext(
+            now=await self.service.store.now(), names=await self.people.names(principal_ids)
+        )
+
+
+def _fallback(reply: Sequence[bk.Block]) -> str:
+    """The notification text of a reply: its first text, already escaped, cut short."""
+    for block in reply:
+        text = (block.get("text") or {}).get("text")
+        if isinstance(text, str) and text:
+            return bk.fit(text, bk.MAX_FALLBACK)
+    return "twokey"
+
+
+def _code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if response is not None:
+        try:
+            return str(response.get("error") or type(exc).__name__)[:60]
+        except Exception:
+            return type(exc).__name__
+    return type(exc).__name__

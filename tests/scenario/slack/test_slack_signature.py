@@ -1,0 +1,158 @@
+"""Untrusted HTTP: forged, stale, missing or malformed signatures get 401 and change nothing;
+a correctly signed request replayed (or retried by Slack) opens nothing twice; Slack's 3 s
+window is met because slow work runs after the ack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from urllib.parse import urlencode
+
+import pytest
+import structlog
+from slack_world import SlackWorld, sign, signed_headers
+
+MARKER = "do-not-log-this-body-7f3a"
+
+
+def command_body(world: SlackWorld) -> bytes:
+    form = world.command_form("U0BOB", f"reset-mfa <@U0ALICE> INC-1234 lost-device {MARKER}")
+    return urlencode(form).encode()
+
+
+def forged(body: bytes) -> dict[str, str]:
+    stamp = str(int(time.time()))
+    headers = signed_headers(body, timestamp=stamp)
+    headers["X-Slack-Signature"] = sign(body, stamp, secret="not-the-signing-secret")
+    return headers
+
+
+def stale(body: bytes, seconds: int) -> dict[str, str]:
+    return signed_headers(body, timestamp=str(int(time.time()) + seconds))
+
+
+def non_numeric(body: bytes) -> dict[str, str]:
+    headers = signed_headers(body, timestamp="12ab")
+    headers["X-Slack-Signature"] = sign(body, "12ab")
+    return headers
+
+
+def missing_timestamp(body: bytes) -> dict[str, str]:
+    headers = signed_headers(body)
+    del headers["X-Slack-Request-Timestamp"]
+    return headers
+
+
+def missing_signature(body: bytes) -> dict[str, str]:
+    headers = signed_headers(body)
+    del headers["X-Slack-Signature"]
+    return headers
+
+
+def tampered_body(body: bytes) -> dict[str, str]:
+    return signed_headers(body.replace(b"INC-1234", b"INC-9999"))
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        forged,
+        lambda b: stale(b, -301),
+        lambda b: stale(b, 301),
+        non_numeric,
+        missing_timestamp,
+        missing_signature,
+        tampered_body,
+        lambda b: {**signed_headers(b), "X-Slack-Request-Timestamp": "1e10"},
+        lambda b: {**signed_headers(b), "X-Slack-Request-Timestamp": "-5"},
+        lambda b: {**signed_headers(b), "X-Slack-Signature": "v0=" + "0" * 64},
+        lambda b: {**signed_headers(b), "X-Slack-Signature": "v0=é"},
+    ],
+    ids=[
+        "forged",
+        "stale-past",
+        "stale-future",
+        "non-numeric-timestamp",
+        "missing-timestamp",
+        "missing-signature",
+        "tampered-body",
+        "exponent-timestamp",
+        "negative-timestamp",
+        "zero-signature",
+        "non-ascii-signature",
+    ],
+)
+async def test_an_unverifiable_request_gets_401_and_changes_nothing(
+    world: SlackWorld, headers: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = command_body(world)
+    caplog.set_level(logging.DEBUG)
+    with structlog.testing.capture_logs() as logged:
+        response = await world.post(body, headers(body))  # type: ignore[operator]
+        assert response.status == 401
+        assert (await response.json())["ok"] is False
+    await asyncio.sleep(0.2)
+    assert world.slack.calls == []
+    assert await world.keys_in_namespace() == []
+    assert any(e["event"] == "slack_request_refused" for e in logged)
+    assert MARKER not in repr(logged) + caplog.text
+
+
+async def test_a_replayed_slash_command_opens_no_second_request(world: SlackWorld) -> None:
+    form = world.command_form("U0BOB", "reset-mfa <@U0ALICE> INC-1234 lost-device")
+    first = await world.signed(form)
+    await world.receipt(form)
+    again = await world.signed(form)  # the same signed bytes, seconds later
+    retried = await world.signed(
+        form, **{"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+    )
+    assert (first.status, again.status, retried.status) == (200, 200, 200)
+    await asyncio.sleep(0.3)
+    assert len(await world.runtime.store.open_requests()) == 1
+    assert len(world.slack.hook_posts(form["response_url"])) == 1
+    assert len([m for m in world.slack.in_channel("C0APPROVALS")]) == 1
+
+
+async def test_slack_gets_its_ack_before_the_slow_work(world: SlackWorld) -> None:
+    """users.info is held: the command is answered anyway, and the work finishes later."""
+    release = world.slack.hold("users.info")
+    form = world.command_form("U0BOB", "reset-mfa <@U0ALICE> INC-1234 lost-device")
+    response = await asyncio.wait_for(world.signed(form), timeout=2.9)
+    assert response.status == 200
+    assert world.slack.hook_posts(form["response_url"]) == []
+    assert await world.runtime.store.open_requests() == []
+    release.set()
+    assert "opened" in await world.receipt(form)
+
+
+async def test_slack_gets_its_ack_before_a_slow_click_is_decided(world: SlackWorld) -> None:
+    request = await world.open_request()
+    owner = await world.slack.until(lambda: world.card(request.id, "owner", "U0ALICE"))
+    release = world.slack.hold("users.info")
+    response = await asyncio.wait_for(world.click("U0ALICE", owner, "confirm"), timeout=2.9)
+    assert response.status == 200
+    stored = await world.runtime.store.get(request.id)
+    assert stored is not None and stored.owner_confirmed_at is None
+    release.set()
+    confirmed = await world.stored(request.id, lambda r: r.owner_confirmed_at is not None)
+    assert confirmed.state.value == "pending"
+    assert "confirmation is recorded" in await world.ephemeral_to("U0ALICE")
+
+
+def test_the_signature_check_itself() -> None:
+    from app.channels.slack.guard import signature_problem
+
+    body, now = b"token=x&text=hi", 1_700_000_000.0
+    good = sign(body, "1700000000")
+    assert (
+        signature_problem("8f742231b10e8888abcd99yyyzzz85a5", "1700000000", good, body, now) is None
+    )
+    assert signature_problem("", "1700000000", good, body, now) == "no_signing_secret"
+    assert signature_problem("s", None, good, body, now) == "missing_signature"
+    assert signature_problem("s", "1700000000", None, body, now) == "missing_signature"
+    assert signature_problem("s", "17e8", good, body, now) == "bad_timestamp"
+    assert signature_problem("s", "١٧٠٠٠٠٠٠٠٠", good, body, now) == "bad_timestamp"
+    assert signature_problem("s", "9" * 40, good, body, now) == "bad_timestamp"
+    assert signature_problem("s", "1699999699", good, body, now) == "stale_timestamp"
+    assert signature_problem("s", "1700000000", good, body, now) == "bad_signature"
