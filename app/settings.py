@@ -80,4 +80,18 @@ class Settings(BaseSettings):
     def playground_enabled(self) -> bool:
         if self.playground is not None:
             return self.playground
-        return not (self.slack_enabled or self.teams_enabled)
+        return not self.any_chat_credential
+
+    @property
+    def any_chat_credential(self) -> bool:
+        """Any Slack or Teams credential, even an incomplete set: the playground stays off."""
+        return any(
+            value is not None
+            for value in (
+                self.slack_bot_token,
+                self.slack_signing_secret,
+                self.slack_app_token,
+                self.microsoft_app_id,
+                self.microsoft_app_password,
+            )
+        )

@@ -44,6 +44,7 @@ from app.domain.forms import NOTE_MAX, REASON_MAX, parse_request_id
 from app.domain.models import Action, ChatUser, Principal, PrincipalKind, Request
 from app.playground.notifier import PANES, PlaygroundNotifier
 from app.service import DIRECTORY_DOWN, Decision, when
+from app.settings import Settings
 
 log = structlog.get_logger("twokey.playground")
 
@@ -171,6 +172,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _check_caller(request: web.Request) -> None:
+    """The API answers its own page only: another origin or site gets nothing, read or write.
+
+    Browsers send ``Origin`` on cross-origin reads and on every post, and ``Sec-Fetch-Site`` on
+    every fetch; a client that sends neither (curl on this computer) is not a web page.
+    """
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise Refused(403, "The playground only takes requests from its own page.")
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        raise Refused(403, "The playground only takes requests from its own page.")
+
+
+def _state_query(request: web.Request) -> StateQuery:
+    try:
+        return StateQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise Refused(400, _validation_words(exc)) from None
+
+
 def _host_name(host_header: str) -> str:
     """The name in a Host header: ``127.0.0.1:3000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
     if host_header.startswith("["):
@@ -286,11 +307,7 @@ class Playground:
         return {"requests": listed}
 
     async def state(self, request: web.Request) -> web.StreamResponse:
-        try:
-            query = StateQuery.model_validate(dict(request.query))
-        except ValidationError as exc:
-            return _refusal(400, _validation_words(exc))
-        return await self._answer(request, None, lambda: self._state(query))
+        return await self._answer(request, None, lambda: self._state(_state_query(request)))
 
     async def _state(self, query: StateQuery) -> dict[str, Any]:
         request_id = parse_request_id(query.request)
@@ -446,6 +463,7 @@ class Playground:
         """Check where the call came from, validate its body, do the work, say what happened."""
         try:
             self._check_host(request)
+            _check_caller(request)
             if model is None:
                 result = await work()
             else:
@@ -460,13 +478,9 @@ class Playground:
         return web.json_response({"ok": True, **result}, headers={"Cache-Control": "no-store"})
 
     def _check_host(self, request: web.Request) -> None:
-        """Only this page on loopback may drive it (no DNS rebinding, no cross-site posts)."""
+        """Only a loopback Host: a name pointed at 127.0.0.1 (DNS rebinding) gets nothing."""
         if not is_loopback(_host_name(request.host)):
             raise Refused(403, "The playground answers on a loopback address only.")
-        origin = request.headers.get("Origin")
-        if request.method != "GET" and origin is not None:
-            if origin != f"{request.scheme}://{request.host}":
-                raise Refused(403, "The playground only takes requests from its own page.")
 
     async def _body(self, request: web.Request, model: type[M]) -> M:
         if request.content_type != "application/json":
@@ -613,9 +627,28 @@ def _refusal(status: int, message: str, code: str = "refused") -> web.Response:
 # ---- mounting -------------------------------------------------------------------------------
 
 
+def _chat_configured(settings: Settings) -> bool:
+    """Any Slack or Teams credential at all, even an incomplete set (socket mode has no secret)."""
+    credentials = (
+        settings.slack_bot_token,
+        settings.slack_signing_secret,
+        settings.slack_app_token,
+        settings.microsoft_app_id,
+        settings.microsoft_app_password,
+    )
+    return any(value is not None for value in credentials)
+
+
 async def mount(app: web.Application, runtime: Runtime) -> None:
     """Add /playground and its notifier, on loopback only; elsewhere refuse, loudly."""
     settings = runtime.settings
+    if settings.playground is None and _chat_configured(settings):
+        log.warning(
+            "playground_not_mounted",
+            reason="chat credentials are configured; set TWOKEY_PLAYGROUND=true to try it "
+            "beside them (loopback only).",
+        )
+        return
     if not is_loopback(settings.host):
         log.warning(
             "playground_not_mounted",

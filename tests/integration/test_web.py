@@ -73,3 +73,19 @@ async def test_own_redis_without_audit_key_refuses_to_start(redis_url: str) -> N
     settings = Settings(REDIS_URL=redis_url, TWOKEY_ACCEPT_EVICTION_RISK=True)
     with pytest.raises(StartupError, match="TWOKEY_AUDIT_KEY"):
         await build_runtime(settings)
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "SLACK_APP_TOKEN",
+        "MICROSOFT_APP_ID",
+        "MICROSOFT_APP_PASSWORD",
+    ],
+)
+def test_any_chat_credential_turns_the_playground_off(credential: str) -> None:
+    assert Settings(_env_file=None).playground_enabled  # type: ignore[call-arg]
+    assert not Settings(_env_file=None, **{credential: "x"}).playground_enabled  # type: ignore[call-arg]
+    assert Settings(_env_file=None, TWOKEY_PLAYGROUND=True, **{credential: "x"}).playground_enabled  # type: ignore[call-arg]

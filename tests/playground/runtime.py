@@ -28,6 +28,8 @@ from app.store.keys import Keys
 from app.store.redis_store import RedisRequestStore
 from app.web import create_app
 
+SHUTDOWN_S = 5.0
+
 
 def playground_settings(
     redis_url: str, namespace: str, *, host: str = "127.0.0.1", port: int = 3000
@@ -83,7 +85,8 @@ async def serve_playground(
     runtime = build_test_runtime(settings, policy=policy)
     app: web.Application = create_app(settings, runtime=runtime, sweeper=sweeper)
     server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
+    # A request still in flight at close is waited for this long, not aiohttp's 60 s.
+    await server.start_server(shutdown_timeout=SHUTDOWN_S)
     try:
         yield server, runtime
     finally:

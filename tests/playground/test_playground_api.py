@@ -12,15 +12,17 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from app.bootstrap import Runtime
 from app.channels.commands import USAGE
 from app.domain.models import RequestState
 from app.playground.notifier import PlaygroundNotifier
-from app.playground.web import is_loopback
+from app.playground.web import is_loopback, mount
+from app.settings import Settings
 from tests.helpers import policy_text
-from tests.playground.runtime import serve_playground
+from tests.playground.runtime import build_test_runtime, serve_playground
 
 RESET_PASSWORD = "reset-password @alice INC-1234 forgotten-password"
 
@@ -112,6 +114,54 @@ async def test_it_refuses_to_mount_off_loopback(
     assert "playground_not_mounted" in logged.out + logged.err
 
 
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"},  # Slack in socket mode
+        {"SLACK_BOT_TOKEN": "xoxb-1"},
+        {"SLACK_SIGNING_SECRET": "s3cret"},
+        {"MICROSOFT_APP_PASSWORD": "p4ss"},
+    ],
+)
+async def test_it_stays_off_while_any_chat_credential_is_set(
+    redis_url: str, namespace: str, credentials: dict[str, str]
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        HOST="127.0.0.1",
+        REDIS_URL=redis_url,
+        TWOKEY_NAMESPACE=namespace,
+        **credentials,
+    )
+    runtime = build_test_runtime(settings)
+    app = web.Application()
+    try:
+        await mount(app, runtime)
+    finally:
+        await runtime.close()
+    assert not [r for r in app.router.resources() if "playground" in r.canonical]
+    assert not any(isinstance(n, PlaygroundNotifier) for n in runtime.notifier.notifiers)
+
+
+async def test_it_can_be_turned_on_beside_a_chat_channel(redis_url: str, namespace: str) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        HOST="127.0.0.1",
+        REDIS_URL=redis_url,
+        TWOKEY_NAMESPACE=namespace,
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_APP_TOKEN="xapp-1",
+        TWOKEY_PLAYGROUND=True,
+    )
+    runtime = build_test_runtime(settings)
+    app = web.Application()
+    try:
+        await mount(app, runtime)
+    finally:
+        await runtime.close()
+    assert [r for r in app.router.resources() if r.canonical == "/playground"]
+
+
 async def test_the_page_says_what_it_is_and_locks_itself_down(
     playground: tuple[Client, Runtime],
 ) -> None:
@@ -172,6 +222,45 @@ async def test_posts_from_another_site_or_host_are_refused(
     ) as response:
         assert response.status == 415
     assert await runtime.store.open_requests() == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/playground/api/setup", "/playground/api/requests", "/playground/api/state"],
+)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "evil.example:3000"},  # DNS rebinding: another name pointed at 127.0.0.1
+        {"Origin": "http://evil.example"},  # a page on another origin reading the API
+        {"Sec-Fetch-Site": "cross-site"},  # the browser says: another site asked for this
+        {"Sec-Fetch-Site": "same-site"},  # e.g. http://localhost:8080 reading :3000
+    ],
+)
+async def test_reads_from_another_site_or_host_get_nothing(
+    playground: tuple[Client, Runtime], path: str, headers: dict[str, str]
+) -> None:
+    client, _ = playground
+    request_id = await open_reset(client)
+    query = f"?request={request_id}&owner=alice" if path.endswith("state") else ""
+
+    async with client.session.get(client.base + path + query, headers=headers) as response:
+        status, answer = response.status, await response.json()
+    async with client.session.get(client.base + path, headers=headers) as response:
+        status_without_query, without_query = response.status, await response.json()
+
+    assert status == 403 and answer["ok"] is False, answer
+    assert request_id not in json.dumps(answer) and "alice" not in json.dumps(answer)
+    assert status_without_query == 403, without_query  # refused before the query is read
+
+
+async def test_its_own_page_may_still_read(playground: tuple[Client, Runtime]) -> None:
+    client, _ = playground
+    own = {"Origin": client.base.rstrip("/"), "Sec-Fetch-Site": "same-origin"}
+    status, setup = await client.get("/playground/api/setup", headers=own)
+    assert status == 200 and setup["ok"] is True
+    status, _ = await client.get("/playground/api/setup", headers={"Sec-Fetch-Site": "none"})
+    assert status == 200
 
 
 @pytest.mark.parametrize(

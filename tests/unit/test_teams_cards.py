@@ -107,6 +107,18 @@ def test_once_the_owner_confirmed_their_card_has_no_buttons() -> None:
     assert any("You confirmed" in t for t in texts(card))
 
 
+def test_a_lapsed_confirmation_asks_the_owner_again() -> None:
+    """The store takes a fresh "Yes" once the first one lapsed: the card must offer it again."""
+    lapsed = make_request(owner_confirmed_at=NOW - 31 * 60 * 1000)
+    assert not lapsed.owner_gate_satisfied(NOW) and "owner confirmation" in lapsed.waiting_for(NOW)
+
+    card = owner_confirmation_card(lapsed, NOW)
+
+    assert set(buttons(card)) == {"Yes, it was me", "No, this wasn't me"}
+    assert any("lapsed" in t for t in texts(card))
+    assert not any(t.startswith("You confirmed") for t in texts(card))
+
+
 def test_approval_card_offers_approve_and_a_deny_that_asks_why() -> None:
     card = approval_card(make_request(), NOW)
 

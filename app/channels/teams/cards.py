@@ -290,12 +290,16 @@ def owner_confirmation_card(request: Request, now: int) -> Card:
             ]
         ),
     ]
-    waiting = (
-        _still_open(request, now)
-        and request.plan.owner_confirmation
-        and request.owner_confirmed_at is None
-    )
+    waiting = _still_open(request, now) and not request.owner_gate_satisfied(now)
     if waiting:
+        if request.owner_confirmed_at is not None:
+            body.append(
+                _text(
+                    f"Your confirmation of {when(request.owner_confirmed_at)} lapsed before "
+                    "the approvers decided: answer again.",
+                    color="Warning",
+                )
+            )
         body.append(
             _text(
                 "If you did not ask for this, someone may be pretending to be you: "

@@ -123,7 +123,11 @@
       const picker = $(pane + "-as");
       picker.replaceChildren(...setup.people.map((p) => option(p.id, personLabel(p))));
       picker.value = setup.defaults[pane] || "";
-      picker.addEventListener("change", () => refresh());
+      picker.addEventListener("change", () => {
+        // A secret shown to the owner is never left on screen for whoever takes their pane.
+        if (pane === "owner") forgetSecret();
+        refresh();
+      });
     }
     $("form-action").replaceChildren(...setup.actions.map((a) => option(a.value, a.value + " — " + a.label)));
     const targets = setup.people.map((p) => option("@" + p.id, p.name + " (@" + p.id + ")"));
@@ -170,7 +174,9 @@
 
   function showSecret(label) {
     const box = $("owner-secret");
-    const revealed = view.revealed && view.revealed.request === view.current ? view.revealed : null;
+    const mine = view.revealed && view.revealed.request === view.current &&
+      view.revealed.owner === $("owner-as").value;
+    const revealed = mine ? view.revealed : null;
     if (!label && !revealed) {
       box.hidden = true;
       return;
@@ -189,13 +195,25 @@
     }
   }
 
+  function forgetSecret() {
+    view.revealed = null;
+    $("owner-secret-value").textContent = "";
+    showSecret(null);
+  }
+
   async function revealSecret() {
-    const result = await api("POST", "/playground/api/secret", { as: $("owner-as").value, request: view.current });
+    const body = { as: $("owner-as").value, request: view.current };
+    const result = await api("POST", "/playground/api/secret", body);
     if (!result.ok) {
       say("owner", result);
       return;
     }
-    view.revealed = { request: view.current, message: result.message, secret: result.secret };
+    view.revealed = {
+      request: view.current,
+      owner: body.as,
+      message: result.message,
+      secret: result.secret,
+    };
     showSecret(null);
   }
 
