@@ -342,3 +342,30 @@ def test_help_shows_its_angle_brackets_as_text() -> None:
 def test_when_lets_slack_show_each_reader_their_own_time_zone() -> None:
     assert bk.when(NOW) == "<!date^1800000000^{date_short_pretty} {time}|2027-01-15 08:00 UTC>"
     assert bk.when(None) == "-"
+
+
+def mrkdwn_objects(value: Any) -> list[dict[str, Any]]:
+    """Every mrkdwn text object anywhere in a block structure (confirm dialogs included)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(value, dict):
+        if value.get("type") == "mrkdwn":
+            found.append(value)
+        for item in value.values():
+            found += mrkdwn_objects(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += mrkdwn_objects(item)
+    return found
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_every_mrkdwn_text_is_verbatim_so_slack_links_and_mentions_nothing_itself(
+    builder: Any,
+) -> None:
+    """Directory names and tickets reach confirm dialogs too: Slack must not auto-link them."""
+    target = request(target_name="https://evil.example/login #general @here")
+    objects = mrkdwn_objects(builder(target, CTX))
+    assert objects
+    assert all(o.get("verbatim") is True for o in objects), [
+        o for o in objects if not o.get("verbatim")
+    ]

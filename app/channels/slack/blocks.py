@@ -161,7 +161,7 @@ def button(
 def confirm_dialog(title: str, text: str, yes: str, style: str = "primary") -> Block:
     return {
         "title": plain(title, MAX_CONFIRM_TITLE),
-        "text": {"type": "mrkdwn", "text": fit(text, MAX_CONFIRM_TEXT)},
+        "text": {"type": "mrkdwn", "text": fit(text, MAX_CONFIRM_TEXT), "verbatim": True},
         "confirm": plain(yes, MAX_CONFIRM_BUTTON),
         "deny": plain("Go back", MAX_CONFIRM_BUTTON),
         "style": style,

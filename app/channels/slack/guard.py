@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,6 +35,8 @@ log = structlog.get_logger("twokey.slack.guard")
 
 MAX_SKEW_S = 5 * 60
 """Slack's replay bound: a request timestamped more than 5 minutes away is refused."""
+AUTH_TEST_S = 1.5
+"""Learning the bot's own workspace happens before the ack: Slack's 3 s must still be met."""
 REPLAY_KEEP_S = 2 * MAX_SKEW_S + 60
 """A trigger id is remembered for longer than any signed copy of it can stay acceptable."""
 
@@ -129,8 +132,8 @@ class Tenancy:
             return self.configured
         if self._learned is None:
             try:
-                answer = await self.client.auth_test()
-            except (SlackApiError, OSError) as exc:
+                answer = await asyncio.wait_for(self.client.auth_test(), AUTH_TEST_S)
+            except (SlackApiError, OSError, TimeoutError) as exc:
                 log.error("slack_auth_test_failed", error=type(exc).__name__)
                 return frozenset()
             ids = {answer.get("team_id"), answer.get("enterprise_id")}

@@ -27,9 +27,9 @@ from app.channels.common import ButtonAction, decode_button
 from app.channels.slack import blocks as bk
 from app.channels.slack.guard import Deliveries
 from app.channels.slack.identity import SlackPeople
-from app.domain.errors import BadInput, TwokeyError
+from app.domain.errors import BadInput, NotAllowed, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, clean_text, human_error, parse_request_id
-from app.domain.models import Action, ChatUser, PrincipalKind
+from app.domain.models import Action, ChatUser, Principal, PrincipalKind
 from app.domain.policy import Policy
 from app.service import TwoKey
 
@@ -292,17 +292,27 @@ class SlackHandlers:
         return bk.message(decision.message)
 
     async def nhi_options(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        """The NHI picker's options: answered in the ack, so the directory gets 2 seconds."""
+        """The NHI picker's options: answered in the ack, so the look-ups get 2 seconds."""
         query = clean_text(str(body.get("value") or ""))[:64]
         try:
-            found = await asyncio.wait_for(
-                self.service.directory.search(query, limit=50), NHI_SEARCH_S
-            )
+            found = await asyncio.wait_for(self._nhis_for(_user_of(body), query), NHI_SEARCH_S)
+        except TwokeyError as exc:
+            log.info("nhi_search_refused", code=exc.code)
+            found = []
         except Exception as exc:
             log.warning("nhi_search_failed", error=type(exc).__name__)
             found = []
         nhis = [(p.id, p.name) for p in found if p.kind is PrincipalKind.NHI]
         await ack(options=bk.nhi_options(nhis))
+
+    async def _nhis_for(self, user_id: str, query: str) -> list[Principal]:
+        """The directory is browsed only by someone who may open a request (no guest, no
+        stranger, no unsure identity): the picker must not hand out the list of NHIs."""
+        caller = await self.service.identify(await self.people.chat_user(user_id))
+        policy = self.service.policy
+        if not policy.holds_role(caller.principal, policy.requester_role):
+            raise NotAllowed("Only the help desk can search non-human identities.")
+        return list(await self.service.directory.search(query, limit=50))
 
     # ---- buttons ----------------------------------------------------------------------------
 

@@ -4,8 +4,8 @@ A Slack user becomes a :class:`ChatUser` from ``users.info`` (verified email, gu
 deleted flags, home team); the service then resolves it to exactly one directory principal or
 refuses. The other way, a directory principal is reached on Slack by ``users.lookupByEmail``
 with their directory email, and only if that Slack account is an active full member of one of
-our workspaces whose email is that same address: a one-time secret must never go to a guest,
-a bot or someone in another organisation who happens to share a name.
+our workspaces whose email is that same address, confirmed by Slack: a one-time secret must
+never go to a guest, a bot or someone in another organisation who happens to share a name.
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ class SlackPeople:
         person = chat_user_from(user, require_confirmed_email=self.require_confirmed_email)
         same_email = (person.email or "").casefold() == principal.email.casefold()
         ours = not user.get("is_stranger") and await self.tenancy.is_member_team(*home_teams(user))
-        if not same_email or not ours or person.deleted or person.is_bot or person.is_guest:
+        trusted = same_email and person.email_verified
+        if not trusted or not ours or person.deleted or person.is_bot or person.is_guest:
             log.warning("slack_account_unusable", principal=principal_id)
             return None
         return person.user_id

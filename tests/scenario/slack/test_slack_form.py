@@ -142,3 +142,33 @@ async def test_a_form_slack_could_not_open_is_explained(world: SlackWorld) -> No
     _, form = await world.command("U0BOB", "")
     assert "could not open" in await world.ephemeral_to("U0BOB")
     assert form["trigger_id"]
+
+
+def nhi_search(user: str, view: dict[str, Any], team: str = "T0TWOKEY") -> dict[str, Any]:
+    return {
+        "type": "block_suggestion",
+        "user": {"id": user, "username": user[2:].lower(), "name": "x", "team_id": team},
+        "container": {"type": "view", "view_id": view["id"]},
+        "api_app_id": "A0TWOKEY",
+        "token": "gIkuvaNzQIHg97ATvDxqgjtO",
+        "action_id": "twokey.nhi",
+        "block_id": "nhi",
+        "value": "",
+        "team": {"id": "T0TWOKEY", "domain": "twokey-test"},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "view": view,
+    }
+
+
+async def test_the_nhi_picker_shows_the_directory_only_to_people_who_may_request(
+    world: SlackWorld,
+) -> None:
+    """A guest, a Slack Connect stranger or an approver cannot browse the directory's NHIs."""
+    view = await open_form(world)
+    for user in ("U0GUEST", "U0MALLORY", "U0NOMAIL", "U0CAROL"):
+        response = await world.interact(nhi_search(user, view))
+        assert response.status == 200
+        assert (await response.json())["options"] == [], user
+    options = (await (await world.interact(nhi_search("U0BOB", view))).json())["options"]
+    assert {o["value"] for o in options} == {"nhi:billing-api", "nhi:ci-deployer"}

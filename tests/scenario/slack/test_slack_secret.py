@@ -78,3 +78,29 @@ async def test_no_secret_is_sent_when_the_owner_cannot_be_reached_safely(world: 
     assert not any(
         b.get("type") == "rich_text" for m in world.slack.in_channel(alice_dm) for b in m.blocks
     )
+
+
+async def test_no_secret_goes_to_a_slack_account_whose_email_is_unconfirmed(
+    world: SlackWorld,
+) -> None:
+    """Slack matched the owner's address, but has not confirmed this account holds it."""
+    request = await world.open_request("reset-password <@U0ALICE> INC-1234 forgotten-password")
+    owner = await world.slack.until(lambda: world.card(request.id, "owner", "U0ALICE"))
+    await world.click("U0ALICE", owner, "confirm")
+    await world.stored(request.id, lambda r: r.owner_confirmed_at is not None)
+    world.slack.users["U0ALICE"].is_email_confirmed = False
+    card = world.card(request.id, "approvers")
+    assert card is not None
+    await world.click("U0CAROL", card, "approve")
+    await world.settled(request.id, "completed")
+    await world.slack.until(
+        lambda: [
+            m
+            for m in world.slack.in_channel("C0SECURITY")
+            if "could not be delivered" in json.dumps(m.blocks)
+        ]
+    )
+    alice_dm = world.slack.dm_of("U0ALICE") or ""
+    assert not any(
+        b.get("type") == "rich_text" for m in world.slack.in_channel(alice_dm) for b in m.blocks
+    )

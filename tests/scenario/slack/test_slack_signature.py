@@ -156,3 +156,24 @@ def test_the_signature_check_itself() -> None:
     assert signature_problem("s", "9" * 40, good, body, now) == "bad_timestamp"
     assert signature_problem("s", "1699999699", good, body, now) == "stale_timestamp"
     assert signature_problem("s", "1700000000", good, body, now) == "bad_signature"
+
+
+async def test_bolts_own_signature_check_never_logs_the_body(
+    world: SlackWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bolt checks the signature again; a request that passed ours a moment before the 5-minute
+    bound and fails Bolt's a moment after must not put its body (or signature) in a log."""
+    from slack_bolt.request.async_request import AsyncBoltRequest
+
+    from app.channels.slack.app import SlackChannel
+
+    body = command_body(world)
+    headers = stale(body, -301)
+    channel = SlackChannel(world.runtime)
+    caplog.set_level(logging.DEBUG)
+    answer = await channel.bolt.async_dispatch(
+        AsyncBoltRequest(body=body.decode(), headers={k: [v] for k, v in headers.items()})
+    )
+    assert answer.status == 401
+    assert MARKER not in caplog.text
+    assert headers["X-Slack-Signature"] not in caplog.text

@@ -86,3 +86,23 @@ async def test_an_enterprise_on_the_allow_list_serves_its_workspaces() -> None:
     assert await tenancy.serves(Origin("T0ANY", "E0OTHER", "A0TWOKEY")) == "other_workspace"
     assert await tenancy.serves(Origin("T0ANY", "E0GRID", "A0OTHER")) == "other_app"
     assert await tenancy.serves(Origin("T0ANY", "E0GRID", None)) == "other_app"
+
+
+async def test_a_slow_auth_test_never_delays_the_ack(
+    slack: SlackStandIn, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """Without an allow-list the workspace is learned from auth.test, inside Slack's 3 s: a
+    slow answer is given up on (nothing is served) rather than letting the ack time out."""
+    world = await start_world(slack, redis_client, namespace, SLACK_ALLOWED_TEAMS=[])
+    try:
+        release = slack.hold("auth.test")
+        response, _ = await asyncio.wait_for(
+            world.command("U0BOB", "reset-mfa <@U0ALICE> INC-1234 lost-device"), timeout=2.9
+        )
+        assert response.status == 200
+        assert "not served" in await response.text()
+        release.set()
+        request = await world.open_request()
+        assert request.requester_id == "bob"
+    finally:
+        await stop_world(world)
