@@ -281,6 +281,15 @@ def test_the_owner_card_asks_then_thanks_then_offers_a_dispute() -> None:
     assert buttons(bk.owner_card(disputed, CTX)) == {}
 
 
+def test_a_lapsed_confirmation_asks_the_owner_again() -> None:
+    ttl_ms = plan().approval_ttl * 1000
+    lapsed = request(owner_confirmed_at=NOW - ttl_ms - 1)
+    assert set(buttons(bk.owner_card(lapsed, CTX))) == {"twokey.confirm", "twokey.reject"}
+    assert "lapsed" in json.dumps(bk.owner_card(lapsed, CTX))
+    still_valid = request(owner_confirmed_at=NOW - ttl_ms + 60_000)
+    assert buttons(bk.owner_card(still_valid, CTX)) == {}
+
+
 def test_the_owner_can_still_say_no_when_confirmation_is_not_required() -> None:
     blocks = bk.owner_card(request(plan=plan(owner_confirmation=False)), CTX)
     assert set(buttons(blocks)) == {"twokey.reject"}

@@ -393,9 +393,11 @@ def owner_card(request: Request, ctx: CardContext) -> list[Block]:
     )
     if request.state.is_open:
         buttons = []
-        if request.plan.owner_confirmation and request.owner_confirmed_at is None:
+        # A confirmation lapses after the approval TTL; the owner must be able to give it again.
+        awaiting_owner = not request.owner_gate_satisfied(ctx.now)
+        if request.plan.owner_confirmation and awaiting_owner:
             buttons.append(button("Yes, it was me", ButtonAction.CONFIRM, rid, style="primary"))
-        if request.owner_confirmed_at is None:
+        if awaiting_owner or request.owner_confirmed_at is None:
             buttons.append(no_button)
         if buttons:
             blocks.append(actions("twokey.owner", *buttons))
