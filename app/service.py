@@ -32,7 +32,14 @@ from app.domain.errors import (
     TwokeyError,
     Unavailable,
 )
-from app.domain.forms import BreakglassForm, DenyForm, OpenForm, clean_text, human_error
+from app.domain.forms import (
+    BreakglassForm,
+    DenyForm,
+    OpenForm,
+    clean_text,
+    human_error,
+    parse_request_id,
+)
 from app.domain.models import (
     Action,
     ChatUser,
@@ -183,7 +190,7 @@ class TwoKey:
         """A mentioned chat user (resolved like any caller) or an NHI by name."""
         if isinstance(target, ChatUser):
             return (await self.identify(target, who="The target")).principal
-        name = target.removeprefix("nhi:").strip()
+        name = (target[4:] if target[:4].lower() == "nhi:" else target).strip()
         if not name:
             raise BadInput("Name the non-human identity as nhi:<name>.")
         principal = await self._directory(self.directory.find_nhi(name))
@@ -320,7 +327,14 @@ class TwoKey:
             raise Conflict("The request could not be opened; please try again.")
         opened = reply.request
         keep_ms = max((v.window for v in velocity), default=86400) * 1000
-        await self.store.note_requester(caller.id, opened.id, action, keep_ms, opened.created_at)
+        try:
+            await self.store.note_requester(
+                caller.id, opened.id, action, keep_ms, opened.created_at
+            )
+        except Unavailable:
+            # The request exists; losing one entry of the agent's pace history must not make
+            # twokey claim that nothing was opened, nor leave the request without its cards.
+            log.warning("requester_history_not_noted", request=opened.id)
         log.info("request_opened", request=opened.id, tier=opened.plan.tier, action=action.value)
         await self._tell("post_request", self.notifier.post_request(opened))
         if opened.plan.alert_security:
@@ -365,12 +379,14 @@ class TwoKey:
 
     async def confirm_owner(self, owner: ChatUser, request_id: str) -> Decision:
         """The owner of record answers "Yes, it was me"."""
+        request_id = parse_request_id(request_id)
         caller = await self.identify(owner)
         reply = await self.store.confirm_owner(request_id, caller.id, caller.via)
         return await self._after_gate(reply, caller, "Thanks: your confirmation is recorded.")
 
     async def reject_by_owner(self, owner: ChatUser, request_id: str) -> Decision:
         """The owner answers "No, this wasn't me": reject, flag the account, alert security."""
+        request_id = parse_request_id(request_id)
         caller = await self.identify(owner)
         request = await self._get(request_id)
         reply = await self.store.reject_by_owner(
@@ -393,11 +409,13 @@ class TwoKey:
 
     async def approve(self, approver: ChatUser, request_id: str) -> Decision:
         """One script call: separation of duties and the approver role are checked in it."""
+        request_id = parse_request_id(request_id)
         caller = await self.identify(approver)
         reply = await self.store.approve(request_id, caller.id, caller.via, self._roles(caller))
         return await self._after_gate(reply, caller, "Your approval is recorded.")
 
     async def deny(self, approver: ChatUser, request_id: str, reason: str) -> Decision:
+        request_id = parse_request_id(request_id)
         try:
             form = DenyForm(reason=reason)
         except ValidationError as exc:
@@ -409,6 +427,7 @@ class TwoKey:
         return await self._after_gate(reply, caller, "The request is denied.")
 
     async def cancel(self, who: ChatUser, request_id: str) -> Decision:
+        request_id = parse_request_id(request_id)
         caller = await self.identify(who)
         reply = await self.store.cancel(request_id, caller.id, caller.via, self._roles(caller))
         return await self._after_gate(reply, caller, "The request is cancelled.")
@@ -502,6 +521,7 @@ class TwoKey:
 
     async def execute(self, request_id: str, actor: str = SYSTEM) -> GateReply:
         """Claim the request atomically (gates re-checked at Redis TIME) and act once."""
+        request_id = parse_request_id(request_id)
         token = secrets.token_hex(16)
         lease_ms = self.options.lease_s * 1000
         claim = await self.store.claim(request_id, actor, lease_ms, token)
@@ -520,9 +540,19 @@ class TwoKey:
             Outcome.UNKNOWN: "outcome_unknown",
         }[result.outcome]
         detail = clean_text(result.detail)[:500]
-        recorded = await self.store.record_result(
-            request_id, token, state, detail, reason, request.plan.dispute_window
-        )
+        try:
+            recorded = await self.store.record_result(
+                request_id, token, state, detail, reason, request.plan.dispute_window
+            )
+        except Unavailable as exc:
+            await self._result_unrecorded(request, result)
+            raise Unavailable(
+                f"The identity provider was asked to {request.action.label} for "
+                f"{request.target_name} and the change was carried out as far as twokey knows "
+                f"({result.outcome.value}), but twokey lost its database and could not record "
+                "it. Do not open it again: security has been told, and the request will show "
+                "as interrupted."
+            ) from exc
         final = self._reply_request(recorded)
         log.info("executed", request=request_id, outcome=result.outcome.value, code=recorded.code)
         if recorded.code == "LATE":
@@ -538,11 +568,38 @@ class TwoKey:
         await self._tell_outcome(final, result)
         return recorded
 
+    async def _result_unrecorded(self, request: Request, result: ExecutionResult) -> None:
+        """Redis went away after the provider acted: the owner still gets the live secret (or
+        nobody would), and security hears of it now, not when the lease runs out."""
+        if result.secret is not None:
+            try:
+                await self.notifier.deliver_secret(
+                    request, result.secret, result.secret_label or "one-time secret"
+                )
+            except Exception as exc:
+                log.error("secret_delivery_failed", request=request.id, error=type(exc).__name__)
+        await self._alert(
+            request,
+            self._alert_text(
+                request,
+                f"the identity provider answered {result.outcome.value}, but twokey could not "
+                "record the result (database unreachable); it will show as interrupted. "
+                "Check the account in the identity provider",
+            ),
+        )
+
     async def _run_connector(self, request: Request) -> ExecutionResult:
-        """Never raises: a refusal is FAILED, anything unclear is UNKNOWN (alerted, not retried)."""
+        """Never raises: a refusal is FAILED, anything unclear is UNKNOWN (alerted, not retried).
+
+        One time budget, inside the lease, covers the directory lookup and the provider call, so
+        the change can never land after a sweeper has declared the execution interrupted.
+        """
+        budget = max(1.0, self.options.lease_s * 0.8)
+        clock = asyncio.get_running_loop()
+        deadline = clock.time() + budget
         try:
-            target = await self.directory.get(request.target_id)
-        except Exception as exc:  # directory down: nothing was attempted
+            target = await asyncio.wait_for(self.directory.get(request.target_id), timeout=budget)
+        except Exception as exc:  # directory down or too slow: nothing was attempted
             log.warning("directory_unavailable", request=request.id, error=type(exc).__name__)
             return ExecutionResult(
                 outcome=Outcome.FAILED, detail="directory unreachable; nothing was changed"
@@ -555,10 +612,14 @@ class TwoKey:
             connector = self._connector_for(request.action, target)
         except NotAllowed as exc:
             return ExecutionResult(outcome=Outcome.FAILED, detail=exc.message)
-        budget = max(1.0, self.options.lease_s * 0.8)
+        left = deadline - clock.time()
+        if left <= 0:
+            return ExecutionResult(
+                outcome=Outcome.FAILED, detail="ran out of time before acting; nothing was changed"
+            )
         try:
             return await asyncio.wait_for(
-                connector.execute(request.action, target, request), timeout=budget
+                connector.execute(request.action, target, request), timeout=left
             )
         except TimeoutError:
             return ExecutionResult(
@@ -635,6 +696,7 @@ class TwoKey:
 
     async def dispute(self, owner: ChatUser, request_id: str) -> Decision:
         """The owner says a completed change was not theirs: incident, flag, maybe revoke."""
+        request_id = parse_request_id(request_id)
         caller = await self.identify(owner)
         request = await self._get(request_id)
         reply = await self.store.dispute(
@@ -669,8 +731,13 @@ class TwoKey:
         )
 
     async def _revoke_after_dispute(self, request: Request) -> None:
-        target = await self.directory.get(request.target_id)
+        """Best effort, but never silent: what it did is audited, and a miss is alerted."""
         outcome, detail = "failed", "no connector can revoke sessions for this account"
+        try:
+            target = await self.directory.get(request.target_id)
+        except Exception as exc:  # the dispute is already recorded; say what did not happen
+            log.warning("directory_unavailable", request=request.id, error=type(exc).__name__)
+            target, detail = None, "directory unreachable, sessions were not revoked"
         if target is not None:
             for connector in self.connectors:
                 if connector.supports(Action.REVOKE_SESSIONS, target):
@@ -681,8 +748,18 @@ class TwoKey:
                         outcome, detail = "unknown", type(exc).__name__
                     break
         await self.store.annotate(request.id, "auto_revoke_sessions", SYSTEM, detail, outcome)
+        if outcome != Outcome.COMPLETED.value:
+            await self._alert(
+                request,
+                self._alert_text(
+                    request,
+                    f"the automatic sign-out after the dispute did not complete ({detail}): "
+                    "sign the account out of every session by hand",
+                ),
+            )
 
     async def close_review(self, reviewer: ChatUser, request_id: str, note: str) -> Decision:
+        request_id = parse_request_id(request_id)
         caller = await self.identify(reviewer)
         bg = self.policy.breakglass
         security_roles = {r for r in (bg.role if bg else None, "security") if r}
@@ -694,7 +771,15 @@ class TwoKey:
         reply = await self.store.close_review(request_id, caller.id, caller.via, text)
         request = self._reply_request(reply)
         if reply.code == "SOD":
-            raise SeparationOfDuties("You used break-glass here, so you cannot review it.")
+            raise SeparationOfDuties(
+                "You are part of this break-glass use (you opened it, or it was about your "
+                "account), so someone else must review it."
+            )
+        if reply.code == "NOT_FINISHED":
+            raise NotAllowed(
+                f"Request {request.id} is still {_state_words(request)}: a break-glass use is "
+                "reviewed once it has finished. Try again when it is done."
+            )
         if reply.code == "NOOP":
             return Decision(request=request, changed=False, message="That review is not open.")
         return Decision(request=request, message="Review closed.")
@@ -702,6 +787,7 @@ class TwoKey:
     # ---- reading -----------------------------------------------------------------------------
 
     async def status(self, who: ChatUser, request_id: str) -> Request:
+        request_id = parse_request_id(request_id)
         caller = await self.identify(who)
         request = await self._get(request_id)
         if not self._may_view(caller.principal, request):

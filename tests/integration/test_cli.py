@@ -152,6 +152,7 @@ async def test_review_list_and_close(
         "locked out minutes before the board meeting",
     )
     rid = decision.request.id
+    await core.service.confirm_owner(chat("grace"), rid)  # reviewed once it has finished
     assert await asyncio.to_thread(main, ["review", "list"]) == 0
     assert rid in capsys.readouterr().out
     assert (

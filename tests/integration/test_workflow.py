@@ -565,7 +565,7 @@ async def test_requester_velocity_escalates_to_the_strictest_tier(
 
 async def test_nhi_rotation_goes_through_its_human_owner(core: Core) -> None:
     decision = await core.service.open(
-        chat("bob"), "nhi:billing-api", "rotate-secret", "CHG-2002", "scheduled-rotation"
+        chat("bob"), "NHI:billing-api", "rotate-secret", "CHG-2002", "scheduled-rotation"
     )
     request = decision.request
     assert request.target_id == "nhi:billing-api" and request.owner_id == "alice"
@@ -582,3 +582,237 @@ async def test_nhi_rotation_goes_through_its_human_owner(core: Core) -> None:
         await core.service.open(
             chat("bob"), chat("alice"), "rotate-secret", "CHG-2003", "scheduled-rotation"
         )
+
+
+# ---- hostile review: holes found and closed ---------------------------------------------------
+
+
+async def test_a_party_to_the_request_cannot_cancel_it_under_the_approver_role(core: Core) -> None:
+    """Carol leads the help desk, but this request is about her own account: like deny, a
+    cancel by her goes through "this wasn't me" (which flags and alerts), not her role."""
+    rid = await core.open_mfa_reset(target="carol")
+    with pytest.raises(SeparationOfDuties):
+        await core.service.cancel(chat("carol"), rid)
+    request = await core.store.get(rid)
+    assert request is not None and request.state is RequestState.PENDING
+    assert await audit_kinds(core, rid) == ["opened"]
+    # an uninvolved approver still may, and so may the requester
+    assert (await core.service.cancel(chat("dave"), rid)).request.state is RequestState.CANCELLED
+
+
+async def _breakglass_on(core: Core, target: str) -> str:
+    decision = await core.service.breakglass(
+        chat("erin"), chat(target), "reset-mfa", "INC-9999", "the CEO is locked out before the call"
+    )
+    return decision.request.id
+
+
+async def test_a_breakglass_review_is_closed_only_after_the_change_by_someone_not_in_it(
+    core: Core,
+) -> None:
+    rid = await _breakglass_on(core, "grace")
+    with pytest.raises(NotAllowed, match="finished"):
+        await core.service.close_review(chat("frank"), rid, "looks fine to me, go ahead")
+    with pytest.raises(SeparationOfDuties):
+        await core.service.close_review(chat("erin"), rid, "I used it myself, all fine")
+    await core.service.confirm_owner(chat("grace"), rid)
+    own = await _breakglass_on(core, "frank")  # erin breaks glass on frank's account
+    await core.service.confirm_owner(chat("frank"), own)
+    done = await core.store.get(own)
+    assert done is not None and done.state is RequestState.COMPLETED and done.review_open
+    with pytest.raises(SeparationOfDuties):
+        await core.service.close_review(chat("frank"), own, "it was my own account, fine")
+    assert {r.id for r in await core.store.open_reviews()} == {rid, own}
+    assert (await audit_kinds(core, own))[-1] == "executed"
+    closed = await core.service.close_review(chat("frank"), rid, "verified with grace by phone")
+    assert not closed.request.review_open
+    assert (await audit_kinds(core, rid))[-1] == "review_closed"
+
+
+async def test_retention_never_drops_an_open_review_or_a_dispute_still_allowed(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(redis_client, namespace, policy=policy_text() + "retention: 1s\n")
+    glass = await _breakglass_on(core, "grace")
+    await core.service.confirm_owner(chat("grace"), glass)
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    assert (await core.service.approve(chat("carol"), rid)).request.state is (
+        RequestState.COMPLETED
+    )
+    await asyncio.sleep(1.3)
+    assert [r.id for r in await core.store.open_reviews()] == [glass]
+    assert (await core.service.dispute(chat("alice"), rid)).request.disputed_at is not None
+    closed = await core.service.close_review(chat("frank"), glass, "verified with grace by phone")
+    assert not closed.request.review_open
+    # once reviewed it expires like any finished request (here after its dispute window)
+    assert await core.redis.pttl(core.keys.request(glass)) > 0
+
+
+class PeopleCachedBackendDown:
+    """A Directory port whose email answers are still cached but whose backend is down."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    async def find_by_email(self, email: str) -> list[object]:
+        return await self.inner.find_by_email(email)  # type: ignore[attr-defined,no-any-return]
+
+    async def get(self, principal_id: str) -> None:
+        raise ConnectionError("directory unreachable")
+
+    async def find_nhi(self, name: str) -> None:
+        raise ConnectionError("directory unreachable")
+
+    async def search(self, text: str, limit: int = 20) -> list[object]:
+        raise ConnectionError("directory unreachable")
+
+
+async def test_a_dispute_is_kept_and_audited_when_the_directory_fails_during_it(
+    core: Core,
+) -> None:
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    await core.service.approve(chat("carol"), rid)
+    core.service.directory = PeopleCachedBackendDown(core.service.directory)  # type: ignore[assignment]
+    decision = await core.service.dispute(chat("alice"), rid)
+    assert decision.request.disputed_at is not None
+    entries = await core.redis.xrange(core.keys.audit(shard_of_request(rid)))
+    import json
+
+    last = json.loads(entries[-1][1]["e"])
+    assert last["kind"] == "auto_revoke_sessions" and last["outcome"] == "failed"
+    assert "directory" in last["reason"]
+    assert [c.action for c in core.connector.changes] == [Action.RESET_MFA]
+    assert any("DISPUTED" in t for _, _, t in core.notifier.said("alert_security"))
+    assert any("by hand" in t for _, _, t in core.notifier.said("alert_security"))
+
+
+class RedisLink:
+    """A real TCP hop between twokey and Redis that the test can cut: a network outage."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._pipe, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        self.writers += [writer, up_writer]
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+        await self.server.wait_closed()
+
+
+class CutsRedisWhileActing:
+    """An identity provider that makes the change, during which twokey loses Redis."""
+
+    def __init__(self, inner: object, link: RedisLink) -> None:
+        self.inner, self.link = inner, link
+        self.name = "sandbox"
+
+    def supports(self, action: Action, target: object) -> bool:
+        return self.inner.supports(action, target)  # type: ignore[attr-defined,no-any-return]
+
+    async def execute(self, action: Action, target: object, request: Request) -> object:
+        result = await self.inner.execute(action, target, request)  # type: ignore[attr-defined]
+        await self.link.cut()
+        return result
+
+
+async def test_losing_redis_after_the_change_is_told_truthfully_and_the_secret_still_delivered(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str
+) -> None:
+    from urllib.parse import urlsplit
+
+    from app.connectors.sandbox import SandboxConnector
+
+    where = urlsplit(redis_url)
+    link = RedisLink(where.hostname or "127.0.0.1", where.port or 6379)
+    port = await link.start()
+    through_link = aioredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    sandbox = SandboxConnector()
+    core = build_core(through_link, namespace, lease_s=1, connector=sandbox)
+    core.service.connectors = [CutsRedisWhileActing(sandbox, link)]  # type: ignore[list-item]
+    rid = (
+        await core.service.open(
+            chat("bob"), chat("alice"), "reset-password", "INC-2001", "forgotten-password"
+        )
+    ).request.id
+    await core.service.confirm_owner(chat("alice"), rid)
+    with pytest.raises(Unavailable) as told:
+        await core.service.approve(chat("carol"), rid)
+    assert "nothing was changed" not in told.value.message
+    assert "carried out" in told.value.message
+    assert [c.request_id for c in sandbox.changes] == [rid]
+    assert core.notifier.secrets_delivered == [(rid, "alice")]
+    assert any("could not record" in t for _, _, t in core.notifier.said("alert_security"))
+    # once Redis is back, the sweeper ends it truthfully as interrupted: never re-run
+    await asyncio.sleep(1.2)
+    after = build_core(redis_client, namespace)
+    await after.service.expire_due()
+    request = await after.store.get(rid)
+    assert request is not None and request.state is RequestState.INTERRUPTED
+    assert len(sandbox.changes) == 1
+    await through_link.aclose()
+
+
+async def test_a_malformed_request_id_is_a_clear_refusal_from_every_use_case(core: Core) -> None:
+    bad = "TK-<!channel>"
+    calls = [
+        core.service.confirm_owner(chat("alice"), bad),
+        core.service.reject_by_owner(chat("alice"), bad),
+        core.service.approve(chat("carol"), bad),
+        core.service.deny(chat("carol"), bad, "no"),
+        core.service.cancel(chat("bob"), bad),
+        core.service.dispute(chat("alice"), bad),
+        core.service.close_review(chat("frank"), bad, "checked"),
+        core.service.status(chat("bob"), bad),
+        core.service.execute(bad),
+    ]
+    for call in calls:
+        with pytest.raises(BadInput, match="is not a request id"):
+            await call
+
+
+class SlowPeopleLookup(PeopleCachedBackendDown):
+    """A Directory port whose lookups by id hang (an overloaded directory)."""
+
+    async def get(self, principal_id: str) -> None:
+        await asyncio.sleep(2.5)
+        return await self.inner.get(principal_id)  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_a_slow_directory_cannot_push_the_change_past_the_execution_lease(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """The lease (2 s) bounds the whole execution, the directory lookup included: otherwise
+    the change could land after a sweeper declared the execution interrupted."""
+    core = build_core(redis_client, namespace, lease_s=2)
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    core.service.directory = SlowPeopleLookup(core.service.directory)  # type: ignore[assignment]
+    decision = await core.service.approve(chat("carol"), rid)
+    assert decision.request.state is RequestState.FAILED
+    assert "nothing was changed" in decision.request.outcome_detail
+    assert core.connector.changes == []

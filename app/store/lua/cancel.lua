@@ -7,6 +7,8 @@ local refused = refuse_unless_open(r, rid, now, actor)
 if refused then return refused end
 local role = 'requester'
 if actor ~= r.requester then
+  -- Like deny: the account's owner answers "this wasn't me" (which flags and alerts) instead.
+  if actor == r.target or actor == r.owner then return reply('SOD') end
   role = decision_role(r, ARGV[4])
   if not role then return reply('NOT_REQUESTER') end
 end

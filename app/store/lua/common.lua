@@ -71,6 +71,17 @@ local function next_deadline(r)
   return at
 end
 
+-- A finished request is kept for its retention, but never past the point where the owner may
+-- still dispute it, and for as long as a break-glass review of it is open (it then has no TTL;
+-- close_review.lua starts the clock).
+local function keep_finished(r)
+  if r.review_open == '1' then return end
+  local keep = num(r, 'retention_ms')
+  local dispute_end = num(r, 'dispute_until')
+  if dispute_end > 0 then keep = math.max(keep, dispute_end - now_ms()) end
+  redis.call('PEXPIRE', REQ, keep)
+end
+
 local function reindex(r, rid)
   local at = next_deadline(r)
   if at then
@@ -78,7 +89,7 @@ local function reindex(r, rid)
   else
     redis.call('ZREM', DUE, rid)
     redis.call('ZREM', OPEN, rid)
-    redis.call('PEXPIRE', REQ, num(r, 'retention_ms'))
+    keep_finished(r)
   end
 end
 
