@@ -669,10 +669,10 @@ class TwoKey:
                 self.notifier.notify_owner(
                     request,
                     (
-                        f"Done: twokey will {request.action.label} for {request.target_name} "
-                        f"(request {request.id}, ticket {request.ticket}) completed at "
-                        f"{when(request.finished_at)}. If you did not ask for this, press "
-                        f'"This wasn\'t me" before {when(request.dispute_until)}.'
+                        f"Done: the help desk asked twokey to {request.action.label} for "
+                        f"{request.target_name} (request {request.id}, ticket {request.ticket}), "
+                        f"and it was done at {when(request.finished_at)}. If you did not ask for "
+                        f'this, press "This wasn\'t me" before {when(request.dispute_until)}.'
                     ),
                 ),
             )
@@ -682,6 +682,17 @@ class TwoKey:
             )
             return
         words = "could not be confirmed" if result.outcome is Outcome.UNKNOWN else "failed"
+        if result.outcome is Outcome.UNKNOWN:
+            # The change may have happened: the owner must know, and whom to call if unasked.
+            await self._tell(
+                "notify_owner",
+                self.notifier.notify_owner(
+                    request,
+                    f"twokey tried to {request.action.label} for {request.target_name} (request "
+                    f"{request.id}) but could not confirm whether it happened. Security has "
+                    "been told; if you did not ask for this, contact them now.",
+                ),
+            )
         await self._tell(
             "notify_requester",
             self.notifier.notify_requester(

@@ -366,6 +366,10 @@ async def test_connector_failure_and_unknown_are_truthful_and_alerted(
     )
     alerts = [t for _, _, t in core.notifier.said("alert_security")]
     assert any("failed" in t for t in alerts) and any("could not be confirmed" in t for t in alerts)
+    told_owner = [
+        t for _, rid, t in core.notifier.said("notify_owner") if rid == decision.request.id
+    ]
+    assert any("could not confirm whether it happened" in t for t in told_owner)
 
 
 # ---- fraud signals, velocity, break-glass, disputes -------------------------------------------
