@@ -47,6 +47,7 @@ from app.connectors.base import (
     failed,
     only_supported,
     secret_from_env,
+    wrong_request,
 )
 from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
@@ -438,6 +439,9 @@ class OktaConnector:
 
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Make the change once; a refusal is FAILED in Okta's words, a lost answer UNKNOWN."""
+        wrong = wrong_request(action, target, request)
+        if wrong:
+            return failed(f"{wrong}; nothing was changed")
         if not self.supports(action, target):
             return not_supported("Okta", self.name, action, target)
         result = await outcome_of(

@@ -33,7 +33,13 @@ import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from app.connectors.base import ConnectorConfigError, EnvVarName, failed, secret_from_env
+from app.connectors.base import (
+    ConnectorConfigError,
+    EnvVarName,
+    failed,
+    secret_from_env,
+    wrong_request,
+)
 from app.connectors.checks import CheckResult, note, works
 from app.connectors.http import (
     Attempts,
@@ -203,6 +209,9 @@ class WebhookConnector:
 
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Send the signed request once; the receiver's answer is the outcome."""
+        wrong = wrong_request(action, target, request)
+        if wrong:
+            return failed(f"{wrong}; nothing was sent")
         if not self.supports(action, target):
             return failed(f"the webhook {self.name!r} does not {action.label}; nothing was sent")
         body = webhook_body(action, target, request)

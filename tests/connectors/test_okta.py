@@ -740,3 +740,15 @@ async def test_tokens_keys_and_temporary_passwords_never_reach_the_logs(
         if recorded.operation == "token":
             assertion = dict(pair.split("=", 1) for pair in recorded.body.decode().split("&"))
             assert assertion["client_assertion"] not in logged
+
+
+async def test_a_request_for_another_change_is_refused_before_any_call(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    connector = connect(okta)
+    alice = principal(ALICE)
+
+    result = await connector.execute(Action.UNLOCK, alice, request_for(Action.RESET_MFA, alice))
+
+    assert result.outcome is Outcome.FAILED and "nothing was changed" in result.detail
+    assert okta.requests == [] and okta.changes == []

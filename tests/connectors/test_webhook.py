@@ -416,3 +416,17 @@ async def test_the_signing_key_and_returned_secrets_never_reach_the_logs(
     signatures = [headers["Twokey-Signature"] for headers, _ in receiver.received]
     for secret in [SIGNING_KEY, "new-secret-0000-aaaa", "leaked-by-receiver-1111", *signatures]:
         assert secret not in logged
+
+
+async def test_a_request_for_another_change_is_not_sent(
+    receiver: Receiver, connect: ConnectorFactory
+) -> None:
+    connector = connect(actions=["unlock"])
+    person = Principal(id="00ualice0001", display_name="Alice")
+    other = Principal(id="00ubob0002", display_name="Bob")
+    assert connector.supports(Action.UNLOCK, person)
+
+    result = await connector.execute(Action.UNLOCK, person, request_for(Action.UNLOCK, other))
+
+    assert result.outcome is Outcome.FAILED and "nothing was sent" in result.detail
+    assert receiver.received == []
