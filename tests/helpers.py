@@ -26,6 +26,7 @@ roles:
 requester_role: helpdesk
 tiers:
   standard:
+    label: Standard
     owner_confirmation: true
     approvals: 1
     approver_role: approver
@@ -40,14 +41,19 @@ tiers:
     request_ttl: 1h
     approval_ttl: 15m
   production-nhi:
+    label: Production non-human identity
     approvals: 1
     approver_role: security
     alert_security: true
   strictest:
+    label: Flagged target
+    privileged: true
     approvals: 2
     approver_role: security
     alert_security: true
   breakglass:
+    label: Break-glass emergency
+    privileged: true
     approvals: 1
     approver_role: security
     alert_security: true
@@ -63,8 +69,7 @@ rules:
     tier: production-nhi
   - name: default
     tier: standard
-velocity:
-  - {{per: target, actions: [reset-mfa], limit: 2, window: 24h, then: refuse}}
+{channels}velocity:
 {velocity}fraud:
   flag_window: 7d
   flagged_tier: strictest
@@ -77,6 +82,7 @@ breakglass:
   skip: [approvals]
   min_justification: 20
 """
+TARGET_VELOCITY = "  - {per: target, actions: [reset-mfa], limit: 2, window: 24h, then: refuse}\n"
 
 
 def policy_text(
@@ -84,16 +90,35 @@ def policy_text(
     approval_ttl: str = "30m",
     remind_after: str = "15m",
     escalate_after: str = "1h",
-    velocity: str = "",
+    velocity: str = TARGET_VELOCITY,
+    *,
+    dm_approvers: bool = False,
+    channels: dict[str, dict[str, str]] | None = None,
 ) -> str:
-    """The test policy; an empty remind_after/escalate_after leaves that timer out."""
+    """The test policy; an empty remind_after/escalate_after leaves that timer out.
+
+    ``velocity`` is the list of velocity limits (YAML lines; empty for none), ``channels``
+    where cards and alerts go, e.g. ``{"approvals": {"slack": "C1"}}``.
+    """
     timers = ""
     if remind_after:
         timers += f"    remind_after: {remind_after}\n"
     if escalate_after:
         timers += f"    escalate_after: {escalate_after}\n    escalate_to: security\n"
+    if dm_approvers:
+        timers += "    dm_approvers: true\n"
+    where = ""
+    if channels:
+        where = "channels:\n" + "".join(
+            f"  {kind}:\n" + "".join(f"    {platform}: {cid}\n" for platform, cid in ids.items())
+            for kind, ids in channels.items()
+        )
     return TEST_POLICY.format(
-        request_ttl=request_ttl, approval_ttl=approval_ttl, timers=timers, velocity=velocity
+        request_ttl=request_ttl,
+        approval_ttl=approval_ttl,
+        timers=timers,
+        channels=where,
+        velocity=velocity or "  []\n",
     )
 
 

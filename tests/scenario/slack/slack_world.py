@@ -47,81 +47,9 @@ from app.settings import Settings
 from app.store.keys import Keys
 from app.store.redis_store import RedisRequestStore
 from app.web import create_app
+from tests.helpers import policy_text
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-
-SLACK_POLICY = """
-version: 1
-ticket_pattern: '^(INC|REQ|CHG)-\\d{{3,8}}$'
-reason_codes: [lost-device, forgotten-password, locked-out, scheduled-rotation]
-roles:
-  helpdesk: [helpdesk]
-  approver: [helpdesk-leads]
-  security: [security]
-  breakglass: [security-oncall]
-requester_role: helpdesk
-tiers:
-  standard:
-    label: Standard
-    owner_confirmation: true
-    approvals: 1
-    approver_role: approver
-    request_ttl: {request_ttl}
-    approval_ttl: {approval_ttl}
-{timers}  privileged:
-    label: Privileged account
-    privileged: true
-    approvals: 2
-    approver_role: security
-    alert_security: true
-    request_ttl: 1h
-    approval_ttl: 15m
-  production-nhi:
-    label: Production non-human identity
-    approvals: 1
-    approver_role: security
-    alert_security: true
-  strictest:
-    label: Flagged target
-    privileged: true
-    approvals: 2
-    approver_role: security
-    alert_security: true
-  breakglass:
-    label: Break-glass emergency
-    privileged: true
-    approvals: 1
-    approver_role: security
-    alert_security: true
-rules:
-  - name: flagged
-    when: {{flagged: true}}
-    tier: strictest
-  - name: admins
-    when: {{target_groups: [admins]}}
-    tier: privileged
-  - name: production-nhi
-    when: {{target_tags: [production]}}
-    tier: production-nhi
-  - name: default
-    tier: standard
-channels:
-  approvals:
-    slack: {approvals}
-  security:
-    slack: {security}
-fraud:
-  flag_window: 7d
-  flagged_tier: strictest
-disputes:
-  window: 24h
-  auto_revoke_sessions: true
-breakglass:
-  role: breakglass
-  tier: breakglass
-  skip: [approvals]
-  min_justification: 20
-"""
 
 
 def slack_policy(
@@ -131,20 +59,15 @@ def slack_policy(
     escalate_after: str = "1h",
     dm_approvers: bool = False,
 ) -> str:
-    """The Slack scenarios' policy (the shared test policy's shape, plus Slack channels)."""
-    timers = ""
-    if remind_after:
-        timers += f"    remind_after: {remind_after}\n"
-    if escalate_after:
-        timers += f"    escalate_after: {escalate_after}\n    escalate_to: security\n"
-    if dm_approvers:
-        timers += "    dm_approvers: true\n"
-    return SLACK_POLICY.format(
-        request_ttl=request_ttl,
-        approval_ttl=approval_ttl,
-        timers=timers,
-        approvals=APPROVALS,
-        security=SECURITY,
+    """The shared test policy, with no velocity limits and the stand-in's Slack channels."""
+    return policy_text(
+        request_ttl,
+        approval_ttl,
+        remind_after,
+        escalate_after,
+        velocity="",
+        dm_approvers=dm_approvers,
+        channels={"approvals": {"slack": APPROVALS}, "security": {"slack": SECURITY}},
     )
 
 
