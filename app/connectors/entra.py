@@ -43,7 +43,6 @@ from app.connectors.base import (
     only_supported,
     secret_from_env,
     temporary_password,
-    wrong_request,
 )
 from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
@@ -61,12 +60,10 @@ from app.connectors.http import (
     RetryRule,
     Sleep,
     Timeout,
-    not_supported,
+    make_change,
     one_line,
-    outcome_of,
     parse_config,
     rate_limit_wait,
-    record_change,
 )
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request
@@ -383,21 +380,18 @@ class EntraConnector:
 
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Make the change once; a refusal is FAILED in Graph's words, a lost answer UNKNOWN."""
-        wrong = wrong_request(action, target, request)
-        if wrong:
-            result = failed(f"{wrong}; nothing was changed")
-        elif not self.supports(action, target):
-            result = not_supported("Entra", self.name, action, target)
-        else:
-            result = await outcome_of(
-                self._change(action, target),
-                action,
-                target,
-                refusals=(NoAccessToken, ProviderUnreachable, RateLimited, GraphRefused),
-                who="Entra",
-                look="Check the user in the Entra admin center",
-            )
-        return record_change(log, "entra_change", self.name, request, action, target, result)
+        return await make_change(
+            log,
+            self.name,
+            "Entra",
+            request,
+            action,
+            target,
+            supported=self.supports(action, target),
+            change=lambda: self._change(action, target),
+            refusals=(NoAccessToken, ProviderUnreachable, RateLimited, GraphRefused),
+            look="Check the user in the Entra admin center",
+        )
 
     async def _change(self, action: Action, target: Principal) -> ExecutionResult:
         checked = await self._user_for_change(target)

@@ -49,7 +49,6 @@ from app.connectors.base import (
     only_supported,
     secret_from_env,
     temporary_password,
-    wrong_request,
 )
 from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
@@ -67,11 +66,9 @@ from app.connectors.http import (
     RetryRule,
     Sleep,
     Timeout,
-    not_supported,
+    make_change,
     one_line,
-    outcome_of,
     parse_config,
-    record_change,
 )
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request
@@ -335,21 +332,18 @@ class GoogleConnector:
 
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Make the change once; a refusal is FAILED in Google's words, a lost answer UNKNOWN."""
-        wrong = wrong_request(action, target, request)
-        if wrong:
-            result = failed(f"{wrong}; nothing was changed")
-        elif not self.supports(action, target):
-            result = not_supported("Google", self.name, action, target)
-        else:
-            result = await outcome_of(
-                self._change(action, target),
-                action,
-                target,
-                refusals=(NoAccessToken, ProviderUnreachable, RateLimited, GoogleRefused),
-                who="Google",
-                look="Check the user in the Google Admin console",
-            )
-        return record_change(log, "google_change", self.name, request, action, target, result)
+        return await make_change(
+            log,
+            self.name,
+            "Google",
+            request,
+            action,
+            target,
+            supported=self.supports(action, target),
+            change=lambda: self._change(action, target),
+            refusals=(NoAccessToken, ProviderUnreachable, RateLimited, GoogleRefused),
+            look="Check the user in the Google Admin console",
+        )
 
     async def _change(self, action: Action, target: Principal) -> ExecutionResult:
         user = await self._user_for_change(target)

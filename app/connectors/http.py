@@ -29,7 +29,13 @@ import httpx
 import structlog
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from app.connectors.base import ConnectorConfigError, failed, is_loopback, unknown
+from app.connectors.base import (
+    ConnectorConfigError,
+    failed,
+    is_loopback,
+    unknown,
+    wrong_request,
+)
 from app.domain.models import Action, Principal, Request
 from app.ports import ExecutionResult
 
@@ -502,6 +508,32 @@ async def outcome_of(
             f"it is unclear whether {unsure_who or who} did {action.label} for {target.name}: "
             f"{error}. {look} before asking again."
         )
+
+
+async def make_change(
+    log: Any,
+    connector: str,
+    kind: str,
+    request: Request,
+    action: Action,
+    target: Principal,
+    *,
+    supported: bool,
+    change: Callable[[], Awaitable[ExecutionResult]],
+    refusals: tuple[type[ProviderCallError], ...],
+    look: str,
+) -> ExecutionResult:
+    """The body of every directory connector's execute(): refuse a mismatched or unsupported
+    change before any call, make it once, map refusals and lost answers, log how it ended."""
+    wrong = wrong_request(action, target, request)
+    if wrong:
+        result = failed(f"{wrong}; nothing was changed")
+    elif not supported:
+        result = not_supported(kind, connector, action, target)
+    else:
+        result = await outcome_of(change(), action, target, refusals=refusals, who=kind, look=look)
+    event = f"{kind.lower()}_change"
+    return record_change(log, event, connector, request, action, target, result)
 
 
 def record_change(

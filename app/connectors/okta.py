@@ -47,7 +47,6 @@ from app.connectors.base import (
     failed,
     only_supported,
     secret_from_env,
-    wrong_request,
 )
 from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
@@ -64,11 +63,9 @@ from app.connectors.http import (
     RetryRule,
     Sleep,
     Timeout,
-    not_supported,
+    make_change,
     one_line,
-    outcome_of,
     parse_config,
-    record_change,
 )
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request
@@ -439,20 +436,18 @@ class OktaConnector:
 
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Make the change once; a refusal is FAILED in Okta's words, a lost answer UNKNOWN."""
-        wrong = wrong_request(action, target, request)
-        if wrong:
-            return failed(f"{wrong}; nothing was changed")
-        if not self.supports(action, target):
-            return not_supported("Okta", self.name, action, target)
-        result = await outcome_of(
-            self._change(action, target),
+        return await make_change(
+            log,
+            self.name,
+            "Okta",
+            request,
             action,
             target,
+            supported=self.supports(action, target),
+            change=lambda: self._change(action, target),
             refusals=(NoAccessToken, ProviderUnreachable, RateLimited),
-            who="Okta",
             look="Check the user in the Okta Admin Console",
         )
-        return record_change(log, "okta_change", self.name, request, action, target, result)
 
     async def _change(self, action: Action, target: Principal) -> ExecutionResult:
         user = await self._user_for_change(target)
