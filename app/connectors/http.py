@@ -10,20 +10,23 @@ A help desk change must end in a truthful outcome. This module sorts every way a
 Only reads are repeated after a lost answer; any call is repeated after a 429, because a
 rate-limited request was refused before it did anything. Waits honour ``Retry-After`` and
 Okta's ``X-Rate-Limit-Reset`` and are bounded. Logs carry method, path, status and attempt:
-never headers, bodies or query strings, so tokens and one-time secrets never reach them.
+never headers, bodies or query strings, so tokens and one-time secrets never reach them; and a
+path segment that is no plain word or id (a login, a UPN, an email: Okta, Graph and Google all
+take one in the path) is logged as ``{redacted}``, so people's addresses stay out too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Annotated, Any, Protocol, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 import structlog
@@ -49,6 +52,13 @@ SignRequest = Callable[[str, str], Awaitable[Mapping[str, str]]]
 _GATEWAY_LOST = {502, 504}
 """A gateway gave up on the provider: the request may have been carried out."""
 _READ_RETRYABLE = {502, 503, 504}
+_PLAIN_SEGMENT = re.compile(r"[\w.~$-]*")
+
+
+def loggable_path(url: str) -> str:
+    """The URL's path for the log: segments that are not plain words or ids are redacted."""
+    segments = urlsplit(url).path.split("/")
+    return "/".join(s if _PLAIN_SEGMENT.fullmatch(unquote(s)) else "{redacted}" for s in segments)
 
 
 def _is_provider_url(value: str) -> str:
@@ -328,7 +338,7 @@ class ProviderHttp:
 
     async def _send_once(self, outgoing: _Outgoing, attempt: int) -> ProviderAnswer:
         """One HTTP exchange, sorted into: an answer, never sent, or answer lost."""
-        path = urlsplit(outgoing.url).path
+        path = loggable_path(outgoing.url)
         headers = dict(outgoing.headers or {})
         if outgoing.sign is not None:
             headers.update(await outgoing.sign(outgoing.method, outgoing.url))
