@@ -10,3 +10,9 @@ GATE_SCRIPTS = Counter(
     ["script", "code"],
 )
 SWEEPS = Counter("twokey_sweeps_total", "Sweeper passes, by result.", ["result"])
+AUDIT_FAULTS = Counter(
+    "twokey_audit_faults_total",
+    "Audit sealing faults, counted on every sweep while they last (alert on any): "
+    "unsealable_old_events, seal_list_shrank, seal_list_damaged, seal_mark_damaged.",
+    ["fault"],
+)

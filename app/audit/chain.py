@@ -43,13 +43,33 @@ The design: append now, seal afterwards, one chain per shard
   leaves seals without events. Events after the last seal are reported as "not sealed yet",
   which is not a failure; any gap, repeat or mismatch is, wherever it is.
 
+Sealed is sealed: trimming seals cannot get history re-sealed
+--------------------------------------------------------------
+The sealer holds the key, so whatever it seals is blessed. Someone with write access to Redis
+could otherwise edit sealed events (same ids, same seqs), cut the seal list back to before the
+first edit and let the next sweep seal the forgeries. Three things stop that:
+* **Sealed mark.** ``seal.lua`` keeps, beside the seal list (same hash slot), the highest length
+  the list ever had, and refuses to append when the list is shorter than it; each sealer also
+  remembers it in memory. A sealer never re-seals an event that was sealed before; ``verify``
+  fails when the list is shorter than the mark. (The mark is in Redis, so it is a tripwire, not
+  an anchor: the anchors below are what an attacker cannot reach.)
+* **Sealing window.** The sealer only seals events whose stream id time (Redis's clock at XADD)
+  is within ``SEAL_WINDOW_MS`` of Redis ``TIME``; the sweeper seals within a second or so.
+  Older unsealed events are a fault (logged as ``audit_unsealable_old_events``, counted in
+  ``twokey_audit_faults_total``), sealing of that shard stops there, and ``verify`` fails on
+  them. Forging old events under their own ids therefore never gets them sealed.
+* **Heads outside Redis.** Every seal logs the chain head (shard, seq, mac) as one JSON line, and
+  ``twokey audit export`` carries each event's mac (``--heads``: just the heads). Shipped to a
+  SIEM, these are the anchor: ``twokey audit verify --anchor FILE`` fails if any recorded head
+  within the chain differs from the mac at its seq, or lies beyond the end of the seal list.
+
 What it cannot see
 ------------------
-Someone with write access to Redis can edit an event in the short window before it is sealed
-(seal often), and can roll a whole shard back to an earlier consistent state - delete the newest
-events, the same number of seals, and lower the counter - since the chain has nothing outside
-Redis to compare against. The export carries each event's mac to the SIEM: the SIEM's copy (or a
-recorded chain head) is that outside anchor.
+Someone with write access to Redis can edit an event in the window before it is sealed (under a
+second while the sweeper runs). Without ``--anchor``, a rewrite or rollback that also removes the
+sealed mark, while no sealer that remembers the old length is running, is re-sealed unnoticed if
+the events were forged with fresh stream ids or within the sealing window; ``verify --anchor``
+against heads recorded since then catches it. Heads must be recorded outside Redis to count.
 
 Canonical form: the event JSON is parsed and re-serialised with sorted keys, so the key order
 Lua's cjson happens to write does not matter. Entries with extra fields, duplicate JSON keys,
@@ -63,12 +83,16 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 GENESIS_PREFIX = b"twokey-audit-genesis:"
+SEAL_WINDOW_MS = 5 * 60 * 1000
+"""The automatic sealer seals only events this recent (stream id time vs Redis TIME), so events
+forged under old ids never get sealed; it must exceed the sweep interval by a wide margin."""
+HEAD_TYPE = "twokey_audit_head"
 ENTRY_FIELDS = frozenset({"seq", "e"})
 _SEQ = re.compile(r"^[1-9][0-9]{0,18}$")
 _MAC = re.compile(r"^[0-9a-f]{64}$")
@@ -99,6 +123,12 @@ def next_mac(key: bytes, prev_mac: str, event: Mapping[str, Any]) -> str:
 
 def is_seal(value: str) -> bool:
     return bool(_MAC.fullmatch(value))
+
+
+def stream_id_ms(stream_id: str) -> int | None:
+    """The millisecond time part of a stream id (when XADD ran), None if it has none."""
+    ms = stream_id.partition("-")[0]
+    return int(ms) if ms.isdecimal() else None
 
 
 # --- reading one stream entry ----------------------------------------------------------------
@@ -160,13 +190,23 @@ class SealRun:
     macs: list[str]
     last_stream_id: str | None
     blocked: str | None = None
+    too_old: bool = False
+    """It stopped at an event older than the sealing window: a fault, not a race."""
 
 
-def seal_run(key: bytes, prev_mac: str, first_seq: int, entries: Iterable[StreamEntry]) -> SealRun:
+def seal_run(
+    key: bytes,
+    prev_mac: str,
+    first_seq: int,
+    entries: Iterable[StreamEntry],
+    not_before_ms: int | None = None,
+) -> SealRun:
     """Seals for events ``first_seq``, ``first_seq + 1``, ... at the start of ``entries``.
 
     Stops at the first entry that is not the next event (a gap, a repeat, a malformed entry):
-    sealing past it would bless the damage instead of leaving it for ``verify`` to name.
+    sealing past it would bless the damage instead of leaving it for ``verify`` to name. Stops
+    too at an event whose stream id is older than ``not_before_ms``: a sealer blesses only what
+    was just written, never history that may have been rewritten.
     """
     macs: list[str] = []
     mac, expected, last = prev_mac, first_seq, None
@@ -178,10 +218,65 @@ def seal_run(key: bytes, prev_mac: str, first_seq: int, entries: Iterable[Stream
         if seq != expected:
             why = f"expected event {expected} but found event {seq} at stream id {stream_id}"
             return SealRun(macs, last, why)
+        written = stream_id_ms(stream_id)
+        if not_before_ms is not None and (written is None or written < not_before_ms):
+            why = (
+                f"event {seq} (stream id {stream_id}) is older than the sealing window: it "
+                "should have been sealed long ago, so it is not sealed now"
+            )
+            return SealRun(macs, last, why, too_old=True)
         mac = next_mac(key, mac, event)
         macs.append(mac)
         last, expected = stream_id, expected + 1
     return SealRun(macs, last)
+
+
+# --- chain heads recorded outside Redis -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """A shard's chain at one moment, as recorded outside Redis: event ``seq`` sealed as ``mac``.
+
+    ``chain`` is the shard tag (it holds the namespace) when the record says it; heads of
+    another namespace are not ours to check.
+    """
+
+    shard: int
+    seq: int
+    mac: str
+    chain: str | None = None
+
+
+def head_record(shard: int, chain: str, seq: int, mac: str) -> dict[str, Any]:
+    """One head as a JSON-ready record: what the seal log line and ``export --heads`` carry."""
+    return {"type": HEAD_TYPE, "shard": shard, "chain": chain, "seq": seq, "mac": mac}
+
+
+def read_heads(lines: Iterable[str]) -> list[ChainHead]:
+    """Every head in JSON lines as logged (``audit_sealed``) or exported; other lines skipped.
+
+    A line counts when it is a JSON object with an integer ``shard`` and ``seq`` and a
+    hex ``mac``: a seal log line, an ``export --heads`` line, or any sealed exported event.
+    """
+    heads: list[ChainHead] = []
+    for line in lines:
+        text = line.strip()
+        if not text.startswith("{"):
+            continue
+        try:
+            record = json.loads(text)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        shard, seq, mac, chain = (record.get(k) for k in ("shard", "seq", "mac", "chain"))
+        if type(shard) is not int or type(seq) is not int or seq < 1 or shard < 0:
+            continue
+        if not isinstance(mac, str) or not is_seal(mac):
+            continue
+        heads.append(ChainHead(shard, seq, mac, chain if isinstance(chain, str) else None))
+    return heads
 
 
 # --- verifying ---------------------------------------------------------------------------------
@@ -195,6 +290,11 @@ class ProblemKind(StrEnum):
     EXTRA_SEALS = "extra_seals"
     TAIL_DELETED = "tail_deleted"
     COUNTER_CHANGED = "counter_changed"
+    SEALS_REMOVED = "seals_removed"
+    SEAL_MARK_CHANGED = "seal_mark_changed"
+    TOO_OLD_TO_SEAL = "too_old_to_seal"
+    REWRITTEN = "rewritten"
+    ROLLED_BACK = "rolled_back"
 
 
 @dataclass(frozen=True)
@@ -243,6 +343,8 @@ class ShardVerdict:
 @dataclass(frozen=True)
 class VerifyReport:
     shards: list[ShardVerdict] = field(default_factory=list)
+    anchors: int | None = None
+    """Chain heads recorded outside Redis that were checked; None when none were given."""
 
     @property
     def ok(self) -> bool:
@@ -292,10 +394,26 @@ class ChainVerifier:
     position k holds event k and seal k, so pages of the stream and of the seal list line up.
     """
 
-    def __init__(self, key: bytes, shard_tag: str, sealed: int) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        shard_tag: str,
+        sealed: int,
+        *,
+        sealed_mark: int = 0,
+        not_before_ms: int | None = None,
+        anchors: Mapping[int, Set[str]] | None = None,
+    ) -> None:
+        """``sealed_mark``: the longest the seal list ever was (the sealer's record).
+        ``not_before_ms``: unsealed events written before this can no longer be sealed.
+        ``anchors``: seq -> macs recorded outside Redis for it (each must match)."""
         self._key = key
         self._tag = shard_tag
         self._sealed = sealed
+        self._mark = sealed_mark
+        self._not_before = not_before_ms
+        self._anchors: Mapping[int, Set[str]] = anchors or {}
+        self._stale: tuple[int, str] | None = None
         self._mac = genesis(key, shard_tag)
         self._head: str | None = None
         self._seq = 0
@@ -357,8 +475,17 @@ class ChainVerifier:
             if seq <= self._sealed:
                 detail = f"the seal list holds {self._sealed} seals but has none for it"
                 self._fail(ProblemKind.SEAL_MISSING, seq, stream_id, detail)
+            elif self._stale is None and _older(stream_id, self._not_before):
+                self._stale = (seq, stream_id)
         elif hmac.compare_digest(mac, seal):
             self._head = mac
+            recorded = self._anchors.get(seq, ())
+            if any(not hmac.compare_digest(mac, other) for other in recorded):
+                detail = (
+                    "its seal is not the one recorded outside Redis for it (--anchor): the trail "
+                    "up to here was rewritten and sealed again"
+                )
+                self._fail(ProblemKind.REWRITTEN, seq, stream_id, detail)
         elif next_seal is not None and hmac.compare_digest(mac, next_seal):
             detail = "an extra seal was inserted in the seal list before its own"
             self._fail(ProblemKind.EXTRA_SEALS, seq, stream_id, detail)
@@ -402,6 +529,8 @@ class ChainVerifier:
         elif self._mismatch is not None:
             self._fail_edited(self._mismatch)
         elif self._problem is None:
+            self._check_history()
+        if self._problem is None:
             self._check_tail(counter)
         return ShardVerdict(
             shard_tag=self._tag,
@@ -411,6 +540,33 @@ class ChainVerifier:
             problem=self._problem,
             head=self._head,
         )
+
+    def _check_history(self) -> None:
+        """What only the sealer's records and outside anchors show: seals cut back, events
+        left unsealed too long (history rewritten under old ids, or sealing stopped)."""
+        first_unsealed = self._sealed + 1
+        recorded = max(self._anchors, default=0)
+        if self._mark > self._sealed:
+            detail = (
+                f"the seal list holds {self._sealed} seals but {self._mark} events were sealed: "
+                "seals were removed, so the events after them may have been rewritten"
+            )
+            self._fail(ProblemKind.SEALS_REMOVED, first_unsealed, None, detail)
+        elif recorded > self._sealed:
+            detail = (
+                f"a chain head recorded outside Redis (--anchor) says event {recorded} was sealed, "
+                f"but the seal list ends at event {self._sealed}: the shard was rolled back or "
+                "its seals removed"
+            )
+            self._fail(ProblemKind.ROLLED_BACK, first_unsealed, None, detail)
+        elif self._stale is not None:
+            seq, stream_id = self._stale
+            detail = (
+                "it is not sealed and was written longer ago than the sealing window, so it can "
+                "no longer be sealed: seals were cut back (and it may be a forgery), or sealing "
+                "was stopped (no sweeper running, or Redis down) for longer than the window"
+            )
+            self._fail(ProblemKind.TOO_OLD_TO_SEAL, seq, stream_id, detail)
 
     def _check_tail(self, counter: int) -> None:
         last = self._seq
@@ -429,6 +585,13 @@ class ChainVerifier:
             self._fail(ProblemKind.EXTRA_SEALS, last + 1, None, detail)
 
 
+def _older(stream_id: str, not_before_ms: int | None) -> bool:
+    if not_before_ms is None:
+        return False
+    written = stream_id_ms(stream_id)
+    return written is None or written < not_before_ms
+
+
 def _gap_detail(gap: _Gap) -> str:
     if gap.found == gap.expected + 1:
         return f"it was deleted: the stream goes from event {gap.expected - 1} to event {gap.found}"
@@ -444,9 +607,20 @@ def verify_chain(
     key: bytes,
     shard_tag: str,
     last_seq: int,
+    *,
+    sealed_mark: int = 0,
+    not_before_ms: int | None = None,
+    anchors: Mapping[int, Set[str]] | None = None,
 ) -> ShardVerdict:
     """Verify one shard held in memory: its stream entries in order, its seals, its counter."""
-    verifier = ChainVerifier(key, shard_tag, sealed=len(seals))
+    verifier = ChainVerifier(
+        key,
+        shard_tag,
+        sealed=len(seals),
+        sealed_mark=sealed_mark,
+        not_before_ms=not_before_ms,
+        anchors=anchors,
+    )
     for position, (stream_id, fields) in enumerate(entries):
         seal = seals[position] if position < len(seals) else None
         after = seals[position + 1] if position + 1 < len(seals) else None
@@ -469,11 +643,16 @@ def render_verify(report: VerifyReport) -> tuple[int, str]:
             lines.append(
                 f"{report.unsealed} events are not sealed yet; they are checked once sealed."
             )
+        if report.anchors is not None:
+            lines.append(
+                f"{report.anchors} chain heads recorded outside Redis all match (--anchor)."
+            )
     else:
         first = report.broken[0]
         assert first.problem is not None
         lines.append(
-            "AUDIT TRAIL BROKEN: events were deleted, edited or reordered, or seals changed."
+            "AUDIT TRAIL BROKEN: events were deleted, edited, reordered or rolled back, or "
+            "seals changed."
         )
         lines.append(f"First bad event: shard {first.shard_tag}, {first.problem.describe()}")
         lines.append(

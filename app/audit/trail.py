@@ -3,12 +3,14 @@
 The chain itself, and why it stays consistent under concurrent appends and sealers and on a
 Cluster, is in app/audit/chain.py. This module only reads pages, calls ``seal.lua`` and feeds
 the pure functions there. Every call touches the keys of one shard at a time (one hash slot).
+Each seal logs the new chain head (``audit_sealed``: shard, chain, seq, mac) so it is recorded
+outside Redis; never the key.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -20,7 +22,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.audit.chain import (
+    SEAL_WINDOW_MS,
     BadEntry,
+    ChainHead,
     ChainVerifier,
     Problem,
     ProblemKind,
@@ -29,6 +33,7 @@ from app.audit.chain import (
     VerifyReport,
     entry_seq,
     genesis,
+    head_record,
     is_seal,
     parse_entry,
     render_verify,
@@ -36,9 +41,10 @@ from app.audit.chain import (
 )
 from app.domain.errors import Unavailable
 from app.domain.models import AuditEvent
+from app.metrics import AUDIT_FAULTS
 from app.store.keys import SHARDS, Keys
 
-__all__ = ["MIN_KEY_LENGTH", "AuditTrail", "VerifyReport", "render_verify"]
+__all__ = ["MIN_KEY_LENGTH", "SEAL_WINDOW_MS", "AuditTrail", "VerifyReport", "render_verify"]
 
 log = structlog.get_logger("twokey.audit")
 
@@ -66,6 +72,11 @@ def _entries(raw: Sequence[Any] | None) -> list[StreamEntry]:
     ]
 
 
+def _count(text: str) -> int | None:
+    """A non-negative decimal count as Redis stores it, else None (tampered with)."""
+    return int(text) if text.isascii() and text.isdecimal() else None
+
+
 def _stream_id_order(stream_id: str) -> tuple[int, int]:
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
@@ -91,6 +102,7 @@ class AuditTrail:
         *,
         page_size: int = 500,
         max_seal: int = 50_000,
+        seal_window_ms: int = SEAL_WINDOW_MS,
     ) -> None:
         secret = key.get_secret_value()
         if len(secret) < MIN_KEY_LENGTH:
@@ -99,14 +111,18 @@ class AuditTrail:
                 "bytes, e.g. `openssl rand -hex 32`); it is what makes the audit trail "
                 "tamper-evident, so twokey will not start without it"
             )
-        if page_size < 1 or max_seal < 1:
-            raise ValueError("page_size and max_seal must be at least 1")
+        if page_size < 1 or max_seal < 1 or seal_window_ms < 1:
+            raise ValueError("page_size, max_seal and seal_window_ms must be at least 1")
         self._redis = redis
         self._keys = keys
         self._key = secret.encode()
         self._page = page_size
         self._max_seal = max_seal
+        self._window = seal_window_ms
         self._seal_script = redis.register_script(_seal_script_text())
+        self._sealed_high: dict[int, int] = {}
+        """Per shard, the longest seal list this process has seen: a memory outside Redis."""
+        self._reported: dict[int, tuple[str, int]] = {}
 
     def __repr__(self) -> str:  # never show the key
         return f"AuditTrail(namespace={self._keys.ns!r})"
@@ -124,32 +140,74 @@ class AuditTrail:
         """Seal one shard's unsealed events; returns how many this call sealed (often 0).
 
         Safe to run from every replica at once: a sealer that loses the compare-and-set stops,
-        since the winner has sealed the same events with the same macs and carries on.
+        since the winner has sealed the same events with the same macs and carries on. Events
+        older than the sealing window are never sealed here (see app/audit/chain.py).
         """
         with _fails_closed():
-            return await self._seal(shard)
+            return await self._seal(shard, self._window)
 
-    async def _seal(self, shard: int) -> int:
-        seals_key, stream = self._keys.seals(shard), self._keys.audit(shard)
-        length, last = await self._seal_state(seals_key)
+    async def seal_late(self, max_age_ms: int) -> int:
+        """An operator's decision: seal unsealed events up to ``max_age_ms`` old in every shard.
+
+        For after an outage that stopped sealing for longer than the window, once someone has
+        checked those events against the SIEM. Never the sweeper: it would bless forgeries.
+        """
+        if max_age_ms < 1:
+            raise ValueError("max_age_ms must be at least 1")
+        total = 0
+        with _fails_closed():
+            for shard in range(SHARDS):
+                total += await self._seal(shard, max(max_age_ms, self._window))
+        log.warning("audit_sealed_late", events=total, max_age_s=max_age_ms // 1000)
+        return total
+
+    def _mark_key(self, shard: int) -> str:
+        """The sealed mark: the longest the shard's seal list ever was (same hash slot)."""
+        return self._keys.seals(shard) + ":high"
+
+    async def _seal(self, shard: int, window_ms: int) -> int:
+        stream = self._keys.audit(shard)
+        mark_text, length, last, now_ms = await self._seal_state(shard)
         if last is not None and not is_seal(last):
-            log.error("audit_seal_list_damaged", shard=shard, hint="run `twokey audit verify`")
+            self._fault(shard, "seal_list_damaged", length, "its last seal is not an HMAC")
             return 0
+        mark = _count(mark_text)
+        if mark is None:
+            self._fault(shard, "seal_mark_damaged", length, "the sealed mark is not a count")
+            return 0
+        high = max(mark, self._sealed_high.get(shard, 0))
+        if length < high:
+            why = f"the seal list holds {length} seals but {high} events were sealed"
+            self._fault(shard, "seal_list_shrank", length, why)
+            return 0
+        self._sealed_high[shard] = length
+        if mark < length:  # a list sealed before the mark existed: record its length now
+            await self._run_seal_script(shard, length, last, [])
         start = await self._find_event(shard, length + 1)
         if start is None:
             return 0
         prev, cursor, sealed = last or genesis(self._key, self._keys.tag(shard)), start, 0
+        not_before = now_ms - window_ms
         while sealed < self._max_seal:
             page = _entries(await self._redis.xrange(stream, min=cursor, count=self._page))
-            run = seal_run(self._key, prev, length + 1, page)
+            run = seal_run(self._key, prev, length + 1, page, not_before_ms=not_before)
             if run.macs:
-                args = [str(length), last or "", *run.macs]
-                won = int(await self._seal_script(keys=[seals_key], args=args))
+                won = await self._run_seal_script(shard, length, last, run.macs)
+                if won < 0:
+                    why = "the seal list became shorter than the sealed mark while sealing"
+                    self._fault(shard, "seal_list_shrank", length, why)
+                    return sealed
                 if won == 0:
                     return sealed
                 sealed, length = sealed + won, length + won
                 last = prev = run.macs[-1]
+                self._sealed_high[shard] = max(self._sealed_high.get(shard, 0), length)
+                self._reported.pop(shard, None)
+                log.info("audit_sealed", **head_record(shard, self._keys.tag(shard), length, last))
                 cursor = f"({run.last_stream_id}"
+            if run.too_old:
+                self._fault(shard, "unsealable_old_events", length + 1, run.blocked or "")
+                break
             if run.blocked:
                 log.warning("audit_sealing_stopped", shard=shard, why=run.blocked)
                 break
@@ -157,14 +215,45 @@ class AuditTrail:
                 break
         return sealed
 
-    async def _seal_state(self, seals_key: str) -> tuple[int, str | None]:
-        """The seal list's length and last seal. Read without MULTI (fine on a Cluster): if the
-        compare-and-set later succeeds, the list did not grow in between, so both still hold."""
+    async def _run_seal_script(
+        self, shard: int, length: int, last: str | None, macs: list[str]
+    ) -> int:
+        keys = [self._keys.seals(shard), self._mark_key(shard)]
+        return int(await self._seal_script(keys=keys, args=[str(length), last or "", *macs]))
+
+    def _fault(self, shard: int, fault: str, seq: int, why: str) -> None:
+        """Something a sealer must not paper over: counted on every pass, logged once."""
+        AUDIT_FAULTS.labels(fault).inc()
+        if self._reported.get(shard) == (fault, seq):
+            return
+        self._reported[shard] = (fault, seq)
+        log.error(
+            f"audit_{fault}",
+            shard=shard,
+            seq=seq,
+            why=why,
+            hint="treat as a security incident: run `twokey audit verify --anchor` against "
+            "the chain heads in your SIEM",
+        )
+
+    async def _seal_state(self, shard: int) -> tuple[str, int, str | None, int]:
+        """The sealed mark, the seal list's length and last seal, and Redis TIME (ms).
+
+        Read without MULTI (fine on a Cluster), mark first: the mark never exceeds the list's
+        length at the moment it is read and the list only grows, so a concurrent seal never
+        looks like a shrunk list. If the compare-and-set later succeeds, the list did not grow
+        in between, so length and last seal still hold.
+        """
+        seals_key = self._keys.seals(shard)
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self._mark_key(shard))
             pipe.llen(seals_key)
             pipe.lindex(seals_key, -1)
-            length, last = await pipe.execute()
-        return int(length), (_text(last) if last is not None else None)
+            pipe.time()
+            mark, length, last, (seconds, micros) = await pipe.execute()
+        mark_text = _text(mark) if mark is not None else "0"
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        return mark_text, int(length), (_text(last) if last is not None else None), now_ms
 
     async def _find_event(self, shard: int, seq: int) -> str | None:
         """Stream id of event ``seq``, read backwards from the end (it is in the unsealed tail).
@@ -194,25 +283,67 @@ class AuditTrail:
 
     # --- verifying -----------------------------------------------------------------------------
 
-    async def verify(self) -> VerifyReport:
-        """Recompute every shard's chain and compare with its seals (read-only)."""
+    async def verify(self, anchors: Iterable[ChainHead] | None = None) -> VerifyReport:
+        """Recompute every shard's chain and compare with its seals (read-only).
+
+        ``anchors``: chain heads recorded outside Redis (seal log lines, exports); each one of
+        this namespace must match the chain, and none may lie beyond the end of its seal list.
+        """
+        by_shard, applied = self._anchors_by_shard(anchors or ())
         with _fails_closed():
-            return VerifyReport([await self._verify_shard(shard) for shard in range(SHARDS)])
+            now_ms = await self._now_ms()
+            shards = [
+                await self._verify_shard(shard, by_shard.get(shard), now_ms)
+                for shard in range(SHARDS)
+            ]
+        return VerifyReport(shards, anchors=applied if anchors is not None else None)
 
     async def verify_shard(self, shard: int) -> ShardVerdict:
         with _fails_closed():
-            return await self._verify_shard(shard)
+            return await self._verify_shard(shard, None, await self._now_ms())
 
-    async def _verify_shard(self, shard: int) -> ShardVerdict:
+    def _anchors_by_shard(
+        self, heads: Iterable[ChainHead]
+    ) -> tuple[dict[int, dict[int, set[str]]], int]:
+        """shard -> seq -> recorded macs, for the heads of this namespace; and how many."""
+        by_shard: dict[int, dict[int, set[str]]] = {}
+        applied = 0
+        for head in heads:
+            if head.shard >= SHARDS:
+                continue
+            if head.chain is not None and head.chain != self._keys.tag(head.shard):
+                continue  # another namespace's chain
+            by_shard.setdefault(head.shard, {}).setdefault(head.seq, set()).add(head.mac)
+            applied += 1
+        return by_shard, applied
+
+    async def _now_ms(self) -> int:
+        """Redis's clock, the one stream ids are written with."""
+        seconds, micros = await self._redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def _verify_shard(
+        self, shard: int, anchors: Mapping[int, set[str]] | None, now_ms: int
+    ) -> ShardVerdict:
         keys = self._keys
         seals_key, stream = keys.seals(shard), keys.audit(shard)
-        # Order matters: counter, then seal count, then the stream. Events and seals appended
-        # while we read can then only add to what we see, never look like a deletion.
+        # Order matters: sealed mark, counter, then seal count, then the stream. Events and
+        # seals appended while we read can then only add to what we see, never look like a
+        # deletion (the mark never exceeds the list's length at the time it is read).
+        raw_mark = await self._redis.get(self._mark_key(shard))
         raw_counter = await self._redis.get(keys.audit_seq(shard))
         sealed = int(await self._redis.llen(seals_key))
+        mark_text = _text(raw_mark) if raw_mark is not None else "0"
         counter_text = _text(raw_counter) if raw_counter is not None else "0"
         counter = int(counter_text) if counter_text.isdecimal() else 0
-        verifier = ChainVerifier(self._key, keys.tag(shard), sealed)
+        verifier = ChainVerifier(
+            self._key,
+            keys.tag(shard),
+            sealed,
+            sealed_mark=_count(mark_text) or 0,
+            not_before_ms=now_ms - self._window,
+            anchors=anchors,
+        )
         cursor, position = "-", 0
         while True:
             page = _entries(await self._redis.xrange(stream, min=cursor, count=self._page))
@@ -231,7 +362,24 @@ class AuditTrail:
             detail = f"the event counter holds {counter_text[:40]!r}, which is not a count"
             problem = Problem(ProblemKind.COUNTER_CHANGED, verdict.events + 1, None, detail)
             verdict = ShardVerdict(verdict.shard_tag, verdict.events, sealed, 0, problem)
+        elif verdict.ok and _count(mark_text) is None:
+            detail = f"the sealed mark holds {mark_text[:40]!r}, which is not a count"
+            problem = Problem(ProblemKind.SEAL_MARK_CHANGED, sealed + 1, None, detail)
+            verdict = ShardVerdict(verdict.shard_tag, verdict.events, sealed, counter, problem)
         return verdict
+
+    async def heads(self) -> list[dict[str, Any]]:
+        """Each sealed shard's chain head now, as JSON-ready records to keep outside Redis."""
+        records: list[dict[str, Any]] = []
+        with _fails_closed():
+            for shard in range(SHARDS):
+                seals_key = self._keys.seals(shard)
+                length = int(await self._redis.llen(seals_key))
+                last = await self._redis.lindex(seals_key, length - 1) if length else None
+                if last is not None:
+                    tag = self._keys.tag(shard)
+                    records.append(head_record(shard, tag, length, _text(last)))
+        return records
 
     # --- exporting -----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.audit.chain import (
+    ChainHead,
     ChainVerifier,
     ProblemKind,
     ShardVerdict,
@@ -18,7 +19,9 @@ from app.audit.chain import (
     VerifyReport,
     canonical,
     genesis,
+    head_record,
     next_mac,
+    read_heads,
     render_verify,
     seal_run,
     verify_chain,
@@ -298,6 +301,108 @@ def test_a_seal_run_stops_at_a_gap_and_never_seals_past_it() -> None:
     assert run.blocked is not None and "expected event 4 but found event 5" in run.blocked
 
 
+def test_a_seal_run_never_seals_an_event_older_than_the_window() -> None:
+    events = make_events(5)
+    entries = stream_of(events)
+    run = seal_run(KEY, genesis(KEY, TAG), 1, entries, not_before_ms=T0 + 3000)
+    assert run.macs == []
+    assert run.too_old and run.blocked is not None and "event 1" in run.blocked
+    recent = seal_run(KEY, seals_of(events, 3)[-1], 4, entries[3:], not_before_ms=T0 + 3000)
+    assert recent.macs == seals_of(events, 5)[3:] and not recent.too_old
+
+
+# --- sealed history: the sealer's mark, the sealing window, heads recorded outside Redis --------
+
+
+def test_a_seal_list_shorter_than_the_sealed_mark_fails() -> None:
+    events = make_events(6)
+    result = verify_chain(stream_of(events), seals_of(events, 3), KEY, TAG, 6, sealed_mark=6)
+    assert result.problem is not None
+    assert (result.problem.kind, result.problem.seq) == (ProblemKind.SEALS_REMOVED, 4)
+
+
+def test_unsealed_events_older_than_the_window_fail_recent_ones_do_not() -> None:
+    events = make_events(6)
+    entries, seals = stream_of(events), seals_of(events, 3)
+    # events 4..6 were written at T0+4s..T0+6s
+    assert verify_chain(entries, seals, KEY, TAG, 6, not_before_ms=T0 + 4000).ok
+    result = verify_chain(entries, seals, KEY, TAG, 6, not_before_ms=T0 + 5000)
+    assert result.problem is not None
+    assert (result.problem.kind, result.problem.seq) == (ProblemKind.TOO_OLD_TO_SEAL, 4)
+    assert result.problem.stream_id == entries[3][0]
+
+
+def anchors_of(heads: list[ChainHead]) -> dict[int, set[str]]:
+    found: dict[int, set[str]] = {}
+    for head in heads:
+        found.setdefault(head.seq, set()).add(head.mac)
+    return found
+
+
+def test_anchors_that_match_pass_and_one_beyond_the_seal_list_fails() -> None:
+    events = make_events(5)
+    seals = seals_of(events, 5)
+    heads = anchors_of([ChainHead(3, 2, seals[1]), ChainHead(3, 5, seals[4])])
+    assert verify_chain(stream_of(events), seals, KEY, TAG, 5, anchors=heads).ok
+    rolled_back = verify_chain(stream_of(events)[:3], seals[:3], KEY, TAG, 3, anchors=heads)
+    assert rolled_back.problem is not None
+    assert (rolled_back.problem.kind, rolled_back.problem.seq) == (ProblemKind.ROLLED_BACK, 4)
+
+
+@given(chains, st.data())
+def test_any_rewrite_resealed_from_scratch_fails_against_a_later_head(
+    chain: tuple[int, int], data: st.DataObject
+) -> None:
+    """Even a sealer tricked into sealing a forged history cannot match the heads recorded."""
+    count, _ = chain
+    events = make_events(count)
+    index = data.draw(st.integers(min_value=0, max_value=count - 1))
+    head_seq = data.draw(st.integers(min_value=index + 1, max_value=count))
+    recorded = anchors_of([ChainHead(3, head_seq, seals_of(events, count)[head_seq - 1])])
+    forged = [dict(e) for e in events]
+    forged[index]["actor"] = "mallory"
+
+    result = verify_chain(
+        stream_of(forged), seals_of(forged, count), KEY, TAG, count, anchors=recorded
+    )
+
+    assert result.problem is not None
+    assert (result.problem.kind, result.problem.seq) == (ProblemKind.REWRITTEN, head_seq)
+
+
+def test_conflicting_heads_for_one_seq_fail_even_if_one_matches() -> None:
+    events = make_events(3)
+    seals = seals_of(events, 3)
+    heads = {2: {seals[1], "e" * 64}}
+    result = verify_chain(stream_of(events), seals, KEY, TAG, 3, anchors=heads)
+    assert result.problem is not None
+    assert (result.problem.kind, result.problem.seq) == (ProblemKind.REWRITTEN, 2)
+
+
+def test_heads_are_read_from_log_lines_exports_and_head_lines_and_nothing_else() -> None:
+    mac = "a" * 64
+    lines = [
+        json.dumps(
+            {"event": "audit_sealed", "level": "info", **head_record(2, "{tk:s02}", 9, mac)}
+        ),
+        json.dumps({"seq": 4, "rid": "TK-1", "shard": 7, "stream_id": "1-0", "mac": mac}),
+        json.dumps({"type": "twokey_audit_head", "shard": 0, "seq": 1, "mac": mac}) + "\n",
+        "2026-01-01 [info] audit_sealed shard=1 seq=2",  # a console line: not a record
+        "{not json",
+        "[1, 2]",
+        json.dumps({"shard": 1, "seq": 2}),  # unsealed export line: no mac
+        json.dumps({"shard": 1, "seq": True, "mac": mac}),
+        json.dumps({"shard": 1, "seq": 0, "mac": mac}),
+        json.dumps({"shard": -1, "seq": 2, "mac": mac}),
+        json.dumps({"shard": 1, "seq": 2, "mac": "A" * 64}),
+    ]
+    assert read_heads(lines) == [
+        ChainHead(2, 9, mac, "{tk:s02}"),
+        ChainHead(7, 4, mac),
+        ChainHead(0, 1, mac),
+    ]
+
+
 # --- telling people ----------------------------------------------------------------------------
 
 
@@ -321,3 +426,11 @@ def test_render_verify_fails_and_names_the_first_bad_event() -> None:
     first_line = text.splitlines()[1]
     assert "{t:s07}" in first_line
     assert f"event 2 (gap just before stream id {entries[1][0]}): missing" in first_line
+
+
+def test_render_verify_says_how_many_recorded_heads_matched() -> None:
+    events = make_events(2)
+    report = VerifyReport([verdict(stream_of(events), seals_of(events, 2), counter=2)], anchors=2)
+    code, text = render_verify(report)
+    assert code == 0
+    assert "2 chain heads recorded outside Redis all match" in text
