@@ -8,6 +8,7 @@ import time; channels receive what they need from the Runtime built here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -36,6 +37,7 @@ from app.ports import Directory, IdentityProvider
 from app.service import ServiceOptions, TwoKey
 from app.settings import Settings
 from app.store.directory_cache import CachedDirectory
+from app.store.journal import FileJournal, JournalUnavailable
 from app.store.keys import Keys
 from app.store.redis_store import RedisRequestStore
 
@@ -44,6 +46,54 @@ log = structlog.get_logger("twokey.bootstrap")
 
 class StartupError(Exception):
     """twokey refuses to start; the message says why and what to set."""
+
+
+SHUTDOWN_GRACE_S = 20.0
+"""How long a stopping replica gets to finish the work people were answered for (inside
+Kubernetes' default 30 s between SIGTERM and SIGKILL). Work still running then is cancelled:
+what it left undone is re-done by others (cards re-render, the sweeper claims a ready request;
+an execution cut short ends ``interrupted``, never re-run)."""
+
+
+class InFlight:
+    """Work a person was answered for, finished before a stopping replica closes its clients.
+
+    A Slack ack answers Slack while the listener goes on (cards, messages, the execution);
+    without this, shutdown would close Redis and HTTP under that work and lose it silently.
+    """
+
+    def __init__(self) -> None:
+        self.accepting = True
+        """False once the replica stops: new deliveries are refused (503), never half-done."""
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def track(self, task: asyncio.Task[Any] | None = None) -> None:
+        """Keep ``task`` (the running one by default) until it is done."""
+        task = task if task is not None else asyncio.current_task()
+        if task is None or task.done():
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, within: float) -> bool:
+        """Stop accepting and wait for every tracked task (also those started meanwhile) for at
+        most ``within`` seconds; cancel what is left. True when everything finished in time."""
+        self.accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self._tasks and loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
+        if not self._tasks:
+            return True
+        left = list(self._tasks)
+        log.error("shutdown_work_abandoned", tasks=len(left), grace_s=within)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        return False
 
 
 @dataclass
@@ -60,17 +110,37 @@ class Runtime:
     embedded: Any = None
     """The embedded Valkey server, when REDIS_URL was not set."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    """Background tasks (sweeper, Socket Mode); each ends on its own once ``stopping`` is set."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Connectors that own a client (HTTP) and must close it."""
+    inflight: InFlight = field(default_factory=InFlight)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def close(self) -> None:
+    def stop_accepting(self) -> None:
+        """The first step of a shutdown: take no new work, let background loops wind down."""
+        self.inflight.accepting = False
+        self.stopping.set()
+
+    async def stop(self, within: float = SHUTDOWN_GRACE_S) -> bool:
+        """Finish in-flight and background work within ``within`` seconds, before any client
+        closes. True when it all finished; False when something had to be cancelled."""
+        self.stop_accepting()
         for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+            self.inflight.track(task)
+        clean = await self.inflight.drain(within)
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                clean = False
+        return clean
+
+    async def close(self, within: float = SHUTDOWN_GRACE_S) -> bool:
+        """Stop (see ``stop``), then close every client. Returns whether the stop was clean."""
+        clean = await self.stop(within)
         await asyncio.gather(*(close() for close in self.closers), return_exceptions=True)
         await self.redis.aclose()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
+        return clean
 
 
 class ReusedValkey:
@@ -191,6 +261,41 @@ def load_directory(
     return directory
 
 
+CHAT_CREDENTIALS = (
+    ("SLACK_BOT_TOKEN", "slack_bot_token"),
+    ("SLACK_SIGNING_SECRET", "slack_signing_secret"),
+    ("SLACK_APP_TOKEN", "slack_app_token"),
+    ("MICROSOFT_APP_ID", "microsoft_app_id"),
+    ("MICROSOFT_APP_PASSWORD", "microsoft_app_password"),
+)
+
+
+def production_wiring(settings: Settings, policy: Policy) -> list[str]:
+    """What makes this deployment real: chat credentials and non-sandbox connectors, named."""
+    found = [env for env, attr in CHAT_CREDENTIALS if getattr(settings, attr) is not None]
+    for entry in policy.connectors:
+        kind = str(entry.get("type", "?"))
+        if kind != "sandbox":
+            found.append(f"the {kind} connector {str(entry.get('name', kind))!r} in the policy")
+    return found
+
+
+def check_playground(settings: Settings, policy: Policy) -> None:
+    """The playground lets anyone act as anyone and shows one-time secrets: asked for beside
+    real chat credentials or identity providers, twokey refuses to start rather than guess."""
+    if settings.playground is not True:
+        return  # unset: the playground mounts itself only where nothing is real
+    real = production_wiring(settings, policy)
+    if real:
+        raise StartupError(
+            "TWOKEY_PLAYGROUND=true, but this deployment is wired to production: "
+            f"{'; '.join(real)}. The playground lets anyone act as anyone with these and read "
+            "one-time secrets, so it only runs with no chat credentials and sandbox connectors "
+            "only. Unset TWOKEY_PLAYGROUND (or set it to false), or try twokey in a separate "
+            "deployment without them."
+        )
+
+
 def _without_password(url: str) -> str:
     """A Redis URL fit for a log line or an error: any password replaced by ***."""
     parts = urlsplit(url)
@@ -222,9 +327,53 @@ async def check_redis(store: RedisRequestStore, settings: Settings) -> None:
         )
 
 
+async def report_persistence(store: RedisRequestStore) -> None:
+    """Say at start-up what a Redis restart or failover could lose (invariant 3 leans on it)."""
+    persistence = await store.check_persistence()
+    fields = {
+        "aof": persistence.aof,
+        "appendfsync": persistence.appendfsync,
+        "replicas": persistence.replicas,
+        "claims_wait_for": ",".join(
+            w
+            for w, on in (("aof", persistence.waitaof), ("replica", persistence.replicas > 0))
+            if on
+        )
+        or "nothing",
+    }
+    if persistence.risk:
+        log.warning("redis_persistence_weak", risk=persistence.risk, **fields)
+    else:
+        log.info("redis_persistence", **fields)
+
+
+def open_journal(settings: Settings) -> FileJournal:
+    """This replica's execution journal in TWOKEY_DATA_DIR/journal (see app/store/journal.py)."""
+    folder = settings.data_dir / "journal"
+    try:
+        journal = FileJournal(folder)
+    except (OSError, JournalUnavailable) as exc:
+        raise StartupError(
+            f"Cannot write the execution journal in {folder}: {exc}. twokey keeps a record of "
+            "every execution outside Redis there; give it a writable TWOKEY_DATA_DIR (a volume "
+            "that survives restarts, one per replica)."
+        ) from exc
+    pending = len(journal.unsettled())
+    log.info("journal_opened", path=str(journal.path), unsettled=pending)
+    return journal
+
+
+def _closing(journal: FileJournal) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        journal.close()
+
+    return close
+
+
 async def build_runtime(settings: Settings) -> Runtime:
     embedded = None
     wiring = ConnectorWiring()
+    closers: list[Callable[[], Awaitable[None]]] = []
     url = settings.redis_url
     if url is None:
         embedded = await asyncio.to_thread(start_embedded_valkey, settings.data_dir)
@@ -236,8 +385,12 @@ async def build_runtime(settings: Settings) -> Runtime:
         keys = Keys(settings.namespace)
         store = RedisRequestStore(redis, keys, claim_grace_ms=settings.claim_grace * 1000)
         await check_redis(store, settings)
+        await report_persistence(store)
+        journal = open_journal(settings)
+        closers.append(_closing(journal))
         trail = AuditTrail(redis, keys, audit_key(settings, embedded is not None))
         policy = load_configured_policy(settings)
+        check_playground(settings, policy)
         wiring = await wire_connectors(entries_of(policy.connectors, settings.policy_path))
         people = wiring.directory
         if people is not None and settings.directory_cache_ttl > 0:
@@ -252,12 +405,13 @@ async def build_runtime(settings: Settings) -> Runtime:
             notifier,
             policy,
             ServiceOptions(lease_s=settings.execution_lease),
+            journal=journal,
         )
     except ConnectorConfigError as exc:
-        await _undo_start(embedded, wiring)
+        await _undo_start(embedded, wiring, closers)
         raise StartupError(str(exc)) from None
     except BaseException:
-        await _undo_start(embedded, wiring)
+        await _undo_start(embedded, wiring, closers)
         raise
     return Runtime(
         settings,
@@ -270,27 +424,36 @@ async def build_runtime(settings: Settings) -> Runtime:
         notifier,
         service,
         embedded,
-        closers=wiring.closers,
+        closers=[*closers, *wiring.closers],
     )
 
 
-async def _undo_start(embedded: Any, wiring: ConnectorWiring) -> None:
+async def _undo_start(
+    embedded: Any, wiring: ConnectorWiring, closers: list[Callable[[], Awaitable[None]]]
+) -> None:
     await wiring.aclose()
+    await asyncio.gather(*(close() for close in closers), return_exceptions=True)
     if embedded is not None:
         await asyncio.to_thread(embedded.stop)
 
 
 async def run_sweeper(runtime: Runtime) -> None:
-    """Expire, remind, escalate, recover and seal the audit trail, forever, on every replica."""
+    """Expire, remind, escalate, recover and seal the audit trail, on every replica, until the
+    replica stops: a pass under way then finishes (an execution it claimed is not cut short)."""
     interval = runtime.settings.sweep_interval
-    while True:
-        try:
-            await runtime.service.expire_due()
-            await runtime.trail.seal_all()
-            SWEEPS.labels("ok").inc()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            SWEEPS.labels("failed").inc()
-            log.error("sweep_failed", error=type(exc).__name__)
-        await asyncio.sleep(interval)
+    while not runtime.stopping.is_set():
+        # Sealing runs even when expiry fails: events left unsealed past the sealing window
+        # can never be sealed (app/audit/chain.py), so one broken step must not starve it.
+        ok = True
+        steps = (("expire", runtime.service.expire_due), ("seal", runtime.trail.seal_all))
+        for step, run in steps:
+            try:
+                await run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                ok = False
+                log.error("sweep_failed", step=step, error=type(exc).__name__)
+        SWEEPS.labels("ok" if ok else "failed").inc()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.stopping.wait(), interval)

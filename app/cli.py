@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
+from app.audit.chain import ChainHead
 from app.bootstrap import Runtime, StartupError, build_runtime
 from app.domain.errors import TwokeyError
-from app.domain.models import Action, ChatUser, Principal, Request
+from app.domain.models import Action, Principal, Request
 from app.domain.policy import Signals
 from app.logs import configure_logging
 from app.settings import Settings
@@ -41,6 +42,16 @@ def _parse_since(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _parse_duration(text: str) -> int:
+    """A duration such as 90m or 2h, in milliseconds."""
+    from app.domain.durations import parse_duration
+
+    try:
+        return int(parse_duration(text) * 1000)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a duration like 90m or 2h") from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twokey", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,7 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="verify or export the audit trail").add_subparsers(
         dest="audit_command", required=True
     )
-    audit.add_parser("verify", help="exit non-zero and name the first bad event if tampered")
+    verify = audit.add_parser(
+        "verify", help="exit non-zero and name the first bad event if tampered"
+    )
+    verify.add_argument(
+        "--anchor",
+        metavar="FILE",
+        help="also check against chain heads recorded outside Redis: JSON lines as logged "
+        "(audit_sealed) or exported (export, export --heads); - reads standard input",
+    )
+    seal = audit.add_parser(
+        "seal", help="after an outage: seal events older than the sealing window (check first)"
+    )
+    seal.add_argument(
+        "--max-age", required=True, type=_parse_duration, help="oldest events to seal, e.g. 2h"
+    )
     export = audit.add_parser("export", help="stream events as JSON lines (for a SIEM)")
     export.add_argument(
         "--since",
@@ -58,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="ISO time or duration back from now (24h, 7d)",
     )
     export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument(
+        "--heads",
+        action="store_true",
+        help="only each shard's chain head (shard, seq, mac): keep them outside Redis",
+    )
 
     policy = commands.add_parser("policy", help="check or explain a policy").add_subparsers(
         dest="policy_command", required=True
@@ -96,10 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="review_command", required=True
     )
     review.add_parser("list", help="break-glass uses awaiting review")
-    close = review.add_parser("close", help="close a review")
+    close = review.add_parser(
+        "close", help="close a review as yourself, the operator (audited, security alerted)"
+    )
     close.add_argument("request_id")
-    close.add_argument("--reviewer", required=True, help="the reviewer's directory email")
-    close.add_argument("--note", required=True, help="what was checked")
+    close.add_argument("--note", required=True, help="what was checked, and with whom")
+    close.add_argument("--reviewer", help=argparse.SUPPRESS)
     return parser
 
 
@@ -135,10 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM/SIGINT; 0 only if every in-flight piece of work finished."""
     from aiohttp import web
 
     from app.playground.web import is_loopback
-    from app.web import create_app
+    from app.web import STOPPED, create_app
 
     where = f"http://{settings.host}:{settings.port}"
     extras = ""
@@ -152,8 +185,11 @@ def serve(settings: Settings) -> int:
     def started(_: object) -> None:
         print(f"twokey listening on {where}{extras}", flush=True)
 
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=started)
-    return 0
+    app = create_app(settings)
+    # On SIGTERM aiohttp waits this long for requests still being answered (each is bounded by
+    # Slack's 3 s ack); the work they were answered for then gets its own grace in the cleanup.
+    web.run_app(app, host=settings.host, port=settings.port, print=started, shutdown_timeout=5.0)
+    return 0 if app[STOPPED].clean else 1
 
 
 async def _with_runtime(
@@ -168,14 +204,55 @@ async def _with_runtime(
         await runtime.close()
 
 
+def _read_anchor(source: str) -> list[ChainHead]:
+    """Chain heads from a file or standard input (-); OSError when the file cannot be read."""
+    from app.audit.chain import read_heads
+
+    if source == "-":
+        return read_heads(sys.stdin)
+    with open(source, encoding="utf-8", errors="replace") as lines:
+        return read_heads(lines)
+
+
 async def audit_command(runtime: Runtime, args: argparse.Namespace) -> int:
     from app.audit.trail import render_verify
 
     if args.audit_command == "verify":
+        anchors = None
+        where = "standard input" if args.anchor == "-" else str(args.anchor)
+        if args.anchor is not None:
+            try:
+                anchors = _read_anchor(args.anchor)
+            except OSError as exc:
+                print(f"twokey: cannot read {where}: {exc.strerror or exc}", file=sys.stderr)
+                return 2
+            if not anchors:
+                print(
+                    f"twokey: no chain heads in {where}: give JSON lines as `twokey audit export "
+                    "--heads` writes them, or the audit_sealed lines of twokey's log.",
+                    file=sys.stderr,
+                )
+                return 2
         await runtime.trail.seal_all()
-        code, text = render_verify(await runtime.trail.verify())
+        report = await runtime.trail.verify(anchors)
+        if report.anchors == 0:
+            print(
+                f"twokey: none of the {len(anchors or [])} chain heads in {where} belong to this "
+                f"namespace ({runtime.settings.namespace}); nothing was checked against them.",
+                file=sys.stderr,
+            )
+            return 2
+        code, text = render_verify(report)
         print(text)
         return code
+    if args.audit_command == "seal":
+        sealed = await runtime.trail.seal_late(args.max_age)
+        print(f"Sealed {sealed} events up to {args.max_age // 1000}s old; now run `audit verify`.")
+        return 0
+    if args.heads:
+        for record in await runtime.trail.heads():
+            print(json.dumps(record, sort_keys=True))
+        return 0
     async for record in runtime.trail.export(args.since):
         print(json.dumps(record, sort_keys=True, ensure_ascii=False))
     return 0
@@ -205,18 +282,48 @@ async def requests_command(runtime: Runtime, args: argparse.Namespace) -> int:
 
 
 async def review_command(runtime: Runtime, args: argparse.Namespace) -> int:
+    """List reviews, or close one as the operator running the CLI (see docs/DESIGN.md).
+
+    A typed email proves nothing about who typed it, so the CLI never records a reviewer: it
+    records the operator's OS account, which the machine vouches for.
+    """
     if args.review_command == "list":
         for request in await runtime.store.open_reviews():
             print(_request_line(request) + f"  justification={request.justification!r}")
         return 0
     from app.domain.forms import parse_request_id
 
-    reviewer = ChatUser(platform="cli", user_id=args.reviewer, email=args.reviewer)
-    decision = await runtime.service.close_review(
-        reviewer, parse_request_id(args.request_id), args.note
+    if args.reviewer is not None:
+        print(
+            "twokey: --reviewer is not accepted: the command line cannot verify who a reviewer "
+            "is, so it never records one. Drop --reviewer to close the review as yourself: it is "
+            "recorded as your operator account, and security is alerted.",
+            file=sys.stderr,
+        )
+        return 2
+    operator = _os_user()
+    decision = await runtime.service.close_review_as_operator(
+        operator, parse_request_id(args.request_id), args.note
     )
     print(decision.message)
+    if decision.changed:
+        print(
+            f"Recorded as operator:{operator} (audit event review_closed_by_operator), not as "
+            "a security reviewer."
+        )
     return 0
+
+
+def _os_user() -> str:
+    """The operator's account by real uid (not $USER, which anyone can set)."""
+    import os
+    import pwd
+
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # containers often run as a uid with no passwd entry
+        return f"uid-{uid}"
 
 
 _COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]]] = {

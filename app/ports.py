@@ -12,6 +12,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from app.domain.journal import JournalEntry
 from app.domain.models import Action, AuditEvent, Principal, Request, RequestState
 from app.domain.policy import Signals, VelocityLimit
 
@@ -72,6 +73,18 @@ class GateReply(BaseModel):
     request: Request | None = None
 
 
+class Reservation(BaseModel):
+    """A place held in a requester's velocity history for a request about to open."""
+
+    model_config = ConfigDict(frozen=True)
+
+    admitted: bool
+    """False: a refusing per-requester limit is already reached, and nothing was held."""
+    counts: dict[str, int]
+    """The requester's earlier requests in each per-requester limit's window, by limit index
+    (as ``Signals.requester_count``)."""
+
+
 class RequestStore(Protocol):
     """Requests and their gates; each change is ONE atomic step together with its audit event."""
 
@@ -83,7 +96,25 @@ class RequestStore(Protocol):
 
     async def signals(
         self, target_id: str, requester_id: str, velocity: Sequence[VelocityLimit], now: int
-    ) -> Signals: ...
+    ) -> Signals:
+        """The target's fraud flag and velocity counts (re-checked atomically by ``open``);
+        per-requester counts come from ``reserve_requester``."""
+        ...
+
+    async def reserve_requester(
+        self,
+        requester_id: str,
+        request_id: str,
+        action: Action,
+        velocity: Sequence[VelocityLimit],
+    ) -> Reservation:
+        """Hold the request's place in its requester's history, atomically against the
+        per-requester limits; release it if the request does not open."""
+        ...
+
+    async def release_requester(
+        self, requester_id: str, request_id: str, action: Action
+    ) -> None: ...
 
     async def open(
         self,
@@ -94,10 +125,6 @@ class RequestStore(Protocol):
         via: str,
         role: str,
     ) -> GateReply: ...
-
-    async def note_requester(
-        self, requester_id: str, request_id: str, action: Action, keep_ms: int, now: int
-    ) -> None: ...
 
     async def confirm_owner(self, request_id: str, actor: str, via: str) -> GateReply: ...
 
@@ -122,7 +149,24 @@ class RequestStore(Protocol):
         """The requester, or anyone holding a role that may decide the request."""
         ...
 
-    async def claim(self, request_id: str, actor: str, lease_ms: int, token: str) -> GateReply: ...
+    async def claim(self, request_id: str, actor: str, lease_ms: int, token: str) -> GateReply:
+        """OK: claimed and durable. NOT_DURABLE: claimed, but Redis could not make the claim
+        durable in time, so nothing may run (record it failed)."""
+        ...
+
+    async def claim_lost(
+        self, request: Request, token: str, outcome: str, detail: str, dispute_window_s: int
+    ) -> GateReply:
+        """The provider acted but the claim is gone or taken (Redis lost writes): end the
+        request ``interrupted`` whatever state it shows, writing it back if it vanished."""
+        ...
+
+    async def withdraw_gates(
+        self, request_id: str, approvers: Sequence[str], owner: bool, why: str
+    ) -> GateReply:
+        """Stop counting gates whose givers lost the standing to give them (disabled, role
+        removed): each withdrawal audited, the request back to pending if it was ready."""
+        ...
 
     async def record_result(
         self,
@@ -146,7 +190,11 @@ class RequestStore(Protocol):
         self, request_id: str, actor: str, via: str, flag_window_s: int, target_id: str
     ) -> GateReply: ...
 
-    async def close_review(self, request_id: str, actor: str, via: str, note: str) -> GateReply: ...
+    async def close_review(
+        self, request_id: str, actor: str, via: str, note: str, *, by_operator: bool = False
+    ) -> GateReply:
+        """``by_operator``: closed from the CLI, audited as ``review_closed_by_operator``."""
+        ...
 
     async def get(self, request_id: str) -> Request | None: ...
 
@@ -156,7 +204,28 @@ class RequestStore(Protocol):
 
     async def open_requests(self) -> list[Request]: ...
 
+    async def open_requests_for(self, principal_id: str, roles: Sequence[str]) -> list[Request]:
+        """Open requests this person asked for or owns, or that a role they hold may decide
+        (a superset: the caller filters); read through an index, never every open request."""
+        ...
+
     async def open_reviews(self) -> list[Request]: ...
+
+
+class ExecutionJournal(Protocol):
+    """What this replica ran, kept outside Redis (see app/domain/journal.py)."""
+
+    def ran_before(self, request_id: str) -> JournalEntry | None: ...
+
+    def unsettled(self) -> list[JournalEntry]: ...
+
+    async def begin(self, request: Request, token: str) -> None:
+        """Before the connector runs; raises when it cannot be written (then nothing runs)."""
+        ...
+
+    async def acted(self, request_id: str, token: str, outcome: str, detail: str) -> None: ...
+
+    async def settled(self, request_id: str, token: str) -> None: ...
 
 
 class AuditLog(Protocol):

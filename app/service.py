@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -31,6 +31,7 @@ from app.domain.errors import (
     SeparationOfDuties,
     TwokeyError,
     Unavailable,
+    VelocityLimited,
 )
 from app.domain.forms import (
     BreakglassForm,
@@ -40,9 +41,11 @@ from app.domain.forms import (
     human_error,
     parse_request_id,
 )
+from app.domain.journal import JournalEntry, MemoryJournal
 from app.domain.models import (
     Action,
     ChatUser,
+    Plan,
     Principal,
     PrincipalKind,
     Request,
@@ -51,6 +54,7 @@ from app.domain.models import (
 from app.domain.policy import Policy, evaluate
 from app.ports import (
     Directory,
+    ExecutionJournal,
     ExecutionResult,
     GateReply,
     IdentityProvider,
@@ -66,6 +70,8 @@ DIRECTORY_DOWN = (
     "was changed. Please try again in a minute."
 )
 SYSTEM = "twokey"
+REVIEWER_ROLE = "security"
+"""The role that reviews break-glass uses (the break-glass role itself never suffices)."""
 T = TypeVar("T")
 
 
@@ -134,6 +140,7 @@ class TwoKey:
         notifier: Notifier,
         policy: Policy,
         options: ServiceOptions | None = None,
+        journal: ExecutionJournal | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -141,6 +148,10 @@ class TwoKey:
         self.notifier = notifier
         self.policy = policy
         self.options = options or ServiceOptions()
+        self.journal: ExecutionJournal = journal or MemoryJournal()
+        """What this replica ran, outside Redis; serve uses a file that survives restarts."""
+        self._running: set[str] = set()
+        """Claim tokens of executions running in this process right now."""
 
     # ---- who is asking -----------------------------------------------------------------------
 
@@ -288,53 +299,58 @@ class TwoKey:
         self._connector_for(action, target)
         owner_id = await self._reachable_owner(target)
         velocity = self.policy.velocity
+        request_id = self.store.new_request_id(target.id)
+        # The requester's pace is held first, atomically in their own slot (open.lua cannot
+        # see it: requests shard by target), so parallel opens cannot all pass their limit.
+        held = await self.store.reserve_requester(caller.id, request_id, action, velocity)
         reply: GateReply | None = None
-        for _attempt in range(self.options.open_retries):
-            now = await self.store.now()
-            signals = await self.store.signals(target.id, caller.id, velocity, now)
-            try:
-                plan = evaluate(self.policy, action, target, signals, breakglass=breakglass)
-            except TwokeyError as refusal:
-                await self._alert(
-                    None,
-                    f"Refused request by {caller.principal.name} to "
-                    f"{action.label} for {target.name}: {refusal.message}",
+        try:
+            for _attempt in range(self.options.open_retries):
+                now = await self.store.now()
+                signals = await self.store.signals(target.id, caller.id, velocity, now)
+                signals = signals.model_copy(update={"requester_count": held.counts})
+                try:
+                    plan = evaluate(self.policy, action, target, signals, breakglass=breakglass)
+                    if not held.admitted:  # evaluate refuses on these counts; never open anyway
+                        raise VelocityLimited(
+                            "Velocity limit: you have opened as many requests as allowed in "
+                            "this window. Ask security to review before trying again."
+                        )
+                except TwokeyError as refusal:
+                    await self._alert(
+                        None,
+                        f"Refused request by {caller.principal.name} to "
+                        f"{action.label} for {target.name}: {refusal.message}",
+                    )
+                    raise
+                request = Request(
+                    id=request_id,
+                    ticket=ticket,
+                    action=action,
+                    target_id=target.id,
+                    target_name=target.name,
+                    target_kind=target.kind,
+                    target_system=target.system,
+                    owner_id=owner_id,
+                    requester_id=caller.id,
+                    requester_name=caller.principal.name,
+                    reason_code=reason_code,
+                    note=note,
+                    justification=justification,
+                    plan=plan,
+                    created_at=now,
+                    expires_at=now,
                 )
-                raise
-            request = Request(
-                id=self.store.new_request_id(target.id),
-                ticket=ticket,
-                action=action,
-                target_id=target.id,
-                target_name=target.name,
-                target_kind=target.kind,
-                target_system=target.system,
-                owner_id=owner_id,
-                requester_id=caller.id,
-                requester_name=caller.principal.name,
-                reason_code=reason_code,
-                note=note,
-                justification=justification,
-                plan=plan,
-                created_at=now,
-                expires_at=now,
-            )
-            role = "breakglass" if breakglass else self.policy.requester_role
-            reply = await self.store.open(request, signals, velocity, via=caller.via, role=role)
-            if reply.code != "STALE":
-                break
+                role = "breakglass" if breakglass else self.policy.requester_role
+                reply = await self.store.open(request, signals, velocity, via=caller.via, role=role)
+                if reply.code != "STALE":
+                    break
+        finally:
+            if reply is None or reply.code != "OK":
+                await self._release(caller.id, request_id, action)
         if reply is None or reply.request is None or reply.code != "OK":
             raise Conflict("The request could not be opened; please try again.")
         opened = reply.request
-        keep_ms = max((v.window for v in velocity), default=86400) * 1000
-        try:
-            await self.store.note_requester(
-                caller.id, opened.id, action, keep_ms, opened.created_at
-            )
-        except Unavailable:
-            # The request exists; losing one entry of the agent's pace history must not make
-            # twokey claim that nothing was opened, nor leave the request without its cards.
-            log.warning("requester_history_not_noted", request=opened.id)
         log.info("request_opened", request=opened.id, tier=opened.plan.tier, action=action.value)
         await self._tell("post_request", self.notifier.post_request(opened))
         if opened.plan.alert_security:
@@ -342,6 +358,13 @@ class TwoKey:
         if opened.state is RequestState.READY:
             opened = (await self.execute(opened.id)).request or opened
         return Decision(request=opened, message=self._receipt(opened))
+
+    async def _release(self, requester_id: str, request_id: str, action: Action) -> None:
+        """Best effort: a place left held counts against the requester, never for them."""
+        try:
+            await self.store.release_requester(requester_id, request_id, action)
+        except Unavailable:
+            log.warning("requester_place_not_released", request=request_id)
 
     async def _reachable_owner(self, target: Principal) -> str:
         """The owner of record must be a live directory person, or nobody could confirm."""
@@ -522,71 +545,299 @@ class TwoKey:
     async def execute(self, request_id: str, actor: str = SYSTEM) -> GateReply:
         """Claim the request atomically (gates re-checked at Redis TIME) and act once."""
         request_id = parse_request_id(request_id)
+        ran = self.journal.ran_before(request_id)
+        if ran is not None:
+            # This replica ran it before, yet Redis offers it again: Redis lost the claim.
+            return await self._claim_vanished(ran)
+        unverified = ""
+        try:
+            withdrawn = await self._withdraw_lapsed_gates(request_id)
+        except Unavailable:
+            # Whether the gates still count cannot be checked: claim it and run nothing.
+            unverified, withdrawn = "directory unreachable", None
+        if withdrawn is not None:
+            return withdrawn
         token = secrets.token_hex(16)
         lease_ms = self.options.lease_s * 1000
         claim = await self.store.claim(request_id, actor, lease_ms, token)
         request = self._reply_request(claim)
         if claim.code in ("LAPSED", "EXPIRED"):
             await self._tell("update_request", self.notifier.update_request(request))
+        if claim.code == "NOT_DURABLE":
+            return await self._refuse_to_run(
+                request, token, "twokey could not make its claim durable in Redis in time"
+            )
         if claim.code != "OK":
             return claim
-        result = await self._run_connector(request)
-        state = (
-            RequestState.COMPLETED if result.outcome is Outcome.COMPLETED else (RequestState.FAILED)
+        if unverified:
+            return await self._refuse_to_run(request, token, unverified)
+        try:
+            await self.journal.begin(request, token)
+        except Exception as exc:
+            log.error("journal_unavailable", request=request_id, error=type(exc).__name__)
+            return await self._refuse_to_run(
+                request, token, "twokey could not write its execution journal"
+            )
+        self._running.add(token)
+        try:
+            result = await self._run_connector(request)
+            await self._note_acted(request, token, result)
+            return await self._record(request, token, result)
+        finally:
+            self._running.discard(token)
+
+    async def _refuse_to_run(self, request: Request, token: str, why: str) -> GateReply:
+        """Claimed, but running now could not be recognised later: record it failed, untried."""
+        result = ExecutionResult(outcome=Outcome.FAILED, detail=f"{why}; nothing was changed")
+        recorded = await self.store.record_result(
+            request.id,
+            token,
+            RequestState.FAILED,
+            result.detail,
+            "not_durable",
+            request.plan.dispute_window,
         )
-        reason = {
-            Outcome.COMPLETED: "",
-            Outcome.FAILED: "provider_refused",
-            Outcome.UNKNOWN: "outcome_unknown",
-        }[result.outcome]
+        final = self._reply_request(recorded)
+        await self._tell("update_request", self.notifier.update_request(final))
+        await self._tell_outcome(final, result)
+        return recorded
+
+    async def _note_acted(self, request: Request, token: str, result: ExecutionResult) -> None:
+        """What the provider answered goes to the journal and the log before Redis is asked."""
+        detail = clean_text(result.detail)[:500]
+        log.info(
+            "provider_answered",
+            request=request.id,
+            ticket=request.ticket,
+            action=request.action.value,
+            target=request.target_id,
+            outcome=result.outcome.value,
+        )
+        try:
+            await self.journal.acted(request.id, token, result.outcome.value, detail)
+        except Exception as exc:  # the change is made; recording it in Redis matters more now
+            log.error("journal_unavailable", request=request.id, error=type(exc).__name__)
+
+    async def _record(self, request: Request, token: str, result: ExecutionResult) -> GateReply:
+        """Record the provider's answer; whatever Redis does, the owner gets a live secret and
+        security hears of a change twokey could not record (invariants 3 and 5)."""
+        state = _STATE_OF[result.outcome]
+        reason = _REASON_OF[result.outcome]
         detail = clean_text(result.detail)[:500]
         try:
-            recorded = await self.store.record_result(
-                request_id, token, state, detail, reason, request.plan.dispute_window
+            recorded = await _persevering(
+                lambda: self.store.record_result(
+                    request.id, token, state, detail, reason, request.plan.dispute_window
+                )
             )
+            if recorded.code not in ("OK", "LATE"):
+                recorded = await _persevering(
+                    lambda: self.store.claim_lost(
+                        request, token, result.outcome.value, detail, request.plan.dispute_window
+                    )
+                )
         except Unavailable as exc:
             await self._result_unrecorded(request, result)
             raise Unavailable(
                 f"The identity provider was asked to {request.action.label} for "
                 f"{request.target_name} and the change was carried out as far as twokey knows "
                 f"({result.outcome.value}), but twokey lost its database and could not record "
-                "it. Do not open it again: security has been told, and the request will show "
-                "as interrupted."
+                "it. Do not open it again: security has been told, and it will be recorded as "
+                "interrupted when the database is back."
             ) from exc
-        final = self._reply_request(recorded)
-        log.info("executed", request=request_id, outcome=result.outcome.value, code=recorded.code)
+        await self._settle(request.id, token)
+        final = recorded.request or request
+        log.info("executed", request=request.id, outcome=result.outcome.value, code=recorded.code)
         if recorded.code == "LATE":
             await self._alert(
                 final,
                 self._alert_text(
                     final,
-                    f"finished ({result.outcome.value}) after it had been declared interrupted",
+                    f"the identity provider answered {result.outcome.value} after the request "
+                    f"had ended as {final.state.value}: check the account in the identity provider",
                 ),
             )
+        elif recorded.code in ("RESTORED", "OK") and final.state is RequestState.INTERRUPTED:
+            await self._alert(final, self._alert_text(final, self._claim_lost_words(result)))
         await self._deliver_secret(final, result)
         await self._tell("update_request", self.notifier.update_request(final))
         await self._tell_outcome(final, result)
         return recorded
 
+    @staticmethod
+    def _claim_lost_words(result: ExecutionResult) -> str:
+        return (
+            f"the identity provider answered {result.outcome.value}, but the database had lost "
+            "the record of this execution (a restart from a snapshot or a failover); it is "
+            "recorded as interrupted and will NOT be re-run. Check the account in the identity "
+            "provider"
+        )
+
+    async def _settle(self, request_id: str, token: str) -> None:
+        try:
+            await self.journal.settled(request_id, token)
+        except Exception as exc:  # settled again on the next sweep: recording twice is a no-op
+            log.error("journal_unavailable", request=request_id, error=type(exc).__name__)
+
+    async def _claim_vanished(self, ran: JournalEntry) -> GateReply:
+        """Redis offers a request this replica already ran: end it interrupted, run nothing."""
+        outcome = ran.outcome or Outcome.UNKNOWN.value
+        detail = ran.detail or "the process running it stopped before the provider answered"
+        reply = await self.store.claim_lost(
+            ran.request, ran.token, outcome, detail, ran.request.plan.dispute_window
+        )
+        await self._settle(ran.request.id, ran.token)
+        final = reply.request or ran.request
+        log.error("claim_vanished", request=ran.request.id, code=reply.code, outcome=outcome)
+        if reply.code in ("OK", "RESTORED"):
+            await self._alert(
+                final,
+                self._alert_text(
+                    final,
+                    f"it had already been run by twokey ({outcome}) but the database lost that "
+                    "record and offered it again; it was NOT run twice and is recorded as "
+                    "interrupted. Check the account in the identity provider",
+                ),
+            )
+            await self._tell("update_request", self.notifier.update_request(final))
+        return reply.model_copy(update={"code": "ALREADY_RAN"})
+
+    async def settle_unrecorded(self) -> int:
+        """Record executions whose result Redis did not take (it was down, or the process
+        running them stopped); the sweeper calls this each pass until Redis answers."""
+        settled = 0
+        for entry in self.journal.unsettled():
+            if entry.token in self._running:
+                continue
+            request = entry.request
+            if entry.outcome is None:
+                outcome = Outcome.UNKNOWN.value
+                detail = "the process running it stopped before the provider answered"
+                reply = await self.store.claim_lost(
+                    request, entry.token, outcome, detail, request.plan.dispute_window
+                )
+            else:
+                outcome, detail = entry.outcome, entry.detail
+                result = ExecutionResult(outcome=Outcome(outcome), detail=detail)
+                reply = await self.store.record_result(
+                    request.id,
+                    entry.token,
+                    _STATE_OF[result.outcome],
+                    detail,
+                    _REASON_OF[result.outcome],
+                    request.plan.dispute_window,
+                )
+                if reply.code not in ("OK", "LATE"):
+                    reply = await self.store.claim_lost(
+                        request, entry.token, outcome, detail, request.plan.dispute_window
+                    )
+            await self._settle(request.id, entry.token)
+            settled += 1
+            log.warning("execution_settled", request=request.id, code=reply.code, outcome=outcome)
+            if reply.code == "NOOP":
+                continue
+            final = reply.request or request
+            await self._alert(
+                final,
+                self._alert_text(
+                    final,
+                    f"an execution twokey could not record at the time ({outcome}: {detail}) is "
+                    f"now recorded; the request is {final.state.value}. Check the account in the "
+                    "identity provider",
+                ),
+            )
+            await self._tell("update_request", self.notifier.update_request(final))
+        return settled
+
+    async def _withdraw_lapsed_gates(self, request_id: str) -> GateReply | None:
+        """A gate counts only while its giver still holds the standing that let them give it:
+        re-check approvers and the owner in the directory before claiming. Raises Unavailable
+        when the directory cannot say (the caller then runs nothing)."""
+        request = await self.store.get(request_id)
+        if request is None or request.state is not RequestState.READY:
+            return None
+        lapsed, owner_lapsed, why = await self._lapsed_givers(request)
+        if not lapsed and not owner_lapsed:
+            return None
+        reply = await self.store.withdraw_gates(request_id, lapsed, owner_lapsed, why)
+        final = reply.request or request
+        log.warning("gates_withdrawn", request=request_id, approvers=len(lapsed))
+        await self._tell("update_request", self.notifier.update_request(final))
+        await self._alert(
+            final, self._alert_text(final, f"a gate no longer counts before execution: {why}")
+        )
+        await self._tell(
+            "notify_requester",
+            self.notifier.notify_requester(
+                final,
+                f"Request {final.id} is waiting again: {why} It waits for "
+                f"{', '.join(final.waiting_for(final.created_at)) or 'nothing more'}.",
+            ),
+        )
+        return reply if reply.code != "OK" else reply.model_copy(update={"code": "WITHDRAWN"})
+
+    async def _lapsed_givers(self, request: Request) -> tuple[list[str], bool, str]:
+        roles = [request.plan.approver_role]
+        if request.escalated and request.plan.escalate_to:
+            roles.append(request.plan.escalate_to)
+        lapsed: list[str] = []
+        words: list[str] = []
+        for approval in request.approvals:
+            giver = await self._directory(self.directory.get(approval.approver_id))
+            if giver is None or giver.disabled:
+                lapsed.append(approval.approver_id)
+                name = giver.name if giver else approval.approver_id
+                words.append(f"{name}'s approval no longer counts (disabled in the directory)")
+            elif not any(self.policy.holds_role(giver, role) for role in roles):
+                lapsed.append(approval.approver_id)
+                words.append(
+                    f"{giver.name}'s approval no longer counts (no longer holds the "
+                    f"{' or '.join(roles)} role)"
+                )
+        owner_lapsed = False
+        if request.plan.owner_confirmation and request.owner_confirmed_at is not None:
+            owner = await self._directory(self.directory.get(request.owner_id))
+            if owner is None or owner.disabled:
+                owner_lapsed = True
+                words.append(
+                    "the owner's confirmation no longer counts (disabled in the directory)"
+                )
+        return lapsed, owner_lapsed, "; ".join(words) + ("." if words else "")
+
     async def _result_unrecorded(self, request: Request, result: ExecutionResult) -> None:
         """Redis went away after the provider acted: the owner still gets the live secret (or
-        nobody would), and security hears of it now, not when the lease runs out."""
-        if result.secret is not None:
-            try:
-                await self.notifier.deliver_secret(
-                    request, result.secret, result.secret_label or "one-time secret"
-                )
-            except Exception as exc:
-                log.error("secret_delivery_failed", request=request.id, error=type(exc).__name__)
+        nobody would), the owner and security hear of the change now, and the journal records
+        it in Redis once Redis answers again (settle_unrecorded)."""
+        log.error(
+            "execution_unrecorded",
+            request=request.id,
+            ticket=request.ticket,
+            action=request.action.value,
+            target=request.target_id,
+            outcome=result.outcome.value,
+        )
+        await self._deliver_secret(request, result)
         await self._alert(
             request,
             self._alert_text(
                 request,
                 f"the identity provider answered {result.outcome.value}, but twokey could not "
-                "record the result (database unreachable); it will show as interrupted. "
-                "Check the account in the identity provider",
+                "record the result (database unreachable); it will be recorded as interrupted "
+                "when the database is back and will NOT be re-run. Check the account in the "
+                "identity provider",
             ),
         )
+        if result.outcome is not Outcome.FAILED:
+            await self._tell(
+                "notify_owner",
+                self.notifier.notify_owner(
+                    request,
+                    f"twokey asked the identity provider to {request.action.label} for "
+                    f"{request.target_name} (request {request.id}, ticket {request.ticket}); it "
+                    f"answered {result.outcome.value}. Security has been told; if you did not "
+                    "ask for this, contact them now.",
+                ),
+            )
 
     async def _run_connector(self, request: Request) -> ExecutionResult:
         """Never raises: a refusal is FAILED, anything unclear is UNKNOWN (alerted, not retried).
@@ -650,58 +901,47 @@ class TwoKey:
         except Exception as exc:
             log.error("secret_delivery_failed", request=request.id, error=type(exc).__name__)
         if not delivered:
-            await self.store.annotate(
-                request.id, "secret_undelivered", SYSTEM, "delivery_failed", "failed"
-            )
+            try:
+                await self.store.annotate(
+                    request.id, "secret_undelivered", SYSTEM, "delivery_failed", "failed"
+                )
+            except Unavailable:
+                log.error("secret_undelivered_unrecorded", request=request.id)
             await self._alert(
                 request,
                 self._alert_text(
                     request,
-                    "completed, but the one-time secret could not be delivered to the "
+                    "a one-time secret was issued, but it could not be delivered to the "
                     "owner; it was not kept. Open a new request to issue another.",
                 ),
             )
 
     async def _tell_outcome(self, request: Request, result: ExecutionResult) -> None:
+        """Every final outcome of a change to their account reaches the owner, the requester
+        and (unless it simply completed) security."""
+        await self._tell(
+            "notify_owner", self.notifier.notify_owner(request, _owner_outcome_words(request))
+        )
         if request.state is RequestState.COMPLETED:
-            await self._tell(
-                "notify_owner",
-                self.notifier.notify_owner(
-                    request,
-                    (
-                        f"Done: the help desk asked twokey to {request.action.label} for "
-                        f"{request.target_name} (request {request.id}, ticket {request.ticket}), "
-                        f"and it was done at {when(request.finished_at)}. If you did not ask for "
-                        f'this, press "This wasn\'t me" before {when(request.dispute_until)}.'
-                    ),
-                ),
-            )
             await self._tell(
                 "notify_requester",
                 self.notifier.notify_requester(request, f"Request {request.id} completed."),
             )
             return
-        words = "could not be confirmed" if result.outcome is Outcome.UNKNOWN else "failed"
-        if result.outcome is Outcome.UNKNOWN:
-            # The change may have happened: the owner must know, and whom to call if unasked.
-            await self._tell(
-                "notify_owner",
-                self.notifier.notify_owner(
-                    request,
-                    f"twokey tried to {request.action.label} for {request.target_name} (request "
-                    f"{request.id}) but could not confirm whether it happened. Security has "
-                    "been told; if you did not ask for this, contact them now.",
-                ),
-            )
+        words = {
+            RequestState.UNKNOWN: "could not be confirmed",
+            RequestState.INTERRUPTED: "was interrupted",
+        }.get(request.state, "failed")
         await self._tell(
             "notify_requester",
             self.notifier.notify_requester(
                 request, f"Request {request.id} {words}: {request.outcome_detail}"
             ),
         )
-        await self._alert(
-            request, self._alert_text(request, f"execution {words}: {request.outcome_detail}")
-        )
+        if request.state is not RequestState.INTERRUPTED:  # interrupted: alerted with its cause
+            await self._alert(
+                request, self._alert_text(request, f"execution {words}: {request.outcome_detail}")
+            )
 
     # ---- after the change --------------------------------------------------------------------
 
@@ -720,7 +960,7 @@ class TwoKey:
             raise Expired("The time to dispute this change has passed; contact security directly.")
         if reply.code == "DECIDED":
             raise AlreadyDecided(
-                f"Request {request.id} did not complete, so there is nothing to dispute."
+                f"Request {request.id} did not change the account, so there is nothing to dispute."
             )
         if reply.code == "NOOP":
             return Decision(
@@ -742,24 +982,25 @@ class TwoKey:
         )
 
     async def _revoke_after_dispute(self, request: Request) -> None:
-        """Best effort, but never silent: what it did is audited, and a miss is alerted."""
-        outcome, detail = "failed", "no connector can revoke sessions for this account"
+        """Sign the account out everywhere as its own request: system-opened, audited like any
+        other, and needing no gates because the owner asked. Never silent when it fails."""
         try:
-            target = await self.directory.get(request.target_id)
+            revoke = await self._open_auto_revoke(request)
+            done = await self.execute(revoke.id)
+            final = done.request or revoke
+            outcome, detail = final.state.value, f"{revoke.id}: {final.outcome_detail}"
+        except TwokeyError as exc:
+            outcome, detail = "failed", exc.message
         except Exception as exc:  # the dispute is already recorded; say what did not happen
-            log.warning("directory_unavailable", request=request.id, error=type(exc).__name__)
-            target, detail = None, "directory unreachable, sessions were not revoked"
-        if target is not None:
-            for connector in self.connectors:
-                if connector.supports(Action.REVOKE_SESSIONS, target):
-                    try:
-                        result = await connector.execute(Action.REVOKE_SESSIONS, target, request)
-                        outcome, detail = result.outcome.value, clean_text(result.detail)[:200]
-                    except Exception as exc:
-                        outcome, detail = "unknown", type(exc).__name__
-                    break
-        await self.store.annotate(request.id, "auto_revoke_sessions", SYSTEM, detail, outcome)
-        if outcome != Outcome.COMPLETED.value:
+            log.error("auto_revoke_failed", request=request.id, error=type(exc).__name__)
+            outcome, detail = "failed", type(exc).__name__
+        try:
+            await self.store.annotate(
+                request.id, "auto_revoke_sessions", SYSTEM, clean_text(detail)[:200], outcome
+            )
+        except Unavailable:
+            log.error("auto_revoke_unrecorded", request=request.id, outcome=outcome)
+        if outcome != RequestState.COMPLETED.value:
             await self._alert(
                 request,
                 self._alert_text(
@@ -769,31 +1010,88 @@ class TwoKey:
                 ),
             )
 
+    async def _open_auto_revoke(self, disputed: Request) -> Request:
+        target = await self._directory(self.directory.get(disputed.target_id))
+        if target is None:
+            raise NotFound("the account is no longer in the directory")
+        self._connector_for(Action.REVOKE_SESSIONS, target)
+        now = await self.store.now()
+        signals = await self.store.signals(target.id, SYSTEM, (), now)
+        plan = Plan(
+            rule="automatic sign-out after a dispute",
+            tier="auto_revoke",
+            tier_label="Automatic sign-out after a dispute",
+            privileged=disputed.plan.privileged,
+            owner_confirmation=False,
+            approvals_needed=0,
+            approver_role=disputed.plan.approver_role,
+            request_ttl=max(600, self.options.lease_s * 2),
+            approval_ttl=max(600, self.options.lease_s * 2),
+            alert_security=False,
+            approval_channels=disputed.plan.approval_channels,
+            security_channels=disputed.plan.security_channels,
+            dispute_window=0,
+            retention=disputed.plan.retention,
+            reasons=(f"the owner disputed request {disputed.id}",),
+        )
+        revoke = Request(
+            id=self.store.new_request_id(target.id),
+            ticket=disputed.ticket,
+            action=Action.REVOKE_SESSIONS,
+            target_id=target.id,
+            target_name=target.name,
+            target_kind=target.kind,
+            target_system=target.system,
+            owner_id=disputed.owner_id,
+            requester_id=SYSTEM,
+            requester_name="twokey (after the owner's dispute)",
+            reason_code="owner_disputed",
+            note=f"Automatic sign-out: the owner disputed request {disputed.id}.",
+            plan=plan,
+            created_at=now,
+            expires_at=now,
+        )
+        reply = await self.store.open(revoke, signals, (), via=SYSTEM, role="system")
+        if reply.code != "OK" or reply.request is None:
+            raise Conflict(f"the sign-out request could not be opened ({reply.code})")
+        log.info("auto_revoke_opened", request=reply.request.id, disputed=disputed.id)
+        await self._tell("post_request", self.notifier.post_request(reply.request))
+        return reply.request
+
     async def close_review(self, reviewer: ChatUser, request_id: str, note: str) -> Decision:
+        """A security reviewer closes a break-glass review. The break-glass role is not enough:
+        its holders would otherwise clear each other's emergencies."""
         request_id = parse_request_id(request_id)
         caller = await self.identify(reviewer)
-        bg = self.policy.breakglass
-        security_roles = {r for r in (bg.role if bg else None, "security") if r}
-        if not any(self.policy.holds_role(caller.principal, r) for r in security_roles):
-            raise NotAllowed("Closing a break-glass review needs the security role.")
-        text = clean_text(note)[:500]
-        if not text:
-            raise BadInput("Say what you reviewed: a note is required to close a review.")
-        reply = await self.store.close_review(request_id, caller.id, caller.via, text)
-        request = self._reply_request(reply)
-        if reply.code == "SOD":
-            raise SeparationOfDuties(
-                "You are part of this break-glass use (you opened it, or it was about your "
-                "account), so someone else must review it."
-            )
-        if reply.code == "NOT_FINISHED":
+        if not self.policy.holds_role(caller.principal, REVIEWER_ROLE):
             raise NotAllowed(
-                f"Request {request.id} is still {_state_words(request)}: a break-glass use is "
-                "reviewed once it has finished. Try again when it is done."
+                f"Closing a break-glass review needs the {REVIEWER_ROLE} role, which you do not "
+                "hold (the break-glass role is not enough). Ask a security reviewer."
             )
-        if reply.code == "NOOP":
-            return Decision(request=request, changed=False, message="That review is not open.")
-        return Decision(request=request, message="Review closed.")
+        text = _review_note(note)
+        reply = await self.store.close_review(request_id, caller.id, caller.via, text)
+        return _review_decision(reply)
+
+    async def close_review_as_operator(self, operator: str, request_id: str, note: str) -> Decision:
+        """An operator closes a review from the CLI. The CLI cannot verify a reviewer, so it is
+        recorded as the operator's own action (``operator:<name>``, a distinct audit event)
+        and security is alerted, never as a security reviewer the operator named."""
+        request_id = parse_request_id(request_id)
+        text = _review_note(note)
+        actor = f"operator:{operator}"
+        reply = await self.store.close_review(request_id, actor, "cli", text, by_operator=True)
+        decision = _review_decision(reply)
+        if decision.changed:
+            log.warning("review_closed_by_operator", request=request_id, actor=actor)
+            await self._alert(
+                decision.request,
+                self._alert_text(
+                    decision.request,
+                    f"break-glass review closed from the command line by {actor}, not by a "
+                    f"security reviewer; note: {text}",
+                ),
+            )
+        return decision
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -816,10 +1114,12 @@ class TwoKey:
         return any(self.policy.holds_role(principal, r) for r in roles if r)
 
     async def list_for(self, who: ChatUser) -> Listing:
+        """Reads only the open requests indexed under this person or a role they hold: `list`
+        costs what it shows, however many requests are open."""
         caller = await self.identify(who)
         now = await self.store.now()
         mine, to_approve, to_confirm = [], [], []
-        for request in await self.store.open_requests():
+        for request in await self.store.open_requests_for(caller.id, self._roles(caller)):
             if request.requester_id == caller.id:
                 mine.append(request)
             if (
@@ -849,6 +1149,9 @@ class TwoKey:
         Safe on any number of replicas at once: each step is one guarded script (tick.lua).
         """
         report = SweepReport()
+        settled = await self.settle_unrecorded()
+        if settled:
+            report.changes["SETTLED"] = settled
         now = await self.store.now()
         for shard in range(self.store.shards):
             for request_id in await self.store.due(shard, now, limit):
@@ -955,6 +1258,69 @@ class TwoKey:
             log.error("notify_failed", what=what, error=type(exc).__name__)
 
 
+RECORD_RETRIES_S = (0.2, 0.5, 1.0)
+"""Pauses between tries to record a result after the provider acted: a Redis restart or a
+failover drops the connection once, and the record is worth a second or two."""
+
+
+async def _persevering(call: Callable[[], Awaitable[T]]) -> T:
+    """Run ``call``; on Unavailable try again after each pause, then give up (raise)."""
+    for pause in RECORD_RETRIES_S:
+        try:
+            return await call()
+        except Unavailable:
+            log.warning("record_retry", pause_s=pause)
+            await asyncio.sleep(pause)
+    return await call()
+
+
+_STATE_OF = {
+    Outcome.COMPLETED: RequestState.COMPLETED,
+    Outcome.FAILED: RequestState.FAILED,
+    Outcome.UNKNOWN: RequestState.UNKNOWN,
+}
+_REASON_OF = {
+    Outcome.COMPLETED: "",
+    Outcome.FAILED: "provider_refused",
+    Outcome.UNKNOWN: "outcome_unknown",
+}
+
+
+def _owner_outcome_words(request: Request) -> str:
+    """What the owner is told when a change to their account ends, whichever way."""
+    what = (
+        f"the help desk asked twokey to {request.action.label} for {request.target_name} "
+        f"(request {request.id}, ticket {request.ticket})"
+    )
+    if request.requester_id == SYSTEM:
+        what = (
+            f"twokey was to {request.action.label} for {request.target_name} (request "
+            f"{request.id}) after your report"
+        )
+    dispute = ""
+    if request.dispute_until:
+        dispute = (
+            f' If you did not ask for this, press "This wasn\'t me" before '
+            f"{when(request.dispute_until)}."
+        )
+    if request.state is RequestState.COMPLETED:
+        return f"Done: {what}, and it was done at {when(request.finished_at)}.{dispute}"
+    if request.state is RequestState.FAILED:
+        return (
+            f"Not done: {what}, but it failed: {request.outcome_detail} Your account was not "
+            "changed; the help desk has been told."
+        )
+    if request.state is RequestState.UNKNOWN:
+        return (
+            f"Unclear: {what}, but twokey could not confirm whether it happened. Security has "
+            f"been told; if you did not ask for this, contact them now.{dispute}"
+        )
+    return (
+        f"Interrupted: {what}, but it was interrupted and may or may not have happened. It will "
+        f"not be re-run; security has been told.{dispute}"
+    )
+
+
 def _state_words(request: Request) -> str:
     return {
         RequestState.PENDING: "waiting for its gates",
@@ -962,12 +1328,38 @@ def _state_words(request: Request) -> str:
         RequestState.EXECUTING: "being carried out",
         RequestState.COMPLETED: "completed",
         RequestState.FAILED: "failed",
+        RequestState.UNKNOWN: "finished with an unknown outcome",
         RequestState.INTERRUPTED: "interrupted",
         RequestState.DENIED: "denied",
         RequestState.REJECTED_BY_OWNER: "rejected by the account owner",
         RequestState.EXPIRED: "expired",
         RequestState.CANCELLED: "cancelled",
     }[request.state]
+
+
+def _review_note(note: str) -> str:
+    text = clean_text(note)[:500]
+    if not text:
+        raise BadInput("Say what you reviewed: a note is required to close a review.")
+    return text
+
+
+def _review_decision(reply: GateReply) -> Decision:
+    """Map close_review.lua's code to what the reviewer (or operator) is told."""
+    request = TwoKey._reply_request(reply)
+    if reply.code == "SOD":
+        raise SeparationOfDuties(
+            "You took part in this break-glass use (you opened or decided it, or it was about "
+            "your account), so someone else must review it."
+        )
+    if reply.code == "NOT_FINISHED":
+        raise NotAllowed(
+            f"Request {request.id} is still {_state_words(request)}: a break-glass use is "
+            "reviewed once it has finished. Try again when it is done."
+        )
+    if reply.code == "NOOP":
+        return Decision(request=request, changed=False, message="That review is not open.")
+    return Decision(request=request, message="Review closed.")
 
 
 def _noop_words(detail: str) -> str:

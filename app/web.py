@@ -2,11 +2,18 @@
 
 Resources live in AppKeys and are built and torn down in cleanup_ctx, so nothing is created at
 import time and tests can build an app per test.
+
+Stopping (SIGTERM, as every rollout sends): aiohttp stops listening and fires ``on_shutdown``,
+where twokey stops accepting (new deliveries get 503, /readyz turns 503); aiohttp then waits for
+requests under way; the cleanup finishes the work those requests were answered for (bounded)
+before any client closes, and records whether it all finished (``STOPPED``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -18,8 +25,20 @@ from app.settings import Settings
 
 log = structlog.get_logger("twokey.web")
 
+
+@dataclass
+class Stopped:
+    """How the server stopped: ``clean`` is None while it runs, then whether every piece of
+    in-flight work finished before the clients closed (``twokey serve`` exits 1 if not)."""
+
+    clean: bool | None = None
+
+
 RUNTIME = web.AppKey("runtime", Runtime)
 SETTINGS = web.AppKey("settings", Settings)
+STOPPED = web.AppKey("stopped", Stopped)
+ALWAYS_ANSWERED = frozenset({"/healthz", "/metrics"})
+"""Paths still served while stopping: liveness and metrics say nothing about new work."""
 
 ChannelMount = Callable[[web.Application, Runtime], Awaitable[None]]
 
@@ -31,6 +50,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    if not runtime.inflight.accepting:
+        return web.json_response({"status": "stopping"}, status=503)
     try:
         await runtime.store.ping()
     except Unavailable:
@@ -43,6 +64,24 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@web.middleware
+async def refuse_while_stopping(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """A delivery that reaches a stopping replica is refused whole (Slack shows the person an
+    error and they press again, reaching a running replica), never accepted and then dropped."""
+    runtime = request.app.get(RUNTIME)
+    if (
+        runtime is not None
+        and not runtime.inflight.accepting
+        and request.path not in ALWAYS_ANSWERED
+    ):
+        return web.json_response(
+            {"ok": False, "error": "shutting_down"}, status=503, headers={"Retry-After": "1"}
+        )
+    return await handler(request)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -50,8 +89,9 @@ def create_app(
     sweeper: bool = True,
 ) -> web.Application:
     """Build the server. With `runtime` given (tests), it is used and not closed here."""
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[refuse_while_stopping])
     app[SETTINGS] = settings
+    app[STOPPED] = Stopped()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -63,19 +103,21 @@ def create_app(
         for mount in _channel_mounts(settings):
             await mount(app, rt)
         if sweeper:
-            import asyncio
-
             rt.tasks.append(asyncio.create_task(run_sweeper(rt), name="twokey-sweeper"))
         try:
             yield
         finally:
-            if own:
-                await rt.close()
-            else:
-                for task in rt.tasks:
-                    task.cancel()
+            log.info("server_stopping", in_flight=len(rt.inflight))
+            clean = await (rt.close() if own else rt.stop())
+            app[STOPPED].clean = clean
+            log.info("server_stopped", clean=clean)
+
+    async def stop_accepting(app: web.Application) -> None:
+        if RUNTIME in app:
+            app[RUNTIME].stop_accepting()
 
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(stop_accepting)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -10,6 +11,7 @@ from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.domain.models import Action, ChatUser
 from app.notify import RecordingNotifier
 from app.policy.loader import load_policy_text
+from app.ports import Directory, ExecutionJournal, IdentityProvider
 from app.service import ServiceOptions, TwoKey
 from app.store.keys import Keys
 from app.store.redis_store import RedisRequestStore
@@ -157,6 +159,9 @@ def build_core(
     claim_grace_ms: int = 5_000,
     connector: SandboxConnector | None = None,
     notifier: RecordingNotifier | None = None,
+    directory: Directory | None = None,
+    journal: ExecutionJournal | None = None,
+    providers: Sequence[IdentityProvider] | None = None,
 ) -> Core:
     keys = Keys(namespace)
     store = RedisRequestStore(redis, keys, claim_grace_ms=claim_grace_ms)
@@ -164,10 +169,11 @@ def build_core(
     connector = connector or SandboxConnector()
     service = TwoKey(
         store,
-        SandboxDirectory.example(),
-        [connector],
+        directory or SandboxDirectory.example(),
+        list(providers) if providers is not None else [connector],
         notifier,
         load_policy_text(policy or policy_text(), "test-policy.yaml"),
         ServiceOptions(lease_s=lease_s),
+        journal=journal,
     )
     return Core(service, store, notifier, connector, redis, keys)

@@ -86,6 +86,8 @@ class RequestState(StrEnum):
     EXECUTING = "executing"
     COMPLETED = "completed"
     FAILED = "failed"
+    UNKNOWN = "unknown"
+    """The provider was asked but its answer was lost: the change may or may not have happened."""
     INTERRUPTED = "interrupted"
     DENIED = "denied"
     REJECTED_BY_OWNER = "rejected_by_owner"
@@ -109,7 +111,12 @@ TRANSITIONS: frozenset[tuple[RequestState, RequestState]] = frozenset(
         (_S.READY, _S.EXECUTING),
         (_S.EXECUTING, _S.COMPLETED),
         (_S.EXECUTING, _S.FAILED),
+        (_S.EXECUTING, _S.UNKNOWN),
         (_S.EXECUTING, _S.INTERRUPTED),
+        # Redis lost the claim (restart from a snapshot, failover to a lagging replica) after the
+        # provider acted: the request shows open again, but it ran; it ends interrupted.
+        (_S.PENDING, _S.INTERRUPTED),
+        (_S.READY, _S.INTERRUPTED),
     }
     | {
         (open_, final)
@@ -118,6 +125,10 @@ TRANSITIONS: frozenset[tuple[RequestState, RequestState]] = frozenset(
     }
 )
 """Every state change a request may make; the Lua scripts implement exactly these."""
+
+
+MAY_HAVE_CHANGED = frozenset({_S.COMPLETED, _S.UNKNOWN, _S.INTERRUPTED})
+"""Final states after which the account may have been changed: the owner can dispute them."""
 
 
 def may_move(source: RequestState, target: RequestState) -> bool:
@@ -195,6 +206,8 @@ class Request(BaseModel):
     lease_until: int | None = None
     finished_at: int | None = None
     outcome_detail: str = ""
+    gate_note: str = ""
+    """Why a gate given earlier stopped counting (its giver was disabled or lost the role)."""
     reminded: bool = False
     escalated: bool = False
     review_open: bool = False
@@ -205,9 +218,12 @@ class Request(BaseModel):
     """How many audit events this request has written (one per change)."""
 
     def dispute_open(self, now: int) -> bool:
-        """Whether the owner may still say "This wasn't me" about a completed change."""
+        """Whether the owner may still say "This wasn't me" about a change that ran (or may have).
+
+        An unknown or interrupted outcome may have changed the account as much as a completed one.
+        """
         return (
-            self.state is RequestState.COMPLETED
+            self.state in MAY_HAVE_CHANGED
             and self.disputed_at is None
             and self.dispute_until is not None
             and now < self.dispute_until

@@ -7,6 +7,7 @@ wins; fraud flags and velocity limits can only make a plan stricter.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -235,7 +236,7 @@ class Policy(BaseModel):
     @classmethod
     def _ticket_pattern_compiles(cls, value: str) -> str:
         try:
-            re.compile(value)
+            ticket_regex(value)
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from exc
         return value
@@ -271,7 +272,7 @@ class Policy(BaseModel):
         return bool(principal.groups & set(self.roles.get(role, ())))
 
     def check_ticket(self, ticket: str) -> None:
-        if not re.fullmatch(self.ticket_pattern, ticket):
+        if not ticket_regex(self.ticket_pattern).fullmatch(ticket):
             raise BadInput(
                 f"Ticket {ticket!r} does not look like a ticket id here "
                 f"(expected something matching {self.ticket_pattern})."
@@ -291,6 +292,14 @@ class Policy(BaseModel):
         flag or a velocity escalation can only add gates, never remove one.
         """
         return _strictest_of(self.tiers, self.fraud.flagged_tier)
+
+
+@functools.lru_cache(maxsize=16)
+def ticket_regex(pattern: str) -> re.Pattern[str]:
+    """A policy's ticket pattern, compiled ASCII-only: Python's ``\\d`` and ``\\w`` otherwise
+    accept any Unicode digit or letter, so ``INC-１２３４`` or ``INC-١٢٣٤`` would pass as a ticket
+    id that no ticketing system has and that looks like a real one to a reviewer."""
+    return re.compile(pattern, re.ASCII)
 
 
 def _strictest_of(tiers: Mapping[str, Tier], flagged_tier: str | None) -> str:

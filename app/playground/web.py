@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from app.bootstrap import Runtime
+from app.bootstrap import Runtime, check_playground, production_wiring
 from app.channels.commands import MAX_COMMAND, USAGE, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.teams import cards
@@ -44,7 +44,6 @@ from app.domain.forms import NOTE_MAX, REASON_MAX, parse_request_id
 from app.domain.models import Action, ChatUser, Principal, PrincipalKind, Request
 from app.playground.notifier import PANES, PlaygroundNotifier
 from app.service import DIRECTORY_DOWN, Decision, when
-from app.settings import Settings
 
 log = structlog.get_logger("twokey.playground")
 
@@ -627,26 +626,20 @@ def _refusal(status: int, message: str, code: str = "refused") -> web.Response:
 # ---- mounting -------------------------------------------------------------------------------
 
 
-def _chat_configured(settings: Settings) -> bool:
-    """Any Slack or Teams credential at all, even an incomplete set (socket mode has no secret)."""
-    credentials = (
-        settings.slack_bot_token,
-        settings.slack_signing_secret,
-        settings.slack_app_token,
-        settings.microsoft_app_id,
-        settings.microsoft_app_password,
-    )
-    return any(value is not None for value in credentials)
-
-
 async def mount(app: web.Application, runtime: Runtime) -> None:
-    """Add /playground and its notifier, on loopback only; elsewhere refuse, loudly."""
+    """Add /playground and its notifier, on loopback only; elsewhere refuse, loudly.
+
+    Never beside production wiring (chat credentials, real identity providers): asked for
+    explicitly there, it is a StartupError; left unset, it stays off.
+    """
     settings = runtime.settings
-    if settings.playground is None and _chat_configured(settings):
+    check_playground(settings, runtime.policy)
+    real = production_wiring(settings, runtime.policy)
+    if real:
         log.warning(
             "playground_not_mounted",
-            reason="chat credentials are configured; set TWOKEY_PLAYGROUND=true to try it "
-            "beside them (loopback only).",
+            reason=f"this deployment is wired to production ({'; '.join(real)}); the "
+            "playground runs only without chat credentials and with sandbox connectors.",
         )
         return
     if not is_loopback(settings.host):

@@ -61,6 +61,17 @@ class Keys:
         """Sorted set: request id -> opened at, for requests not yet final (for `list`)."""
         return f"{self.tag(shard)}:open"
 
+    def open_index(self, shard: int) -> str:
+        """Sorted set, every score 0, of the open requests (as `open`) by who they concern:
+        ``r:<requester>|<rid>``, ``o:<owner>|<rid>``, ``a:<role that may decide>|<rid>``.
+
+        `list` reads one person's entries with a lexicographic range (ZRANGEBYLEX), so it costs
+        what it returns, not every open request. Per shard, not per person: every gate script
+        may finish a request and must name, in KEYS, each key it changes before it has read the
+        request, and a request's index entries must share its slot (its target's shard).
+        """
+        return f"{self.tag(shard)}:open:who"
+
     def reviews(self, shard: int) -> str:
         """Sorted set: request id -> opened at, for break-glass uses awaiting review."""
         return f"{self.tag(shard)}:reviews"
@@ -86,8 +97,14 @@ class Keys:
         """Sorted set: "<request id>|<action>" -> opened at, for velocity limits per target."""
         return f"{self.tag(shard_of_target(target_id))}:hist:{target_id}"
 
-    # --- per requester (its own slot; see RedisRequestStore.note_requester) ---------------
+    # --- per requester (its own slot; see RedisRequestStore.reserve_requester) --------------
     def requester_history(self, requester_id: str) -> str:
+        """Sorted set: "<request id>|<action>" -> reserved at, for velocity limits per requester.
+
+        A requester's requests are spread over every shard (they shard by target), so this
+        cannot live in a request's slot: an open reserves here first, atomically against the
+        limits, and releases the reservation if the request is not opened after all.
+        """
         return f"{{{self.ns}:r:{requester_id}}}:hist"
 
     # --- channel-side idempotency and message references --------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from functools import wraps
 from importlib import resources
 from typing import Any, ParamSpec, TypeVar
@@ -23,7 +24,7 @@ from app.domain.errors import Unavailable
 from app.domain.models import Action, Approval, Request, RequestState
 from app.domain.policy import Signals, VelocityLimit
 from app.metrics import GATE_SCRIPTS
-from app.ports import GateReply
+from app.ports import GateReply, Reservation
 from app.store.keys import SHARDS, Keys, new_request_id, shard_of_request, shard_of_target
 
 _STATIC_FIELDS = (
@@ -55,11 +56,16 @@ _SCRIPTS = (
     "dispute",
     "close_review",
     "annotate",
+    "claim_lost",
+    "withdraw_gates",
 )
 UNAVAILABLE_MESSAGE = (
     "twokey cannot reach its database right now, so nothing was changed. "
     "Please try again in a minute; if it persists, tell the twokey operators."
 )
+
+DURABLE_WAIT_MS = 2_000
+"""How long a claim may wait to reach the append-only file or a replica before nothing runs."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -120,6 +126,7 @@ def request_from_hash(flat: dict[str, str]) -> Request:
         lease_until=opt("lease_until"),
         finished_at=opt("finished_at"),
         outcome_detail=flat.get("outcome_detail", ""),
+        gate_note=flat.get("gate_note", ""),
         reminded=flat.get("reminded") == "1",
         escalated=flat.get("escalated") == "1",
         review_open=flat.get("review_open") == "1",
@@ -128,6 +135,31 @@ def request_from_hash(flat: dict[str, str]) -> Request:
         disputed_at=opt("disputed_at"),
         events=int(flat.get("events", "0")),
     )
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """What the Redis server keeps across a restart or failover, read once at start-up."""
+
+    aof: bool
+    appendfsync: str
+    replicas: int
+    waitaof: bool
+
+    @property
+    def risk(self) -> str:
+        """What a restart or failover could lose, in words for the start-up log ('' if none)."""
+        if not self.aof and self.replicas == 0:
+            return (
+                "no append-only file and no replica: a restart loses every request, approval "
+                "and claim since the last snapshot"
+            )
+        if self.aof and not self.waitaof and self.appendfsync != "always" and not self.replicas:
+            return (
+                f"appendfsync {self.appendfsync} without WAITAOF (Redis < 7.2): a crash can lose "
+                "the last second of writes, including a claim in progress"
+            )
+        return ""
 
 
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
@@ -148,9 +180,14 @@ class RedisRequestStore:
         self.keys = keys or Keys()
         self.claim_grace_ms = claim_grace_ms
         self.shards = SHARDS
+        self.persistence: Persistence | None = None
+        """Set by :meth:`check_persistence`; until then claims are not waited on."""
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(_load_script_text(name)) for name in _SCRIPTS
         }
+        self._reserve = redis.register_script(
+            resources.files("app.store").joinpath("lua", "reserve_requester.lua").read_text()
+        )
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -168,7 +205,9 @@ class RedisRequestStore:
     async def _run(
         self, script: str, request_id: str, args: Sequence[Any], extra_keys: Sequence[str] = ()
     ) -> GateReply:
-        keys = [*self._gate_keys(request_id), *extra_keys]
+        # The shard's open-requests-by-person index is always the last key (see common.lua).
+        who = self.keys.open_index(shard_of_request(request_id))
+        keys = [*self._gate_keys(request_id), *extra_keys, who]
         raw = await self._scripts[script](keys=keys, args=[request_id, *args])
         code, detail, flat = _text(raw[0]), _text(raw[1]), _pairs(raw[2])
         GATE_SCRIPTS.labels(script, code).inc()
@@ -198,7 +237,10 @@ class RedisRequestStore:
         velocity: Sequence[VelocityLimit],
         now: int,
     ) -> Signals:
-        """What the policy needs to know: fraud flag and recent history of target/requester."""
+        """What the policy needs to know of the target: fraud flag and recent history.
+
+        Per-requester counts are not read here but taken, atomically, by
+        :meth:`reserve_requester`; ``requester_id`` is no longer used."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.exists(self.keys.flag(target_id))
             pipe.zrangebyscore(
@@ -207,23 +249,52 @@ class RedisRequestStore:
                 "+inf",
                 withscores=True,
             )
-            pipe.zrangebyscore(
-                self.keys.requester_history(requester_id),
-                now - _longest(velocity),
-                "+inf",
-                withscores=True,
-            )
-            flagged, target_hist, requester_hist = await pipe.execute()
-        target_count: dict[str, int] = {}
-        requester_count: dict[str, int] = {}
-        for index, limit in enumerate(velocity):
-            history = target_hist if limit.per == "target" else requester_hist
-            counts = target_count if limit.per == "target" else requester_count
-            counts[str(index)] = _count(history, limit, now)
-        return Signals(
-            target_flagged=bool(flagged),
-            target_count=target_count,
-            requester_count=requester_count,
+            flagged, target_hist = await pipe.execute()
+        target_count = {
+            str(index): _count(target_hist, limit, now)
+            for index, limit in enumerate(velocity)
+            if limit.per == "target"
+        }
+        return Signals(target_flagged=bool(flagged), target_count=target_count)
+
+    @fails_closed
+    async def reserve_requester(
+        self,
+        requester_id: str,
+        request_id: str,
+        action: Action,
+        velocity: Sequence[VelocityLimit],
+    ) -> Reservation:
+        """Hold the request's place in the requester's history, atomically against their limits.
+
+        The history lives in the requester's own slot (their requests spread over every target
+        shard), so open.lua cannot see it: it is checked and written here, in one script, before
+        the request opens, and released if it does not. A crash in between leaves the place
+        held for the window: it counts against the requester, never for them.
+        """
+        mine = [(index, limit) for index, limit in enumerate(velocity) if limit.per == "requester"]
+        limits = [
+            [
+                limit.window * 1000,
+                ",".join(a.value for a in limit.actions or ()),
+                limit.limit,
+                1 if limit.then == "refuse" else 0,
+            ]
+            for _, limit in mine
+        ]
+        keep_ms = max(_longest(velocity), 86_400_000)
+        raw = await self._reserve(
+            keys=[self.keys.requester_history(requester_id)],
+            args=[f"{request_id}|{action.value}", keep_ms, json.dumps(limits)],
+        )
+        counts = {str(index): int(seen) for (index, _), seen in zip(mine, raw[1:], strict=True)}
+        return Reservation(admitted=int(raw[0]) == 1, counts=counts)
+
+    @fails_closed
+    async def release_requester(self, requester_id: str, request_id: str, action: Action) -> None:
+        """Give back a place :meth:`reserve_requester` held for a request that did not open."""
+        await self.redis.zrem(
+            self.keys.requester_history(requester_id), f"{request_id}|{action.value}"
         )
 
     @fails_closed
@@ -238,25 +309,7 @@ class RedisRequestStore:
     ) -> GateReply:
         """Write a new request; code STALE means flags/velocity moved: evaluate again."""
         plan = request.plan
-        doc = request.model_dump(mode="json", include=set(_STATIC_FIELDS))
-        fields = {
-            "rid": request.id,
-            "doc": json.dumps(doc, separators=(",", ":")),
-            "ticket": request.ticket,
-            "action": request.action.value,
-            "target": request.target_id,
-            "owner": request.owner_id,
-            "requester": request.requester_id,
-            "tier": plan.tier,
-            "approver_role": plan.approver_role,
-            "escalate_to": plan.escalate_to or "",
-            "reason_code": request.reason_code,
-            "needs_owner": "1" if plan.owner_confirmation else "0",
-            "approvals_needed": str(plan.approvals_needed),
-            "approval_ttl_ms": str(plan.approval_ttl * 1000),
-            "retention_ms": str(plan.retention * 1000),
-            "claim_grace_ms": str(self.claim_grace_ms),
-        }
+        fields = self._frozen_fields(request)
         checks = [
             [
                 limit.window * 1000,
@@ -290,21 +343,29 @@ class RedisRequestStore:
             ],
         )
 
-    @fails_closed
-    async def note_requester(
-        self, requester_id: str, request_id: str, action: Action, keep_ms: int, now: int
-    ) -> None:
-        """Requester velocity lives in the requester's own slot, so it is noted after opening.
-
-        Two opens racing by the same agent may both pass a requester limit; per-target limits,
-        which guard the account being attacked, are checked atomically inside open.lua.
-        """
-        key = self.keys.requester_history(requester_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(key, {f"{request_id}|{action.value}": now})
-            pipe.zremrangebyscore(key, "-inf", now - keep_ms)
-            pipe.pexpire(key, keep_ms)
-            await pipe.execute()
+    def _frozen_fields(self, request: Request) -> dict[str, str]:
+        """The fields a request is written with when it opens (and written back if lost)."""
+        plan = request.plan
+        doc = request.model_dump(mode="json", include=set(_STATIC_FIELDS))
+        return {
+            "rid": request.id,
+            "doc": json.dumps(doc, separators=(",", ":")),
+            "ticket": request.ticket,
+            "action": request.action.value,
+            "target": request.target_id,
+            "owner": request.owner_id,
+            "requester": request.requester_id,
+            "tier": plan.tier,
+            "approver_role": plan.approver_role,
+            "escalate_to": plan.escalate_to or "",
+            "reason_code": request.reason_code,
+            "needs_owner": "1" if plan.owner_confirmation else "0",
+            "approvals_needed": str(plan.approvals_needed),
+            "approval_ttl_ms": str(plan.approval_ttl * 1000),
+            "retention_ms": str(plan.retention * 1000),
+            "claim_grace_ms": str(self.claim_grace_ms),
+            "dispute_window_ms": str(plan.dispute_window * 1000),
+        }
 
     # ---- gate actions ------------------------------------------------------------------------
 
@@ -343,7 +404,80 @@ class RedisRequestStore:
 
     @fails_closed
     async def claim(self, request_id: str, actor: str, lease_ms: int, token: str) -> GateReply:
-        return await self._run("claim", request_id, [actor, lease_ms, token])
+        """Claim execution; OK only once the claim is as durable as the deployment allows.
+
+        Invariant 3 under lost writes: before any connector runs, the claim is fsynced to the
+        append-only file (WAITAOF) and/or copied to a replica (WAIT) where the server has them.
+        A claim that cannot be made durable in time replies NOT_DURABLE: run nothing.
+        """
+        reply = await self._run("claim", request_id, [actor, lease_ms, token])
+        if reply.code == "OK" and not await self._claim_is_durable():
+            return reply.model_copy(update={"code": "NOT_DURABLE"})
+        return reply
+
+    async def _claim_is_durable(self) -> bool:
+        persistence = self.persistence
+        if persistence is None:
+            return True
+        try:
+            if persistence.waitaof:
+                local, _ = await self.redis.waitaof(1, 0, DURABLE_WAIT_MS)
+                if int(local) < 1:
+                    return False
+            if persistence.replicas > 0:
+                copies = await self.redis.wait(1, DURABLE_WAIT_MS)
+                if int(copies) < 1:
+                    return False
+        except ResponseError:
+            return False
+        return True
+
+    @fails_closed
+    async def check_persistence(self) -> Persistence:
+        """What a restart of this Redis could lose; claims are then made durable accordingly."""
+        info = await self.redis.info("persistence")
+        aof = str(info.get("aof_enabled", "0")) == "1"
+        try:
+            appendfsync = _text((await self.redis.config_get("appendfsync")).get("appendfsync", ""))
+        except ResponseError:  # CONFIG is disabled on some managed services
+            appendfsync = "unknown"
+        replication = await self.redis.info("replication")
+        replicas = int(replication.get("connected_slaves", 0) or 0)
+        waitaof = False
+        if aof:
+            try:
+                await self.redis.waitaof(1, 0, DURABLE_WAIT_MS)
+                waitaof = True
+            except ResponseError:  # Redis before 7.2: no WAITAOF
+                waitaof = False
+        self.persistence = Persistence(
+            aof=aof, appendfsync=appendfsync, replicas=replicas, waitaof=waitaof
+        )
+        return self.persistence
+
+    @fails_closed
+    async def claim_lost(
+        self, request: Request, token: str, outcome: str, detail: str, dispute_window_s: int
+    ) -> GateReply:
+        """The provider acted but the claim is gone: end interrupted (see claim_lost.lua)."""
+        fields = {
+            **self._frozen_fields(request),
+            "created_at": str(request.created_at),
+            "expires_at": str(request.expires_at),
+            "claimed_at": str(request.claimed_at or 0),
+        }
+        return await self._run(
+            "claim_lost",
+            request.id,
+            [token, outcome, detail, json.dumps(fields), dispute_window_s * 1000],
+        )
+
+    @fails_closed
+    async def withdraw_gates(
+        self, request_id: str, approvers: Sequence[str], owner: bool, why: str
+    ) -> GateReply:
+        ids = ",".join(a for a in approvers if a and "," not in a)
+        return await self._run("withdraw_gates", request_id, [ids, "1" if owner else "0", why])
 
     @fails_closed
     async def record_result(
@@ -383,10 +517,18 @@ class RedisRequestStore:
         )
 
     @fails_closed
-    async def close_review(self, request_id: str, actor: str, via: str, note: str) -> GateReply:
+    async def close_review(
+        self, request_id: str, actor: str, via: str, note: str, *, by_operator: bool = False
+    ) -> GateReply:
+        role, kind = ("security", "review_closed")
+        if by_operator:
+            role, kind = ("operator", "review_closed_by_operator")
         shard = shard_of_request(request_id)
         return await self._run(
-            "close_review", request_id, [actor, via, note], extra_keys=[self.keys.reviews(shard)]
+            "close_review",
+            request_id,
+            [actor, via, note, role, kind],
+            extra_keys=[self.keys.reviews(shard)],
         )
 
     # ---- reading -----------------------------------------------------------------------------
@@ -405,6 +547,43 @@ class RedisRequestStore:
     @fails_closed
     async def open_requests(self) -> list[Request]:
         return await self._requests_in(self.keys.open_requests)
+
+    @fails_closed
+    async def open_requests_for(self, principal_id: str, roles: Sequence[str]) -> list[Request]:
+        """Open requests this person asked for or owns, or a role they hold may decide.
+
+        One lexicographic range per shard and entry kind on the shard's open index, then only
+        the requests found: the cost follows what is returned, not how many are open.
+        """
+        prefixes = [f"r:{principal_id}|", f"o:{principal_id}|", *(f"a:{r}|" for r in roles)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(SHARDS):
+                for prefix in prefixes:
+                    # Request ids are ASCII: every "<prefix><rid>" sorts below "<prefix>\x7f".
+                    pipe.zrangebylex(self.keys.open_index(shard), f"[{prefix}", f"({prefix}\x7f")
+            found = await pipe.execute()
+        entries: dict[str, list[tuple[int, str]]] = {}
+        for position, members in enumerate(found):
+            for member in members:
+                text = _text(member)
+                entries.setdefault(text.rpartition("|")[2], []).append(
+                    (position // len(prefixes), text)
+                )
+        if not entries:
+            return []
+        ids = list(entries)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rid in ids:
+                pipe.hgetall(self.keys.request(rid))
+            hashes = await pipe.execute()
+        requests = [request_from_hash(_decoded(h)) for h in hashes if h]
+        gone = [e for rid, h in zip(ids, hashes, strict=True) if not h for e in entries[rid]]
+        if gone:  # a request deleted by hand leaves entries behind: drop them, once
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for shard, member in gone:
+                    pipe.zrem(self.keys.open_index(shard), member)
+                await pipe.execute()
+        return sorted(requests, key=lambda r: r.created_at)
 
     @fails_closed
     async def open_reviews(self) -> list[Request]:

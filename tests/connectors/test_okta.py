@@ -752,3 +752,43 @@ async def test_a_request_for_another_change_is_refused_before_any_call(
 
     assert result.outcome is Outcome.FAILED and "nothing was changed" in result.detail
     assert okta.requests == [] and okta.changes == []
+
+
+# -- the whole flow: a dispute signs the account out in Okta ------------------------------
+
+PEOPLE_IN_OKTA = """
+version: 1
+people:
+  - {id: 00ualice0001, display_name: Alice Example, email: alice@example.com, groups: [staff]}
+  - {id: bob, display_name: Bob Brown, email: bob@example.com, groups: [staff, helpdesk]}
+  - {id: carol, display_name: Carol Chen, email: carol@example.com, groups: [helpdesk-leads]}
+"""
+
+
+async def test_a_dispute_signs_the_owner_out_of_okta_through_its_own_request(
+    okta: OktaStandIn, connect: ConnectorFactory, redis_client: Any, namespace: str
+) -> None:
+    from app.connectors.sandbox import SandboxDirectory
+    from app.domain.models import RequestState
+    from tests.helpers import build_core, chat
+
+    core = build_core(
+        redis_client,
+        namespace,
+        directory=SandboxDirectory.from_yaml(PEOPLE_IN_OKTA),
+        providers=[connect(okta)],
+    )
+    opened = await core.service.open(
+        chat("bob"), chat("alice"), Action.RESET_MFA.value, "INC-1234", "lost-device"
+    )
+    rid = opened.request.id
+    await core.service.confirm_owner(chat("alice"), rid)
+    done = await core.service.approve(chat("carol"), rid)
+    assert done.request.state is RequestState.COMPLETED
+    assert "00ualice0001" not in okta.sessions_revoked
+
+    await core.service.dispute(chat("alice"), rid)
+
+    assert okta.sessions_revoked["00ualice0001"] == {"oauthTokens": True, "forgetDevices": True}
+    alerts = [text for _, _, text in core.notifier.said("alert_security")]
+    assert not any("sign the account out of every session by hand" in t for t in alerts)

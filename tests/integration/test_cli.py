@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 
 import pytest
 import redis.asyncio as aioredis
@@ -155,12 +157,23 @@ async def test_review_list_and_close(
     await core.service.confirm_owner(chat("grace"), rid)  # reviewed once it has finished
     assert await asyncio.to_thread(main, ["review", "list"]) == 0
     assert rid in capsys.readouterr().out
-    assert (
-        await asyncio.to_thread(
-            main,
-            ["review", "close", rid, "--reviewer", "frank@example.com", "--note", "called the CEO"],
-        )
-        == 0
-    )
+    # A typed email proves nothing: the CLI never records someone else as the reviewer.
+    impersonate = ["review", "close", rid, "--reviewer", "frank@example.com", "--note", "ok"]
+    assert await asyncio.to_thread(main, impersonate) == 2
+    assert "--reviewer is not accepted" in capsys.readouterr().err
+    assert (await core.store.get(rid)).review_open  # type: ignore[union-attr]
+    close = ["review", "close", rid, "--note", "called the CEO"]
+    assert await asyncio.to_thread(main, close) == 0
+    assert "Review closed." in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["review", "list"]) == 0
-    assert rid not in capsys.readouterr().out.split("Review closed.")[-1]
+    assert rid not in capsys.readouterr().out
+    closed = await core.store.get(rid)
+    operator = f"operator:{pwd.getpwuid(os.getuid()).pw_name}"
+    assert closed is not None and closed.reviewed_by == operator
+    entries = await redis_client.xrange(core.keys.audit(shard_of_request(rid)))
+    last = json.loads(entries[-1][1]["e"])
+    assert (last["kind"], last["actor"], last["role"]) == (
+        "review_closed_by_operator",
+        operator,
+        "operator",
+    )

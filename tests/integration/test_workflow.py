@@ -20,6 +20,7 @@ from app.domain.errors import (
 )
 from app.domain.models import Action, Request, RequestState
 from app.notify import RecordingNotifier
+from app.service import Listing
 from app.store.keys import shard_of_request
 from tests.helpers import Core, build_core, chat, policy_text
 
@@ -360,7 +361,7 @@ async def test_connector_failure_and_unknown_are_truthful_and_alerted(
     )
     await core.service.confirm_owner(chat("alice"), decision.request.id)
     unknown = await core.service.approve(chat("carol"), decision.request.id)
-    assert unknown.request.state is RequestState.FAILED
+    assert unknown.request.state is RequestState.UNKNOWN
     assert "outcome_unknown" in str(
         await core.redis.xrange(core.keys.audit(shard_of_request(decision.request.id)))
     )
@@ -394,6 +395,24 @@ async def test_velocity_limit_refuses_and_alerts(core: Core) -> None:
     with pytest.raises(VelocityLimited):
         await core.open_mfa_reset()
     assert any("Velocity" in t for _, _, t in core.notifier.said("alert_security"))
+
+
+async def test_an_open_that_is_refused_does_not_use_up_the_requesters_limit(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    velocity = (
+        "  - {per: target, actions: [reset-mfa], limit: 1, window: 24h, then: refuse}\n"
+        "  - {per: requester, limit: 2, window: 1h, then: refuse}\n"
+    )
+    core = build_core(redis_client, namespace, policy=policy_text(velocity=velocity))
+    await core.open_mfa_reset()
+    with pytest.raises(VelocityLimited, match="this account"):
+        await core.open_mfa_reset()  # refused for alice's sake: bob's place is given back
+    second = await core.service.open(chat("bob"), chat("dave"), "unlock", "INC-1301", "locked-out")
+    assert second.request.state is RequestState.PENDING
+    with pytest.raises(VelocityLimited, match="requests for you"):
+        await core.service.open(chat("bob"), chat("carol"), "unlock", "INC-1302", "locked-out")
+    assert len((await core.service.list_for(chat("bob"))).mine) == 2
 
 
 async def test_breakglass_skips_approvals_alerts_and_opens_a_review(core: Core) -> None:
@@ -501,6 +520,81 @@ async def test_list_shows_mine_and_what_waits_for_me(core: Core) -> None:
     assert [r.id for r in (await core.service.list_for(chat("carol"))).to_approve] == [rid]
     assert [r.id for r in (await core.service.list_for(chat("alice"))).to_confirm] == [rid]
     assert (await core.service.list_for(chat("heidi"))).to_approve == []
+
+
+def ids(requests: list[Request]) -> set[str]:
+    return {r.id for r in requests}
+
+
+async def test_list_finds_each_persons_requests_through_the_index(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(redis_client, namespace, policy=policy_text(escalate_after="1s"))
+    everyday = await core.open_mfa_reset()  # bob asks, alice owns, approver role, escalates
+    admin = (
+        await core.service.open(chat("heidi"), chat("grace"), "unlock", "INC-2001", "locked-out")
+    ).request.id  # privileged: security decides
+    nhi = (
+        await core.service.open(
+            chat("bob"), "nhi:billing-api", "rotate-secret", "CHG-2002", "scheduled-rotation"
+        )
+    ).request.id  # owned by alice, decided by security
+    listing = await core.service.list_for(chat("bob"))
+    assert ids(listing.mine) == {everyday, nhi} and listing.to_approve == []
+    assert ids((await core.service.list_for(chat("heidi"))).mine) == {admin}
+    assert ids((await core.service.list_for(chat("alice"))).to_confirm) == {everyday, nhi}
+    assert ids((await core.service.list_for(chat("grace"))).to_confirm) == {admin}
+    assert ids((await core.service.list_for(chat("carol"))).to_approve) == {everyday}
+    assert ids((await core.service.list_for(chat("frank"))).to_approve) == {admin, nhi}
+    assert await core.service.list_for(chat("ivan")) == Listing(
+        mine=[], to_approve=[], to_confirm=[]
+    )
+    # Once escalated, the escalation role (security) sees the everyday request too.
+    await asyncio.sleep(1.1)
+    await core.service.expire_due()
+    assert ids((await core.service.list_for(chat("frank"))).to_approve) == {admin, nhi, everyday}
+    # Finished requests leave every list.
+    await core.service.cancel(chat("bob"), everyday)
+    await core.service.deny(chat("erin"), admin, "not verified")
+    assert ids((await core.service.list_for(chat("bob"))).mine) == {nhi}
+    assert ids((await core.service.list_for(chat("frank"))).to_approve) == {nhi}
+    assert (await core.service.list_for(chat("carol"))).to_approve == []
+    assert (await core.service.list_for(chat("heidi"))).mine == []
+
+
+async def test_list_reads_only_the_requests_it_shows(
+    redis_client: aioredis.Redis, redis_url: str, namespace: str
+) -> None:
+    """2,000 pending requests made `list` take seconds: it read every one of them."""
+    core = build_core(redis_client, namespace, policy=policy_text(velocity=""))
+    for n, target in enumerate(["alice", "carol", "dave", "erin", "frank", "ivan"] * 5):
+        await core.service.open(
+            chat("heidi"), chat(target), "unlock", f"INC-{3000 + n}", "locked-out"
+        )
+    mine = await core.open_mfa_reset()
+    watcher = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    sentinel = f"{namespace}:list-done"
+    read: list[str] = []
+    try:
+        async with watcher.monitor() as monitor:
+
+            async def watch() -> None:
+                while True:
+                    command = (await monitor.next_command())["command"]
+                    if sentinel in command:
+                        return
+                    if command.startswith("HGETALL") and namespace in command:
+                        read.append(command.rpartition(":req:")[2])
+
+            watching = asyncio.create_task(watch())
+            await asyncio.sleep(0.1)
+            listing = await core.service.list_for(chat("bob"))
+            await core.redis.get(sentinel)
+            await asyncio.wait_for(watching, 10)
+    finally:
+        await watcher.aclose()
+    assert ids(listing.mine) == {mine}
+    assert read == [mine]
 
 
 class DirectoryDown:
@@ -631,6 +725,81 @@ async def test_a_breakglass_review_is_closed_only_after_the_change_by_someone_no
     closed = await core.service.close_review(chat("frank"), rid, "verified with grace by phone")
     assert not closed.request.review_open
     assert (await audit_kinds(core, rid))[-1] == "review_closed"
+
+
+async def audit_events(core: Core, request_id: str) -> list[dict[str, object]]:
+    import json
+
+    entries = await core.redis.xrange(core.keys.audit(shard_of_request(request_id)))
+    events = [json.loads(fields["e"]) for _, fields in entries]
+    return [e for e in events if e["rid"] == request_id]
+
+
+APPROVED_BREAKGLASS = policy_text().replace("skip: [approvals]", "skip: []")
+"""Break-glass that still needs one security approval (the shipped test policy skips it)."""
+
+
+async def test_whoever_approved_or_denied_a_breakglass_use_cannot_review_it(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(redis_client, namespace, policy=APPROVED_BREAKGLASS)
+    approved = await _breakglass_on(core, "alice")
+    await core.service.confirm_owner(chat("alice"), approved)
+    done = await core.service.approve(chat("frank"), approved)
+    assert done.request.state is RequestState.COMPLETED and done.request.review_open
+    denied = await _breakglass_on(core, "alice")
+    assert (await core.service.deny(chat("frank"), denied, "no emergency here")).request.state is (
+        RequestState.DENIED
+    )
+    for rid in (approved, denied):
+        with pytest.raises(SeparationOfDuties, match="opened or decided it"):
+            await core.service.close_review(chat("frank"), rid, "all fine, I checked it myself")
+        with pytest.raises(SeparationOfDuties):
+            await core.service.close_review(chat("erin"), rid, "I used it myself, all fine")
+    assert {r.id for r in await core.store.open_reviews()} == {approved, denied}
+    assert "review_closed" not in await audit_kinds(core, approved)
+
+
+async def test_holding_the_breakglass_role_is_not_enough_to_review(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """Carol may break glass too; she must not clear Erin's emergency (nor Erin hers) unless
+    she is a security reviewer."""
+    policy = policy_text().replace(
+        "breakglass: [security-oncall]", "breakglass: [security-oncall, helpdesk-leads]"
+    )
+    core = build_core(redis_client, namespace, policy=policy)
+    rid = await _breakglass_on(core, "grace")
+    await core.service.confirm_owner(chat("grace"), rid)
+    with pytest.raises(NotAllowed, match="needs the security role"):
+        await core.service.close_review(chat("carol"), rid, "my fellow on-call, looks fine")
+    assert [r.id for r in await core.store.open_reviews()] == [rid]
+    closed = await core.service.close_review(chat("frank"), rid, "verified with grace by phone")
+    assert not closed.request.review_open
+
+
+async def test_an_operator_closes_a_review_as_themselves_and_security_hears_of_it(
+    core: Core,
+) -> None:
+    rid = await _breakglass_on(core, "grace")
+    await core.service.confirm_owner(chat("grace"), rid)
+    with pytest.raises(BadInput, match="note is required"):
+        await core.service.close_review_as_operator("ops-jo", rid, "   ")
+    closed = await core.service.close_review_as_operator("ops-jo", rid, "called grace back")
+    assert not closed.request.review_open and closed.request.reviewed_by == "operator:ops-jo"
+    last = (await audit_events(core, rid))[-1]
+    assert (last["kind"], last["actor"], last["role"], last["via"]) == (
+        "review_closed_by_operator",
+        "operator:ops-jo",
+        "operator",
+        "cli",
+    )
+    assert any(
+        r == rid and "operator:ops-jo" in t and "not by a security reviewer" in t
+        for _, r, t in core.notifier.said("alert_security")
+    )
+    again = await core.service.close_review_as_operator("ops-jo", rid, "called grace back")
+    assert not again.changed
 
 
 async def test_retention_never_drops_an_open_review_or_a_dispute_still_allowed(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from app.bootstrap import Runtime
+from app.bootstrap import Runtime, StartupError, build_runtime
 from app.channels.commands import USAGE
 from app.domain.models import RequestState
 from app.playground.notifier import PlaygroundNotifier
@@ -143,23 +144,77 @@ async def test_it_stays_off_while_any_chat_credential_is_set(
     assert not any(isinstance(n, PlaygroundNotifier) for n in runtime.notifier.notifiers)
 
 
-async def test_it_can_be_turned_on_beside_a_chat_channel(redis_url: str, namespace: str) -> None:
-    settings = Settings(  # type: ignore[call-arg]
+CHAT_CREDENTIALS = [
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "MICROSOFT_APP_ID",
+    "MICROSOFT_APP_PASSWORD",
+]
+OKTA_POLICY = policy_text() + (
+    "connectors:\n"
+    "  - type: okta\n"
+    "    name: corp-okta\n"
+    "    org_url: https://acme.okta.com\n"
+    "    api_token_env: TWOKEY_TEST_UNSET_OKTA_TOKEN\n"
+)
+
+
+def operator_settings(redis_url: str, namespace: str, **extra: object) -> Settings:
+    return Settings(  # type: ignore[call-arg]
         _env_file=None,
         HOST="127.0.0.1",
         REDIS_URL=redis_url,
         TWOKEY_NAMESPACE=namespace,
-        SLACK_BOT_TOKEN="xoxb-1",
-        SLACK_APP_TOKEN="xapp-1",
-        TWOKEY_PLAYGROUND=True,
+        TWOKEY_AUDIT_KEY="a-test-audit-key-that-is-long-enough",
+        TWOKEY_ACCEPT_EVICTION_RISK=True,
+        **extra,
     )
-    runtime = build_test_runtime(settings)
+
+
+@pytest.mark.parametrize("credential", CHAT_CREDENTIALS)
+async def test_it_refuses_to_start_beside_a_chat_credential(
+    redis_url: str, namespace: str, credential: str
+) -> None:
+    """Asked for beside production chat, it could act as anyone through the real channels."""
+    settings = operator_settings(
+        redis_url, namespace, TWOKEY_PLAYGROUND=True, **{credential: "x-secret-value"}
+    )
+    with pytest.raises(StartupError) as refused:
+        await build_runtime(settings)
+    message = str(refused.value)
+    assert "TWOKEY_PLAYGROUND" in message and credential in message
+    assert "x-secret-value" not in message
+    runtime = build_test_runtime(settings)  # a runtime built elsewhere: the mount refuses too
+    app = web.Application()
+    try:
+        with pytest.raises(StartupError, match="TWOKEY_PLAYGROUND"):
+            await mount(app, runtime)
+    finally:
+        await runtime.close()
+    assert not [r for r in app.router.resources() if "playground" in r.canonical]
+
+
+async def test_it_refuses_to_start_beside_a_real_identity_provider(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """With real connectors it would change real accounts and show their secrets on loopback."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(OKTA_POLICY)
+    settings = operator_settings(
+        redis_url, namespace, TWOKEY_PLAYGROUND=True, TWOKEY_POLICY=str(policy)
+    )
+    with pytest.raises(StartupError, match=r"TWOKEY_PLAYGROUND=true.*okta connector 'corp-okta'"):
+        await build_runtime(settings)
+    # Left unset, it simply stays off beside the real connector.
+    runtime = build_test_runtime(operator_settings(redis_url, namespace), policy=OKTA_POLICY)
     app = web.Application()
     try:
         await mount(app, runtime)
     finally:
         await runtime.close()
-    assert [r for r in app.router.resources() if r.canonical == "/playground"]
+    assert not [r for r in app.router.resources() if "playground" in r.canonical]
+    assert not any(isinstance(n, PlaygroundNotifier) for n in runtime.notifier.notifiers)
 
 
 async def test_the_page_says_what_it_is_and_locks_itself_down(

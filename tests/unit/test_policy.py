@@ -99,6 +99,18 @@ def test_the_example_policy_loads_with_what_the_readme_promises() -> None:
     assert policy.retention == 30 * 86400
 
 
+@pytest.mark.parametrize("ticket", ["INC-１２３４", "INC-١٢٣٤", "INC-१२३४"])
+def test_a_ticket_id_with_non_ascii_digits_is_refused(ticket: str) -> None:
+    """``\\d`` is any Unicode digit in Python: a look-alike ticket id must not pass."""
+    for policy in (example_policy(), load_policy_text(BASE, "policy.yaml")):
+        with pytest.raises(BadInput, match="does not look like a ticket id"):
+            policy.check_ticket(ticket)
+    custom = load_policy_text(BASE + "ticket_pattern: '^\\w+-\\d+$'\n", "policy.yaml")
+    custom.check_ticket("INC-1234")
+    with pytest.raises(BadInput):
+        custom.check_ticket(ticket)
+
+
 def test_every_rule_and_every_tier_of_the_example_is_reachable() -> None:
     policy = example_policy()
     cases = {

@@ -6,11 +6,16 @@ arrive there), registers the :class:`SlackNotifier` with the service's fan-out a
 adapter is two small translations around Bolt plus the signature check Bolt lacks (a 401, never
 a 500, for a malformed timestamp); everything else is Bolt middleware, so Socket Mode deliveries
 get the same tenancy and replay checks.
+
+Every listener runs in a task Bolt starts and does not keep; each registers itself with the
+runtime's :class:`InFlight`, so a stopping replica finishes the work Slack was answered for
+before its clients close. Socket Mode stops receiving as soon as the replica stops accepting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -36,7 +41,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from app.bootstrap import Runtime, StartupError
+from app.bootstrap import InFlight, Runtime, StartupError
 from app.channels.common import MessageRefs
 from app.channels.slack import blocks as bk
 from app.channels.slack.guard import (
@@ -57,6 +62,7 @@ from app.store.keys import Keys
 log = structlog.get_logger("twokey.slack")
 
 BUTTONS = re.compile(r"^twokey\.(confirm|reject|approve|deny|dispute|cancel)$")
+BOLT_LOGGER = "twokey.slack.bolt"
 RETRY_AFTER_MOST_S = 30
 """A 429 asking to wait longer than this is not waited out inside a request: it is reported."""
 
@@ -142,46 +148,56 @@ class SlackChannel:
             load=runtime.store.get,
         )
         self.deliveries = Deliveries(runtime.redis, keys)
-        self.handlers = SlackHandlers(runtime.service, self.people, self.client, self.deliveries)
+        self.inflight: InFlight = runtime.inflight
+        self.handlers = SlackHandlers(
+            runtime.service, self.people, self.client, self.deliveries, inflight=self.inflight
+        )
         secret = settings.slack_signing_secret
         self.signing_secret = secret.get_secret_value() if secret is not None else ""
         self.bolt = self._bolt()
 
     def _bolt(self) -> AsyncApp:
         bolt = AsyncApp(
-            name="twokey",
+            # Bolt sets the level of the logger named after the app on every request: "twokey"
+            # would be the parent of all our loggers and silence their INFO lines.
+            name=BOLT_LOGGER,
             client=self.client,
             signing_secret=self.signing_secret,
             process_before_response=False,
             before_authorize=TenancyGate(self.tenancy),
             # Bolt re-checks the signature and logs a failure *with the body* at INFO (reachable
             # when a request passes our check just inside the 5-minute bound): WARNING and up.
-            logger=quiet_logger("twokey.slack.bolt", logging.WARNING),
+            logger=quiet_logger(BOLT_LOGGER, logging.WARNING),
         )
-        handlers, deliveries = self.handlers, self.deliveries
+        handlers, deliveries, inflight = self.handlers, self.deliveries, self.inflight
 
         async def on_command(
             ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
         ) -> None:
+            inflight.track()
             await handlers.command(ack, body, respond, _retry(request))
 
         async def on_button(ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest) -> None:
+            inflight.track()
             await handlers.button(ack, body, _retry(request))
 
         async def on_form(
             ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], request: AsyncBoltRequest
         ) -> None:
+            inflight.track()
             await handlers.form_submitted(ack, body, view, _retry(request))
 
         async def on_deny(
             ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], request: AsyncBoltRequest
         ) -> None:
+            inflight.track()
             await handlers.deny_submitted(ack, body, view, _retry(request))
 
         async def on_nhi_search(ack: AsyncAck, body: dict[str, Any]) -> None:
             await handlers.nhi_options(ack, body)
 
         async def on_uninstalled(body: dict[str, Any], request: AsyncBoltRequest) -> None:
+            inflight.track()
             try:
                 if not await deliveries.first(body, _retry(request)):
                     return
@@ -239,12 +255,16 @@ def _retry(request: AsyncBoltRequest) -> str | None:
     return first_header(request.headers.get("x-slack-retry-num"))
 
 
-async def run_socket_mode(channel: SlackChannel, app_token: str) -> None:
-    """Keep one Socket Mode connection open; reconnect with back-off when it cannot start."""
+async def run_socket_mode(
+    channel: SlackChannel, app_token: str, stopping: asyncio.Event | None = None
+) -> None:
+    """Keep one Socket Mode connection open, reconnecting with back-off, until ``stopping``:
+    then close it, so a stopping replica takes no new deliveries (Slack sends them to others)."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
+    stopping = stopping if stopping is not None else asyncio.Event()
     delay = 1.0
-    while True:
+    while not stopping.is_set():
         handler = AsyncSocketModeHandler(
             channel.bolt,
             app_token,
@@ -255,15 +275,17 @@ async def run_socket_mode(channel: SlackChannel, app_token: str) -> None:
             await handler.connect_async()  # type: ignore[no-untyped-call]
             log.info("slack_socket_mode_connected")
             delay = 1.0
-            await asyncio.Event().wait()
+            await stopping.wait()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.error("slack_socket_mode_failed", error=type(exc).__name__, retry_in=delay)
         finally:
             await handler.close_async()  # type: ignore[no-untyped-call]
-        await asyncio.sleep(delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
         delay = min(delay * 2, 60.0)
+    log.info("slack_socket_mode_closed")
 
 
 async def mount(app: web.Application, runtime: Runtime) -> None:
@@ -285,7 +307,9 @@ async def mount(app: web.Application, runtime: Runtime) -> None:
     if settings.slack_app_token is not None:
         token = settings.slack_app_token.get_secret_value()
         runtime.tasks.append(
-            asyncio.create_task(run_socket_mode(channel, token), name="twokey-slack-socket")
+            asyncio.create_task(
+                run_socket_mode(channel, token, runtime.stopping), name="twokey-slack-socket"
+            )
         )
     log.info(
         "slack_mounted",

@@ -201,6 +201,7 @@ _STATE_BADGES = {
     RequestState.EXECUTING: ":gear: Being carried out",
     RequestState.COMPLETED: ":white_check_mark: Completed",
     RequestState.FAILED: ":x: Failed",
+    RequestState.UNKNOWN: ":warning: Outcome unknown (may have happened)",
     RequestState.INTERRUPTED: ":warning: Interrupted (not re-run)",
     RequestState.DENIED: ":no_entry: Denied",
     RequestState.REJECTED_BY_OWNER: ":rotating_light: Rejected by the owner",
@@ -300,7 +301,8 @@ def outcome_words(request: Request, ctx: CardContext) -> str:
     state = request.state
     if state is RequestState.PENDING:
         missing = ", ".join(request.waiting_for(ctx.now)) or "the bot"
-        return f"Waiting for {shown(missing, 200)}."
+        lapsed = f" {shown(request.gate_note, 400)}" if request.gate_note else ""
+        return f"Waiting for {shown(missing, 200)}.{lapsed}"
     if state is RequestState.DENIED:
         return f"Denied by {ctx.name(request.decided_by)} at {when(request.decided_at)}: " + shown(
             request.decision_reason, REASON_MAX + 100
@@ -316,7 +318,12 @@ def outcome_words(request: Request, ctx: CardContext) -> str:
         return (
             f"Expired at {when(request.expires_at)} before every gate was passed; nothing was done."
         )
-    if state in (RequestState.COMPLETED, RequestState.FAILED, RequestState.INTERRUPTED):
+    if state in (
+        RequestState.COMPLETED,
+        RequestState.FAILED,
+        RequestState.UNKNOWN,
+        RequestState.INTERRUPTED,
+    ):
         detail = shown(request.outcome_detail, 600)
         at = when(request.finished_at or request.claimed_at)
         extra = ""

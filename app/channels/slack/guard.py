@@ -203,9 +203,9 @@ def delivery_key(body: dict[str, Any]) -> str | None:
 class Deliveries:
     """Each delivery is acted on once: SET NX on its trigger id / event id in Redis.
 
-    Checked right after the ack and before any work, so a replayed signed request, a Slack
-    retry or a double submit is answered like the first but changes nothing; the Redis round
-    trip stays out of the path Slack times.
+    Checked before any work (for a decision, as its first step before the ack), so a replayed
+    signed request, a Slack retry or a double submit is answered like the first but changes
+    nothing.
     """
 
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:

@@ -1,10 +1,16 @@
-"""What each Slack interaction does: ack -> parse -> ONE service call -> render.
+"""What each Slack interaction does: parse -> ONE service call, acked once on record -> render.
 
-Every handler acknowledges first (Slack allows 3 seconds) unless its answer *is* the ack (help,
-a malformed command, a form error, picker options), and those answers need no slow look-up.
-Directory and identity-provider work always runs after the ack. The person who typed or clicked
-is always answered: by the command's ``response_url``, or an ephemeral in the channel, or a DM,
-whichever Slack accepts; an answer Slack refuses is logged and never undoes a decision.
+A 200 tells Slack (and so the person) that twokey has the interaction; a decision it answers
+for must survive this process stopping. So a command, a click or a form that changes something
+is acknowledged once its decision is stored: when the service first tells anyone of it (it
+stores, then tells), or when the call is over, or after ``ACK_WITHIN_S`` at the latest (Slack
+allows 3 seconds; work still under way then goes on, and a stopping replica finishes it). Only
+re-doable work follows the ack: cards and messages (re-rendered from the stored request) and the
+execution (claimed atomically; a ready request nobody claimed is taken by the sweeper). Answers
+that *are* the ack (help, a malformed command, a form error, picker options) need no slow
+look-up. The person who typed or clicked is always answered: by the command's ``response_url``,
+or an ephemeral in the channel, or a DM, whichever Slack accepts; an answer Slack refuses is
+logged and never undoes a decision.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +28,13 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
+from app.bootstrap import InFlight
 from app.channels.commands import USAGE, Command, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.slack import blocks as bk
 from app.channels.slack.guard import Deliveries
 from app.channels.slack.identity import SlackPeople
+from app.channels.slack.notifier import on_record
 from app.domain.errors import BadInput, NotAllowed, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, clean_text, human_error, parse_request_id
 from app.domain.models import Action, ChatUser, Principal, PrincipalKind
@@ -41,8 +49,10 @@ UNEXPECTED = (
     "<request-id>` before trying again."
 )
 AFTER_ACK_SLOTS = 8
-"""How many acknowledged interactions are worked on at once. A burst of clicks then queues
-cheaply instead of crowding the event loop, so every new delivery is still acked at once."""
+"""How many interactions are worked on at once. A burst of clicks then queues cheaply instead of
+crowding the event loop; one still queued at ``ACK_WITHIN_S`` is acked and done in turn."""
+ACK_WITHIN_S = 2.0
+"""The latest an interaction is acked: inside Slack's 3 s, with room for the network."""
 NHI_SEARCH_S = 2.0
 """Picker options are answered inside the ack, so the directory gets at most this long."""
 
@@ -165,13 +175,16 @@ class SlackHandlers:
         deliveries: Deliveries,
         *,
         slots: int = AFTER_ACK_SLOTS,
+        inflight: InFlight | None = None,
     ) -> None:
         self.service = service
         self.people = people
         self.client = client
         self.deliveries = deliveries
         self.slots = asyncio.Semaphore(slots)
-        """Decisions worked on at once after their ack; the rest wait, parked, in order."""
+        """Decisions worked on at once; the rest wait, parked, in order."""
+        self.inflight = inflight if inflight is not None else InFlight()
+        """Work a stopping replica must finish before its clients close."""
 
     # ---- /twokey ----------------------------------------------------------------------------
 
@@ -187,14 +200,13 @@ class SlackHandlers:
         if command.verb == "help":
             await ack(response_type="ephemeral", text=bk.HELP)
             return
-        await ack()
-        if not await self._first(body, retry):
-            return
         if command.verb == "form":
-            await self._open_form(body)
+            await ack()
+            if await self._first(body, retry):
+                await self._open_form(body)
             return
-        async with self.slots:
-            reply = await self._guarded(self._run_command(command, body))
+        reply = await self._acked_on_record(ack, body, retry, self._run_command(command, body))
+        if reply is not None:
             await self._answer_command(respond, body, reply)
 
     async def _run_command(self, command: Command, body: dict[str, Any]) -> Blocks:
@@ -272,12 +284,12 @@ class SlackHandlers:
         if fields is None:
             await ack(response_action="errors", errors=errors)
             return
-        await ack()
-        if not await self._first(body, retry, _metadata(view).get("channel")):
-            return
-        async with self.slots:
-            reply = await self._guarded(self._open_from_form(_user_of(body), fields))
-            await self._tell(_user_of(body), _metadata(view).get("channel"), reply)
+        channel = _metadata(view).get("channel")
+        reply = await self._acked_on_record(
+            ack, body, retry, self._open_from_form(_user_of(body), fields), channel
+        )
+        if reply is not None:
+            await self._tell(_user_of(body), channel, reply)
 
     async def _open_from_form(self, user_id: str, fields: OpenFields) -> Blocks:
         me = await self.people.chat_user(user_id)
@@ -317,9 +329,6 @@ class SlackHandlers:
     # ---- buttons ----------------------------------------------------------------------------
 
     async def button(self, ack: AsyncAck, body: dict[str, Any], retry: str | None = None) -> None:
-        await ack()
-        if not await self._first(body, retry):
-            return
         user_id, channel = _user_of(body), _channel_of(body)
         pressed = (body.get("actions") or [{}])[0]
         try:
@@ -327,13 +336,19 @@ class SlackHandlers:
             if pressed.get("action_id") != f"{bk.ACTION_PREFIX}{verb.value}":
                 raise BadInput("This button is not one of twokey's.")
         except BadInput as exc:
-            await self._tell(user_id, channel, bk.message(exc.message), body)
+            await ack()
+            if await self._first(body, retry):
+                await self._tell(user_id, channel, bk.message(exc.message), body)
             return
         if verb is ButtonAction.DENY:
-            await self._open_deny(body, request_id)
+            await ack()
+            if await self._first(body, retry):
+                await self._open_deny(body, request_id)
             return
-        async with self.slots:
-            reply = await self._guarded(self._decide(verb, user_id, request_id))
+        reply = await self._acked_on_record(
+            ack, body, retry, self._decide(verb, user_id, request_id)
+        )
+        if reply is not None:
             await self._tell(user_id, channel, reply, body)
 
     async def _decide(self, verb: ButtonAction, user_id: str, request_id: str) -> Blocks:
@@ -380,17 +395,55 @@ class SlackHandlers:
             message = human_error(exc).message.removeprefix("reason: ")
             await ack(response_action="errors", errors={"reason": f"The reason {message}"[:150]})
             return
-        await ack()
-        if not await self._first(body, retry, meta.get("channel")):
-            return
         user_id = _user_of(body)
-        async with self.slots:
-            reply = await self._guarded(self._deny(user_id, request_id, reason))
+        reply = await self._acked_on_record(
+            ack, body, retry, self._deny(user_id, request_id, reason), meta.get("channel")
+        )
+        if reply is not None:
             await self._tell(user_id, meta.get("channel"), reply)
 
     async def _deny(self, user_id: str, request_id: str, reason: str) -> Blocks:
         me = await self.people.chat_user(user_id)
         return bk.message((await self.service.deny(me, request_id, reason)).message)
+
+    # ---- acknowledging -----------------------------------------------------------------------
+
+    async def _acked_on_record(
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        retry: str | None,
+        call: Coroutine[Any, Any, Blocks],
+        channel: str | None = None,
+    ) -> Blocks | None:
+        """Run one service call and ack once its decision is stored (see the module docstring).
+
+        Returns the reply to show, or None when there is nothing to say (a repeated delivery,
+        or one that could not be checked, whose answer is already given).
+        """
+
+        async def work() -> Blocks | None:
+            if not await self._first(body, retry, channel):
+                call.close()
+                return None
+            async with self.slots:
+                return await self._guarded(call)
+
+        recorded = asyncio.Event()
+        with on_record(recorded):
+            task = asyncio.create_task(work(), name="twokey-slack-decision")
+        self.inflight.track(task)
+        waiting = asyncio.create_task(recorded.wait())
+        try:
+            await asyncio.wait(
+                {task, waiting}, timeout=ACK_WITHIN_S, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiting.cancel()
+        if not (task.done() or recorded.is_set()):
+            log.warning("slack_acked_before_record", after_s=ACK_WITHIN_S)
+        await ack()
+        return await task
 
     # ---- answering ---------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ STATE_WORDS = {
     RequestState.EXECUTING: "Being carried out",
     RequestState.COMPLETED: "Completed",
     RequestState.FAILED: "Failed",
+    RequestState.UNKNOWN: "Outcome unknown: it may have happened",
     RequestState.INTERRUPTED: "Interrupted: not re-run",
     RequestState.DENIED: "Denied",
     RequestState.REJECTED_BY_OWNER: "Stopped: the owner said it was not them",
@@ -218,7 +219,7 @@ def _outcome(request: Request, now: int) -> list[Card]:
     if state is RequestState.COMPLETED:
         done = f"Completed {when(request.finished_at)}."
         lines.append(_text(done, color="Good", weight="Bolder"))
-    elif state in (RequestState.FAILED, RequestState.INTERRUPTED):
+    elif state in (RequestState.FAILED, RequestState.UNKNOWN, RequestState.INTERRUPTED):
         lines.append(_text(f"{STATE_WORDS[state]}.", color="Attention", weight="Bolder"))
     elif state is RequestState.DENIED:
         by = plain(request.decided_by or "an approver")
@@ -336,6 +337,8 @@ def approval_card(request: Request, now: int) -> Card:
         ("Expires", when(request.expires_at)),
     ]
     body.append(_facts(rows))
+    if request.gate_note and _still_open(request, now):
+        body.append(_text(plain(request.gate_note, DETAIL_MAX), color="Warning", wrap=True))
     if request.plan.breakglass and request.justification:
         body.append(
             _text(f"Justification: {plain(request.justification, JUSTIFICATION_MAX)}", wrap=True)
@@ -379,6 +382,8 @@ def requester_status_card(request: Request, now: int) -> Card:
         missing = request.waiting_for(now)
         if missing:
             body.append(_text(f"Waiting for {', '.join(missing)}."))
+        if request.gate_note:
+            body.append(_text(plain(request.gate_note, DETAIL_MAX), color="Warning", wrap=True))
         body.append(
             _text(
                 "A new secret or temporary password goes to the owner only, never to you.",
@@ -432,6 +437,7 @@ def owner_card(request: Request, now: int) -> Card:
         RequestState.EXECUTING,
         RequestState.COMPLETED,
         RequestState.FAILED,
+        RequestState.UNKNOWN,
         RequestState.INTERRUPTED,
     )
     return owner_done_card(request, now) if ran else owner_confirmation_card(request, now)

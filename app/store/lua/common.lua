@@ -6,9 +6,15 @@
 --   event - all inside this one script, which Redis runs atomically.
 -- KEYS[1] request hash, KEYS[2] shard due index, KEYS[3] shard open index,
 -- KEYS[4] shard audit stream, KEYS[5] shard audit seq; scripts may add more after these.
+-- KEYS[#KEYS], always the LAST key (redis_store.py appends it to every gate script): the shard's
+-- index of open requests by requester, owner and deciding role (keys.py open_index).
 -- Every reply is { code, detail, flat request hash } so Python needs no second round trip.
 
 local REQ, DUE, OPEN, AUDIT, SEQ = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local WHO = KEYS[#KEYS]
+if #KEYS < 6 or not string.find(WHO, ':open:who', 1, true) then
+  return redis.error_reply('ERR gate script: the last key must be the shard open:who index')
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -82,6 +88,23 @@ local function keep_finished(r)
   redis.call('PEXPIRE', REQ, keep)
 end
 
+-- Who an open request concerns, as entries of the shard's WHO index (read by `list`).
+local function who_entry(kind, id, rid)
+  return kind .. ':' .. (id or '') .. '|' .. rid
+end
+
+-- Index a request just opened, or (role) one that escalated: only roles that may decide it.
+local function index_who(r, rid, role)
+  if role then
+    redis.call('ZADD', WHO, 0, who_entry('a', role, rid))
+    return
+  end
+  redis.call('ZADD', WHO, 0, who_entry('r', r.requester, rid), 0, who_entry('o', r.owner, rid))
+  if num(r, 'approvals_needed') > 0 and (r.approver_role or '') ~= '' then
+    redis.call('ZADD', WHO, 0, who_entry('a', r.approver_role, rid))
+  end
+end
+
 local function reindex(r, rid)
   local at = next_deadline(r)
   if at then
@@ -89,6 +112,8 @@ local function reindex(r, rid)
   else
     redis.call('ZREM', DUE, rid)
     redis.call('ZREM', OPEN, rid)
+    redis.call('ZREM', WHO, who_entry('r', r.requester, rid), who_entry('o', r.owner, rid),
+      who_entry('a', r.approver_role, rid), who_entry('a', r.escalate_to, rid))
     keep_finished(r)
   end
 end

@@ -1,4 +1,6 @@
--- Open a request: refuse a stale view of fraud flags or velocity, then write it with its event.
+-- Open a request: refuse a stale view of fraud flags or velocity, then write it with its event
+-- and its entries in the shard's open-requests-by-person index (common.lua WHO, for `list`).
+-- Per-requester velocity is not here: reserve_requester.lua holds the place beforehand.
 -- KEYS[6] target's fraud flag, KEYS[7] target's history, KEYS[8] shard reviews index.
 -- ARGV: rid, fields (JSON object of static fields), expected flag (0|1),
 --       velocity checks (JSON [[window_ms, "action,action" or "", expected count], ...]),
@@ -42,6 +44,7 @@ for field, value in pairs(r) do redis.call('HSET', REQ, field, value) end
 ready_if_satisfied(r, now)
 
 redis.call('ZADD', OPEN, now, rid)
+index_who(r, rid)
 redis.call('ZADD', HIST, now, rid .. '|' .. r.action)
 redis.call('ZREMRANGEBYSCORE', HIST, '-inf', now - tonumber(ARGV[10]))
 redis.call('PEXPIRE', HIST, tonumber(ARGV[10]))

@@ -16,6 +16,8 @@ if r.state == 'executing' then
     -- Invariant 3: an execution whose process died is never re-run; it ends interrupted.
     set(r, 'state', 'interrupted')
     set(r, 'finished_at', now)
+    -- It may have changed the account: the owner may dispute it like a completed change.
+    set(r, 'dispute_until', now + num(r, 'dispute_window_ms'))
     reindex(r, rid)
     append_event(r, rid, now, 'interrupted', 'twokey', 'system', '', 'executing', 'lease_expired', 'interrupted')
     return reply('INTERRUPTED')
@@ -35,6 +37,9 @@ if r.state == 'ready' and not gates_ok(r, now) then
 end
 if r.escalated ~= '1' and num(r, 'escalate_at') > 0 and now >= num(r, 'escalate_at') then
   set(r, 'escalated', 1)
+  if num(r, 'approvals_needed') > 0 and (r.escalate_to or '') ~= '' then
+    index_who(r, rid, r.escalate_to)  -- the escalation role may decide it now: `list` shows it
+  end
   reindex(r, rid)
   append_event(r, rid, now, 'escalated', 'twokey', 'system', '', r.state, 'escalate_after', r.state)
   return reply('ESCALATE')
