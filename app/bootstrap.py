@@ -296,6 +296,28 @@ def check_playground(settings: Settings, policy: Policy) -> None:
         )
 
 
+def check_not_demo_defaults(settings: Settings, directory: Directory) -> None:
+    """Chat credentials say "real people use this": the example policy and the made-up people
+    of the sandbox directory are then a mistake, unless TWOKEY_DEMO says it is a demo."""
+    if settings.demo or not settings.any_chat_credential:
+        return
+    missing = []
+    if settings.policy_path is None:
+        missing.append("TWOKEY_POLICY is not set, so twokey would run its example policy")
+    if isinstance(directory, SandboxDirectory):
+        missing.append(
+            "no directory connector is configured in the policy, so twokey would ask the "
+            "sandbox directory of made-up people"
+        )
+    if missing:
+        raise StartupError(
+            "Chat credentials are set, but " + "; and ".join(missing) + ". Point TWOKEY_POLICY "
+            "at your policy file with a directory connector (README: The policy file, "
+            "Identity providers), or set TWOKEY_DEMO=true to run the demo defaults in a chat "
+            "workspace on purpose."
+        )
+
+
 def _without_password(url: str) -> str:
     """A Redis URL fit for a log line or an error: any password replaced by ***."""
     parts = urlsplit(url)
@@ -386,6 +408,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         store = RedisRequestStore(redis, keys, claim_grace_ms=settings.claim_grace * 1000)
         await check_redis(store, settings)
         await report_persistence(store)
+        await store.index_open_requests()
         journal = open_journal(settings)
         closers.append(_closing(journal))
         trail = AuditTrail(redis, keys, audit_key(settings, embedded is not None))
@@ -396,6 +419,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         if people is not None and settings.directory_cache_ttl > 0:
             people = CachedDirectory(people, redis, keys, settings.directory_cache_ttl)
         directory = load_directory(settings, people, wiring.directory_name)
+        check_not_demo_defaults(settings, directory)
         connectors: list[IdentityProvider] = wiring.connectors or [SandboxConnector()]
         notifier = FanoutNotifier()
         service = TwoKey(

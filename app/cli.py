@@ -1,6 +1,8 @@
 """`twokey serve | audit verify | audit export | policy check | policy explain | requests | review`.
 
-Each command builds what it needs through app.bootstrap and says plainly what went wrong.
+Each command builds what it needs through app.bootstrap and says plainly what went wrong. The
+commands are read by people: plain words on stdout, times in ISO-8601 UTC, and no log lines
+unless asked for with --log-level (then structured, as `serve` writes them for a log pipeline).
 """
 
 from __future__ import annotations
@@ -8,19 +10,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
 from app.audit.chain import ChainHead
 from app.bootstrap import Runtime, StartupError, build_runtime
 from app.domain.errors import TwokeyError
-from app.domain.models import Action, Principal, Request
+from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.domain.policy import Signals
-from app.logs import configure_logging
+from app.logs import configure_logging, scrub_event
 from app.settings import Settings
+
+EXIT_REFUSED = 3
+"""`policy explain`: the request would be refused (0: it would open; 1 and 2: cannot tell)."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _parse_since(text: str) -> int:
@@ -52,8 +61,50 @@ def _parse_duration(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r}: give a duration like 90m or 2h") from exc
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("twokey")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _plural(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 request``, ``2 requests``, ``0 requests``."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def _iso(ms: int | None, *, precise: bool = False) -> str:
+    """Epoch milliseconds as ISO-8601 UTC (``2026-11-01T09:30:00Z``); ``-`` for none."""
+    if ms is None:
+        return "-"
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds" if precise else "seconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def _with_log_level(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """--log-level on the main parser and on every command, so either place works."""
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=None if top else argparse.SUPPRESS,
+        help="write log lines at this level and above to standard error, structured as "
+        "`twokey serve` writes them (JSON when not on a terminal); by default a command writes "
+        "none below ERROR",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _with_log_level(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twokey", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"twokey {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the bot (Slack, Teams, playground, sweeper)")
 
@@ -92,12 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     policy = commands.add_parser("policy", help="check or explain a policy").add_subparsers(
         dest="policy_command", required=True
     )
-    check = policy.add_parser("check", help="report every mistake in a policy file")
+    check = policy.add_parser(
+        "check",
+        help="report every mistake in a policy file, and warn of rules and tiers "
+        "that can never apply",
+    )
     check.add_argument("file")
-    explain = policy.add_parser("explain", help="dry run: what would a request need?")
+    check.add_argument(
+        "--strict", action="store_true", help="exit 1 on warnings too (for CI), not only mistakes"
+    )
+    explain = policy.add_parser(
+        "explain",
+        help="dry run: what would a request need, and would it open? (exit 3: it would be refused)",
+    )
     explain.add_argument("--action", required=True, choices=[a.value for a in Action])
-    explain.add_argument("--target", required=True, help="a directory id, email or nhi:<name>")
-    explain.add_argument("--requester", help="a directory id or email")
+    explain.add_argument(
+        "--target", required=True, help="a directory id (or @id), email or nhi:<name>"
+    )
+    explain.add_argument("--requester", help="a directory id (or @id) or email")
     explain.add_argument("--breakglass", action="store_true")
     explain.add_argument("--flagged", action="store_true", help="as if the target were flagged")
     explain.add_argument("--policy", help="policy file (default: TWOKEY_POLICY or the example)")
@@ -108,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     requests.add_parser("list", help="open requests")
     show = requests.add_parser("show", help="one request in full")
     show.add_argument("request_id")
+    show.add_argument(
+        "--json", action="store_true", help="the stored record as JSON (times in epoch ms)"
+    )
 
     connectors = commands.add_parser(
         "connectors", help="check identity-provider connectors; AWS key clean-up"
@@ -132,7 +198,43 @@ def build_parser() -> argparse.ArgumentParser:
     close.add_argument("request_id")
     close.add_argument("--note", required=True, help="what was checked, and with whom")
     close.add_argument("--reviewer", help=argparse.SUPPRESS)
+    _with_log_level(parser, top=True)
     return parser
+
+
+def _plain_words(_: object, __: str, event: MutableMapping[str, Any]) -> str:
+    """A log record as one line a person reads: ``twokey: error: what (detail=...)``."""
+    level = event.pop("level", "error")
+    what = event.pop("event", "")
+    trace = event.pop("exception", None)
+    for noise in ("logger", "timestamp"):
+        event.pop(noise, None)
+    details = ", ".join(f"{key}={value}" for key, value in event.items())
+    line = f"twokey: {level}: {what}" + (f" ({details})" if details else "")
+    return f"{line}\n{trace}" if trace else line
+
+
+def _setup_logging(settings: Settings, args: argparse.Namespace) -> None:
+    """`serve` logs for a pipeline. A command logs only errors, in plain words for the person
+    reading it, unless asked for the structured lines by --log-level or a LOG_LEVEL that is set
+    (as where a log pipeline collects every command's standard error)."""
+    asked = args.log_level is not None or "log_level" in settings.model_fields_set
+    if args.command == "serve" or asked:
+        configure_logging(args.log_level or settings.log_level)
+        return
+    configure_logging("ERROR", json=False)
+    plain = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            scrub_event,
+            _plain_words,
+        ],
+    )
+    for handler in logging.getLogger().handlers:  # the one configure_logging installed
+        if isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter):
+            handler.setFormatter(plain)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,14 +244,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"twokey: bad setting: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    _setup_logging(settings, args)
     try:
         if args.command == "serve":
             return serve(settings)
         if args.command == "policy" and args.policy_command == "check":
             from app.policy import check_file
 
-            code, text = check_file(args.file)
+            code, text = check_file(args.file, strict=args.strict)
             print(text)
             return code
         if args.command == "policy":
@@ -246,39 +348,136 @@ async def audit_command(runtime: Runtime, args: argparse.Namespace) -> int:
         print(text)
         return code
     if args.audit_command == "seal":
+        from app.domain.durations import format_duration
+
         sealed = await runtime.trail.seal_late(args.max_age)
-        print(f"Sealed {sealed} events up to {args.max_age // 1000}s old; now run `audit verify`.")
+        print(
+            f"Sealed {_plural(sealed, 'event')} up to {format_duration(args.max_age // 1000)} "
+            "old; now run `twokey audit verify`."
+        )
         return 0
     if args.heads:
         for record in await runtime.trail.heads():
             print(json.dumps(record, sort_keys=True))
         return 0
     async for record in runtime.trail.export(args.since):
-        print(json.dumps(record, sort_keys=True, ensure_ascii=False))
+        print(json.dumps(_with_time(record), sort_keys=True, ensure_ascii=False))
     return 0
 
 
+def _with_time(record: Mapping[str, Any]) -> dict[str, Any]:
+    """An exported event plus ``time``, its ``at`` in ISO-8601 UTC.
+
+    ``at`` itself stays the epoch milliseconds the event was written and sealed with, so a
+    SIEM holding the key can still re-check each line's ``mac`` over the event unchanged, and
+    `audit verify --anchor` reads these lines' ``shard``, ``seq`` and ``mac`` as before.
+    """
+    at = record.get("at")
+    if type(at) is not int:
+        return dict(record)
+    return {**record, "time": _iso(at, precise=True)}
+
+
 def _request_line(request: Request) -> str:
+    when = (
+        f"expires {_iso(request.expires_at)}"
+        if request.state.is_open
+        else f"finished {_iso(request.finished_at or request.decided_at)}"
+    )
     return (
         f"{request.id}  {request.state.value:<17} {request.action.value:<16} "
-        f"{request.target_name:<20} tier={request.plan.tier} ticket={request.ticket} "
-        f"by={request.requester_id}"
+        f"{request.target_name:<20} tier {request.plan.tier}  ticket {request.ticket}  "
+        f"by {request.requester_id}  {when}"
     )
 
 
 async def requests_command(runtime: Runtime, args: argparse.Namespace) -> int:
     if args.requests_command == "list":
-        for request in await runtime.store.open_requests():
+        found = await runtime.store.open_requests()
+        if not found:
+            print("No open requests.")
+            return 0
+        print(f"{_plural(len(found), 'open request')}:")
+        for request in found:
             print(_request_line(request))
         return 0
     from app.domain.forms import parse_request_id
 
-    found = await runtime.store.get(parse_request_id(args.request_id))
-    if found is None:
+    shown = await runtime.store.get(parse_request_id(args.request_id))
+    if shown is None:
         print(f"twokey: no request {args.request_id}", file=sys.stderr)
         return 1
-    print(found.model_dump_json(indent=2))
+    if args.json:
+        print(shown.model_dump_json(indent=2))
+    else:
+        print(_request_in_words(shown, await runtime.store.now()))
     return 0
+
+
+def _kind_words(kind: PrincipalKind) -> str:
+    return "a non-human identity" if kind is PrincipalKind.NHI else "a person"
+
+
+def _request_in_words(request: Request, now: int) -> str:
+    """`requests show`: the request as a person reads it, times in ISO-8601 UTC."""
+    r, plan = request, request.plan
+    target = r.target_name if r.target_name == r.target_id else f"{r.target_name} ({r.target_id})"
+    requester = r.requester_name or r.requester_id
+    if requester != r.requester_id:
+        requester = f"{requester} ({r.requester_id})"
+    gates = []
+    if plan.owner_confirmation:
+        gates.append(f"confirmation by the owner of record, {r.owner_id}")
+    if plan.approvals_needed:
+        gates.append(f"{_plural(plan.approvals_needed, 'approval')} by role {plan.approver_role}")
+    rows: list[tuple[str, str]] = [
+        ("state", r.state.value),
+        ("action", f"{r.action.value} ({r.action.label})"),
+        ("target", f"{target}, {_kind_words(r.target_kind)}"),
+        ("requested by", requester),
+        ("ticket", f"{r.ticket}, reason {r.reason_code}"),
+    ]
+    if r.note:
+        rows.append(("note", repr(r.note)))
+    if r.justification:
+        rows.append(("justification", repr(r.justification)))
+    rows += [
+        ("tier", f"{plan.tier} (rule {plan.rule})" + (", break-glass" if plan.breakglass else "")),
+        ("needs", " and ".join(gates) or "nothing more (break-glass)"),
+        ("opened", _iso(r.created_at)),
+        ("expires", _iso(r.expires_at)),
+    ]
+    if r.state.is_open:
+        rows.append(("waiting for", ", ".join(r.waiting_for(now)) or "nothing: ready to run"))
+    if r.owner_confirmed_at is not None:
+        until = _iso(r.owner_confirmation_valid_until)
+        rows.append(("owner confirmed", f"{_iso(r.owner_confirmed_at)}, valid until {until}"))
+    for approval in r.approvals:
+        rows.append(
+            (
+                "approved",
+                f"by {approval.approver_id} at {_iso(approval.approved_at)}, valid until "
+                f"{_iso(approval.valid_until)}",
+            )
+        )
+    if r.gate_note:
+        rows.append(("gate withdrawn", r.gate_note))
+    if r.decided_by is not None:
+        reason = f": {r.decision_reason!r}" if r.decision_reason else ""
+        rows.append(("decided", f"by {r.decided_by} at {_iso(r.decided_at)}{reason}"))
+    if r.finished_at is not None:
+        detail = f": {r.outcome_detail}" if r.outcome_detail else ""
+        rows.append(("finished", f"{_iso(r.finished_at)}{detail}"))
+    if plan.breakglass:
+        review = "open" if r.review_open else f"closed by {r.reviewed_by or '-'}"
+        rows.append(("review", review))
+    if r.dispute_until is not None:
+        rows.append(("owner may dispute until", _iso(r.dispute_until)))
+    if r.disputed_at is not None:
+        rows.append(("disputed", _iso(r.disputed_at)))
+    rows.append(("audit events", str(r.events)))
+    width = max(len(label) for label, _ in rows)
+    return "\n".join([r.id, *(f"  {label:<{width}}  {value}" for label, value in rows)])
 
 
 async def review_command(runtime: Runtime, args: argparse.Namespace) -> int:
@@ -288,8 +487,13 @@ async def review_command(runtime: Runtime, args: argparse.Namespace) -> int:
     records the operator's OS account, which the machine vouches for.
     """
     if args.review_command == "list":
-        for request in await runtime.store.open_reviews():
-            print(_request_line(request) + f"  justification={request.justification!r}")
+        reviews = await runtime.store.open_reviews()
+        if not reviews:
+            print("No open reviews.")
+            return 0
+        print(f"{_plural(len(reviews), 'break-glass use')} awaiting review:")
+        for request in reviews:
+            print(_request_line(request) + f"  justification {request.justification!r}")
         return 0
     from app.domain.forms import parse_request_id
 
@@ -336,15 +540,18 @@ _COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]]] = 
 def explain_command(settings: Settings, args: argparse.Namespace) -> int:
     """A dry run on the configured (or given) policy and directory; creates nothing.
 
-    The directory is the one `twokey serve` would use (the policy's directory connector, with
-    the NHI inventory beside it), so the answer rests on the same people and NHIs.
+    The directory and connectors are the ones `twokey serve` would use (the policy's directory
+    connector with the NHI inventory beside it; the sandbox connector when none is configured),
+    so the answer rests on the same people, NHIs and connectors as `open`'s. Exit 0 when the
+    request would open, 3 when `open` would refuse it (its words are printed).
     """
     from app.bootstrap import load_configured_policy, load_directory
     from app.connectors.base import ConnectorConfigError
     from app.connectors.registry import ConnectorWiring, entries_of, wire_connectors
-    from app.policy.explain import explain, render_explanation
+    from app.connectors.sandbox import SandboxConnector
+    from app.policy.explain import Live, explain, render_explanation
     from app.policy.loader import load_policy
-    from app.ports import Directory
+    from app.ports import Directory, IdentityProvider
 
     policy = load_policy(args.policy) if args.policy else load_configured_policy(settings)
     source = args.policy or settings.policy_path
@@ -354,16 +561,18 @@ def explain_command(settings: Settings, args: argparse.Namespace) -> int:
         try:
             wiring = await wire_connectors(entries_of(policy.connectors, source))
             directory = load_directory(settings, wiring.directory, wiring.directory_name)
-            return await explain_with(directory)
+            connectors: list[IdentityProvider] = wiring.connectors or [SandboxConnector()]
+            return await explain_with(directory, connectors)
         except ConnectorConfigError as exc:
             raise StartupError(str(exc)) from None
         finally:
             await wiring.aclose()
 
-    async def explain_with(directory: Directory) -> int:
+    async def explain_with(directory: Directory, connectors: list[IdentityProvider]) -> int:
         async def find(ref: str) -> Principal | None:
-            if ref.startswith("nhi:"):
-                return await directory.find_nhi(ref)
+            ref = ref.strip().removeprefix("@")  # `@alice`, as a person is named in chat
+            if ref[:4].lower() == "nhi:":
+                return await directory.find_nhi(ref[4:])
             found = await directory.get(ref)
             if found is None:
                 matches = await directory.find_by_email(ref)
@@ -384,6 +593,10 @@ def explain_command(settings: Settings, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        owner_id = target.owner_of_record
+        owner = target if owner_id == target.id else None
+        if owner_id is not None and owner is None:
+            owner = await directory.get(owner_id)
         result = explain(
             policy,
             Action(args.action),
@@ -391,9 +604,14 @@ def explain_command(settings: Settings, args: argparse.Namespace) -> int:
             requester,
             Signals(target_flagged=args.flagged),
             breakglass=args.breakglass,
+            live=Live(owner=owner, connectors=connectors),
+            notes=[
+                "a dry run reads no request history: velocity counts start at 0, and the "
+                "target counts as flagged only with --flagged"
+            ],
         )
         print(render_explanation(result))
-        return 0
+        return 0 if result.would_open else EXIT_REFUSED
 
     return asyncio.run(run())
 

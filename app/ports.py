@@ -161,6 +161,10 @@ class RequestStore(Protocol):
         request ``interrupted`` whatever state it shows, writing it back if it vanished."""
         ...
 
+    async def note_refusal(self, actor: str, request_id: str, code: str, window_ms: int) -> int:
+        """Count a refused gate attempt by ``actor``; how many fell within ``window_ms``."""
+        ...
+
     async def withdraw_gates(
         self, request_id: str, approvers: Sequence[str], owner: bool, why: str
     ) -> GateReply:

@@ -19,7 +19,7 @@ from typing import TypeVar
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from app.domain import sod
+from app.domain import opening, sod
 from app.domain.errors import (
     AlreadyDecided,
     BadInput,
@@ -47,7 +47,6 @@ from app.domain.models import (
     ChatUser,
     Plan,
     Principal,
-    PrincipalKind,
     Request,
     RequestState,
 )
@@ -183,8 +182,7 @@ class TwoKey:
                 "to fix the duplicate."
             )
         principal = matches[0]
-        if principal.disabled:
-            raise IdentityUnsure(f"{who}: the directory account is disabled.")
+        opening.check_active(principal, who)
         return Caller(principal=principal, via=via)
 
     async def _directory(self, call: Awaitable[T]) -> T:
@@ -228,11 +226,7 @@ class TwoKey:
         self.policy.check_ticket(form.ticket)
         self.policy.check_reason(form.reason_code)
         caller = await self.identify(requester)
-        if not self.policy.holds_role(caller.principal, self.policy.requester_role):
-            raise NotAllowed(
-                f"Opening requests needs the {self.policy.requester_role} role, which you do "
-                "not hold."
-            )
+        opening.check_may_request(self.policy, caller.principal, breakglass=False)
         subject = await self.find_target(target)
         return await self._open(
             caller,
@@ -254,9 +248,7 @@ class TwoKey:
         justification: str,
     ) -> Decision:
         """The emergency path: allowed to named roles, always alerted, always reviewed."""
-        bg = self.policy.breakglass
-        if bg is None:
-            raise NotAllowed("Break-glass is not enabled in this deployment's policy.")
+        bg = opening.enabled_breakglass(self.policy)
         try:
             form = BreakglassForm(action=action, ticket=ticket, justification=justification)
         except ValidationError as exc:
@@ -268,8 +260,7 @@ class TwoKey:
             )
         self.policy.check_ticket(form.ticket)
         caller = await self.identify(requester)
-        if not self.policy.holds_role(caller.principal, bg.role):
-            raise NotAllowed(f"Break-glass needs the {bg.role} role, which you do not hold.")
+        opening.check_may_request(self.policy, caller.principal, breakglass=True)
         subject = await self.find_target(target)
         return await self._open(
             caller,
@@ -368,35 +359,17 @@ class TwoKey:
 
     async def _reachable_owner(self, target: Principal) -> str:
         """The owner of record must be a live directory person, or nobody could confirm."""
-        if target.disabled:
-            raise NotAllowed(f"{target.name} is disabled in the directory.")
-        owner_id = target.owner_of_record
-        if owner_id is None:
-            raise NotAllowed(f"{target.name} has no owner of record in the directory.")
+        owner_id = opening.owner_to_reach(target)
         if owner_id != target.id:
             owner = await self._directory(self.directory.get(owner_id))
-            if owner is None or owner.disabled:
-                raise NotAllowed(
-                    f"The owner of record of {target.name} ({owner_id}) is not an active person "
-                    "in the directory, so nobody can confirm. Ask the directory team to fix it."
-                )
+            opening.check_owner_active(target, owner)
         return owner_id
 
     def _check_action_fits(self, action: Action, target: Principal) -> None:
-        if action.for_nhi and target.kind is not PrincipalKind.NHI:
-            raise BadInput(f"{action.value} is for non-human identities: name one as nhi:<name>.")
-        if not action.for_nhi and target.kind is PrincipalKind.NHI:
-            raise BadInput(
-                f"{action.value} applies to people; for {target.name} use rotate-secret."
-            )
+        opening.check_action_fits(action, target)
 
     def _connector_for(self, action: Action, target: Principal) -> IdentityProvider:
-        for connector in self.connectors:
-            if connector.supports(action, target):
-                return connector
-        raise NotAllowed(
-            f"No identity provider configured here can {action.label} for {target.name}."
-        )
+        return opening.connector_for(self.connectors, action, target)
 
     # ---- the gates ---------------------------------------------------------------------------
 
@@ -405,7 +378,9 @@ class TwoKey:
         request_id = parse_request_id(request_id)
         caller = await self.identify(owner)
         reply = await self.store.confirm_owner(request_id, caller.id, caller.via)
-        return await self._after_gate(reply, caller, "Thanks: your confirmation is recorded.")
+        return await self._after_gate(
+            reply, caller, "Thanks: your confirmation is recorded.", what="owner_confirmed"
+        )
 
     async def reject_by_owner(self, owner: ChatUser, request_id: str) -> Decision:
         """The owner answers "No, this wasn't me": reject, flag the account, alert security."""
@@ -419,6 +394,7 @@ class TwoKey:
             reply,
             caller,
             "Thank you. The request is stopped and the security team has been told.",
+            what="owner_rejected",
         )
         if reply.code == "OK":
             await self._alert(
@@ -435,7 +411,7 @@ class TwoKey:
         request_id = parse_request_id(request_id)
         caller = await self.identify(approver)
         reply = await self.store.approve(request_id, caller.id, caller.via, self._roles(caller))
-        return await self._after_gate(reply, caller, "Your approval is recorded.")
+        return await self._after_gate(reply, caller, "Your approval is recorded.", what="approved")
 
     async def deny(self, approver: ChatUser, request_id: str, reason: str) -> Decision:
         request_id = parse_request_id(request_id)
@@ -447,13 +423,13 @@ class TwoKey:
         reply = await self.store.deny(
             request_id, caller.id, caller.via, self._roles(caller), form.reason
         )
-        return await self._after_gate(reply, caller, "The request is denied.")
+        return await self._after_gate(reply, caller, "The request is denied.", what="denied")
 
     async def cancel(self, who: ChatUser, request_id: str) -> Decision:
         request_id = parse_request_id(request_id)
         caller = await self.identify(who)
         reply = await self.store.cancel(request_id, caller.id, caller.via, self._roles(caller))
-        return await self._after_gate(reply, caller, "The request is cancelled.")
+        return await self._after_gate(reply, caller, "The request is cancelled.", what="cancelled")
 
     def _roles(self, caller: Caller) -> list[str]:
         """Every role the policy gives this person through their directory groups, now."""
@@ -474,10 +450,14 @@ class TwoKey:
             f"{' or '.join(roles)} role, which you do not hold."
         )
 
-    async def _after_gate(self, reply: GateReply, caller: Caller, done: str) -> Decision:
+    async def _after_gate(
+        self, reply: GateReply, caller: Caller, done: str, *, what: str
+    ) -> Decision:
         """Map a gate script's code to a decision, then tell everyone and maybe execute."""
         request = self._reply_request(reply)
         code = reply.code
+        if code in REFUSALS:
+            await self._refused(request, caller, code, _ATTEMPTS.get(what, what))
         if code == "NOT_OWNER":
             raise NotAllowed("Only the account's owner of record can answer this confirmation.")
         if code == "SOD":
@@ -517,28 +497,75 @@ class TwoKey:
             return Decision(request=request, changed=False, message=_noop_words(reply.detail))
         if code != "OK":
             raise Conflict(f"Request {request.id} changed meanwhile ({code}); please try again.")
-        log.info("gate_passed", request=request.id, state=request.state.value, actor=caller.id)
+        log.info(what, request=request.id, state=request.state.value, actor=caller.id)
         await self._tell("update_request", self.notifier.update_request(request))
         await self._tell_requester_decision(request, caller)
         if request.state is RequestState.READY:
             request = (await self.execute(request.id, actor=caller.id)).request or request
         return Decision(request=request, message=done)
 
+    async def _refused(self, request: Request, caller: Caller, code: str, what: str) -> None:
+        """A refused attempt is already audited by the script; log it, and alert security when
+        one person is refused as often as the policy's fraud.refusals says."""
+        log.warning("gate_refused", request=request.id, actor=caller.id, attempt=what, refusal=code)
+        limit = self.policy.fraud.refusals
+        try:
+            count = await self.store.note_refusal(caller.id, request.id, code, limit.window * 1000)
+        except Unavailable:
+            return
+        if count < limit.count:
+            return
+        await self._alert(
+            request,
+            self._alert_text(
+                request,
+                f"{caller.principal.name} ({caller.id}, via {caller.via}) was refused "
+                f"{count} times within {limit.window // 60 or 1} minutes; latest: "
+                f"{REFUSALS[code]} (tried to {what} it)",
+            ),
+        )
+
     async def _tell_requester_decision(self, request: Request, caller: Caller) -> None:
+        """The agent hears of every decision by someone else, in words for what happened."""
+        await self._ask_owner_again_if_lapsed(request)
         if caller.id == request.requester_id:
             return
+        name = caller.principal.name
+        now = request.last_change_at
+        waiting = ", ".join(request.waiting_for(now))
         text = {
-            RequestState.DENIED: f"{caller.principal.name} denied request {request.id}: "
-            f"{request.decision_reason}",
+            RequestState.DENIED: f"{name} denied request {request.id}: {request.decision_reason}",
             RequestState.REJECTED_BY_OWNER: f"The owner said request {request.id} was not "
             "theirs: it is stopped and security is alerted.",
-            RequestState.CANCELLED: f"{caller.principal.name} cancelled request {request.id}.",
-        }.get(
-            request.state,
-            f"Request {request.id}: {caller.principal.name} passed a gate; "
-            f"waiting for {', '.join(request.waiting_for(request.created_at)) or 'nothing'}.",
-        )
+            RequestState.CANCELLED: f"{name} cancelled request {request.id}.",
+            RequestState.READY: f"Request {request.id}: {name} gave the last sign-off it "
+            "needed; twokey is making the change now.",
+        }.get(request.state)
+        if text is None:
+            did = "confirmed it" if caller.id == request.owner_id else "approved it"
+            text = f"Request {request.id}: {name} {did}; it still waits for {waiting}."
         await self._tell("notify_requester", self.notifier.notify_requester(request, text))
+
+    async def _ask_owner_again_if_lapsed(self, request: Request, now: int | None = None) -> None:
+        """An owner's confirmation that lapsed while approvals came in is asked for again."""
+        now = now if now is not None else request.last_change_at
+        lapsed = (
+            request.state is RequestState.PENDING
+            and request.plan.owner_confirmation
+            and request.owner_confirmed_at is not None
+            and not request.owner_gate_satisfied(now)
+        )
+        if not lapsed:
+            return
+        await self._tell(
+            "notify_owner",
+            self.notifier.notify_owner(
+                request,
+                f"Your confirmation of request {request.id} ({request.action.label} for "
+                f"{request.target_name}) lapsed before every sign-off was in. If you still want "
+                'it, press "Yes, it was me" again; if not, press "No, this wasn\'t me".',
+            ),
+        )
 
     # ---- execution (invariants 1, 3, 5) -----------------------------------------------------
 
@@ -563,6 +590,8 @@ class TwoKey:
         request = self._reply_request(claim)
         if claim.code in ("LAPSED", "EXPIRED"):
             await self._tell("update_request", self.notifier.update_request(request))
+        if claim.code == "LAPSED":
+            await self._ask_owner_again_if_lapsed(request, await self.store.now())
         if claim.code == "NOT_DURABLE":
             return await self._refuse_to_run(
                 request, token, "twokey could not make its claim durable in Redis in time"
@@ -771,7 +800,7 @@ class TwoKey:
             self.notifier.notify_requester(
                 final,
                 f"Request {final.id} is waiting again: {why} It waits for "
-                f"{', '.join(final.waiting_for(final.created_at)) or 'nothing more'}.",
+                f"{', '.join(final.waiting_for(final.last_change_at)) or 'nothing more'}.",
             ),
         )
         return reply if reply.code != "OK" else reply.model_copy(update={"code": "WITHDRAWN"})
@@ -954,6 +983,8 @@ class TwoKey:
             request_id, caller.id, caller.via, self.policy.fraud.flag_window, request.target_id
         )
         request = self._reply_request(reply)
+        if reply.code in REFUSALS:
+            await self._refused(request, caller, reply.code, "dispute")
         if reply.code == "NOT_OWNER":
             raise NotAllowed("Only the account's owner of record can dispute this change.")
         if reply.code == "EXPIRED":
@@ -1070,6 +1101,8 @@ class TwoKey:
             )
         text = _review_note(note)
         reply = await self.store.close_review(request_id, caller.id, caller.via, text)
+        if reply.code in REFUSALS and reply.request is not None:
+            await self._refused(reply.request, caller, reply.code, "review")
         return _review_decision(reply)
 
     async def close_review_as_operator(self, operator: str, request_id: str, note: str) -> Decision:
@@ -1187,7 +1220,7 @@ class TwoKey:
                 self.notifier.notify_approvers(
                     request,
                     f"Reminder: request {request.id} is still waiting for "
-                    f"{', '.join(request.waiting_for(request.created_at))}.",
+                    f"{', '.join(request.waiting_for(request.last_change_at))}.",
                 ),
             )
             if request.plan.owner_confirmation and request.owner_confirmed_at is None:
@@ -1211,6 +1244,7 @@ class TwoKey:
             await self._tell("update_request", self.notifier.update_request(request))
         elif code == "LAPSED":
             await self._tell("update_request", self.notifier.update_request(request))
+            await self._ask_owner_again_if_lapsed(request, await self.store.now())
         elif code == "CLAIMABLE":
             await self.execute(request.id)
 
@@ -1241,7 +1275,7 @@ class TwoKey:
 
     @staticmethod
     def _receipt(request: Request) -> str:
-        waiting = request.waiting_for(request.created_at)
+        waiting = request.waiting_for(request.last_change_at)
         if request.state is RequestState.PENDING:
             return (
                 f"Request {request.id} opened (tier {request.plan.tier_label}): "
@@ -1257,6 +1291,22 @@ class TwoKey:
         except Exception as exc:
             log.error("notify_failed", what=what, error=type(exc).__name__)
 
+
+REFUSALS = {
+    "SOD": "deciding a request they are part of",
+    "ROLE": "deciding without the role it needs",
+    "NOT_OWNER": "answering for someone else's account",
+    "NOT_REQUESTER": "cancelling someone else's request",
+}
+"""Gate refusals that are security events (each audited as `refused` by its script)."""
+
+_ATTEMPTS = {
+    "owner_confirmed": "confirm",
+    "owner_rejected": "reject",
+    "approved": "approve",
+    "denied": "deny",
+    "cancelled": "cancel",
+}
 
 RECORD_RETRIES_S = (0.2, 0.5, 1.0)
 """Pauses between tries to record a result after the provider acted: a Redis restart or a

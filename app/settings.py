@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     playground: bool | None = Field(default=None, alias="TWOKEY_PLAYGROUND")
     """Unset: on exactly when no chat credentials are configured (and only on loopback)."""
 
+    demo: bool = Field(default=False, alias="TWOKEY_DEMO")
+    """Run the example policy or the sandbox directory beside real chat credentials, on
+    purpose (a demo workspace). Without it twokey refuses that combination."""
+
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
     @property

@@ -136,6 +136,18 @@ def may_move(source: RequestState, target: RequestState) -> bool:
     return (source, target) in TRANSITIONS
 
 
+class Risk(StrEnum):
+    """Why a request deserves a second look, as decided when it opened (shown on every card)."""
+
+    BREAKGLASS = "breakglass"
+    PRIVILEGED_ACCOUNT = "privileged_account"
+    """The rule that matched the account (e.g. its admin group) chose a privileged tier."""
+    FLAGGED = "flagged"
+    """The account is flagged after a fraud signal ("this wasn't me")."""
+    UNUSUAL_PACE = "unusual_pace"
+    """A velocity limit was reached: many requests on this account or by this agent."""
+
+
 class Plan(BaseModel):
     """What the policy decided when the request opened; frozen into it for its whole life."""
 
@@ -163,6 +175,8 @@ class Plan(BaseModel):
     breakglass: bool = False
     reasons: tuple[str, ...] = ()
     """Why this plan: each rule and signal that shaped it, for `policy explain` and the card."""
+    risks: tuple[Risk, ...] = ()
+    """The risks behind the tier, for the risk statement on cards."""
 
 
 class Approval(BaseModel):
@@ -254,6 +268,21 @@ class Request(BaseModel):
             and self.owner_gate_satisfied(now)
             and self.approvals_gate_satisfied(now)
         )
+
+    @property
+    def last_change_at(self) -> int:
+        """When its latest gate or state change happened, by the store's clock: "now" for a
+        request a script just returned, without asking Redis for the time again."""
+        moments = [
+            self.created_at,
+            self.owner_confirmed_at or 0,
+            self.decided_at or 0,
+            self.claimed_at or 0,
+            self.finished_at or 0,
+            self.disputed_at or 0,
+            *(a.approved_at for a in self.approvals),
+        ]
+        return max(moments)
 
     def waiting_for(self, now: int) -> list[str]:
         """Plain words for what is still missing, for cards and `status`."""

@@ -24,7 +24,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from app.domain.durations import Duration, format_duration
 from app.domain.errors import BadInput, NotAllowed, VelocityLimited
-from app.domain.models import Action, Plan, Principal, PrincipalKind
+from app.domain.models import Action, Plan, Principal, PrincipalKind, Risk
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
@@ -186,12 +186,23 @@ class Channels(BaseModel):
         return value
 
 
+class RefusalAlert(BaseModel):
+    """Alert security when one person is refused this often (self-approval, answering for the
+    owner, approving without the role): probing looks like this."""
+
+    model_config = _Strict
+
+    count: int = Field(default=3, ge=1, le=1000)
+    window: Duration = 10 * 60
+
+
 class Fraud(BaseModel):
     model_config = _Strict
 
     flag_window: Duration = 7 * 86400
     flagged_tier: str | None = None
     """Tier forced on any request whose target is flagged; the strictest by default."""
+    refusals: RefusalAlert = Field(default_factory=RefusalAlert)
 
 
 class Disputes(BaseModel):
@@ -507,6 +518,7 @@ def evaluate(
         tier_name = policy.strictest_tier
         reasons.append(f"velocity limit reached: escalated to tier {tier_name}")
     tier = policy.tiers[tier_name]
+    risks = _risks(policy, rule_name, breakglass, signals.target_flagged, escalate)
     owner_confirmation, approvals = tier.owner_confirmation, tier.approvals
     if breakglass and policy.breakglass is not None:
         if "owner_confirmation" in policy.breakglass.skip:
@@ -535,7 +547,27 @@ def evaluate(
         retention=policy.retention,
         breakglass=breakglass,
         reasons=tuple(reasons),
+        risks=risks,
     )
+
+
+def _risks(
+    policy: Policy, rule_name: str, breakglass: bool, flagged: bool, escalated: bool
+) -> tuple[Risk, ...]:
+    """Why this request is risky, as the cards must say it: from why its tier was chosen."""
+    risks: list[Risk] = []
+    if breakglass:
+        risks.append(Risk.BREAKGLASS)
+    else:
+        matched = next((r for r in policy.rules if r.name == rule_name), None)
+        about_the_account = matched is not None and not matched.when.flagged
+        if about_the_account and matched is not None and policy.tiers[matched.tier].privileged:
+            risks.append(Risk.PRIVILEGED_ACCOUNT)
+    if flagged:
+        risks.append(Risk.FLAGGED)
+    if escalated and not breakglass:
+        risks.append(Risk.UNUSUAL_PACE)
+    return tuple(risks)
 
 
 def _apply_velocity(policy: Policy, action: Action, signals: Signals, reasons: list[str]) -> bool:

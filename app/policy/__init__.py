@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.policy.explain import Explanation, explain, render_explanation
+from app.policy.lint import policy_warnings
 from app.policy.loader import (
     PolicyFileError,
     PolicyProblem,
@@ -25,6 +26,7 @@ __all__ = [
     "explain",
     "load_policy",
     "load_policy_text",
+    "policy_warnings",
     "render_explanation",
 ]
 
@@ -33,11 +35,13 @@ EXIT_MISTAKES = 1
 EXIT_UNREADABLE = 2
 
 
-def check_file(path: str | Path) -> tuple[int, str]:
+def check_file(path: str | Path, *, strict: bool = False) -> tuple[int, str]:
     """`twokey policy check FILE`: exit code and the text to print.
 
     0 and a short summary when the policy is usable; 1 and every mistake, located and in file
-    order, when it is not; 2 when the file cannot be read at all.
+    order, when it is not; 2 when the file cannot be read at all. A usable policy can still
+    have rules that never match or tiers nothing gives: each is warned of, located; warnings
+    exit 0 (the policy works as written) unless ``strict``, which CI should use.
     """
     try:
         text = read_policy_file(path)
@@ -52,9 +56,19 @@ def check_file(path: str | Path) -> tuple[int, str]:
     problems += _connector_problems(text, str(path))
     if problems or policy is None:
         return EXIT_MISTAKES, PolicyFileError(str(path), in_file_order(problems)).message
+    document = read_located_yaml(text, str(path))
+    found = policy_warnings(policy)
+    warnings = in_file_order([document.problem(loc, words) for loc, words in found])
     rules = ", ".join(f"{rule.name} -> {rule.tier}" for rule in policy.rules)
-    lines = [
-        f"{path}: OK, the policy is valid.",
+    lines = [f"{path}: OK, the policy is valid."]
+    if warnings:
+        lines = [
+            f"{path}: the policy is valid, but parts of it can never apply "
+            f"({len(warnings)} warning{'s' * (len(warnings) != 1)}):",
+            *(f"  warning: {warning}" for warning in warnings),
+            "The policy as it is:",
+        ]
+    lines += [
         f"  tiers: {', '.join(policy.tiers)}",
         f"  rules (first match wins): {rules}",
         f"  flagged targets and escalations get tier: {policy.strictest_tier}",
@@ -62,7 +76,7 @@ def check_file(path: str | Path) -> tuple[int, str]:
     if policy.breakglass is not None:
         lines.append(f"  break-glass: role {policy.breakglass.role}, tier {policy.breakglass.tier}")
     lines.append(f"  connectors: {_connectors_summary(text, str(path))}")
-    return EXIT_OK, "\n".join(lines)
+    return EXIT_MISTAKES if warnings and strict else EXIT_OK, "\n".join(lines)
 
 
 def _connector_problems(text: str, source: str) -> list[PolicyProblem]:

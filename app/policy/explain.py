@@ -4,14 +4,22 @@ So an operator can test a policy change before shipping it: which rule matched a
 why each earlier rule did not), the tier, the gates and who may approve, the timers, alerts,
 velocity limits, and whether a given requester may open the request at all. Pure: it uses
 only what it is given and never creates a request.
+
+Whether the request would open is decided by the very checks `TwoKey.open` makes
+(app.domain.opening, app.domain.sod, app.domain.policy.evaluate), in the same order, so the dry
+run and the real thing cannot drift apart: what `open` would refuse, explain refuses, in the
+same words.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from app.domain import opening
 from app.domain.durations import format_duration
 from app.domain.errors import NotAllowed, TwokeyError, VelocityLimited
 from app.domain.models import Action, Plan, Principal, PrincipalKind
@@ -19,6 +27,17 @@ from app.domain.policy import Policy, Signals, evaluate
 from app.domain.sod import check_may_open
 
 _Frozen = ConfigDict(frozen=True)
+
+
+@dataclass(frozen=True)
+class Live:
+    """What only the running deployment knows. Without it, explain checks the policy and the
+    target's own record only, and says what it left unchecked."""
+
+    owner: Principal | None
+    """The target's owner of record as the directory has them now (None: not there)."""
+    connectors: Sequence[opening.Executor]
+    """The connectors `twokey serve` would use, in its order."""
 
 
 class RuleCheck(BaseModel):
@@ -85,11 +104,15 @@ class Explanation(BaseModel):
     escalation_groups: list[str]
     velocity: list[VelocityCheck]
     requester: RequesterCheck | None
+    refusals: list[str]
+    """Every reason `open` would refuse, in the order it checks; the first is what it says."""
+    connector: str | None
+    """The connector that would make the change (None: not checked, or none can)."""
     notes: list[str]
 
     @property
     def would_open(self) -> bool:
-        return self.refused is None and (self.requester is None or self.requester.may_open)
+        return not self.refusals
 
 
 def explain(
@@ -99,10 +122,16 @@ def explain(
     requester: Principal | None,
     signals: Signals,
     breakglass: bool = False,
+    *,
+    live: Live | None = None,
+    notes: Sequence[str] = (),
 ) -> Explanation:
     """Dry-run the policy for ``action`` on ``target``, as if ``requester`` opened it now."""
     rules, not_reached = ([], []) if breakglass else _try_rules(policy, action, target, signals)
     plan, refused = _plan_or_refusal(policy, action, target, signals, breakglass)
+    refusals, connector = _refusals(policy, action, target, requester, breakglass, live)
+    if refused is not None and not (breakglass and policy.breakglass is None):
+        refusals.append(refused)  # (a missing break-glass section is refused first, above)
     return Explanation(
         action=action,
         target=target,
@@ -119,8 +148,54 @@ def explain(
         requester=None
         if requester is None
         else _requester_check(policy, requester, target, breakglass),
-        notes=_notes(action, target),
+        refusals=refusals,
+        connector=connector,
+        notes=[*_unchecked(target, live), *notes],
     )
+
+
+def _refusals(
+    policy: Policy,
+    action: Action,
+    target: Principal,
+    requester: Principal | None,
+    breakglass: bool,
+    live: Live | None,
+) -> tuple[list[str], str | None]:
+    """The checks `TwoKey.open` (or `breakglass`) and `_open` make, in their order, each kept."""
+    refusals: list[str] = []
+
+    def check(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except TwokeyError as exc:
+            refusals.append(exc.message)
+
+    if breakglass:
+        check(lambda: opening.enabled_breakglass(policy))
+    if requester is not None:
+        check(lambda: opening.check_may_request(policy, requester, breakglass=breakglass))
+    person = target.kind is PrincipalKind.HUMAN
+    if person:  # a person is named as in chat, and identified like any caller
+        check(lambda: opening.check_active(target, "The target"))
+    check(lambda: opening.check_action_fits(action, target))
+    if requester is not None:
+        check(lambda: check_may_open(requester, target))
+    connector = None
+    if live is not None:
+        try:
+            connector = opening.connector_for(live.connectors, action, target).name
+        except TwokeyError as exc:
+            refusals.append(exc.message)
+    said = (target.disabled and person) or (
+        target.owner_of_record is None and requester is not None
+    )
+    if not said:  # (each already said above, in the words open would use first)
+        check(lambda: opening.owner_to_reach(target))
+    owner_id = target.owner_of_record
+    if live is not None and not target.disabled and owner_id not in (None, target.id):
+        check(lambda: opening.check_owner_active(target, live.owner))
+    return refusals, connector
 
 
 def _try_rules(
@@ -196,7 +271,7 @@ def _velocity_checks(policy: Policy, action: Action, signals: Signals) -> list[V
 def _requester_check(
     policy: Policy, requester: Principal, target: Principal, breakglass: bool
 ) -> RequesterCheck:
-    role = policy.breakglass.role if breakglass and policy.breakglass else policy.requester_role
+    role = opening.opening_role(policy, breakglass=breakglass)
     groups = policy.roles.get(role, [])
     member_of = sorted(requester.groups & set(groups))
     reasons: list[str] = []
@@ -223,17 +298,13 @@ def _requester_check(
     )
 
 
-def _notes(action: Action, target: Principal) -> list[str]:
-    notes = []
-    if action.for_nhi and target.kind is not PrincipalKind.NHI:
-        notes.append(f"{action} is an action for non-human identities, and the target is a person")
-    if not action.for_nhi and target.kind is PrincipalKind.NHI:
-        notes.append(f"{action} is an action for people, and the target is a non-human identity")
-    if target.owner_of_record is None:
-        notes.append("the target has no owner of record, so nobody could confirm the request")
-    if target.disabled:
-        notes.append("the target is disabled in the directory")
-    return notes
+def _unchecked(target: Principal, live: Live | None) -> list[str]:
+    if live is not None:
+        return []
+    unchecked = ["whether a configured connector can make this change"]
+    if target.kind is PrincipalKind.NHI:
+        unchecked.append("whether the owner of record is an active person")
+    return [f"not checked without the directory and connectors: {' and '.join(unchecked)}"]
 
 
 # ---- in words ---------------------------------------------------------------------------------
@@ -258,9 +329,11 @@ def render_explanation(explanation: Explanation) -> str:
         who = name if name == e.requester.id else f"{name} ({e.requester.id})"
         lines.append(f"Requester {who} {verdict}:")
         lines += [f"  - {reason}" for reason in e.requester.reasons]
+    if e.connector is not None:
+        lines.append(f"Connector that would make the change: {e.connector}")
     lines += [f"Note: {note}" for note in e.notes]
     lines.append("")
-    lines.append(_outcome(e))
+    lines += _outcome(e)
     return "\n".join(lines)
 
 
@@ -320,7 +393,7 @@ def _plan_in_words(e: Explanation, plan: Plan) -> list[str]:
             f"  escalation after {format_duration(plan.escalate_after)} to role "
             f"{plan.escalate_to!r} (groups: {', '.join(e.escalation_groups) or 'none'})"
         )
-    lines.append(f"Approval cards go to: {_channels(plan.approval_channels)}")
+    lines.append(f"Approval requests are posted to: {_channels(plan.approval_channels)}")
     if plan.alert_security:
         lines.append(f"Security is alerted: {_channels(plan.security_channels)}")
     else:
@@ -357,10 +430,22 @@ def _velocity_in_words(checks: list[VelocityCheck]) -> list[str]:
     return lines
 
 
-def _outcome(e: Explanation) -> str:
-    if e.refused is not None:
-        return f"Outcome: REFUSED. {e.refused}"
-    if e.requester is not None and not e.requester.may_open:
-        return "Outcome: the policy allows it, but this requester may not open it."
+def _outcome(e: Explanation) -> list[str]:
+    """The verdict last, in the words `open` would answer with."""
+    if e.refusals:
+        lines = []
+        if len(e.refusals) > 1:
+            count = len(e.refusals)
+            lines.append(f"It would be refused for {count} reasons (open names the first):")
+            lines += [f"  - {refusal}" for refusal in e.refusals]
+        who = "The requester" if e.requester is None else e.requester.name
+        lines.append(f"Outcome: REFUSED. {who} would be told: {e.refusals[0]}")
+        return lines
     tier = e.plan.tier if e.plan else "?"
-    return f"Outcome: a request would open in tier {tier}."
+    if e.requester is None:
+        role = "the break-glass role" if e.breakglass else "the requester role"
+        return [
+            f"Outcome: a request would open in tier {tier}, for a requester who holds {role} "
+            "and is neither the target nor its owner of record."
+        ]
+    return [f"Outcome: a request would open in tier {tier}."]

@@ -97,6 +97,12 @@ class Keys:
         """Sorted set: "<request id>|<action>" -> opened at, for velocity limits per target."""
         return f"{self.tag(shard_of_target(target_id))}:hist:{target_id}"
 
+    # --- per person (their own slot) --------------------------------------------------------
+    def refusals(self, principal_id: str) -> str:
+        """Sorted set: "<request id>|<code>|<at>" -> at, refused attempts by one person, for the
+        policy's fraud.refusals alert."""
+        return f"{{{self.ns}:r:{principal_id}}}:refused"
+
     # --- per requester (its own slot; see RedisRequestStore.reserve_requester) --------------
     def requester_history(self, requester_id: str) -> str:
         """Sorted set: "<request id>|<action>" -> reserved at, for velocity limits per requester.

@@ -473,6 +473,19 @@ class RedisRequestStore:
         )
 
     @fails_closed
+    async def note_refusal(self, actor: str, request_id: str, code: str, window_ms: int) -> int:
+        """Count a refused attempt by ``actor``; returns how many fell within the window."""
+        key = self.keys.refusals(actor)
+        now = await self.now()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {f"{request_id}|{code}|{now}": now})
+            pipe.zremrangebyscore(key, "-inf", now - window_ms)
+            pipe.zcard(key)
+            pipe.pexpire(key, window_ms)
+            _, _, count, _ = await pipe.execute()
+        return int(count)
+
+    @fails_closed
     async def withdraw_gates(
         self, request_id: str, approvers: Sequence[str], owner: bool, why: str
     ) -> GateReply:
@@ -584,6 +597,38 @@ class RedisRequestStore:
                     pipe.zrem(self.keys.open_index(shard), member)
                 await pipe.execute()
         return sorted(requests, key=lambda r: r.created_at)
+
+    @fails_closed
+    async def index_open_requests(self) -> int:
+        """Give requests opened before the by-person index existed their entries (at start-up;
+        idempotent: entries are a set). Returns how many requests were looked at."""
+        looked = 0
+        for shard in range(SHARDS):
+            ids = [_text(i) for i in await self.redis.zrange(self.keys.open_requests(shard), 0, -1)]
+            if not ids:
+                continue
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for rid in ids:
+                    pipe.hmget(
+                        self.keys.request(rid),
+                        ["requester", "owner", "approver_role", "escalated", "escalate_to"],
+                    )
+                rows = await pipe.execute()
+            members: dict[str, float] = {}
+            for rid, row in zip(ids, rows, strict=True):
+                requester, owner, role, escalated, escalate_to = (_text(v or "") for v in row)
+                if not requester:
+                    continue
+                members[f"r:{requester}|{rid}"] = 0
+                members[f"o:{owner}|{rid}"] = 0
+                if role:
+                    members[f"a:{role}|{rid}"] = 0
+                if escalated == "1" and escalate_to:
+                    members[f"a:{escalate_to}|{rid}"] = 0
+            if members:
+                await self.redis.zadd(self.keys.open_index(shard), members)
+            looked += len(ids)
+        return looked
 
     @fails_closed
     async def open_reviews(self) -> list[Request]:

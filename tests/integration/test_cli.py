@@ -88,6 +88,7 @@ async def test_audit_export_streams_jsonl(
     import asyncio
 
     rid = await completed_request(redis_client, namespace)
+    capsys.readouterr()  # the setup logs before any command configured logging: not the export
     assert await asyncio.to_thread(main, ["audit", "export", "--since", "1h"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [e["kind"] for e in lines if e.get("rid") == rid] == [

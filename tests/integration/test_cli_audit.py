@@ -189,7 +189,7 @@ async def test_audit_seal_late_is_an_explicit_operator_command(
     await completed_shard(redis_client, namespace)
     assert await twokey("audit", "seal", "--max-age", "2h") == 0
     captured = capsys.readouterr()
-    assert "Sealed 5 events up to 7200s old" in captured.out
+    assert "Sealed 5 events up to 2h old" in captured.out
     [late] = logged(captured.err, "audit_sealed_late")
     assert (late["level"], late["events"]) == ("warning", 5)
     assert await twokey("audit", "verify") == 0

@@ -129,6 +129,7 @@ async def test_sigterm_mid_flow_loses_no_acknowledged_approval(
         TWOKEY_AUDIT_KEY=audit_key,
         TWOKEY_POLICY=str(policy),
         TWOKEY_PLAYGROUND="false",
+        TWOKEY_DEMO="true",  # the sandbox directory beside Slack credentials, on purpose
         TWOKEY_DATA_DIR=str(tmp_path / "data"),
         TWOKEY_SWEEP_INTERVAL="0.5",
         TWOKEY_CLAIM_GRACE="2",

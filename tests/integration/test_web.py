@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,6 +14,7 @@ from app.settings import Settings
 from app.store.keys import Keys
 from app.store.redis_store import RedisRequestStore
 from app.web import create_app
+from tests.helpers import policy_text
 
 
 def settings_for(redis_url: str, namespace: str) -> Settings:
@@ -73,6 +75,37 @@ async def test_own_redis_without_audit_key_refuses_to_start(redis_url: str) -> N
     settings = Settings(REDIS_URL=redis_url, TWOKEY_ACCEPT_EVICTION_RISK=True)
     with pytest.raises(StartupError, match="TWOKEY_AUDIT_KEY"):
         await build_runtime(settings)
+
+
+@pytest.mark.parametrize(
+    ("credential", "value"),
+    [("SLACK_BOT_TOKEN", "xoxb-1"), ("SLACK_APP_TOKEN", "xapp-1"), ("MICROSOFT_APP_ID", "a-b-c")],
+)
+async def test_chat_credentials_on_demo_defaults_refuse_to_start_unless_told(
+    redis_url: str, namespace: str, tmp_path: Path, credential: str, value: str
+) -> None:
+    from app.bootstrap import StartupError
+
+    base = {
+        "REDIS_URL": redis_url,
+        "TWOKEY_NAMESPACE": namespace,
+        "TWOKEY_AUDIT_KEY": "web-test-audit-key-long-enough",
+        "TWOKEY_ACCEPT_EVICTION_RISK": True,
+        "TWOKEY_DATA_DIR": str(tmp_path),
+        credential: value,
+    }
+    with pytest.raises(StartupError, match="TWOKEY_POLICY is not set") as refused:
+        await build_runtime(Settings(_env_file=None, **base))  # type: ignore[call-arg]
+    assert "sandbox directory" in str(refused.value) and "TWOKEY_DEMO=true" in str(refused.value)
+    assert value not in str(refused.value)
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_text())
+    with pytest.raises(StartupError, match="sandbox directory of made-up people"):
+        await build_runtime(Settings(_env_file=None, TWOKEY_POLICY=str(policy), **base))  # type: ignore[call-arg]
+
+    runtime = await build_runtime(Settings(_env_file=None, TWOKEY_DEMO=True, **base))  # type: ignore[call-arg]
+    await runtime.close()
 
 
 @pytest.mark.parametrize(

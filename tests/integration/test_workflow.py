@@ -247,17 +247,21 @@ async def test_a_ready_request_whose_process_died_is_claimed_by_the_sweeper(
 # ---- invariant 4: every change audited in the same step --------------------------------------
 
 
-async def test_refusals_write_nothing_and_changes_write_one_event_each(core: Core) -> None:
+async def test_refusals_change_nothing_and_each_step_writes_one_event(core: Core) -> None:
     rid = await core.open_mfa_reset()
     with pytest.raises(SeparationOfDuties):
         await core.service.approve(chat("alice"), rid)
     with pytest.raises(NotAllowed):
         await core.service.confirm_owner(chat("carol"), rid)
-    assert await audit_kinds(core, rid) == ["opened"]
+    # Refused attempts are security events: audited, the request untouched.
+    assert await audit_kinds(core, rid) == ["opened", "refused", "refused"]
+    untouched = await core.store.get(rid)
+    assert untouched is not None and untouched.state is RequestState.PENDING
+    assert untouched.approvals == () and untouched.owner_confirmed_at is None
     await core.service.deny(chat("carol"), rid, "caller could not verify employee id")
-    assert await audit_kinds(core, rid) == ["opened", "denied"]
+    assert await audit_kinds(core, rid) == ["opened", "refused", "refused", "denied"]
     request = await core.store.get(rid)
-    assert request is not None and request.state is RequestState.DENIED and request.events == 2
+    assert request is not None and request.state is RequestState.DENIED and request.events == 4
 
 
 # ---- invariant 5: secrets to the owner only ----------------------------------------------------
@@ -693,7 +697,7 @@ async def test_a_party_to_the_request_cannot_cancel_it_under_the_approver_role(c
         await core.service.cancel(chat("carol"), rid)
     request = await core.store.get(rid)
     assert request is not None and request.state is RequestState.PENDING
-    assert await audit_kinds(core, rid) == ["opened"]
+    assert await audit_kinds(core, rid) == ["opened", "refused"]
     # an uninvolved approver still may, and so may the requester
     assert (await core.service.cancel(chat("dave"), rid)).request.state is RequestState.CANCELLED
 
@@ -721,7 +725,7 @@ async def test_a_breakglass_review_is_closed_only_after_the_change_by_someone_no
     with pytest.raises(SeparationOfDuties):
         await core.service.close_review(chat("frank"), own, "it was my own account, fine")
     assert {r.id for r in await core.store.open_reviews()} == {rid, own}
-    assert (await audit_kinds(core, own))[-1] == "executed"
+    assert (await audit_kinds(core, own))[-2:] == ["executed", "refused"]
     closed = await core.service.close_review(chat("frank"), rid, "verified with grace by phone")
     assert not closed.request.review_open
     assert (await audit_kinds(core, rid))[-1] == "review_closed"
@@ -989,3 +993,19 @@ async def test_a_slow_directory_cannot_push_the_change_past_the_execution_lease(
     assert decision.request.state is RequestState.FAILED
     assert "nothing was changed" in decision.request.outcome_detail
     assert core.connector.changes == []
+
+
+async def test_requests_opened_before_the_index_existed_are_listed_after_start_up(
+    core: Core,
+) -> None:
+    rid = await core.open_mfa_reset()
+    index = core.keys.open_index(shard_of_request(rid))
+    await core.redis.delete(index)  # what a request opened by an older twokey looks like
+    assert (await core.service.list_for(chat("bob"))).mine == []
+
+    await core.store.index_open_requests()  # build_runtime does this at start-up
+
+    listing = await core.service.list_for(chat("bob"))
+    assert [r.id for r in listing.mine] == [rid]
+    assert [r.id for r in (await core.service.list_for(chat("carol"))).to_approve] == [rid]
+    assert [r.id for r in (await core.service.list_for(chat("alice"))).to_confirm] == [rid]

@@ -22,8 +22,10 @@ from app.policy import (
     explain,
     load_policy,
     load_policy_text,
+    policy_warnings,
     render_explanation,
 )
+from app.policy.explain import Live
 
 # A small valid policy; the mistake tests change one line and expect that line back.
 BASE = """\
@@ -367,7 +369,10 @@ def test_explain_an_nhi_names_its_owner_and_refuses_the_owner_as_requester() -> 
     text = render_explanation(result)
     assert "owner confirmation by bob, the owner of record of this non-human identity" in text
     assert "You own this identity" in text
-    assert "this requester may not open it" in text
+    assert text.endswith(
+        "Outcome: REFUSED. Bob would be told: You own this identity: someone else must open "
+        "the request."
+    )
 
 
 def test_explain_refuses_a_requester_without_the_role_or_on_themself() -> None:
@@ -391,7 +396,7 @@ def test_explain_a_velocity_refusal_gives_the_message_and_the_plan_behind_it() -
     assert not result.would_open
     text = render_explanation(result)
     assert "reset-mfa per target: 2 of 2 in 1d (reached: refused)" in text
-    assert text.endswith(f"Outcome: REFUSED. {result.refused}")
+    assert text.endswith(f"Outcome: REFUSED. The requester would be told: {result.refused}")
 
 
 def test_explain_a_velocity_escalation_and_a_flagged_target() -> None:
@@ -559,3 +564,130 @@ def test_the_documented_example_is_the_shipped_one() -> None:
     documented = re.search(r"```yaml\n(.*?)```", doc, re.DOTALL)
     assert documented is not None
     assert load_policy_text(documented.group(1), "docs/policy.md") == example_policy()
+
+
+# ---- what `open` checks beyond the policy (issue 9) --------------------------------------------
+
+
+class OnlyPeople:
+    """A connector for people only, as an Okta or Entra one is."""
+
+    name = "okta"
+
+    def supports(self, action: Action, target: Principal) -> bool:
+        return target.kind is PrincipalKind.HUMAN
+
+
+def test_explain_refuses_an_nhi_whose_owner_of_record_has_left() -> None:
+    svc = nhi("svc-billing", "alice", "production")
+    gone = Principal(id="alice", disabled=True)
+    agent = person("bob", "helpdesk")
+    left = explain(
+        example_policy(),
+        Action.ROTATE_SECRET,
+        svc,
+        agent,
+        Signals(),
+        live=Live(owner=gone, connectors=[OnlyPeople()]),
+    )
+    assert not left.would_open
+    text = render_explanation(left)
+    assert "  - No identity provider configured here can rotate the secret for svc-billing." in text
+    assert text.endswith(
+        "Outcome: REFUSED. Bob would be told: No identity provider configured here can rotate "
+        "the secret for svc-billing."
+    )
+    assert "The owner of record of svc-billing (alice) is not an active person" in text
+
+    fine = explain(
+        example_policy(),
+        Action.UNLOCK,
+        person("alice"),
+        agent,
+        Signals(),
+        live=Live(owner=person("alice"), connectors=[OnlyPeople()]),
+    )
+    assert fine.would_open and fine.connector == "okta"
+    assert "Connector that would make the change: okta" in render_explanation(fine)
+
+
+def test_explain_without_the_directory_says_what_it_did_not_check() -> None:
+    result = explain(example_policy(), Action.ROTATE_SECRET, nhi("svc", "bob"), None, Signals())
+    assert result.would_open
+    assert (
+        "Note: not checked without the directory and connectors: whether a configured "
+        "connector can make this change and whether the owner of record is an active person"
+    ) in render_explanation(result)
+
+
+def test_explain_of_a_disabled_nhi_refuses_it() -> None:
+    retired = Principal(id="nhi:old", kind=PrincipalKind.NHI, owner_id="bob", disabled=True)
+    result = explain(example_policy(), Action.ROTATE_SECRET, retired, None, Signals())
+    assert result.refusals == ["nhi:old is disabled in the directory."]
+
+
+# ---- `policy check` warns of rules and tiers that can never apply ------------------------------
+
+
+def warnings_for(tmp_path: Path, rules: str, extra_tiers: str = "") -> tuple[int, list[str]]:
+    path = tmp_path / "policy.yaml"
+    path.write_text(BASE.split("rules:\n")[0].replace("tiers:\n", "tiers:\n" + extra_tiers) + rules)
+    code, text = check_file(path)
+    return code, [line.split(": ", 1)[1] for line in text.splitlines() if "warning:" in line]
+
+
+def test_a_rule_repeating_an_earlier_rules_conditions_is_warned_of(tmp_path: Path) -> None:
+    code, warnings = warnings_for(
+        tmp_path,
+        "rules:\n"
+        "  - {name: admins, when: {target_groups: [admins]}, tier: privileged}\n"
+        "  - {name: admins-again, when: {target_groups: [admins]}, tier: standard}\n"
+        "  - {name: default, tier: standard}\n",
+    )
+    assert code == 0
+    assert [w.split(" ", 1)[1] for w in warnings] == [
+        "rules.1: rule 'admins-again' can never match: it repeats the conditions of rule "
+        "'admins' above it, which wins"
+    ]
+
+
+def test_a_rule_narrower_than_an_earlier_one_is_warned_of(tmp_path: Path) -> None:
+    _, warnings = warnings_for(
+        tmp_path,
+        "rules:\n"
+        "  - {name: people, when: {target_kind: human}, tier: standard}\n"
+        "  - {name: admin-mfa, when: {actions: [reset-mfa], target_groups: [admins]},"
+        " tier: privileged}\n"
+        "  - {name: nhi-keys, when: {actions: [rotate-secret]}, tier: privileged}\n"
+        "  - {name: default, tier: standard}\n",
+    )
+    # rotate-secret applies to NHIs only, so 'people' never takes nhi-keys' requests
+    assert [w.split(" ", 1)[1] for w in warnings] == [
+        "rules.1: rule 'admin-mfa' can never match: every request it matches, rule 'people' "
+        "above it matches too, and first; move 'admin-mfa' above 'people' or narrow it"
+    ]
+
+
+def test_a_rule_that_matches_nothing_and_a_tier_nothing_gives_are_warned_of(
+    tmp_path: Path,
+) -> None:
+    _, warnings = warnings_for(
+        tmp_path,
+        "rules:\n"
+        "  - {name: person-keys, when: {actions: [rotate-secret], target_kind: human},"
+        " tier: standard}\n"
+        "  - {name: nobody, when: {target_groups: []}, tier: standard}\n"
+        "  - {name: default, tier: standard}\n",
+        extra_tiers="  spare:\n    approvals: 1\n",
+    )
+    assert [w.split(" ", 1)[1] for w in warnings] == [
+        "tiers.spare: tier 'spare' is never used: no rule names it, and flagged targets, "
+        "velocity escalations and break-glass get other tiers",
+        "rules.0: rule 'person-keys' can never match: none of its actions (rotate-secret) "
+        "applies to a person",
+        "rules.1: rule 'nobody' can never match: its `target_groups` list is empty",
+    ]
+
+
+def test_the_example_policy_draws_no_warning() -> None:
+    assert policy_warnings(example_policy()) == []

@@ -19,7 +19,8 @@ from typing import Any
 
 from app.channels.common import ButtonAction, encode_button
 from app.domain.forms import JUSTIFICATION_MAX, NOTE_MAX, REASON_MAX, clean_text
-from app.domain.models import Action, PrincipalKind, Request, RequestState
+from app.domain.models import Action, PrincipalKind, Request, RequestState, Risk
+from app.domain.risk_words import risk_lines
 
 Block = dict[str, Any]
 
@@ -216,23 +217,21 @@ def title_of(request: Request) -> str:
     return fit(f"{label[0].upper()}{label[1:]} for {shown(request.target_name, 100)}", MAX_HEADER)
 
 
+_RISK_ICONS = {
+    Risk.BREAKGLASS: ":fire:",
+    Risk.FLAGGED: ":rotating_light:",
+    Risk.PRIVILEGED_ACCOUNT: ":rotating_light:",
+    Risk.UNUSUAL_PACE: ":warning:",
+    "nhi": ":robot_face:",
+}
+
+
 def tier_banner(request: Request) -> list[Block]:
-    """Privileged targets, production NHIs and break-glass are shown before anything else."""
-    plan = request.plan
-    label = shown(plan.tier_label or plan.tier, 80)
-    if plan.breakglass:
-        return [
-            section(
-                f":fire: *Break-glass emergency* ({label}): opened without the usual gates and "
-                "always reviewed by security.\n*Justification:* "
-                + shown(request.justification, JUSTIFICATION_MAX + 100)
-            )
-        ]
-    if plan.privileged:
-        return [section(f":rotating_light: *{label}*: a privileged account. Check with care.")]
-    if request.target_kind is PrincipalKind.NHI and plan.alert_security:
-        return [section(f":robot_face: *{label}*: a production non-human identity.")]
-    return []
+    """Why this request is risky, before anything else: from why its tier was chosen."""
+    lines = [f"{_RISK_ICONS.get(why, ':warning:')} *{words}*" for why, words in risk_lines(request)]
+    if request.plan.breakglass:
+        lines.append("*Justification:* " + shown(request.justification, JUSTIFICATION_MAX + 100))
+    return [section("\n".join(lines))] if lines else []
 
 
 def _target_words(request: Request, ctx: CardContext) -> str:

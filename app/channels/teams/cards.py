@@ -20,6 +20,7 @@ from typing import Any
 from app.channels.common import ButtonAction, encode_button
 from app.domain.forms import REASON_MAX, clean_text
 from app.domain.models import PrincipalKind, Request, RequestState
+from app.domain.risk_words import risk_lines
 from app.service import when
 
 Card = dict[str, Any]
@@ -41,7 +42,7 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~&|#])")
 _LIST_START = re.compile(r"^(\s*)([-+]|\d+)([.)]?)")
 
 STATE_WORDS = {
-    RequestState.PENDING: "Waiting for its gates",
+    RequestState.PENDING: "Waiting for confirmation and approval",
     RequestState.READY: "Approved: about to run",
     RequestState.EXECUTING: "Being carried out",
     RequestState.COMPLETED: "Completed",
@@ -157,22 +158,8 @@ def _tier(request: Request) -> str:
 
 
 def _risk_lines(request: Request) -> list[str]:
-    """The risk in plain words: why an approver should look twice."""
-    lines = []
-    if request.plan.breakglass:
-        lines.append("BREAK-GLASS: opened on the emergency path; security reviews every use.")
-    if request.plan.privileged:
-        lines.append(f"PRIVILEGED: {_tier(request)}. A takeover here takes over admin rights.")
-    if request.target_kind is PrincipalKind.NHI:
-        lines.append(
-            f"NON-HUMAN IDENTITY: {_tier(request)}. Rotating its secret can stop a running "
-            "service; its owner of record confirms for it."
-        )
-    if request.escalated:
-        lines.append("ESCALATED: it waited too long for an approver.")
-    if not lines and request.plan.alert_security:
-        lines.append(f"HIGH RISK: {_tier(request)}. Security has been alerted.")
-    return lines
+    """The risk in plain words: why an approver should look twice (see app/domain/risk_words)."""
+    return [words for _, words in risk_lines(request)]
 
 
 def _risk_banner(request: Request) -> list[Card]:
@@ -268,6 +255,11 @@ def _still_open(request: Request, now: int) -> bool:
     return shown_state(request, now).is_open
 
 
+def _expires(request: Request, now: int) -> str:
+    """When it expires, while it still can: a finished request saying "expires" misleads."""
+    return when(request.expires_at) if _still_open(request, now) else ""
+
+
 # ---- the cards -------------------------------------------------------------------------------
 
 
@@ -287,7 +279,7 @@ def owner_confirmation_card(request: Request, now: int) -> Card:
                 ("Ticket", plain(request.ticket, TICKET_MAX)),
                 ("Reason", plain(request.reason_code)),
                 ("Note", plain(request.note, NOTE_MAX)),
-                ("Expires", when(request.expires_at)),
+                ("Expires", _expires(request, now)),
             ]
         ),
     ]
@@ -334,7 +326,7 @@ def approval_card(request: Request, now: int) -> Card:
         ("Tier", _tier(request)),
         ("Owner", _owner_gate(request, now)),
         ("Approvals", _approvals(request, now)),
-        ("Expires", when(request.expires_at)),
+        ("Expires", _expires(request, now)),
     ]
     body.append(_facts(rows))
     if request.gate_note and _still_open(request, now):
@@ -374,7 +366,7 @@ def requester_status_card(request: Request, now: int) -> Card:
                 ("Tier", _tier(request)),
                 ("Owner", _owner_gate(request, now)),
                 ("Approvals", _approvals(request, now)),
-                ("Expires", when(request.expires_at)),
+                ("Expires", _expires(request, now)),
             ]
         ),
     ]

@@ -8,9 +8,11 @@ if refused then return refused end
 local role = 'requester'
 if actor ~= r.requester then
   -- Like deny: the account's owner answers "this wasn't me" (which flags and alerts) instead.
-  if actor == r.target or actor == r.owner then return reply('SOD') end
+  if actor == r.target or actor == r.owner then
+    return refuse(r, rid, now, 'SOD', '', 'cancel', actor, via)
+  end
   role = decision_role(r, ARGV[4])
-  if not role then return reply('NOT_REQUESTER') end
+  if not role then return refuse(r, rid, now, 'NOT_REQUESTER', '', 'cancel', actor, via) end
 end
 local from = r.state
 set(r, 'state', 'cancelled')

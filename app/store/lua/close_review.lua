@@ -9,9 +9,11 @@ local now = now_ms()
 if r.review_open ~= '1' then return reply('NOOP', 'no_open_review') end
 -- Nobody reviews a change they are part of: who broke the glass, whose account it was, or
 -- anyone who decided it (approved, denied, cancelled, confirmed as owner).
-if actor == r.requester or actor == r.target or actor == r.owner then return reply('SOD') end
+if actor == r.requester or actor == r.target or actor == r.owner then
+  return refuse(r, rid, now, 'SOD', '', 'review', actor, via)
+end
 if r.decided_by == actor or r['appr:' .. actor] or r['wdrn:' .. actor] then
-  return reply('SOD', 'decided')
+  return refuse(r, rid, now, 'SOD', 'decided', 'review', actor, via)
 end
 -- What is reviewed is what was done: not before the request has finished.
 if is_open(r.state) or r.state == 'executing' then return reply('NOT_FINISHED', r.state) end

@@ -137,6 +137,15 @@ local function reply(code, detail)
   return { code, detail or '', redis.call('HGETALL', REQ) }
 end
 
+-- Refused attempts are security events too (self-approval, a stranger answering for the owner,
+-- an approver without the role): audited, without changing the request, then refused.
+-- `attempt` names what was tried (approve, deny, cancel, confirm, reject, dispute, review).
+local function refuse(r, rid, now, code, detail, attempt, actor, via)
+  append_event(r, rid, now, 'refused', actor, '', via, r.state,
+    string.lower(code) .. ':' .. attempt, 'refused')
+  return reply(code, detail)
+end
+
 -- Moves an open request whose time is up to `expired`, with its event; true if it did.
 local function expire_if_due(r, rid, now, actor)
   if is_open(r.state) and now >= num(r, 'expires_at') then

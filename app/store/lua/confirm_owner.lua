@@ -4,7 +4,7 @@ local r = load_request()
 local now = now_ms()
 local refused = refuse_unless_open(r, rid, now, actor)
 if refused then return refused end
-if actor ~= r.owner then return reply('NOT_OWNER') end
+if actor ~= r.owner then return refuse(r, rid, now, 'NOT_OWNER', '', 'confirm', actor, via) end
 if r.needs_owner ~= '1' then return reply('NOOP', 'not_needed') end
 if owner_ok(r, now) then return reply('NOOP', 'already_confirmed') end
 local from = r.state

@@ -4,9 +4,11 @@ local r = load_request()
 local now = now_ms()
 local refused = refuse_unless_open(r, rid, now, actor)
 if refused then return refused end
-if actor == r.requester or actor == r.target or actor == r.owner then return reply('SOD') end
+if actor == r.requester or actor == r.target or actor == r.owner then
+  return refuse(r, rid, now, 'SOD', '', 'deny', actor, via)
+end
 local role = decision_role(r, ARGV[4])
-if not role then return reply('ROLE', allowed_roles(r)) end
+if not role then return refuse(r, rid, now, 'ROLE', allowed_roles(r), 'deny', actor, via) end
 local from = r.state
 set(r, 'state', 'denied')
 set(r, 'decided_by', actor)

@@ -5,7 +5,7 @@ local rid, actor, via = ARGV[1], ARGV[2], ARGV[3]
 local r = load_request()
 if not r then return { 'NOTFOUND', '', {} } end
 local now = now_ms()
-if actor ~= r.owner then return reply('NOT_OWNER') end
+if actor ~= r.owner then return refuse(r, rid, now, 'NOT_OWNER', '', 'dispute', actor, via) end
 -- Any outcome after which the account may have changed can be disputed (models.MAY_HAVE_CHANGED).
 if r.state ~= 'completed' and r.state ~= 'unknown' and r.state ~= 'interrupted' then
   return reply('DECIDED', r.state)

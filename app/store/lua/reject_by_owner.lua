@@ -5,7 +5,7 @@ local r = load_request()
 local now = now_ms()
 local refused = refuse_unless_open(r, rid, now, actor)
 if refused then return refused end
-if actor ~= r.owner then return reply('NOT_OWNER') end
+if actor ~= r.owner then return refuse(r, rid, now, 'NOT_OWNER', '', 'reject', actor, via) end
 local from = r.state
 set(r, 'state', 'rejected_by_owner')
 set(r, 'decided_by', actor)
