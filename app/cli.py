@@ -276,15 +276,15 @@ def serve(settings: Settings) -> int:
     from app.web import STOPPED, create_app
 
     where = f"http://{settings.host}:{settings.port}"
-    extras = ""
-    if settings.playground_enabled:
-        extras = (
-            f" (playground, for trying twokey only: {where}/playground)"
-            if is_loopback(settings.host)
-            else " (playground off: HOST is not a loopback address)"
-        )
 
     def started(_: object) -> None:
+        # Said after start-up, from what was mounted: the playground may have stayed off.
+        mounted = any(r.canonical == "/playground" for r in app.router.resources())
+        extras = ""
+        if mounted:
+            extras = f" (playground, for trying twokey only: {where}/playground)"
+        elif settings.playground_enabled and not is_loopback(settings.host):
+            extras = " (playground off: HOST is not a loopback address)"
         print(f"twokey listening on {where}{extras}", flush=True)
 
     app = create_app(settings)

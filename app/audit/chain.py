@@ -636,16 +636,16 @@ def render_verify(report: VerifyReport) -> tuple[int, str]:
     lines: list[str] = []
     if report.ok:
         lines.append(
-            f"Audit trail intact: {report.events} events in {len(report.shards)} shards, "
+            f"Audit trail intact: {_count(report.events, 'event')} in "
+            f"{_count(len(report.shards), 'shard')}, "
             f"{report.sealed} sealed and verified."
         )
         if report.unsealed:
-            lines.append(
-                f"{report.unsealed} events are not sealed yet; they are checked once sealed."
-            )
+            lines.append(f"{_count(report.unsealed, 'event')} not sealed yet; checked once sealed.")
         if report.anchors is not None:
             lines.append(
-                f"{report.anchors} chain heads recorded outside Redis all match (--anchor)."
+                f"{_count(report.anchors, 'chain head')} recorded outside Redis "
+                f"{'matches' if report.anchors == 1 else 'all match'} (--anchor)."
             )
     else:
         first = report.broken[0]
@@ -665,8 +665,13 @@ def render_verify(report: VerifyReport) -> tuple[int, str]:
     return (0 if report.ok else 1), "\n".join(lines)
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 event``, ``2 events``: plain English in what people read."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _shard_line(shard: ShardVerdict) -> str:
-    counts = f"{shard.events} events, {shard.sealed} sealed"
+    counts = f"{_count(shard.events, 'event')}, {shard.sealed} sealed"
     if shard.problem is not None:
         return f"{counts}; FAILED at {shard.problem.describe()}"
     if shard.unsealed:

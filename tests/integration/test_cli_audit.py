@@ -144,7 +144,7 @@ async def test_export_heads_and_verify_anchor_from_standard_input(
 
     monkeypatch.setattr("sys.stdin", io.StringIO(heads_out))
     assert await twokey("audit", "verify", "--anchor", "-") == 0
-    assert "1 chain heads recorded outside Redis all match" in capsys.readouterr().out
+    assert "1 chain head recorded outside Redis matches" in capsys.readouterr().out
 
     # the attacker rewrites event 1 and gets it re-sealed from scratch (the mark removed too)
     await rebuild_with_first_event_edited(redis_client, keys.audit(shard))

@@ -412,7 +412,7 @@ def test_render_verify_passes_and_mentions_unsealed_events() -> None:
     code, text = render_verify(report)
     assert code == 0
     assert "intact" in text
-    assert "1 events are not sealed yet" in text
+    assert "1 event not sealed yet" in text
 
 
 def test_render_verify_fails_and_names_the_first_bad_event() -> None:
