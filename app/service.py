@@ -1373,7 +1373,7 @@ def _owner_outcome_words(request: Request) -> str:
 
 def _state_words(request: Request) -> str:
     return {
-        RequestState.PENDING: "waiting for its gates",
+        RequestState.PENDING: "waiting for confirmation and approval",
         RequestState.READY: "approved and about to run",
         RequestState.EXECUTING: "being carried out",
         RequestState.COMPLETED: "completed",

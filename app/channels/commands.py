@@ -10,11 +10,14 @@ breakglass <action> <target> <ticket> <justification ...>
 ```
 The target token is platform-specific (a Slack mention, a Teams mention, a playground id) or
 ``nhi:<name>``; each channel resolves it. Parsing never touches the service: bad text raises
-BadInput with the usage line and nothing is created.
+BadInput with the usage line and nothing is created. People copy commands from the docs with
+their ``/twokey`` in front, so a leading ``/twokey`` is dropped; a misspelt first word gets the
+closest command or action as a "did you mean".
 """
 
 from __future__ import annotations
 
+import difflib
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -30,7 +33,27 @@ USAGE = (
     + ". Target: a person (mention) or nhi:<name>. Also: `status <request-id>`, `list`, "
     "`cancel <request-id>`, `breakglass <action> <target> <ticket> <justification>`, `help`."
 )
+PLAIN_USAGE = USAGE.replace("`", "")
+"""USAGE for a page that shows text as typed (the playground): no Markdown code marks."""
+HELP_TEXT = "\n".join(
+    [
+        "Commands (the words after /twokey in Slack, or to the bot in Teams):",
+        "  <action> <person> <ticket> <reason-code> [note]: ask for a change, e.g. "
+        "reset-mfa @alice INC-1234 lost-device",
+        "  status <request-id>: where a request stands",
+        "  list: the requests you opened, may approve or must confirm",
+        "  cancel <request-id>: withdraw a request you opened",
+        "  breakglass <action> <person> <ticket> <what the emergency is>: the emergency path",
+        "  help: this list",
+        "Actions: " + ", ".join(a.value for a in Action) + ".",
+        "A person is @alice or alice; a non-human identity is nhi:<name>.",
+    ]
+)
+"""The help as plain lines, for a page that shows text as typed (the playground)."""
 MAX_COMMAND = 2000
+SLASH = "/twokey"
+"""A leading ``/twokey``, as in the docs and in Slack, is not part of the command."""
+VERBS = ("help", "list", "status", "cancel", "breakglass")
 
 
 class Command(BaseModel):
@@ -51,6 +74,8 @@ def parse_command(text: str) -> Command:
     if len(text) > MAX_COMMAND:
         raise BadInput(f"That command is too long (over {MAX_COMMAND} characters).")
     words = text.split()
+    if words and words[0].lower() == SLASH:
+        words = words[1:]
     if not words:
         return Command(verb="form")
     head = words[0].lower()
@@ -71,11 +96,12 @@ def parse_command(text: str) -> Command:
             )
         return Command(
             verb="breakglass",
-            action=_action(words[1]),
+            action=_action(words[1], first=False),
             target=words[2],
             ticket=words[3],
             text=" ".join(words[4:]),
         )
+    action = _action(head)
     if len(words) < 4:
         raise BadInput(f"Not enough words. {USAGE}")
     note = " ".join(words[4:])
@@ -83,7 +109,7 @@ def parse_command(text: str) -> Command:
         raise BadInput(f"The note is too long (at most {NOTE_MAX} characters).")
     return Command(
         verb="open",
-        action=_action(head),
+        action=action,
         target=words[1],
         ticket=words[2],
         reason_code=words[3],
@@ -91,11 +117,21 @@ def parse_command(text: str) -> Command:
     )
 
 
-def _action(word: str) -> str:
+def _action(word: str, *, first: bool = True) -> str:
+    """The action word; ``first``: it opens the command, so it may be a misspelt verb too."""
     try:
         return Action(word.lower()).value
     except ValueError:
-        raise BadInput(f"{word[:40]!r} is not an action. {USAGE}") from None
+        known = [*(VERBS if first else ()), *(a.value for a in Action)]
+        what = "an action or a command" if first else "an action"
+        hint = did_you_mean(word, known)
+        raise BadInput(f"{word[:40]!r} is not {what}.{hint} {USAGE}") from None
+
+
+def did_you_mean(word: str, known: list[str]) -> str:
+    """`` Did you mean reset-mfa?`` for a near miss, else nothing: a typo costs one retry."""
+    close = difflib.get_close_matches(word.lower()[:60], known, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]}?" if close else ""
 
 
 def _no_more(words: list[str], count: int, verb: str) -> None:

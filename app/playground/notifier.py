@@ -139,6 +139,19 @@ class PlaygroundNotifier:
         log.info("playground_secret_revealed", request=request_id)
         return RevealedSecret(label=held.label, secret=held.secret)
 
+    def hold_again(self, request_id: str, viewer_id: str, revealed: RevealedSecret) -> None:
+        """Put back a secret whose hand-over could not be completed (its audit event failed)."""
+        self._secrets.setdefault(
+            request_id,
+            _HeldSecret(
+                owner_id=viewer_id,
+                label=revealed.label,
+                secret=revealed.secret,
+                until=time.monotonic() + self.hold_s,
+            ),
+        )
+        log.info("playground_secret_held_again", request=request_id)
+
     # ---- helpers ---------------------------------------------------------------------------
 
     def _say(self, pane: str, request: Request | None, text: str) -> None:

@@ -24,7 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from app.bootstrap import Runtime, check_playground, production_wiring
-from app.channels.commands import MAX_COMMAND, USAGE, parse_command
+from app.channels.commands import HELP_TEXT, MAX_COMMAND, PLAIN_USAGE, USAGE, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.teams import cards
 from app.domain.errors import (
@@ -41,8 +41,8 @@ from app.domain.errors import (
     VelocityLimited,
 )
 from app.domain.forms import NOTE_MAX, REASON_MAX, parse_request_id
-from app.domain.models import Action, ChatUser, Principal, PrincipalKind, Request
-from app.playground.notifier import PANES, PlaygroundNotifier
+from app.domain.models import Action, ChatUser, Principal, PrincipalKind, Request, RequestState
+from app.playground.notifier import PANES, PlaygroundNotifier, RevealedSecret
 from app.service import DIRECTORY_DOWN, Decision, when
 
 log = structlog.get_logger("twokey.playground")
@@ -71,9 +71,14 @@ STATIC_FILES = {
     "vendor/LICENSE-adaptivecards.txt": "text/plain",
     "vendor/LICENSE-swiper.txt": "text/plain",
     "vendor/adaptivecards.min.js.LICENSE.txt": "text/plain",
+    "favicon.svg": "image/svg+xml",
 }
 """The only files served: nothing else under static/ is reachable."""
 AUDIT_MAX = 200
+LISTED_MAX = 50
+"""The request picker shows at most this many requests."""
+REVEALED = "secret_revealed"
+"""Audit event: the owner was shown the one-time secret (the secret itself is never in it)."""
 
 STATUS_OF: list[tuple[type[TwokeyError], int]] = [
     (IdentityUnsure, 403),
@@ -137,7 +142,11 @@ class StateQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     request: Annotated[str, StringConstraints(max_length=20)]
+    agent: PersonId | None = None
     owner: PersonId | None = None
+    approver: PersonId | None = None
+    """Who each pane says it is: a pane shows only what that person would have received.
+    Left out, the pane shows what its channel received, whoever looks."""
 
 
 class Refused(Exception):
@@ -212,6 +221,8 @@ class Playground:
         self.page_html = _static_bytes("index.html")
         self.files = {name: _static_bytes(name) for name in STATIC_FILES}
         """Read once at mount: no disk access per request, and nothing outside the list."""
+        self.restored: list[str] | None = None
+        """Requests opened before this process started and still actionable (read once)."""
 
     def routes(self, app: web.Application) -> None:
         add_get, add_post = app.router.add_get, app.router.add_post
@@ -288,7 +299,7 @@ class Playground:
             "actions": [{"value": a.value, "label": a.label, "nhi": a.for_nhi} for a in Action],
             "reason_codes": list(policy.reason_codes),
             "ticket_pattern": policy.ticket_pattern,
-            "usage": USAGE,
+            "usage": HELP_TEXT,
             "connectors": [c.name for c in self.runtime.connectors],
             "defaults": {"agent": agent, "owner": owner, "approver": approver},
         }
@@ -298,12 +309,36 @@ class Playground:
 
     async def _requests(self) -> dict[str, Any]:
         now = await self.runtime.store.now()
-        listed = []
-        for request_id in self.notifier.requests:
+        if self.restored is None:
+            self.restored = await self._still_actionable(now)
+        found: list[Request] = []
+        for request_id in dict.fromkeys([*self.notifier.requests, *self.restored]):
             stored = await self.runtime.store.get(request_id)
             if stored is not None:
-                listed.append(_summary(stored, now))
-        return {"requests": listed}
+                found.append(stored)
+        found.sort(key=lambda r: r.created_at, reverse=True)
+        return {"requests": [_summary(r, now) for r in found[:LISTED_MAX]]}
+
+    async def _still_actionable(self, now: int) -> list[str]:
+        """Requests from before this process started that someone can still act on.
+
+        The notifier only knows what this process saw; after a restart the open requests (and
+        finished ones whose owner may still say "this wasn't me") must stay reachable.
+        Read once, on the first listing: the audit trail is scanned back one dispute window.
+        """
+        store = self.runtime.store
+        ids = [r.id for r in await store.open_requests()]
+        since = now - self.runtime.policy.disputes.window * 1000
+        seen: set[str] = set(ids)
+        async for record in self.runtime.trail.export(since_ms=since):
+            rid = str(record.get("rid") or "")
+            if not rid or rid in seen or len(seen) >= 10 * LISTED_MAX:
+                continue
+            seen.add(rid)
+            stored = await store.get(rid)
+            if stored is not None and stored.dispute_open(now):
+                ids.append(rid)
+        return ids
 
     async def state(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, None, lambda: self._state(_state_query(request)))
@@ -317,17 +352,85 @@ class Playground:
         messages: dict[str, list[str]] = {pane: [] for pane in PANES}
         for message in self.notifier.messages(request_id):
             messages[message.pane].append(message.text)
+        shown: dict[str, cards.Card | None] = {
+            "agent": cards.requester_status_card(stored, now),
+            "owner": cards.owner_card(stored, now),
+            "approver": cards.approval_card(stored, now),
+        }
+        everyone = {p.id: p for p in await self._everyone()}
+        viewers = {"agent": query.agent, "owner": query.owner, "approver": query.approver}
+        notes: dict[str, str] = {}
+        for pane, viewer in viewers.items():
+            note = self._not_for(pane, viewer, stored, everyone)
+            if note:  # what this pane's person never received stays off their screen
+                notes[pane], shown[pane], messages[pane] = note, None, []
         return {
             "request": _summary(stored, now),
-            "cards": {
-                "agent": cards.requester_status_card(stored, now),
-                "owner": cards.owner_card(stored, now),
-                "approver": cards.approval_card(stored, now),
-            },
+            "approvers": self._eligible_approvers(stored, now, list(everyone.values())),
+            "cards": shown,
+            "notes": notes,
             "messages": messages,
             "secret": self.notifier.secret_waiting(request_id, query.owner or ""),
             "audit": await self._audit(stored),
         }
+
+    def _deciding_roles(self, request: Request) -> list[str]:
+        roles = [request.plan.approver_role]
+        if request.escalated and request.plan.escalate_to:
+            roles.append(request.plan.escalate_to)
+        return roles
+
+    def _not_for(
+        self, pane: str, viewer: str | None, request: Request, everyone: dict[str, Principal]
+    ) -> str:
+        """Why the person a pane stands for got nothing about this request ("" if they did)."""
+        if viewer is None:
+            return ""
+        person = everyone.get(viewer)
+        name = person.name if person else viewer
+
+        def called(principal_id: str) -> str:
+            known = everyone.get(principal_id)
+            return f"{known.name} ({principal_id})" if known else principal_id
+
+        if pane == "agent" and viewer != request.requester_id:
+            return (
+                f"Nothing here for {name}: {called(request.requester_id)} opened this request, "
+                "so its status card and messages go to them."
+            )
+        if pane == "owner" and viewer != request.owner_id:
+            return (
+                f"Nothing here for {name}: the card goes to {called(request.owner_id)}, the "
+                "owner of record, and to no one else."
+            )
+        roles = self._deciding_roles(request)
+        policy = self.runtime.policy
+        if pane == "approver" and not (
+            person is not None and any(policy.holds_role(person, r) for r in roles)
+        ):
+            return (
+                f"Nothing here for {name}: the approval card goes to holders of the "
+                f"{' or '.join(roles)} role."
+            )
+        return ""
+
+    def _eligible_approvers(
+        self, request: Request, now: int, everyone: list[Principal]
+    ) -> list[str]:
+        """Who may decide it: holds the role, is enabled and is no party to it; those who have
+        not approved yet first (the approver picker follows the request to one of them)."""
+        roles = self._deciding_roles(request)
+        parties = {request.requester_id, request.target_id, request.owner_id}
+        approved = {a.approver_id for a in request.valid_approvals(now)}
+        found = [
+            p.id
+            for p in everyone
+            if p.kind is PrincipalKind.HUMAN
+            and not p.disabled
+            and p.id not in parties
+            and any(self.runtime.policy.holds_role(p, r) for r in roles)
+        ]
+        return sorted(found, key=lambda pid: pid in approved)
 
     async def _audit(self, stored: Request) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -360,7 +463,7 @@ class Playground:
     async def _command(self, body: CommandBody) -> dict[str, Any]:
         command = parse_command(body.text)
         if command.verb == "help":
-            return _said(USAGE)
+            return _said(HELP_TEXT)
         if command.verb == "form":
             return _said("Type a command, or fill in the form below it.")
         who = await self._chat_user(body.viewer)
@@ -444,12 +547,33 @@ class Playground:
                 "No one-time secret is waiting for you on this request: only the account's "
                 "owner of record receives it, and only once."
             )
+        await self._audit_reveal(request_id, caller.id, revealed)
         return {
             "ok": True,
             "message": f"Your {revealed.label}. It is shown once: copy it now.",
             "label": revealed.label,
             "secret": revealed.secret.get_secret_value(),
         }
+
+    async def _audit_reveal(self, request_id: str, owner_id: str, revealed: RevealedSecret) -> None:
+        """Who saw a one-time secret, and when, belongs in the trail (never the secret itself).
+
+        Audited before it is handed over: if the trail cannot take the event, the owner gets
+        nothing now and the secret stays held for another try.
+        """
+        try:
+            reply = await self.runtime.store.annotate(
+                request_id, REVEALED, owner_id, "", "shown once to the owner"
+            )
+        except Exception:
+            self.notifier.hold_again(request_id, owner_id, revealed)
+            raise
+        if reply.code != "OK":
+            self.notifier.hold_again(request_id, owner_id, revealed)
+            raise Unavailable(
+                "twokey could not record that you are seeing the secret, so it is not shown "
+                "yet: try again in a moment."
+            )
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -470,7 +594,8 @@ class Playground:
         except Refused as exc:
             return _refusal(exc.status, exc.message)
         except TwokeyError as exc:
-            return _refusal(_status_of(exc), exc.message, exc.code)
+            words = exc.message.replace(USAGE, PLAIN_USAGE)  # shown as typed: no Markdown marks
+            return _refusal(_status_of(exc), words, exc.code)
         except Exception as exc:
             log.error("playground_failed", path=request.path, error=type(exc).__name__)
             return _refusal(500, "Something went wrong inside twokey; nothing more was done.")
@@ -565,23 +690,32 @@ def _first(people: list[Principal], test: Callable[[Principal], bool]) -> str:
 
 
 def _said(message: str, request_id: str = "") -> dict[str, Any]:
-    return {"message": message, "request": request_id, "changed": False}
+    """An answer that changed nothing and refused nothing (help, status, list)."""
+    return {"message": message, "request": request_id, "changed": False, "kind": "info"}
 
 
 def _decided(decision: Decision) -> dict[str, Any]:
+    """``kind`` tells the page how to show it: an unchanged decision ("already denied") is a
+    refusal, never a green success."""
     return {
         "message": decision.message,
         "request": decision.request.id,
         "changed": decision.changed,
+        "kind": "done" if decision.changed else "refused",
     }
 
 
 def _summary(request: Request, now: int) -> dict[str, Any]:
     shown = cards.shown_state(request, now)
+    words = cards.STATE_WORDS[shown]
+    disputed = request.disputed_at is not None
+    if disputed:
+        words += ", then disputed by the owner: security incident"
     return {
         "id": request.id,
         "state": shown.value,
-        "words": cards.STATE_WORDS[shown],
+        "disputed": disputed,
+        "words": words,
         "action": request.action.value,
         "target": request.target_name,
         "target_id": request.target_id,
@@ -590,8 +724,18 @@ def _summary(request: Request, now: int) -> dict[str, Any]:
         "ticket": request.ticket,
         "tier": request.plan.tier_label or request.plan.tier,
         "waiting_for": request.waiting_for(now) if shown.is_open else [],
-        "expires": when(request.expires_at),
+        "expires": when(request.expires_at) if shown.is_open else "",
+        "finished": _finished(request, shown),
     }
+
+
+def _finished(request: Request, shown: RequestState) -> str:
+    """When it ended, for a request that has: what a finished request shows, not "expires"."""
+    if shown.is_open:
+        return ""
+    if shown is RequestState.EXPIRED:
+        return when(request.expires_at)
+    return when(request.finished_at or request.decided_at)
 
 
 def _status_words(request: Request, now: int) -> str:

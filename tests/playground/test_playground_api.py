@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from app.bootstrap import Runtime, StartupError, build_runtime
-from app.channels.commands import USAGE
+from app.channels.commands import HELP_TEXT
 from app.domain.models import RequestState
 from app.playground.notifier import PlaygroundNotifier
 from app.playground.web import is_loopback, mount
@@ -250,7 +250,7 @@ async def test_setup_lists_the_sandbox_people_and_sensible_defaults(
     people = {p["id"]: p for p in setup["people"]}
     assert people["bob"]["roles"] == ["helpdesk"] and people["judy"]["disabled"] is True
     assert {n["id"] for n in setup["nhis"]} == {"nhi:billing-api", "nhi:ci-deployer"}
-    assert setup["connectors"] == ["sandbox"] and setup["usage"] == USAGE
+    assert setup["connectors"] == ["sandbox"] and setup["usage"] == HELP_TEXT
 
 
 # ---- what it accepts ------------------------------------------------------------------------
@@ -362,8 +362,26 @@ async def test_not_json_is_refused(playground: tuple[Client, Runtime]) -> None:
 
 async def test_help_and_the_empty_command(playground: tuple[Client, Runtime]) -> None:
     client, _ = playground
-    assert (await client.command("bob", "help"))[1]["message"] == USAGE
+    status, helped = await client.command("bob", "help")
+    assert status == 200 and helped["message"] == HELP_TEXT and helped["kind"] == "info"
+    assert "`" not in helped["message"]  # shown as typed on the page: no Markdown code marks
     assert "form" in (await client.command("bob", "  "))[1]["message"]
+    status, refused = await client.command("bob", "reset-mfa @alice")
+    assert status == 400 and "Not enough words" in refused["error"]
+    assert "`" not in refused["error"] and "reset-mfa @alice INC-1234" in refused["error"]
+
+
+async def test_a_command_pasted_with_its_slash_opens_and_a_typo_gets_a_suggestion(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, runtime = playground
+
+    status, opened = await client.command("bob", "/twokey " + RESET_PASSWORD)
+    assert status == 200 and opened["kind"] == "done", opened
+    status, typo = await client.command("bob", "rest-password @alice INC-1234 forgotten-password")
+    assert status == 400 and "Did you mean reset-password?" in typo["error"]
+
+    assert [r.id for r in await runtime.store.open_requests()] == [opened["request"]]
 
 
 async def test_targets_are_named_like_in_chat(playground: tuple[Client, Runtime]) -> None:
@@ -445,8 +463,14 @@ async def test_the_one_time_secret_reaches_the_owner_pane_only_and_once(
 
     earlier = client.seen[:-2]
     assert earlier and not any(secret in answer for answer in earlier)
-    assert secret not in json.dumps(await client.state(request_id))
+    after = await client.state(request_id)
+    assert secret not in json.dumps(after)
     assert secret not in repr(runtime.notifier.notifiers)
+    # Who saw the secret, and when, is in the audit trail: once, as the owner; never the secret.
+    revealed_events = [e for e in after["audit"] if e["kind"] == "secret_revealed"]
+    assert [e["actor"] for e in revealed_events] == ["alice"]
+    async for record in runtime.trail.export():
+        assert secret not in json.dumps(record)
 
 
 async def test_the_wrong_owner_cannot_answer_the_confirmation(
@@ -593,3 +617,162 @@ async def test_break_glass_skips_the_approvers_but_not_the_owner(
 
     assert (await client.press("alice", f"confirm:{request_id}"))[0] == 200
     assert (await client.state(request_id))["request"]["state"] == "completed"
+
+
+# ---- what each pane shows -------------------------------------------------------------------
+
+
+async def test_a_pane_shows_only_what_the_person_picked_received(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, _ = playground
+    request_id = await open_reset(client)
+    assert (await client.press("alice", f"confirm:{request_id}"))[0] == 200
+    query = f"/playground/api/state?request={request_id}"
+
+    status, theirs = await client.get(query + "&agent=bob&owner=alice&approver=carol")
+    assert status == 200
+    assert all(theirs["cards"][pane] for pane in ("agent", "owner", "approver"))
+    assert theirs["notes"] == {}
+    assert theirs["messages"]["owner"] and theirs["messages"]["approver"]
+
+    status, others = await client.get(query + "&agent=heidi&owner=dave&approver=bob")
+    assert status == 200
+    assert others["cards"] == {"agent": None, "owner": None, "approver": None}
+    assert not any(others["messages"][pane] for pane in ("agent", "owner", "approver"))
+    assert "Bob Brown (bob) opened this request" in others["notes"]["agent"]
+    assert "Alice Adams (alice), the owner of record" in others["notes"]["owner"]
+    assert "approver role" in others["notes"]["approver"]
+    assert request_id not in json.dumps(others["notes"])
+
+
+async def test_the_pickers_can_follow_the_request_to_an_eligible_approver(
+    playground: tuple[Client, Runtime],
+) -> None:
+    """Never the agent, the owner or the account itself; someone who has not approved first."""
+    client, _ = playground
+    plain = await open_reset(client)
+    status, opened = await client.command("bob", "reset-password @carol INC-1234 locked-out")
+    assert status == 200, opened
+    privileged = (await client.command("bob", "reset-mfa @grace INC-1234 lost-device"))[1]
+
+    assert (await client.state(plain))["approvers"] == ["carol", "dave"]
+    about_carol = await client.state(opened["request"], owner="carol")
+    assert about_carol["approvers"] == ["dave"] and about_carol["request"]["owner"] == "carol"
+    assert (await client.state(privileged["request"]))["approvers"] == ["erin", "frank"]
+    assert (await client.press("grace", f"confirm:{privileged['request']}"))[0] == 200
+    assert (await client.press("erin", f"approve:{privileged['request']}"))[0] == 200
+    assert (await client.state(privileged["request"]))["approvers"] == ["frank", "erin"]
+
+
+async def test_an_approval_card_reaches_role_holders_and_a_party_is_still_refused(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, runtime = playground
+    status, opened = await client.command("bob", "reset-password @carol INC-1234 locked-out")
+    assert status == 200, opened
+    request_id = opened["request"]
+    as_carol = await client.get(
+        f"/playground/api/state?request={request_id}&approver=carol&owner=carol"
+    )
+    assert as_carol[1]["cards"]["approver"] is not None  # she is in the approvers' channel
+
+    status, refused = await client.press("carol", f"approve:{request_id}")
+    assert status == 403 and refused["ok"] is False
+    status, as_agent = await client.press("bob", f"approve:{request_id}")
+    assert status == 403 and as_agent["ok"] is False
+    stored = await runtime.store.get(request_id)
+    assert stored is not None and stored.approvals == ()
+
+
+async def test_an_unchanged_decision_is_answered_as_a_refusal(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, _ = playground
+    request_id = await open_reset(client)
+    status, denied = await client.press("carol", f"deny:{request_id}", reason="caller unverified")
+    assert status == 200 and denied["kind"] == "done"
+
+    status, again = await client.press("dave", f"approve:{request_id}")
+    assert status == 200 and again["changed"] is False
+    assert again["kind"] == "refused" and "already denied" in again["message"]
+    status, cancel = await client.command("bob", f"cancel {request_id}")
+    assert status == 200 and cancel["kind"] == "refused"
+    status, looked = await client.command("bob", f"status {request_id}")
+    assert status == 200 and looked["kind"] == "info"
+
+
+async def test_a_finished_request_says_when_it_finished_not_when_it_expires(
+    playground: tuple[Client, Runtime],
+) -> None:
+    client, _ = playground
+    request_id = await open_reset(client)
+    pending = await client.state(request_id)
+    assert pending["request"]["expires"] and "gate" not in pending["request"]["words"]
+    assert "Expires" in json.dumps(pending["cards"])
+    assert "gate" not in json.dumps(pending["cards"]).lower()
+
+    assert (await client.press("alice", f"confirm:{request_id}"))[0] == 200
+    assert (await client.press("carol", f"approve:{request_id}"))[0] == 200
+
+    done = await client.state(request_id)
+    assert done["request"]["state"] == "completed"
+    assert done["request"]["expires"] == "" and done["request"]["finished"].endswith("UTC")
+    for pane, card in done["cards"].items():
+        assert "Expires" not in json.dumps(card), pane
+
+
+async def test_a_dispute_shows_on_the_request(playground: tuple[Client, Runtime]) -> None:
+    client, _ = playground
+    request_id = await open_reset(client)
+    assert (await client.press("alice", f"confirm:{request_id}"))[0] == 200
+    assert (await client.press("carol", f"approve:{request_id}"))[0] == 200
+    before = (await client.state(request_id))["request"]
+    assert before["disputed"] is False and before["words"] == "Completed"
+
+    status, disputed = await client.press("alice", f"dispute:{request_id}")
+    assert status == 200, disputed
+
+    after = await client.state(request_id)
+    assert after["request"]["disputed"] is True and "disputed" in after["request"]["words"]
+    assert after["secret"] == "temporary password"  # still the owner's; the page words change
+    status, listed = await client.get("/playground/api/requests")
+    assert [r["disputed"] for r in listed["requests"] if r["id"] == request_id] == [True]
+
+
+async def test_after_a_restart_the_requests_still_actionable_are_listed(
+    redis_url: str, namespace: str
+) -> None:
+    async with (
+        serve_playground(redis_url, namespace, sweeper=False) as (server, _),
+        aiohttp.ClientSession() as session,
+    ):
+        client = Client(server, session)
+        waiting = await open_reset(client)
+        done = (await client.command("bob", "unlock @dave INC-1234 locked-out"))[1]["request"]
+        assert (await client.press("dave", f"confirm:{done}"))[0] == 200
+        assert (await client.press("carol", f"approve:{done}"))[0] == 200
+        denied = (await client.command("bob", "reset-mfa @ivan INC-1234 lost-device"))[1]
+        assert (await client.press("carol", f"deny:{denied['request']}", reason="no"))[0] == 200
+
+    async with (
+        serve_playground(redis_url, namespace, sweeper=False) as (server, _),
+        aiohttp.ClientSession() as session,
+    ):
+        client = Client(server, session)
+        status, listed = await client.get("/playground/api/requests")
+        assert status == 200
+        shown = {r["id"]: r["state"] for r in listed["requests"]}
+        assert shown == {waiting: "pending", done: "completed"}  # the denial is over
+        assert (await client.press("alice", f"confirm:{waiting}"))[0] == 200
+        assert (await client.press("dave", f"dispute:{done}"))[0] == 200
+
+
+async def test_the_page_has_a_favicon(playground: tuple[Client, Runtime]) -> None:
+    client, _ = playground
+    async with client.session.get(client.base + "/playground") as response:
+        page = await response.text()
+    assert '<link rel="icon" href="/playground/static/favicon.svg"' in page
+    async with client.session.get(client.base + "/playground/static/favicon.svg") as response:
+        assert response.status == 200 and response.content_type == "image/svg+xml"
+        assert b"<svg" in await response.read()

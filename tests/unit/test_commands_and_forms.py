@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.channels.commands import parse_command
+from app.channels.commands import HELP_TEXT, PLAIN_USAGE, USAGE, parse_command
 from app.channels.common import ButtonAction, decode_button, encode_button
 from app.domain.errors import BadInput
 from app.domain.forms import OpenForm, clean_text, parse_request_id
@@ -57,6 +57,53 @@ def test_every_verb(text: str, verb: str) -> None:
 def test_bad_commands_say_what_is_wrong(text: str, words: str) -> None:
     with pytest.raises(BadInput, match=words):
         parse_command(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/twokey reset-password alice INC-1234 forgotten-password",
+        "/TwoKey   reset-password alice INC-1234 forgotten-password",
+    ],
+)
+def test_a_command_copied_with_its_slash_is_accepted(text: str) -> None:
+    """The docs and Slack write `/twokey ...`; pasting that whole line must just work."""
+    command = parse_command(text)
+    assert (command.verb, command.action, command.target) == ("open", "reset-password", "alice")
+    assert parse_command("/twokey").verb == "form"
+    assert parse_command("/twokey help").verb == "help"
+
+
+@pytest.mark.parametrize(
+    ("text", "suggestion"),
+    [
+        ("rest-mfa @alice INC-1234 lost-device", "Did you mean reset-mfa?"),
+        ("reset-pasword alice INC-1234 forgotten-password", "Did you mean reset-password?"),
+        ("stauts TK-0000000A", "Did you mean status?"),
+        ("lsit", "Did you mean list?"),
+        ("/twokey unlcok alice INC-1 locked-out", "Did you mean unlock?"),
+        ("breakglass rest-mfa @a INC-1 the building is on fire", "Did you mean reset-mfa?"),
+    ],
+)
+def test_a_typo_gets_a_did_you_mean(text: str, suggestion: str) -> None:
+    with pytest.raises(BadInput) as refused:
+        parse_command(text)
+    assert suggestion in refused.value.message
+    assert USAGE in refused.value.message  # Slack shows the usage once, not twice
+
+
+def test_a_word_far_from_any_command_gets_no_guess() -> None:
+    with pytest.raises(BadInput) as refused:
+        parse_command("xyzzy @alice INC-1234 lost-device")
+    assert "Did you mean" not in refused.value.message
+
+
+def test_the_plain_help_has_no_markdown_marks() -> None:
+    """The playground shows text as typed: backticks there would show up literally."""
+    for text in (HELP_TEXT, PLAIN_USAGE):
+        assert "`" not in text
+    assert "reset-mfa @alice INC-1234 lost-device" in HELP_TEXT
+    assert "status <request-id>" in HELP_TEXT
 
 
 @given(st.text(max_size=300))

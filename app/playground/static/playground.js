@@ -8,9 +8,12 @@
   const view = {
     setup: null,
     current: "",
+    followed: "", // the request the pickers were last set for
     cards: { agent: "", owner: "", approver: "" },
     revealed: null,
-    busy: false,
+    queued: 0, // refreshes waiting or running
+    chain: Promise.resolve(null),
+    listed: "",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -41,10 +44,21 @@
     }
   }
 
+  // ok: it was done (green); info: nothing changed, nothing refused; refused: twokey said no
+  // without an error (e.g. "already denied"); error: refused with an error.
+  const KINDS = { done: "ok", info: "info", refused: "refused" };
+
   function say(pane, result) {
     const box = $(pane + "-reply");
     box.textContent = result.ok ? result.message : result.error;
-    box.dataset.kind = result.ok ? "ok" : "error";
+    box.dataset.kind = result.ok ? KINDS[result.kind] || "ok" : "error";
+  }
+
+  function clearReplies() {
+    for (const pane of PANES) {
+      $(pane + "-reply").textContent = "";
+      delete $(pane + "-reply").dataset.kind;
+    }
   }
 
   // ---- the Adaptive Cards renderer --------------------------------------------------------
@@ -96,7 +110,7 @@
     const data = action.data || {};
     const body = { as: $(pane + "-as").value, button: String(data.button || "") };
     if (typeof data.reason === "string") body.reason = data.reason;
-    say(pane, { ok: true, message: "…" });
+    say(pane, { ok: true, kind: "info", message: "…" });
     const result = await api("POST", "/playground/api/button", body);
     say(pane, result);
     await refresh();
@@ -126,6 +140,8 @@
       picker.addEventListener("change", () => {
         // A secret shown to the owner is never left on screen for whoever takes their pane.
         if (pane === "owner") forgetSecret();
+        $(pane + "-reply").textContent = ""; // said to the person who had the pane
+        delete $(pane + "-reply").dataset.kind;
         refresh();
       });
     }
@@ -141,14 +157,9 @@
   // ---- the agent ---------------------------------------------------------------------------
 
   async function opened(result) {
+    if (result.ok && result.request) choose(result.request); // first: it clears old replies
     say("agent", result);
-    if (result.ok && result.request) {
-      const first = result.request !== view.current;
-      choose(result.request);
-      const state = await refresh();
-      if (first && state && state.ok) $("owner-as").value = state.request.owner;
-      await refresh();
-    }
+    await refresh();
   }
 
   async function sendCommand(event) {
@@ -172,7 +183,7 @@
 
   // ---- the owner's one-time secret --------------------------------------------------------
 
-  function showSecret(label) {
+  function showSecret(label, disputed) {
     const box = $("owner-secret");
     const mine = view.revealed && view.revealed.request === view.current &&
       view.revealed.owner === $("owner-as").value;
@@ -187,6 +198,13 @@
       button.hidden = true;
       $("owner-secret-label").textContent = revealed.message;
       $("owner-secret-value").textContent = revealed.secret;
+    } else if (disputed) {
+      button.hidden = false;
+      button.textContent = "Reveal the " + label + " anyway (shown once)";
+      $("owner-secret-label").textContent =
+        "You said this change was not yours: security has been alerted. The " + label +
+        " it set may still work; reveal it only if security asks you to.";
+      $("owner-secret-value").textContent = "";
     } else {
       button.hidden = false;
       button.textContent = "Reveal your " + label + " (shown once)";
@@ -215,6 +233,7 @@
       secret: result.secret,
     };
     showSecret(null);
+    await refresh(); // the reveal is in the audit trail now
   }
 
   // ---- the strip and the polling ----------------------------------------------------------
@@ -224,6 +243,23 @@
     view.current = requestId;
     view.cards = { agent: "", owner: "", approver: "" };
     view.revealed = null;
+    clearReplies(); // what was said about the earlier request is not about this one
+  }
+
+  // A newly chosen request sets each pane to the person it concerns: its agent, its owner of
+  // record, an approver who may decide it. Picked by hand afterwards, a pane stays as picked.
+  function follow(state) {
+    view.followed = state.request.id;
+    const people = new Set(view.setup.people.map((p) => p.id));
+    const wanted = {
+      agent: state.request.requester,
+      owner: state.request.owner,
+      approver: state.approvers[0],
+    };
+    for (const pane of PANES) {
+      const id = wanted[pane];
+      if (id && people.has(id)) $(pane + "-as").value = id;
+    }
   }
 
   function fillMessages(listId, texts) {
@@ -249,48 +285,76 @@
 
   function fillRequests(listed) {
     const select = $("request-select");
-    const options = listed.map((r) => option(r.id, r.id + " · " + r.action + " for " + r.target + " · " + r.state));
-    select.replaceChildren(...options);
+    const labels = listed.map((r) => [r.id, r.id + " · " + r.action + " for " + r.target + " · " +
+      r.state + (r.disputed ? " (disputed)" : "")]);
+    const key = JSON.stringify(labels);
+    if (view.listed !== key) { // unchanged: leave an open drop-down alone
+      view.listed = key;
+      select.replaceChildren(...labels.map(([id, label]) => option(id, label)));
+    }
     if (view.current) select.value = view.current;
+  }
+
+  function fillNote(pane, note) {
+    const box = $(pane + "-note");
+    box.textContent = note || "";
+    box.hidden = !note;
   }
 
   function fillState(state) {
     const request = state.request;
     const badge = $("state");
     badge.textContent = request.words;
-    badge.dataset.state = request.state;
+    badge.dataset.state = request.disputed ? "disputed" : request.state;
     const waiting = request.waiting_for.length ? " · waiting for " + request.waiting_for.join(", ") : "";
+    const when = request.expires ? " · expires " + request.expires : " · finished " + request.finished;
     $("state-detail").textContent =
       request.action + " for " + request.target + " · ticket " + request.ticket + " · tier " +
-      request.tier + waiting + " · expires " + request.expires;
+      request.tier + waiting + when;
+    for (const pane of PANES) fillNote(pane, state.notes[pane]);
     for (const pane of PANES) renderCard(pane, state.cards[pane]);
     for (const pane of PANES) fillMessages(pane + "-messages", state.messages[pane]);
     fillMessages("security-messages", state.messages.security);
     fillAudit(state.audit);
-    showSecret(state.secret);
+    showSecret(state.secret, request.disputed);
   }
 
-  async function refresh() {
+  function stateQuery() {
+    const query = new URLSearchParams({ request: view.current });
+    for (const pane of PANES) query.set(pane, $(pane + "-as").value);
+    return query.toString();
+  }
+
+  // One look at a time, in order: a slow answer fetched before a click can never land after
+  // the answer fetched after it and put the old cards and audit rows back on screen.
+  function refresh() {
+    view.queued += 1;
+    const run = view.chain.then(look).finally(() => { view.queued -= 1; });
+    view.chain = run.catch(() => null);
+    return run;
+  }
+
+  async function look() {
     const listed = await api("GET", "/playground/api/requests");
     if (listed.ok) {
       if (!view.current && listed.requests.length) choose(listed.requests[0].id);
       fillRequests(listed.requests);
     }
     if (!view.current) return null;
-    const query = new URLSearchParams({ request: view.current, owner: $("owner-as").value });
-    const state = await api("GET", "/playground/api/state?" + query.toString());
-    if (state.ok) fillState(state);
+    let query = stateQuery();
+    let state = await api("GET", "/playground/api/state?" + query);
+    if (state.ok && state.request.id === view.current && view.followed !== view.current) {
+      follow(state);
+      query = stateQuery();
+      state = await api("GET", "/playground/api/state?" + query);
+    }
+    // A request or a picker changed while asking: that change queued a newer look.
+    if (state.ok && query === stateQuery()) fillState(state);
     return state;
   }
 
-  async function poll() {
-    if (view.busy) return;
-    view.busy = true;
-    try {
-      await refresh();
-    } finally {
-      view.busy = false;
-    }
+  function poll() {
+    if (view.queued === 0) refresh();
   }
 
   async function start() {
