@@ -216,6 +216,57 @@ class RequestStore(Protocol):
     async def open_reviews(self) -> list[Request]: ...
 
 
+class MessageRef(BaseModel):
+    """Where a card of a request was posted, so it can be updated when the request moves."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    platform: str
+    role: str
+    """owner | approvers | approver-dm | requester | security."""
+    channel: str
+    """Slack channel id, Teams conversation id, playground pane."""
+    message_id: str
+    """Slack ts, Teams activity id."""
+    extra: dict[str, str] = {}
+    """Platform details needed to update it (e.g. a Teams service URL)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.platform}|{self.role}|{self.channel}"
+
+
+class MessageLedger(Protocol):
+    """What chat channels remember outside a request: where its messages went, what may
+    happen only once (a delivery, a post, a thread reply), and how to reach a person again
+    (a Teams conversation reference). Channels never touch Redis themselves: this port does."""
+
+    async def remember(self, request_id: str, ref: MessageRef) -> None:
+        """Raises Unavailable when it cannot be recorded."""
+        ...
+
+    async def messages_of(
+        self, request_id: str, platform: str | None = None
+    ) -> list[MessageRef]: ...
+
+    async def claim_once(self, scope: str, key: str, keep_s: int) -> bool:
+        """True for the first caller with this scope and key within ``keep_s``; False after.
+        Raises Unavailable when it cannot tell (callers then refuse rather than repeat)."""
+        ...
+
+    async def release(self, scope: str, key: str) -> None:
+        """Give a claim back (the once-only work failed and may be tried again)."""
+        ...
+
+    async def remember_conversation(
+        self, platform: str, person: str, reference: dict[str, str]
+    ) -> None:
+        """How to message ``person`` (a chat user id or directory id) 1:1 later."""
+        ...
+
+    async def conversation_of(self, platform: str, person: str) -> dict[str, str] | None: ...
+
+
 class ExecutionJournal(Protocol):
     """What this replica ran, kept outside Redis (see app/domain/journal.py)."""
 

@@ -10,10 +10,11 @@ import json
 from enum import StrEnum
 
 import redis.asyncio as aioredis
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from app.domain.errors import BadInput, Unavailable
 from app.domain.forms import parse_request_id
+from app.ports import MessageRef as MessageRef  # re-exported: where channels find it
 from app.store.keys import Keys
 
 
@@ -40,26 +41,6 @@ def decode_button(value: str) -> tuple[ButtonAction, str]:
         return ButtonAction(action), parse_request_id(request_id)
     except ValueError as exc:
         raise BadInput("This button is not one of twokey's.") from exc
-
-
-class MessageRef(BaseModel):
-    """Where a card of a request was posted, so it can be updated when the request moves."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    platform: str
-    role: str
-    """owner | approvers | approver-dm | requester | security."""
-    channel: str
-    """Slack channel id, Teams conversation id, playground pane."""
-    message_id: str
-    """Slack ts, Teams activity id."""
-    extra: dict[str, str] = {}
-    """Platform details needed to update it (e.g. a Teams service URL)."""
-
-    @property
-    def name(self) -> str:
-        return f"{self.platform}|{self.role}|{self.channel}"
 
 
 class MessageRefs:

@@ -117,6 +117,12 @@ class Keys:
     def once(self, scope: str, key: str) -> str:
         return f"{{{self.ns}:once}}:{scope}:{key}"
 
+    def conversation(self, platform: str, person: str) -> str:
+        """String: JSON conversation reference to message ``person`` 1:1 on ``platform``. The
+        person id is hashed, so a chat id cannot stretch or shape the key."""
+        digest = hashlib.sha256(f"{platform}|{person}".encode()).hexdigest()[:32]
+        return f"{self.ns}:conv:{platform}:{digest}"
+
     def message_refs(self, request_id: str) -> str:
         """Hash: channel ref name -> JSON MessageRef, in the request's slot."""
         return f"{self.tag(shard_of_request(request_id))}:refs:{request_id}"
