@@ -130,11 +130,34 @@ class AuditTrail:
     # --- sealing -------------------------------------------------------------------------------
 
     async def seal_all(self) -> int:
-        """Seal what every shard has appended since the last seal; the number of events sealed."""
+        """Seal what every shard has appended since the last seal; the number of events sealed.
+
+        One round trip tells which shards have anything to do (events numbered past the seal
+        list, or a seal list and mark that disagree): an idle replica reads no stream at all.
+        """
         total = 0
-        for shard in range(SHARDS):
+        for shard in await self._shards_to_look_at():
             total += await self.seal(shard)
         return total
+
+    async def _shards_to_look_at(self) -> list[int]:
+        with _fails_closed():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for shard in range(SHARDS):
+                    pipe.get(self._keys.audit_seq(shard))
+                    pipe.llen(self._keys.seals(shard))
+                    pipe.get(self._mark_key(shard))
+                found = await pipe.execute()
+        busy = []
+        for shard in range(SHARDS):
+            counter, length, mark = found[3 * shard : 3 * shard + 3]
+            events = _count(_text(counter)) if counter is not None else 0
+            high = _count(_text(mark)) if mark is not None else 0
+            nothing_new = events is not None and events <= int(length)
+            agreed = high == int(length) and self._sealed_high.get(shard, 0) <= int(length)
+            if not (nothing_new and agreed):
+                busy.append(shard)
+        return busy
 
     async def seal(self, shard: int) -> int:
         """Seal one shard's unsealed events; returns how many this call sealed (often 0).

@@ -673,3 +673,38 @@ async def test_redis_down_is_one_clear_error(keys: Keys) -> None:
             await collect(trail.export())
     finally:
         await client.aclose()
+
+
+async def test_an_idle_sealer_reads_no_stream(
+    redis_client: aioredis.Redis, redis_url: str, keys: Keys, trail: AuditTrail, namespace: str
+) -> None:
+    """Issue 12: with events in every shard and nothing new, a pass is one round trip of
+    counters; it reads no stream (the old sealer scanned every shard's tail every second)."""
+    for shard in range(16):
+        await append(redis_client, keys, shard, count=3)
+    assert await trail.seal_all() == 48
+    sentinel = f"{namespace}:idle-sentinel"
+    watcher = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    seen: list[str] = []
+    try:
+        async with watcher.monitor() as monitor:
+
+            async def watch() -> None:
+                while True:
+                    command = (await monitor.next_command())["command"]
+                    if sentinel in command:
+                        return
+                    if namespace in command:
+                        seen.append(command.split(" ", 1)[0].upper())
+
+            watching = asyncio.create_task(watch())
+            await asyncio.sleep(0.1)
+            assert await trail.seal_all() == 0
+            await redis_client.get(sentinel)
+            await asyncio.wait_for(watching, 10)
+    finally:
+        await watcher.aclose()
+    assert seen and set(seen) <= {"GET", "LLEN"}, seen
+    assert len(seen) == 3 * 16
+    await append(redis_client, keys, 7)
+    assert await trail.seal_all() == 1  # a new event is still sealed on the next pass
