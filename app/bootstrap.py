@@ -26,7 +26,8 @@ from pydantic import SecretStr
 from app.audit.trail import MIN_KEY_LENGTH, AuditTrail
 from app.connectors.base import ConnectorConfigError
 from app.connectors.inventory import DirectoryWithInventory
-from app.connectors.registry import ConnectorWiring, entries_of, wire_connectors
+from app.connector_setup import entries_of
+from app.connectors.registry import ConnectorWiring, wire_connectors
 from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.domain.errors import Unavailable
 from app.domain.policy import Policy

@@ -249,15 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(settings)
         if args.command == "policy" and args.policy_command == "check":
-            from app.policy import check_file
+            from app.connector_setup import check_policy_file
 
-            code, text = check_file(args.file, strict=args.strict)
+            code, text = check_policy_file(args.file, strict=args.strict)
             print(text)
             return code
         if args.command == "policy":
             return explain_command(settings, args)
         if args.command == "connectors":
-            from app.connectors.registry import connectors_command
+            from app.connector_setup import connectors_command
 
             code, text = asyncio.run(connectors_command(args, settings.policy_path))
             print(text, file=sys.stderr if code == 2 else sys.stdout)
@@ -546,8 +546,9 @@ def explain_command(settings: Settings, args: argparse.Namespace) -> int:
     request would open, 3 when `open` would refuse it (its words are printed).
     """
     from app.bootstrap import load_configured_policy, load_directory
+    from app.connector_setup import entries_of
     from app.connectors.base import ConnectorConfigError
-    from app.connectors.registry import ConnectorWiring, entries_of, wire_connectors
+    from app.connectors.registry import ConnectorWiring, wire_connectors
     from app.connectors.sandbox import SandboxConnector
     from app.policy.explain import Live, explain, render_explanation
     from app.policy.loader import load_policy

@@ -48,17 +48,17 @@ from botocore.exceptions import ConnectionError as NotConnected
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from app.connectors.base import (
+    RotatingConnector,
     Stopped,
     config_problem,
-    failed,
     is_loopback,
-    nhi_refusal,
     refuse_inline_secrets,
-    rotate_in_thread,
+    taken_back,
 )
 from app.connectors.checks import CheckResult, missing, note, works
+from app.connectors.plugin import ConnectorPlugin, in_words
 from app.domain.durations import Duration, format_duration
-from app.domain.models import Action, Principal, PrincipalKind, Request
+from app.domain.models import Action, Principal, Request
 from app.ports import ExecutionResult, Outcome
 
 if TYPE_CHECKING:
@@ -246,12 +246,15 @@ def _short(text: str, limit: int = 300) -> str:
 # ---- the connector ----------------------------------------------------------------------------
 
 
-class AwsIamConnector:
+class AwsIamConnector(RotatingConnector[AwsIamConfig]):
     """The :class:`~app.ports.IdentityProvider` port for IAM users' access keys (rotate-secret)."""
 
+    provider = "AWS IAM"
+    kind = "aws_iam"
+    look = "Check the user's access keys in IAM"
+
     def __init__(self, config: AwsIamConfig, *, clock: Callable[[], datetime] = _utc_now) -> None:
-        self.config = config
-        self.name = config.name
+        super().__init__(config)
         self._clock = clock
         self._iam: IAMClient = boto3.session.Session(region_name=config.region).client(
             "iam",
@@ -264,32 +267,6 @@ class AwsIamConnector:
             ),
         )
         _keep_wire_logs_quiet()
-
-    def supports(self, action: Action, target: Principal) -> bool:
-        """rotate-secret for an NHI of this system whose IAM user name is known."""
-        return (
-            action is Action.ROTATE_SECRET
-            and target.kind is PrincipalKind.NHI
-            and target.system == self.config.system
-            and iam_user_for(target) is not None
-        )
-
-    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
-        """Rotate the NHI's access key; a refusal or error comes back as FAILED with words."""
-        refusal = self._refusal(action, target, request)
-        if refusal:
-            return failed(refusal)
-        user = iam_user_for(target)
-        assert user is not None  # _refusal checked it
-        return await rotate_in_thread(
-            partial(self._rotate_access_key, user),
-            log=log,
-            kind="aws_iam",
-            where=f"AWS IAM user {user}",
-            look="Check the user's access keys in IAM",
-            target=target,
-            request=request,
-        )
 
     async def delete_expired_keys(self, now: datetime | None = None) -> KeyCleanupReport:
         """The operator job: delete old keys twokey retired whose grace period has passed.
@@ -308,13 +285,10 @@ class AwsIamConnector:
             log.warning("aws_iam clean-up: %s", problem)
         return report
 
-    async def check(self) -> list[CheckResult]:
-        """Read-only: who the credentials are (STS) and whether IAM users can be listed."""
-        return await asyncio.to_thread(self._check)
-
     # ---- `twokey connectors check` (in a worker thread) --------------------------------------
 
     def _check(self) -> list[CheckResult]:
+        """Read-only: who the credentials are (STS) and whether IAM users can be listed."""
         what = "AWS credentials (sts get-caller-identity)"
         sts: Any = boto3.session.Session(region_name=self.config.region).client(
             "sts",
@@ -354,16 +328,21 @@ class AwsIamConnector:
 
     # ---- rotation (in a worker thread) -------------------------------------------------------
 
-    def _refusal(self, action: Action, target: Principal, request: Request) -> str:
-        refusal = nhi_refusal("AWS IAM", self.config.system, action, target, request)
-        if refusal:
-            return refusal
+    def _not_known(self, target: Principal) -> str:
         if iam_user_for(target) is None:
             return (
                 f"AWS IAM: cannot tell which IAM user {target.id} is. Give it one tag "
                 f"'{USER_TAG_PREFIX}<user name>' or an id 'nhi:<user name>'; nothing done."
             )
         return ""
+
+    def _where(self, target: Principal) -> str:
+        return f"AWS IAM user {iam_user_for(target)}"
+
+    def _rotate(self, target: Principal, request: Request) -> ExecutionResult:
+        user = iam_user_for(target)
+        assert user is not None  # _not_known checked it
+        return self._rotate_access_key(user)
 
     def _rotate_access_key(self, user: str) -> ExecutionResult:
         prefix = f"AWS IAM user {user}: "
@@ -445,24 +424,17 @@ class AwsIamConnector:
     ) -> ExecutionResult:
         """The old key could not be switched off: take the new one back so nothing half-done
         is left behind (two working keys, one of them unknown to its owner)."""
-        try:
-            self._call(
+        return taken_back(
+            prefix,
+            done,
+            stop,
+            lambda: self._call(
                 f"delete the new access key {new_id} again",
                 partial(self._iam.delete_access_key, UserName=user, AccessKeyId=new_id),
                 changes=True,
-            )
-        except Stopped as undo:
-            return ExecutionResult(
-                outcome=Outcome.FAILED,
-                detail=prefix
-                + "; ".join([*done, stop.words, undo.words])
-                + f". Delete access key {new_id} by hand: nobody holds its secret.",
-            )
-        return ExecutionResult(
-            outcome=Outcome.FAILED,
-            detail=prefix
-            + "; ".join([*done, stop.words])
-            + f"; the new key {new_id} was deleted again, the old key is unchanged.",
+            ),
+            by_hand=f". Delete access key {new_id} by hand: nobody holds its secret.",
+            undone=f"; the new key {new_id} was deleted again, the old key is unchanged.",
         )
 
     def _retire(self, user: str, key_ids: list[str]) -> list[str]:
@@ -703,3 +675,14 @@ def build(config: AwsIamConfig | Mapping[str, Any]) -> AwsIamConnector:
     except ValidationError as exc:
         raise config_problem("aws_iam", exc) from None
     return AwsIamConnector(parsed)
+
+
+PLUGIN = ConnectorPlugin(
+    type="aws_iam",
+    config=AwsIamConfig,
+    build=build,
+    changes=lambda config: in_words({Action.ROTATE_SECRET}),
+    check=AwsIamConnector.check,
+    rotation=True,
+    cleanup=AwsIamConnector.delete_expired_keys,
+)

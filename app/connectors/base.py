@@ -10,11 +10,14 @@ import os
 import re
 import secrets
 import string
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import AfterValidator, SecretStr, ValidationError
 
+from app.connectors.checks import CheckResult
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.ports import ExecutionResult, Outcome
 
@@ -188,3 +191,101 @@ async def rotate_in_thread(
         result.detail,
     )
     return result
+
+
+def taken_back(
+    prefix: str,
+    done: list[str],
+    stop: Stopped,
+    undo: Callable[[], object],
+    *,
+    by_hand: str,
+    undone: str,
+) -> ExecutionResult:
+    """A rotation stopped half-way: undo its new secret so no extra working one is left that
+    its owner never got. FAILED either way; ``by_hand`` says what to do when the undo fails."""
+    try:
+        undo()
+    except Stopped as not_undone:
+        return failed(prefix + "; ".join([*done, stop.words, not_undone.words]) + by_hand)
+    return failed(prefix + "; ".join([*done, stop.words]) + undone)
+
+
+class _NhiSettings(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def system(self) -> str: ...
+
+
+NhiSettingsT = TypeVar("NhiSettingsT", bound=_NhiSettings)
+
+
+class RotatingConnector(ABC, Generic[NhiSettingsT]):
+    """The part both NHI rotators (AWS IAM, Vault) share, written once.
+
+    They rotate one secret of a non-human identity of their ``system`` through a blocking
+    client: ``execute`` refuses anything else before a call, runs :meth:`_rotate` in a worker
+    thread (a surprise there is UNKNOWN, never fine) and logs how it ended; ``check`` runs
+    :meth:`_check` in a worker thread too.
+    """
+
+    provider: ClassVar[str]
+    """Who acts, in refusals' words: ``AWS IAM``."""
+    kind: ClassVar[str]
+    """The connector type, in the log: ``aws_iam``."""
+    look: ClassVar[str]
+    """Where a person looks after an unclear rotation."""
+
+    def __init__(self, config: NhiSettingsT) -> None:
+        self.config = config
+        self.name = config.name
+
+    def supports(self, action: Action, target: Principal) -> bool:
+        """rotate-secret for an NHI of this system whose secret this connector knows."""
+        return (
+            action is Action.ROTATE_SECRET
+            and target.kind is PrincipalKind.NHI
+            and target.system == self.config.system
+            and not self._not_known(target)
+        )
+
+    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
+        """Rotate the NHI's secret; a refusal or error comes back as FAILED with words."""
+        refusal = self._refusal(action, target, request)
+        if refusal:
+            return failed(refusal)
+        return await rotate_in_thread(
+            partial(self._rotate, target, request),
+            log=logging.getLogger(type(self).__module__),
+            kind=self.kind,
+            where=self._where(target),
+            look=self.look,
+            target=target,
+            request=request,
+        )
+
+    async def check(self) -> list[CheckResult]:
+        """Read-only, in a worker thread: see :meth:`_check`."""
+        return await asyncio.to_thread(self._check)
+
+    def _refusal(self, action: Action, target: Principal, request: Request) -> str:
+        return nhi_refusal(
+            self.provider, self.config.system, action, target, request
+        ) or self._not_known(target)
+
+    @abstractmethod
+    def _not_known(self, target: Principal) -> str:
+        """Words when this connector cannot tell which secret is the target's, else ""."""
+
+    @abstractmethod
+    def _where(self, target: Principal) -> str:
+        """The secret being rotated, in words for an unclear outcome."""
+
+    @abstractmethod
+    def _rotate(self, target: Principal, request: Request) -> ExecutionResult:
+        """Rotate the target's secret (in a worker thread); the new one only in the result."""
+
+    @abstractmethod
+    def _check(self) -> list[CheckResult]:
+        """Read-only checks of credentials and permissions (in a worker thread)."""

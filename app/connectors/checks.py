@@ -12,10 +12,9 @@ Lines carry words only: never a token, a key or a password.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
 
 import structlog
 
@@ -55,14 +54,6 @@ def note(what: str, detail: str) -> CheckResult:
     return CheckResult(CheckStatus.NOTE, what, detail)
 
 
-class CheckableConnector(Protocol):
-    name: str
-
-    async def check(self) -> list[CheckResult]:
-        """Read-only: test the credentials and permissions; never change anything."""
-        ...
-
-
 @dataclass(frozen=True)
 class ConnectorReport:
     """Every line checked for one configured connector."""
@@ -79,18 +70,19 @@ class ConnectorReport:
 
 
 async def run_checks(
-    connector: CheckableConnector, limit_s: float = CHECK_TIMEOUT
+    name: str, check: Awaitable[list[CheckResult]], limit_s: float = CHECK_TIMEOUT
 ) -> list[CheckResult]:
-    """The connector's own checks, bounded in time; a crash is a MISSING line, not a traceback.
+    """A connector's own read-only checks, bounded in time; a crash is a MISSING line, not a
+    traceback.
 
     Only the exception's class is shown: its message could quote a credential.
     """
     try:
-        results = await asyncio.wait_for(connector.check(), timeout=limit_s)
+        results = await asyncio.wait_for(check, timeout=limit_s)
     except TimeoutError:
         return [missing("answer in time", f"the checks did not finish within {limit_s:g} s")]
     except Exception as exc:
-        log.warning("connector_check_crashed", connector=connector.name, error=type(exc).__name__)
+        log.warning("connector_check_crashed", connector=name, error=type(exc).__name__)
         return [
             missing("run the checks", f"the check stopped on an unexpected {type(exc).__name__}")
         ]

@@ -49,6 +49,7 @@ from app.connectors.http import (
     AnswerLost,
     Attempts,
     Clock,
+    HttpConnector,
     LimitsFromSettings,
     ProviderAnswer,
     ProviderCallError,
@@ -60,7 +61,7 @@ from app.connectors.http import (
     RetryRule,
     Sleep,
     Timeout,
-    make_change,
+    http_plugin,
     one_line,
     parse_config,
     rate_limit_wait,
@@ -349,8 +350,14 @@ class _ClientCredentials:
         }
 
 
-class EntraConnector:
+class EntraConnector(HttpConnector[EntraConfig]):
     """Entra as the identity provider that makes the change and as the directory of people."""
+
+    provider = "Entra"
+    event = "entra_change"
+    look = "Check the user in the Entra admin center"
+    shown = ("tenant_id",)
+    refusals = (NoAccessToken, ProviderUnreachable, RateLimited, GraphRefused)
 
     def __init__(
         self,
@@ -360,40 +367,12 @@ class EntraConnector:
         *,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.name = config.name
-        self.config = config
+        super().__init__(config, http)
         self._graph = config.graph_url
-        self._http = http
         self._credentials = credentials
         self._sleep = sleep
 
-    def __repr__(self) -> str:
-        return f"EntraConnector(name={self.name!r}, tenant_id={self.config.tenant_id!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    # -- IdentityProvider -------------------------------------------------------------------
-
-    def supports(self, action: Action, target: Principal) -> bool:
-        return action in self.config.actions and target.kind is PrincipalKind.HUMAN
-
-    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
-        """Make the change once; a refusal is FAILED in Graph's words, a lost answer UNKNOWN."""
-        return await make_change(
-            log,
-            self.name,
-            "Entra",
-            request,
-            action,
-            target,
-            supported=self.supports(action, target),
-            change=lambda: self._change(action, target),
-            refusals=(NoAccessToken, ProviderUnreachable, RateLimited, GraphRefused),
-            look="Check the user in the Entra admin center",
-        )
-
-    async def _change(self, action: Action, target: Principal) -> ExecutionResult:
+    async def _change(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         checked = await self._user_for_change(target)
         if checked is not None:
             return checked
@@ -931,3 +910,6 @@ def build(
     )
     credentials = _ClientCredentials(settings, secret, http, clock)
     return EntraConnector(settings, http, credentials, sleep=sleep)
+
+
+PLUGIN = http_plugin("entra", EntraConfig, build, directory=lambda connector: connector)

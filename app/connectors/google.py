@@ -55,6 +55,7 @@ from app.connectors.http import (
     AnswerLost,
     Attempts,
     Clock,
+    HttpConnector,
     LimitsFromSettings,
     ProviderAnswer,
     ProviderCallError,
@@ -66,7 +67,7 @@ from app.connectors.http import (
     RetryRule,
     Sleep,
     Timeout,
-    make_change,
+    http_plugin,
     one_line,
     parse_config,
 )
@@ -304,8 +305,14 @@ def _rate_limited(answer: ProviderAnswer) -> bool:
 # ---- the connector -----------------------------------------------------------------------------
 
 
-class GoogleConnector:
+class GoogleConnector(HttpConnector[GoogleConfig]):
     """Google Workspace as the identity provider that makes the change and as the directory."""
+
+    provider = "Google"
+    event = "google_change"
+    look = "Check the user in the Google Admin console"
+    shown = ("customer",)
+    refusals = (NoAccessToken, ProviderUnreachable, RateLimited, GoogleRefused)
 
     def __init__(
         self,
@@ -313,39 +320,11 @@ class GoogleConnector:
         http: ProviderHttp,
         credentials: _DelegatedCredentials,
     ) -> None:
-        self.name = config.name
-        self.config = config
+        super().__init__(config, http)
         self._api = f"{config.api_url}{_DIRECTORY}"
-        self._http = http
         self._credentials = credentials
 
-    def __repr__(self) -> str:
-        return f"GoogleConnector(name={self.name!r}, customer={self.config.customer!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    # -- IdentityProvider -------------------------------------------------------------------
-
-    def supports(self, action: Action, target: Principal) -> bool:
-        return action in self.config.actions and target.kind is PrincipalKind.HUMAN
-
-    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
-        """Make the change once; a refusal is FAILED in Google's words, a lost answer UNKNOWN."""
-        return await make_change(
-            log,
-            self.name,
-            "Google",
-            request,
-            action,
-            target,
-            supported=self.supports(action, target),
-            change=lambda: self._change(action, target),
-            refusals=(NoAccessToken, ProviderUnreachable, RateLimited, GoogleRefused),
-            look="Check the user in the Google Admin console",
-        )
-
-    async def _change(self, action: Action, target: Principal) -> ExecutionResult:
+    async def _change(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         user = await self._user_for_change(target)
         if isinstance(user, ExecutionResult):
             return user
@@ -693,3 +672,6 @@ def build(
     )
     credentials = _DelegatedCredentials(settings, key, http, clock)
     return GoogleConnector(settings, http, credentials)
+
+
+PLUGIN = http_plugin("google", GoogleConfig, build, directory=lambda connector: connector)

@@ -21,11 +21,12 @@ import asyncio
 import json
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -39,8 +40,10 @@ from app.connectors.base import (
     unknown,
     wrong_request,
 )
-from app.domain.models import Action, Principal, Request
-from app.ports import ExecutionResult
+from app.connectors.checks import CheckResult
+from app.connectors.plugin import ConnectorPlugin, in_words
+from app.domain.models import Action, Principal, PrincipalKind, Request
+from app.ports import Directory, ExecutionResult
 
 log = structlog.get_logger(__name__)
 
@@ -490,13 +493,6 @@ def parse_config(model: type[ConfigModel], config: Mapping[str, Any], what: str)
 # ---- a change through a provider --------------------------------------------------------------
 
 
-def not_supported(kind: str, name: str, action: Action, target: Principal) -> ExecutionResult:
-    return failed(
-        f"the {kind} connector {name!r} does not {action.label} for {target.name}; "
-        "nothing was changed"
-    )
-
-
 async def outcome_of(
     change: Awaitable[ExecutionResult],
     action: Action,
@@ -520,32 +516,6 @@ async def outcome_of(
         )
 
 
-async def make_change(
-    log: Any,
-    connector: str,
-    kind: str,
-    request: Request,
-    action: Action,
-    target: Principal,
-    *,
-    supported: bool,
-    change: Callable[[], Awaitable[ExecutionResult]],
-    refusals: tuple[type[ProviderCallError], ...],
-    look: str,
-) -> ExecutionResult:
-    """The body of every directory connector's execute(): refuse a mismatched or unsupported
-    change before any call, make it once, map refusals and lost answers, log how it ended."""
-    wrong = wrong_request(action, target, request)
-    if wrong:
-        result = failed(f"{wrong}; nothing was changed")
-    elif not supported:
-        result = not_supported(kind, connector, action, target)
-    else:
-        result = await outcome_of(change(), action, target, refusals=refusals, who=kind, look=look)
-    event = f"{kind.lower()}_change"
-    return record_change(log, event, connector, request, action, target, result)
-
-
 def record_change(
     log: Any,
     event: str,
@@ -565,3 +535,122 @@ def record_change(
         outcome=str(result.outcome),
     )
     return result
+
+
+class ActionSettings(Protocol):
+    """What :class:`HttpConnector` reads from a connector's settings."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def actions(self) -> frozenset[Action]: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=ActionSettings)
+
+
+class HttpConnector(ABC, Generic[SettingsT]):
+    """The part every HTTP connector (Okta, Entra, Google, webhook) shares, written once.
+
+    ``execute`` refuses a mismatched or unsupported change before any call, makes it once
+    through :meth:`_change`, maps refusals to FAILED and lost answers to UNKNOWN, and logs how
+    it ended (ids and outcome, never details). A subclass names its provider and its refusals
+    and makes the change; the one-time secret travels only in the result it returns.
+    """
+
+    provider: ClassVar[str]
+    """Who acts, in results' words: ``Okta`` did not reset MFA for Alice."""
+    event: ClassVar[str]
+    """The log event of a change: ``okta_change``."""
+    look: ClassVar[str]
+    """Where a person looks after a lost answer: ``Check the user in the Okta Admin Console``."""
+    shown: ClassVar[tuple[str, ...]]
+    """Settings ``repr`` shows beside the name (never a secret: those live in the env)."""
+    refusals: ClassVar[tuple[type[ProviderCallError], ...]] = (ProviderUnreachable, RateLimited)
+    """Errors that mean the provider did not act: FAILED, "nothing was changed"."""
+    people_only: ClassVar[bool] = True
+    untouched: ClassVar[str] = "nothing was changed"
+
+    def __init__(self, config: SettingsT, http: ProviderHttp) -> None:
+        self.name = config.name
+        self.config = config
+        self._http = http
+
+    def __repr__(self) -> str:
+        shown = "".join(f", {key}={getattr(self.config, key)!r}" for key in self.shown)
+        return f"{type(self).__name__}(name={self.name!r}{shown})"
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def supports(self, action: Action, target: Principal) -> bool:
+        return action in self.config.actions and (
+            not self.people_only or target.kind is PrincipalKind.HUMAN
+        )
+
+    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
+        """Make the change once; a refusal is FAILED in the provider's words, a lost answer
+        UNKNOWN (never repeated: whether it happened is for a person to look up)."""
+        wrong = wrong_request(action, target, request)
+        if wrong:
+            result = failed(f"{wrong}; {self.untouched}")
+        elif not self.supports(action, target):
+            result = self._unsupported(action, target)
+        else:
+            result = await outcome_of(
+                self._change(action, target, request),
+                action,
+                target,
+                refusals=self.refusals,
+                who=self.provider,
+                unsure_who=self._unsure_who(),
+                look=self.look,
+            )
+        log = structlog.get_logger(type(self).__module__)
+        return record_change(log, self.event, self.name, request, action, target, result)
+
+    @abstractmethod
+    async def check(self) -> list[CheckResult]:
+        """Read-only: test the credentials and permissions; never change anything."""
+
+    @abstractmethod
+    async def _change(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
+        """Make the supported change for the request's own target (checked already)."""
+
+    def _unsupported(self, action: Action, target: Principal) -> ExecutionResult:
+        return failed(
+            f"the {self.provider} connector {self.name!r} does not {action.label} for "
+            f"{target.name}; {self.untouched}"
+        )
+
+    def _unsure_who(self) -> str | None:
+        return None
+
+
+HttpConnectorT = TypeVar("HttpConnectorT", bound=HttpConnector[Any])
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def http_plugin(
+    kind: str,
+    config: type[ModelT],
+    build: Callable[[Mapping[str, Any]], HttpConnectorT],
+    *,
+    directory: Callable[[HttpConnectorT], Directory] | None = None,
+) -> ConnectorPlugin[HttpConnectorT, ModelT]:
+    """The plugin of an HTTP connector: its checks, its HTTP client to close, the changes its
+    ``actions`` setting lists, and (``directory``) the people it knows."""
+
+    def changes(settings: ModelT) -> str:
+        # Every HTTP connector's settings carry ``actions``: HttpConnector.supports reads them.
+        return in_words(cast(ActionSettings, settings).actions)
+
+    return ConnectorPlugin(
+        type=kind,
+        config=config,
+        build=build,
+        changes=changes,
+        check=lambda connector: connector.check(),
+        directory=directory,
+        close=lambda connector: connector.aclose(),
+    )

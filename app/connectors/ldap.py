@@ -49,13 +49,16 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env
+from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env, wrong_request
 from app.connectors.checks import CheckResult, missing, note, works
+from app.connectors.plugin import ConnectorPlugin, in_words
 from app.domain.errors import IdentityUnsure, Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.ports import ExecutionResult, Outcome
 
 log = logging.getLogger(__name__)
+LDAP_ACTIONS = frozenset({Action.RESET_PASSWORD, Action.UNLOCK})
+"""Password reset and unlock for people (AD takes a password only over TLS)."""
 
 IN_CHAIN = "1.2.840.113556.1.4.1941"
 """AD's LDAP_MATCHING_RULE_IN_CHAIN: membership through any depth of nesting, in one search."""
@@ -396,6 +399,9 @@ class LdapConnector:
 
     async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Reset or unlock the target's account; never raises for a directory refusal."""
+        wrong = wrong_request(action, target, request)
+        if wrong:
+            return _failed(f"{wrong}; nothing was changed")
         if not self.supports(action, target):
             return _failed(self._why_not(action, target))
         attempt = _Attempt()
@@ -1033,3 +1039,13 @@ def build(config: LdapConfig | Mapping[str, Any]) -> LdapConnector:
     except ConnectorConfigError as exc:
         raise ConnectorConfigError(f"connector {cfg.name!r}: {exc}") from None
     return LdapConnector(cfg, password)
+
+
+PLUGIN = ConnectorPlugin(
+    type="ldap",
+    config=LdapConfig,
+    build=build,
+    changes=lambda config: in_words(LDAP_ACTIONS),
+    check=LdapConnector.check,
+    directory=lambda connector: connector,
+)

@@ -52,6 +52,7 @@ from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
 from app.connectors.http import (
     Attempts,
     Clock,
+    HttpConnector,
     LimitsFromSettings,
     ProviderAnswer,
     ProviderCallError,
@@ -63,7 +64,7 @@ from app.connectors.http import (
     RetryRule,
     Sleep,
     Timeout,
-    make_change,
+    http_plugin,
     one_line,
     parse_config,
 )
@@ -408,8 +409,14 @@ def okta_error_words(answer: ProviderAnswer) -> str:
     return one_line(f"{words} ({code}HTTP {answer.status})")
 
 
-class OktaConnector:
+class OktaConnector(HttpConnector[OktaConfig]):
     """Okta as both the identity provider that makes the change and the directory of people."""
+
+    provider = "Okta"
+    event = "okta_change"
+    look = "Check the user in the Okta Admin Console"
+    shown = ("org_url",)
+    refusals = (NoAccessToken, ProviderUnreachable, RateLimited)
 
     def __init__(
         self,
@@ -417,39 +424,11 @@ class OktaConnector:
         http: ProviderHttp,
         credentials: _Credentials,
     ) -> None:
-        self.name = config.name
-        self.config = config
+        super().__init__(config, http)
         self._org = config.org_url
-        self._http = http
         self._credentials = credentials
 
-    def __repr__(self) -> str:
-        return f"OktaConnector(name={self.name!r}, org_url={self._org!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    # -- IdentityProvider ---------------------------------------------------------------
-
-    def supports(self, action: Action, target: Principal) -> bool:
-        return action in self.config.actions and target.kind is PrincipalKind.HUMAN
-
-    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
-        """Make the change once; a refusal is FAILED in Okta's words, a lost answer UNKNOWN."""
-        return await make_change(
-            log,
-            self.name,
-            "Okta",
-            request,
-            action,
-            target,
-            supported=self.supports(action, target),
-            change=lambda: self._change(action, target),
-            refusals=(NoAccessToken, ProviderUnreachable, RateLimited),
-            look="Check the user in the Okta Admin Console",
-        )
-
-    async def _change(self, action: Action, target: Principal) -> ExecutionResult:
+    async def _change(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         user = await self._user_for_change(target)
         if isinstance(user, ExecutionResult):
             return user
@@ -807,3 +786,6 @@ def build(
         )
         credentials = _ServiceApp(settings, key, http, clock)
     return OktaConnector(settings, http, credentials)
+
+
+PLUGIN = http_plugin("okta", OktaConfig, build, directory=lambda connector: connector)

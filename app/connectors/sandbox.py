@@ -18,7 +18,7 @@ import json
 import re
 import secrets
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -31,6 +31,7 @@ from pydantic_core import ErrorDetails
 
 from app.connectors.base import ConnectorConfigError
 from app.connectors.checks import CheckResult, note
+from app.connectors.plugin import ConnectorPlugin
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.ports import ExecutionResult, Outcome
 
@@ -692,3 +693,37 @@ class SandboxConnector:
 def _append_line(path: Path, line: str) -> None:
     with path.open("a", encoding="utf-8") as record:
         record.write(line)
+
+
+class SandboxConfig(BaseModel):
+    """The ``sandbox`` connector: changes nothing anywhere (not for production)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["sandbox"]
+    name: str = Field(default="sandbox", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    record_path: Path | None = None
+    """A file that gets one JSON line per change the sandbox was asked to make."""
+    fail_actions: list[Action] = Field(default_factory=list)
+    unknown_actions: list[Action] = Field(default_factory=list)
+
+
+def build(config: Mapping[str, Any]) -> SandboxConnector:
+    """The sandbox connector of one ``type: sandbox`` entry (validated already)."""
+    settings = SandboxConfig.model_validate(dict(config))
+    return SandboxConnector(
+        settings.record_path,
+        fail_actions=settings.fail_actions,
+        unknown_actions=settings.unknown_actions,
+    )
+
+
+PLUGIN = ConnectorPlugin(
+    type="sandbox",
+    config=SandboxConfig,
+    build=build,
+    changes=lambda config: "none (records what it is asked)",
+    check=SandboxConnector.check,
+    directory=lambda connector: None,
+    directory_unless_marked=False,
+)

@@ -22,7 +22,6 @@ done) is retried, after the Retry-After Vault sends, up to ``max_retry_wait`` se
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
@@ -62,17 +61,17 @@ from urllib3.util.retry import Retry
 
 from app.connectors.base import (
     EnvVarName,
+    RotatingConnector,
     Stopped,
     config_problem,
-    failed,
     is_loopback,
-    nhi_refusal,
     refuse_inline_secrets,
-    rotate_in_thread,
     secret_from_env,
+    taken_back,
 )
 from app.connectors.checks import CheckResult, missing, works
-from app.domain.models import Action, Principal, PrincipalKind, Request
+from app.connectors.plugin import ConnectorPlugin, in_words
+from app.domain.models import Action, Principal, Request
 from app.ports import ExecutionResult, Outcome
 
 log = logging.getLogger(__name__)
@@ -517,42 +516,18 @@ class _Vault:
 # ---- the connector ----------------------------------------------------------------------------
 
 
-class VaultConnector:
+class VaultConnector(RotatingConnector[VaultConfig]):
     """The :class:`~app.ports.IdentityProvider` port for Vault secrets of NHIs (rotate-secret)."""
 
+    provider = "Vault"
+    kind = "vault"
+    look = "Check the secret in Vault"
+
     def __init__(self, config: VaultConfig, credentials: _Credentials) -> None:
-        self.config = config
-        self.name = config.name
+        super().__init__(config)
         self._credentials = credentials
 
-    def supports(self, action: Action, target: Principal) -> bool:
-        """rotate-secret for an NHI of this system that has a configured target."""
-        return (
-            action is Action.ROTATE_SECRET
-            and target.kind is PrincipalKind.NHI
-            and target.system == self.config.system
-            and target.id in self.config.targets
-        )
-
-    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
-        """Rotate the NHI's secret-id or KV value; refusals come back as FAILED with words."""
-        refusal = self._refusal(action, target, request)
-        if refusal:
-            return failed(refusal)
-        return await rotate_in_thread(
-            partial(self._rotate, target, self.config.targets[target.id], request),
-            log=log,
-            kind="vault",
-            where=f"Vault: the rotation for {target.id}",
-            look="Check the secret in Vault",
-            target=target,
-            request=request,
-        )
-
-    def _refusal(self, action: Action, target: Principal, request: Request) -> str:
-        refusal = nhi_refusal("Vault", self.config.system, action, target, request)
-        if refusal:
-            return refusal
+    def _not_known(self, target: Principal) -> str:
         if target.id not in self.config.targets:
             return (
                 f"Vault: no target is configured for {target.id}, so twokey does not know "
@@ -561,13 +536,13 @@ class VaultConnector:
             )
         return ""
 
-    async def check(self) -> list[CheckResult]:
-        """Read-only: sign in, look up twokey's token, ask Vault what it may do on each target."""
-        return await asyncio.to_thread(self._check)
+    def _where(self, target: Principal) -> str:
+        return f"Vault: the rotation for {target.id}"
 
     # ---- `twokey connectors check` (in a worker thread) --------------------------------------
 
     def _check(self) -> list[CheckResult]:
+        """Read-only: sign in, look up twokey's token, ask Vault what it may do on each target."""
         how = "its AppRole" if self._credentials.role_id is not None else "the token"
         what = f"sign in to Vault at {self.config.url} with {how} (token lookup-self)"
         with self._conversation() as vault:
@@ -629,9 +604,8 @@ class VaultConnector:
 
     # ---- in a worker thread ------------------------------------------------------------------
 
-    def _rotate(
-        self, target: Principal, spec: AppRoleTarget | KvTarget, request: Request
-    ) -> ExecutionResult:
+    def _rotate(self, target: Principal, request: Request) -> ExecutionResult:
+        spec = self.config.targets[target.id]
         with self._conversation() as vault:
             try:
                 vault.sign_in(self._credentials)
@@ -770,26 +744,19 @@ class VaultConnector:
     ) -> ExecutionResult:
         """An old secret-id could not be destroyed: destroy the new one again, so nothing
         half-done is left behind (an extra working secret-id that its owner never got)."""
-        try:
-            vault.call(
+        return taken_back(
+            prefix,
+            so_far,
+            stop,
+            lambda: vault.call(
                 f"destroy the new secret-id (accessor {accessor}) again",
                 lambda: vault.approle.destroy_secret_id_accessor(
                     spec.role, accessor, mount_point=mount
                 ),
                 changes=True,
-            )
-        except Stopped as undo:
-            return ExecutionResult(
-                outcome=Outcome.FAILED,
-                detail=prefix
-                + "; ".join([*so_far, stop.words, undo.words])
-                + f". Destroy the secret-id with accessor {accessor} by hand: nobody holds it.",
-            )
-        return ExecutionResult(
-            outcome=Outcome.FAILED,
-            detail=prefix
-            + "; ".join([*so_far, stop.words])
-            + f"; the new secret-id (accessor {accessor}) was destroyed again.",
+            ),
+            by_hand=f". Destroy the secret-id with accessor {accessor} by hand: nobody holds it.",
+            undone=f"; the new secret-id (accessor {accessor}) was destroyed again.",
         )
 
     def _rotate_kv_value(self, vault: _Vault, spec: KvTarget) -> ExecutionResult:
@@ -881,3 +848,13 @@ def build(config: VaultConfig | Mapping[str, Any]) -> VaultConnector:
             secret_id=secret_from_env(config.secret_id_env),
         )
     return VaultConnector(config, credentials)
+
+
+PLUGIN = ConnectorPlugin(
+    type="vault",
+    config=VaultConfig,
+    build=build,
+    changes=lambda config: in_words({Action.ROTATE_SECRET}),
+    check=VaultConnector.check,
+    rotation=True,
+)

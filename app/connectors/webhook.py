@@ -38,26 +38,23 @@ from app.connectors.base import (
     EnvVarName,
     failed,
     secret_from_env,
-    wrong_request,
 )
 from app.connectors.checks import CheckResult, note, works
 from app.connectors.http import (
     Attempts,
     Clock,
+    HttpConnector,
     LimitsFromSettings,
     ProviderAnswer,
     ProviderHttp,
-    ProviderUnreachable,
     ProviderUrl,
-    RateLimited,
     RateLimitWait,
     RetryRule,
     Sleep,
     Timeout,
+    http_plugin,
     one_line,
-    outcome_of,
     parse_config,
-    record_change,
 )
 from app.domain.models import Action, Principal, Request
 from app.ports import ExecutionResult, Outcome
@@ -175,23 +172,19 @@ def webhook_body(action: Action, target: Principal, request: Request) -> bytes:
     return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
 
 
-class WebhookConnector:
+class WebhookConnector(HttpConnector[WebhookConfig]):
     """Performs a change by asking the customer's automation, and reports what it answered."""
 
+    provider = "the webhook"
+    event = "webhook_change"
+    look = "Check with its owners"
+    shown = ("url",)
+    people_only = False
+    untouched = "nothing was sent"
+
     def __init__(self, config: WebhookConfig, key: SecretStr, http: ProviderHttp) -> None:
-        self.name = config.name
-        self.config = config
+        super().__init__(config, http)
         self._key = key
-        self._http = http
-
-    def __repr__(self) -> str:
-        return f"WebhookConnector(name={self.name!r}, url={self.config.url!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    def supports(self, action: Action, target: Principal) -> bool:
-        return action in self.config.actions
 
     async def check(self) -> list[CheckResult]:
         """Nothing is sent: every request to the receiver asks it to make a real change."""
@@ -207,13 +200,8 @@ class WebhookConnector:
             ),
         ]
 
-    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
+    async def _change(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         """Send the signed request once; the receiver's answer is the outcome."""
-        wrong = wrong_request(action, target, request)
-        if wrong:
-            return failed(f"{wrong}; nothing was sent")
-        if not self.supports(action, target):
-            return failed(f"the webhook {self.name!r} does not {action.label}; nothing was sent")
         body = webhook_body(action, target, request)
 
         async def sign(method: str, url: str) -> Mapping[str, str]:
@@ -223,27 +211,21 @@ class WebhookConnector:
                 SIGNATURE_HEADER: webhook_signature(self._key, timestamp, body),
             }
 
-        async def send() -> ExecutionResult:
-            answer = await self._http.call(
-                "POST",
-                self.config.url,
-                rule=RetryRule.CHANGE,
-                content=body,
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
-                sign=sign,
-            )
-            return self._outcome(answer)
-
-        result = await outcome_of(
-            send(),
-            action,
-            target,
-            refusals=(ProviderUnreachable, RateLimited),
-            who="the webhook",
-            unsure_who=f"the webhook {self.name!r}",
-            look="Check with its owners",
+        answer = await self._http.call(
+            "POST",
+            self.config.url,
+            rule=RetryRule.CHANGE,
+            content=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            sign=sign,
         )
-        return record_change(log, "webhook_change", self.name, request, action, target, result)
+        return self._outcome(answer)
+
+    def _unsupported(self, action: Action, target: Principal) -> ExecutionResult:
+        return failed(f"the webhook {self.name!r} does not {action.label}; nothing was sent")
+
+    def _unsure_who(self) -> str:
+        return f"the webhook {self.name!r}"
 
     def _outcome(self, answer: ProviderAnswer) -> ExecutionResult:
         parsed = _parse_answer(answer)
@@ -307,3 +289,6 @@ def build(
         f"the webhook {settings.name!r}", settings.limits, http_client, sleep=sleep, clock=clock
     )
     return WebhookConnector(settings, key, http)
+
+
+PLUGIN = http_plugin("webhook", WebhookConfig, build)

@@ -31,10 +31,10 @@ from openapi_core import OpenAPI
 
 from app.bootstrap import StartupError, build_runtime
 from app.cli import main
+from app.connector_setup import connectors_command
 from app.connectors.aws_iam import RETIRE_TAG_PREFIX
 from app.connectors.google import SCOPE_USER_SECURITY
 from app.connectors.okta import OktaConnector
-from app.connectors.registry import connectors_command
 from app.settings import Settings
 from app.store.directory_cache import CachedDirectory
 from tests.connectors.okta_standin import (

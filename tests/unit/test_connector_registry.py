@@ -7,21 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from app.connector_setup import check_policy_file as check_file
+from app.connector_setup import connector_problems, entries_of, read_entries
 from app.connectors.base import ConnectorConfigError
 from app.connectors.okta import OktaConnector
 from app.connectors.registry import (
     ConnectorEntry,
-    connector_problems,
     describe_connectors,
     directory_entry,
-    entries_of,
     missing_secrets,
-    read_entries,
     wire_connectors,
 )
 from app.connectors.sandbox import SandboxConnector
 from app.connectors.webhook import WebhookConnector
-from app.policy import PolicyFileError, check_file
+from app.policy import PolicyFileError
 from app.policy.loader import read_located_yaml
 
 POLICY = """\

@@ -30,7 +30,7 @@ def test_the_directory_example_is_a_complete_valid_directory() -> None:
 
 
 def test_the_connectors_example_is_valid_in_a_policy() -> None:
-    from app.connectors.registry import connector_problems
+    from app.connector_setup import connector_problems
     from app.policy.loader import read_located_yaml
 
     [policy] = [b for b in yaml_blocks() if "tiers:" in b]
