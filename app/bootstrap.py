@@ -24,9 +24,9 @@ import structlog
 from pydantic import SecretStr
 
 from app.audit.trail import MIN_KEY_LENGTH, AuditTrail
+from app.connector_setup import entries_of
 from app.connectors.base import ConnectorConfigError
 from app.connectors.inventory import DirectoryWithInventory
-from app.connector_setup import entries_of
 from app.connectors.registry import ConnectorWiring, wire_connectors
 from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.domain.errors import Unavailable
@@ -34,19 +34,22 @@ from app.domain.policy import Policy
 from app.metrics import SWEEPS
 from app.notify import FanoutNotifier
 from app.policy.loader import example_policy, load_policy
-from app.ports import Directory, IdentityProvider
+from app.ports import Directory, IdentityProvider, MessageLedger
+from app.runtime import CHAT_CREDENTIALS as CHAT_CREDENTIALS
+from app.runtime import InFlight as InFlight
+from app.runtime import StartupError as StartupError
+from app.runtime import check_playground as check_playground
+from app.runtime import production_wiring as production_wiring
 from app.service import ServiceOptions, TwoKey
 from app.settings import Settings
+from app.store.connect import BadRedisUrl, connect
 from app.store.directory_cache import CachedDirectory
 from app.store.journal import FileJournal, JournalUnavailable
 from app.store.keys import Keys
+from app.store.ledger import RedisMessageLedger
 from app.store.redis_store import RedisRequestStore
 
 log = structlog.get_logger("twokey.bootstrap")
-
-
-class StartupError(Exception):
-    """twokey refuses to start; the message says why and what to set."""
 
 
 SHUTDOWN_GRACE_S = 20.0
@@ -56,49 +59,10 @@ what it left undone is re-done by others (cards re-render, the sweeper claims a 
 an execution cut short ends ``interrupted``, never re-run)."""
 
 
-class InFlight:
-    """Work a person was answered for, finished before a stopping replica closes its clients.
-
-    A Slack ack answers Slack while the listener goes on (cards, messages, the execution);
-    without this, shutdown would close Redis and HTTP under that work and lose it silently.
-    """
-
-    def __init__(self) -> None:
-        self.accepting = True
-        """False once the replica stops: new deliveries are refused (503), never half-done."""
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def track(self, task: asyncio.Task[Any] | None = None) -> None:
-        """Keep ``task`` (the running one by default) until it is done."""
-        task = task if task is not None else asyncio.current_task()
-        if task is None or task.done():
-            return
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def drain(self, within: float) -> bool:
-        """Stop accepting and wait for every tracked task (also those started meanwhile) for at
-        most ``within`` seconds; cancel what is left. True when everything finished in time."""
-        self.accepting = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        while self._tasks and loop.time() < deadline:
-            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
-        if not self._tasks:
-            return True
-        left = list(self._tasks)
-        log.error("shutdown_work_abandoned", tasks=len(left), grace_s=within)
-        for task in left:
-            task.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
-        return False
-
-
 @dataclass
 class Runtime:
+    """The running core with its adapters; faces see it as ``app.runtime.Runtime`` (ports only)."""
+
     settings: Settings
     redis: aioredis.Redis
     store: RedisRequestStore
@@ -116,6 +80,14 @@ class Runtime:
     """Connectors that own a client (HTTP) and must close it."""
     inflight: InFlight = field(default_factory=InFlight)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    message_ledger: MessageLedger | None = None
+    """The MessageLedger port for the chat channels (built on this Redis unless given)."""
+
+    @property
+    def ledger(self) -> MessageLedger:
+        if self.message_ledger is None:
+            self.message_ledger = RedisMessageLedger(self.redis, Keys(self.settings.namespace))
+        return self.message_ledger
 
     def stop_accepting(self) -> None:
         """The first step of a shutdown: take no new work, let background loops wind down."""
@@ -262,41 +234,6 @@ def load_directory(
     return directory
 
 
-CHAT_CREDENTIALS = (
-    ("SLACK_BOT_TOKEN", "slack_bot_token"),
-    ("SLACK_SIGNING_SECRET", "slack_signing_secret"),
-    ("SLACK_APP_TOKEN", "slack_app_token"),
-    ("MICROSOFT_APP_ID", "microsoft_app_id"),
-    ("MICROSOFT_APP_PASSWORD", "microsoft_app_password"),
-)
-
-
-def production_wiring(settings: Settings, policy: Policy) -> list[str]:
-    """What makes this deployment real: chat credentials and non-sandbox connectors, named."""
-    found = [env for env, attr in CHAT_CREDENTIALS if getattr(settings, attr) is not None]
-    for entry in policy.connectors:
-        kind = str(entry.get("type", "?"))
-        if kind != "sandbox":
-            found.append(f"the {kind} connector {str(entry.get('name', kind))!r} in the policy")
-    return found
-
-
-def check_playground(settings: Settings, policy: Policy) -> None:
-    """The playground lets anyone act as anyone and shows one-time secrets: asked for beside
-    real chat credentials or identity providers, twokey refuses to start rather than guess."""
-    if settings.playground is not True:
-        return  # unset: the playground mounts itself only where nothing is real
-    real = production_wiring(settings, policy)
-    if real:
-        raise StartupError(
-            "TWOKEY_PLAYGROUND=true, but this deployment is wired to production: "
-            f"{'; '.join(real)}. The playground lets anyone act as anyone with these and read "
-            "one-time secrets, so it only runs with no chat credentials and sandbox connectors "
-            "only. Unset TWOKEY_PLAYGROUND (or set it to false), or try twokey in a separate "
-            "deployment without them."
-        )
-
-
 def check_not_demo_defaults(settings: Settings, directory: Directory) -> None:
     """Chat credentials say "real people use this": the example policy and the made-up people
     of the sandbox directory are then a mistake, unless TWOKEY_DEMO says it is a demo."""
@@ -402,9 +339,12 @@ async def build_runtime(settings: Settings) -> Runtime:
         embedded = await asyncio.to_thread(start_embedded_valkey, settings.data_dir)
         url = embedded.connection_url
     try:
-        redis = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
-        )
+        try:
+            redis = connect(
+                url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+            )
+        except (BadRedisUrl, ValueError) as exc:
+            raise StartupError(f"REDIS_URL cannot be used: {exc}") from None
         keys = Keys(settings.namespace)
         store = RedisRequestStore(redis, keys, claim_grace_ms=settings.claim_grace * 1000)
         await check_redis(store, settings)
@@ -450,6 +390,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         service,
         embedded,
         closers=[*closers, *wiring.closers],
+        message_ledger=RedisMessageLedger(redis, keys),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -63,12 +63,60 @@ class IdentityProvider(Protocol):
         ...
 
 
+class GateCode(StrEnum):
+    """What a store gate script answered. The store maps the script's word to a member once
+    (``RedisRequestStore._run``); everyone else compares members, never strings."""
+
+    OK = "OK"
+    NOOP = "NOOP"
+    """Nothing to do: already done (``detail`` says what)."""
+    NOTFOUND = "NOTFOUND"
+    NOTHING = "NOTHING"
+    EXISTS = "EXISTS"
+    STALE = "STALE"
+    """open: flags or velocity moved since they were read; evaluate again."""
+    CONFLICT = "CONFLICT"
+    """The request changed meanwhile (or the script said something this twokey does not know)."""
+    EXPIRED = "EXPIRED"
+    DECIDED = "DECIDED"
+    LAPSED = "LAPSED"
+    NOT_READY = "NOT_READY"
+    NOT_FINISHED = "NOT_FINISHED"
+    # refusals, each audited as `refused` by its script
+    SOD = "SOD"
+    ROLE = "ROLE"
+    NOT_OWNER = "NOT_OWNER"
+    NOT_REQUESTER = "NOT_REQUESTER"
+    # execution
+    NOT_DURABLE = "NOT_DURABLE"
+    """Claimed, but the claim could not be made durable in time: nothing may run."""
+    LATE = "LATE"
+    RESTORED = "RESTORED"
+    WITHDRAWN = "WITHDRAWN"
+    """A gate stopped counting before the claim (its giver lost their standing)."""
+    ALREADY_RAN = "ALREADY_RAN"
+    """This replica ran it before and Redis offered it again: ended interrupted, not re-run."""
+    # the sweeper's tick
+    REMIND = "REMIND"
+    ESCALATE = "ESCALATE"
+    INTERRUPTED = "INTERRUPTED"
+    CLAIMABLE = "CLAIMABLE"
+
+    @property
+    def is_refusal(self) -> bool:
+        """A refused attempt that is a security event (audited, counted per person)."""
+        return self in _REFUSALS
+
+
+_REFUSALS = frozenset({GateCode.SOD, GateCode.ROLE, GateCode.NOT_OWNER, GateCode.NOT_REQUESTER})
+
+
 class GateReply(BaseModel):
     """What a store gate script did: its code (OK, NOOP, EXPIRED, ...) and the request after."""
 
     model_config = ConfigDict(frozen=True)
 
-    code: str
+    code: GateCode
     detail: str = ""
     request: Request | None = None
 
@@ -281,6 +329,12 @@ class ExecutionJournal(Protocol):
     async def acted(self, request_id: str, token: str, outcome: str, detail: str) -> None: ...
 
     async def settled(self, request_id: str, token: str) -> None: ...
+
+
+class AuditExport(Protocol):
+    """The audit trail as records, oldest first (for read-only views such as the playground)."""
+
+    def export(self, since_ms: int | None = None) -> AsyncIterator[dict[str, Any]]: ...
 
 
 class AuditLog(Protocol):

@@ -13,12 +13,12 @@ import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TypeVar
 
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from app.domain import messages as say
 from app.domain import opening, sod
 from app.domain.errors import (
     AlreadyDecided,
@@ -42,19 +42,25 @@ from app.domain.forms import (
     parse_request_id,
 )
 from app.domain.journal import JournalEntry, MemoryJournal
+from app.domain.messages import DIRECTORY_DOWN as DIRECTORY_DOWN
+from app.domain.messages import REVIEWER_ROLE, SYSTEM
 from app.domain.models import (
     Action,
     ChatUser,
     Plan,
     Principal,
+    PrincipalKind,
     Request,
     RequestState,
 )
 from app.domain.policy import Policy, evaluate
+from app.domain.words import when as when
+from app.names import NameBook
 from app.ports import (
     Directory,
     ExecutionJournal,
     ExecutionResult,
+    GateCode,
     GateReply,
     IdentityProvider,
     Notifier,
@@ -64,13 +70,8 @@ from app.ports import (
 
 log = structlog.get_logger("twokey.service")
 
-DIRECTORY_DOWN = (
-    "The directory cannot be reached right now, so nobody's identity can be checked and nothing "
-    "was changed. Please try again in a minute."
-)
-SYSTEM = "twokey"
-REVIEWER_ROLE = "security"
-"""The role that reviews break-glass uses (the break-glass role itself never suffices)."""
+APPROVERS_MAX = 500
+"""How many directory entries are read to find a request's approvers."""
 T = TypeVar("T")
 
 
@@ -121,13 +122,6 @@ class SweepReport:
         self.changes[code] = self.changes.get(code, 0) + 1
 
 
-def when(ms: int | None) -> str:
-    """A time as people read it in a message (UTC, to the minute)."""
-    if not ms:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 class TwoKey:
     """The two-person rule: open, confirm, approve, deny, cancel, execute, expire, dispute."""
 
@@ -151,6 +145,8 @@ class TwoKey:
         """What this replica ran, outside Redis; serve uses a file that survives restarts."""
         self._running: set[str] = set()
         """Claim tokens of executions running in this process right now."""
+        self.names = NameBook(directory)
+        """Display names for every face's cards, resolved together and cached briefly."""
 
     # ---- who is asking -----------------------------------------------------------------------
 
@@ -158,29 +154,18 @@ class TwoKey:
         """Resolve a chat account to one directory principal, or refuse; never guess."""
         via = f"{chat.platform}:{chat.user_id}"
         if chat.deleted:
-            raise IdentityUnsure(f"{who}: this chat account is deactivated.")
+            raise IdentityUnsure(say.deactivated(who))
         if chat.is_bot:
-            raise IdentityUnsure(f"{who}: bots cannot take part in a two-person rule.")
+            raise IdentityUnsure(say.a_bot(who))
         if chat.is_guest:
-            raise IdentityUnsure(
-                f"{who}: guest accounts cannot request, confirm or approve identity changes."
-            )
+            raise IdentityUnsure(say.a_guest(who))
         if not chat.email or not chat.email_verified:
-            raise IdentityUnsure(
-                f"{who}: this chat account has no verified email, so twokey cannot tell who it "
-                "belongs to in the directory."
-            )
+            raise IdentityUnsure(say.no_verified_email(who))
         matches = await self._directory(self.directory.find_by_email(chat.email))
         if not matches:
-            raise IdentityUnsure(
-                f"{who}: the email of this chat account matches nobody in the directory."
-            )
+            raise IdentityUnsure(say.nobody_with_email(who))
         if len(matches) > 1:
-            raise IdentityUnsure(
-                f"{who}: the email of this chat account matches {len(matches)} directory "
-                "entries, so twokey cannot tell which person this is. Ask the directory team "
-                "to fix the duplicate."
-            )
+            raise IdentityUnsure(say.several_with_email(who, len(matches)))
         principal = matches[0]
         opening.check_active(principal, who)
         return Caller(principal=principal, via=via)
@@ -303,15 +288,13 @@ class TwoKey:
                 try:
                     plan = evaluate(self.policy, action, target, signals, breakglass=breakglass)
                     if not held.admitted:  # evaluate refuses on these counts; never open anyway
-                        raise VelocityLimited(
-                            "Velocity limit: you have opened as many requests as allowed in "
-                            "this window. Ask security to review before trying again."
-                        )
+                        raise VelocityLimited(say.VELOCITY_REACHED)
                 except TwokeyError as refusal:
                     await self._alert(
                         None,
-                        f"Refused request by {caller.principal.name} to "
-                        f"{action.label} for {target.name}: {refusal.message}",
+                        say.refused_open(
+                            caller.principal.name, action.label, target.name, refusal.message
+                        ),
                     )
                     raise
                 request = Request(
@@ -334,21 +317,21 @@ class TwoKey:
                 )
                 role = "breakglass" if breakglass else self.policy.requester_role
                 reply = await self.store.open(request, signals, velocity, via=caller.via, role=role)
-                if reply.code != "STALE":
+                if reply.code is not GateCode.STALE:
                     break
         finally:
-            if reply is None or reply.code != "OK":
+            if reply is None or reply.code is not GateCode.OK:
                 await self._release(caller.id, request_id, action)
-        if reply is None or reply.request is None or reply.code != "OK":
-            raise Conflict("The request could not be opened; please try again.")
+        if reply is None or reply.request is None or reply.code is not GateCode.OK:
+            raise Conflict(say.OPEN_FAILED)
         opened = reply.request
         log.info("request_opened", request=opened.id, tier=opened.plan.tier, action=action.value)
         await self._tell("post_request", self.notifier.post_request(opened))
         if opened.plan.alert_security:
-            await self._alert(opened, self._alert_text(opened, "opened"))
+            await self._alert(opened, say.alert(opened, "opened"))
         if opened.state is RequestState.READY:
             opened = (await self.execute(opened.id)).request or opened
-        return Decision(request=opened, message=self._receipt(opened))
+        return Decision(request=opened, message=say.receipt(opened))
 
     async def _release(self, requester_id: str, request_id: str, action: Action) -> None:
         """Best effort: a place left held counts against the requester, never for them."""
@@ -396,10 +379,10 @@ class TwoKey:
             "Thank you. The request is stopped and the security team has been told.",
             what="owner_rejected",
         )
-        if reply.code == "OK":
+        if reply.code is GateCode.OK:
             await self._alert(
                 decision.request,
-                self._alert_text(
+                say.alert(
                     decision.request,
                     'rejected by the owner ("this wasn\'t me"); the account is flagged',
                 ),
@@ -437,18 +420,51 @@ class TwoKey:
             role for role in self.policy.roles if self.policy.holds_role(caller.principal, role)
         ]
 
-    def _approver_role_of(self, principal: Principal, request: Request) -> str:
-        """The role under which this person may decide this request, or refuse."""
+    @staticmethod
+    def deciding_roles(request: Request) -> list[str]:
+        """The roles that may decide this request now: its tier's, and once escalated the
+        escalation role too."""
         roles = [request.plan.approver_role]
         if request.escalated and request.plan.escalate_to:
             roles.append(request.plan.escalate_to)
+        return roles
+
+    def may_decide(self, principal: Principal, request: Request) -> bool:
+        """THE rule for who may approve a request: an enabled person, no party to it (not its
+        requester, account or owner), holding a role that may decide it. Faces use it to pick
+        whom to ask; the gate script enforces it again at the decision."""
+        if principal.kind is not PrincipalKind.HUMAN or principal.disabled:
+            return False
+        if principal.id in (request.requester_id, request.target_id, request.owner_id):
+            return False
+        return any(self.policy.holds_role(principal, r) for r in self.deciding_roles(request))
+
+    async def approvers_for(self, request: Request) -> list[Principal]:
+        """Everyone who may approve this request (for policies that message approvers one by
+        one). Raises Unavailable when the directory cannot say."""
+        everyone = await self._directory(self.directory.search("", limit=APPROVERS_MAX))
+        return [p for p in everyone if self.may_decide(p, request)]
+
+    async def search_nhis(self, who: ChatUser, text: str) -> list[Principal]:
+        """Non-human identities for a picker. Only someone who may open a request browses the
+        directory (no guest, no stranger, no unsure identity): the list of NHIs is not public."""
+        caller = await self.identify(who)
+        if not self.policy.holds_role(caller.principal, self.policy.requester_role):
+            raise NotAllowed("Only the help desk can search non-human identities.")
+        found = await self._directory(self.directory.search(text, limit=50))
+        return [p for p in found if p.kind is PrincipalKind.NHI]
+
+    async def now(self) -> int:
+        """The shared clock (Redis TIME), for a face showing a request it read itself."""
+        return await self.store.now()
+
+    def _approver_role_of(self, principal: Principal, request: Request) -> str:
+        """The role under which this person may decide this request, or refuse."""
+        roles = self.deciding_roles(request)
         for role in roles:
             if self.policy.holds_role(principal, role):
                 return role
-        raise NotAllowed(
-            f"Deciding a {request.plan.tier_label or request.plan.tier} request needs the "
-            f"{' or '.join(roles)} role, which you do not hold."
-        )
+        raise NotAllowed(say.needs_role(request, roles))
 
     async def _after_gate(
         self, reply: GateReply, caller: Caller, done: str, *, what: str
@@ -456,47 +472,29 @@ class TwoKey:
         """Map a gate script's code to a decision, then tell everyone and maybe execute."""
         request = self._reply_request(reply)
         code = reply.code
-        if code in REFUSALS:
-            await self._refused(request, caller, code, _ATTEMPTS.get(what, what))
-        if code == "NOT_OWNER":
-            raise NotAllowed("Only the account's owner of record can answer this confirmation.")
-        if code == "SOD":
-            raise SeparationOfDuties(
-                "You are part of this request (requester, account or owner), so you cannot "
-                "decide it."
-            )
-        if code == "NOT_REQUESTER":
-            raise NotAllowed(
-                "Only the agent who opened the request, or an approver for it, can cancel it."
-            )
-        if code == "ROLE":
-            roles = " or ".join(reply.detail.split(","))
-            raise NotAllowed(
-                f"Deciding a {request.plan.tier_label or request.plan.tier} request needs the "
-                f"{roles} role, which you do not hold."
-            )
-        if code == "EXPIRED":
+        if code.is_refusal:
+            await self._refused(request, caller, code, say.ATTEMPTS.get(what, what))
+        if code is GateCode.NOT_OWNER:
+            raise NotAllowed(say.NOT_THE_OWNER)
+        if code is GateCode.SOD:
+            raise SeparationOfDuties(say.PART_OF_IT)
+        if code is GateCode.NOT_REQUESTER:
+            raise NotAllowed(say.NOT_THE_REQUESTER)
+        if code is GateCode.ROLE:
+            raise NotAllowed(say.needs_role(request, reply.detail.split(",")))
+        if code is GateCode.EXPIRED:
             await self._tell("update_request", self.notifier.update_request(request))
             await self._tell(
                 "notify_requester",
-                self.notifier.notify_requester(
-                    request, f"Request {request.id} expired before every gate was passed."
-                ),
+                self.notifier.notify_requester(request, say.expired_notice(request)),
             )
-            raise Expired(
-                f"Request {request.id} expired at {when(request.expires_at)}; nothing was done. "
-                "Open a new request if it is still needed."
-            )
-        if code == "DECIDED":
-            return Decision(
-                request=request,
-                changed=False,
-                message=f"Request {request.id} is already {_state_words(request)}.",
-            )
-        if code == "NOOP":
-            return Decision(request=request, changed=False, message=_noop_words(reply.detail))
-        if code != "OK":
-            raise Conflict(f"Request {request.id} changed meanwhile ({code}); please try again.")
+            raise Expired(say.expired_refusal(request))
+        if code is GateCode.DECIDED:
+            return Decision(request=request, changed=False, message=say.already(request))
+        if code is GateCode.NOOP:
+            return Decision(request=request, changed=False, message=say.noop(reply.detail))
+        if code is not GateCode.OK:
+            raise Conflict(say.changed_meanwhile(request, code))
         log.info(what, request=request.id, state=request.state.value, actor=caller.id)
         await self._tell("update_request", self.notifier.update_request(request))
         await self._tell_requester_decision(request, caller)
@@ -504,7 +502,7 @@ class TwoKey:
             request = (await self.execute(request.id, actor=caller.id)).request or request
         return Decision(request=request, message=done)
 
-    async def _refused(self, request: Request, caller: Caller, code: str, what: str) -> None:
+    async def _refused(self, request: Request, caller: Caller, code: GateCode, what: str) -> None:
         """A refused attempt is already audited by the script; log it, and alert security when
         one person is refused as often as the policy's fraud.refusals says."""
         log.warning("gate_refused", request=request.id, actor=caller.id, attempt=what, refusal=code)
@@ -517,11 +515,11 @@ class TwoKey:
             return
         await self._alert(
             request,
-            self._alert_text(
+            say.alert(
                 request,
-                f"{caller.principal.name} ({caller.id}, via {caller.via}) was refused "
-                f"{count} times within {limit.window // 60 or 1} minutes; latest: "
-                f"{REFUSALS[code]} (tried to {what} it)",
+                say.refused_often(
+                    caller.principal.name, caller.id, caller.via, count, limit.window, code, what
+                ),
             ),
         )
 
@@ -530,20 +528,9 @@ class TwoKey:
         await self._ask_owner_again_if_lapsed(request)
         if caller.id == request.requester_id:
             return
-        name = caller.principal.name
-        now = request.last_change_at
-        waiting = ", ".join(request.waiting_for(now))
-        text = {
-            RequestState.DENIED: f"{name} denied request {request.id}: {request.decision_reason}",
-            RequestState.REJECTED_BY_OWNER: f"The owner said request {request.id} was not "
-            "theirs: it is stopped and security is alerted.",
-            RequestState.CANCELLED: f"{name} cancelled request {request.id}.",
-            RequestState.READY: f"Request {request.id}: {name} gave the last sign-off it "
-            "needed; twokey is making the change now.",
-        }.get(request.state)
-        if text is None:
-            did = "confirmed it" if caller.id == request.owner_id else "approved it"
-            text = f"Request {request.id}: {name} {did}; it still waits for {waiting}."
+        text = say.requester_decision(
+            request, caller.principal.name, by_owner=caller.id == request.owner_id
+        )
         await self._tell("notify_requester", self.notifier.notify_requester(request, text))
 
     async def _ask_owner_again_if_lapsed(self, request: Request, now: int | None = None) -> None:
@@ -559,12 +546,7 @@ class TwoKey:
             return
         await self._tell(
             "notify_owner",
-            self.notifier.notify_owner(
-                request,
-                f"Your confirmation of request {request.id} ({request.action.label} for "
-                f"{request.target_name}) lapsed before every sign-off was in. If you still want "
-                'it, press "Yes, it was me" again; if not, press "No, this wasn\'t me".',
-            ),
+            self.notifier.notify_owner(request, say.owner_lapsed(request)),
         )
 
     # ---- execution (invariants 1, 3, 5) -----------------------------------------------------
@@ -588,15 +570,15 @@ class TwoKey:
         lease_ms = self.options.lease_s * 1000
         claim = await self.store.claim(request_id, actor, lease_ms, token)
         request = self._reply_request(claim)
-        if claim.code in ("LAPSED", "EXPIRED"):
+        if claim.code in (GateCode.LAPSED, GateCode.EXPIRED):
             await self._tell("update_request", self.notifier.update_request(request))
-        if claim.code == "LAPSED":
+        if claim.code is GateCode.LAPSED:
             await self._ask_owner_again_if_lapsed(request, await self.store.now())
-        if claim.code == "NOT_DURABLE":
+        if claim.code is GateCode.NOT_DURABLE:
             return await self._refuse_to_run(
                 request, token, "twokey could not make its claim durable in Redis in time"
             )
-        if claim.code != "OK":
+        if claim.code is not GateCode.OK:
             return claim
         if unverified:
             return await self._refuse_to_run(request, token, unverified)
@@ -659,7 +641,7 @@ class TwoKey:
                     request.id, token, state, detail, reason, request.plan.dispute_window
                 )
             )
-            if recorded.code not in ("OK", "LATE"):
+            if recorded.code not in (GateCode.OK, GateCode.LATE):
                 recorded = await _persevering(
                     lambda: self.store.claim_lost(
                         request, token, result.outcome.value, detail, request.plan.dispute_window
@@ -667,40 +649,23 @@ class TwoKey:
                 )
         except Unavailable as exc:
             await self._result_unrecorded(request, result)
-            raise Unavailable(
-                f"The identity provider was asked to {request.action.label} for "
-                f"{request.target_name} and the change was carried out as far as twokey knows "
-                f"({result.outcome.value}), but twokey lost its database and could not record "
-                "it. Do not open it again: security has been told, and it will be recorded as "
-                "interrupted when the database is back."
-            ) from exc
+            raise Unavailable(say.unrecorded_refusal(request, result.outcome.value)) from exc
         await self._settle(request.id, token)
         final = recorded.request or request
         log.info("executed", request=request.id, outcome=result.outcome.value, code=recorded.code)
-        if recorded.code == "LATE":
+        if recorded.code is GateCode.LATE:
             await self._alert(
-                final,
-                self._alert_text(
-                    final,
-                    f"the identity provider answered {result.outcome.value} after the request "
-                    f"had ended as {final.state.value}: check the account in the identity provider",
-                ),
+                final, say.alert(final, say.answered_late(result.outcome.value, final.state))
             )
-        elif recorded.code in ("RESTORED", "OK") and final.state is RequestState.INTERRUPTED:
-            await self._alert(final, self._alert_text(final, self._claim_lost_words(result)))
+        elif (
+            recorded.code in (GateCode.RESTORED, GateCode.OK)
+            and final.state is RequestState.INTERRUPTED
+        ):
+            await self._alert(final, say.alert(final, say.claim_lost(result.outcome.value)))
         await self._deliver_secret(final, result)
         await self._tell("update_request", self.notifier.update_request(final))
         await self._tell_outcome(final, result)
         return recorded
-
-    @staticmethod
-    def _claim_lost_words(result: ExecutionResult) -> str:
-        return (
-            f"the identity provider answered {result.outcome.value}, but the database had lost "
-            "the record of this execution (a restart from a snapshot or a failover); it is "
-            "recorded as interrupted and will NOT be re-run. Check the account in the identity "
-            "provider"
-        )
 
     async def _settle(self, request_id: str, token: str) -> None:
         try:
@@ -718,18 +683,10 @@ class TwoKey:
         await self._settle(ran.request.id, ran.token)
         final = reply.request or ran.request
         log.error("claim_vanished", request=ran.request.id, code=reply.code, outcome=outcome)
-        if reply.code in ("OK", "RESTORED"):
-            await self._alert(
-                final,
-                self._alert_text(
-                    final,
-                    f"it had already been run by twokey ({outcome}) but the database lost that "
-                    "record and offered it again; it was NOT run twice and is recorded as "
-                    "interrupted. Check the account in the identity provider",
-                ),
-            )
+        if reply.code in (GateCode.OK, GateCode.RESTORED):
+            await self._alert(final, say.alert(final, say.ran_twice_refused(outcome)))
             await self._tell("update_request", self.notifier.update_request(final))
-        return reply.model_copy(update={"code": "ALREADY_RAN"})
+        return reply.model_copy(update={"code": GateCode.ALREADY_RAN})
 
     async def settle_unrecorded(self) -> int:
         """Record executions whose result Redis did not take (it was down, or the process
@@ -756,24 +713,18 @@ class TwoKey:
                     _REASON_OF[result.outcome],
                     request.plan.dispute_window,
                 )
-                if reply.code not in ("OK", "LATE"):
+                if reply.code not in (GateCode.OK, GateCode.LATE):
                     reply = await self.store.claim_lost(
                         request, entry.token, outcome, detail, request.plan.dispute_window
                     )
             await self._settle(request.id, entry.token)
             settled += 1
             log.warning("execution_settled", request=request.id, code=reply.code, outcome=outcome)
-            if reply.code == "NOOP":
+            if reply.code is GateCode.NOOP:
                 continue
             final = reply.request or request
             await self._alert(
-                final,
-                self._alert_text(
-                    final,
-                    f"an execution twokey could not record at the time ({outcome}: {detail}) is "
-                    f"now recorded; the request is {final.state.value}. Check the account in the "
-                    "identity provider",
-                ),
+                final, say.alert(final, say.settled_late(outcome, detail, final.state))
             )
             await self._tell("update_request", self.notifier.update_request(final))
         return settled
@@ -793,22 +744,17 @@ class TwoKey:
         log.warning("gates_withdrawn", request=request_id, approvers=len(lapsed))
         await self._tell("update_request", self.notifier.update_request(final))
         await self._alert(
-            final, self._alert_text(final, f"a gate no longer counts before execution: {why}")
+            final, say.alert(final, f"a gate no longer counts before execution: {why}")
         )
         await self._tell(
-            "notify_requester",
-            self.notifier.notify_requester(
-                final,
-                f"Request {final.id} is waiting again: {why} It waits for "
-                f"{', '.join(final.waiting_for(final.last_change_at)) or 'nothing more'}.",
-            ),
+            "notify_requester", self.notifier.notify_requester(final, say.waiting_again(final, why))
         )
-        return reply if reply.code != "OK" else reply.model_copy(update={"code": "WITHDRAWN"})
+        if reply.code is not GateCode.OK:
+            return reply
+        return reply.model_copy(update={"code": GateCode.WITHDRAWN})
 
     async def _lapsed_givers(self, request: Request) -> tuple[list[str], bool, str]:
-        roles = [request.plan.approver_role]
-        if request.escalated and request.plan.escalate_to:
-            roles.append(request.plan.escalate_to)
+        roles = self.deciding_roles(request)
         lapsed: list[str] = []
         words: list[str] = []
         for approval in request.approvals:
@@ -846,25 +792,12 @@ class TwoKey:
             outcome=result.outcome.value,
         )
         await self._deliver_secret(request, result)
-        await self._alert(
-            request,
-            self._alert_text(
-                request,
-                f"the identity provider answered {result.outcome.value}, but twokey could not "
-                "record the result (database unreachable); it will be recorded as interrupted "
-                "when the database is back and will NOT be re-run. Check the account in the "
-                "identity provider",
-            ),
-        )
+        await self._alert(request, say.alert(request, say.unrecorded_alert(result.outcome.value)))
         if result.outcome is not Outcome.FAILED:
             await self._tell(
                 "notify_owner",
                 self.notifier.notify_owner(
-                    request,
-                    f"twokey asked the identity provider to {request.action.label} for "
-                    f"{request.target_name} (request {request.id}, ticket {request.ticket}); it "
-                    f"answered {result.outcome.value}. Security has been told; if you did not "
-                    "ask for this, contact them now.",
+                    request, say.unrecorded_owner(request, result.outcome.value)
                 ),
             )
 
@@ -936,20 +869,13 @@ class TwoKey:
                 )
             except Unavailable:
                 log.error("secret_undelivered_unrecorded", request=request.id)
-            await self._alert(
-                request,
-                self._alert_text(
-                    request,
-                    "a one-time secret was issued, but it could not be delivered to the "
-                    "owner; it was not kept. Open a new request to issue another.",
-                ),
-            )
+            await self._alert(request, say.alert(request, say.UNDELIVERED_TO_OWNER))
 
     async def _tell_outcome(self, request: Request, result: ExecutionResult) -> None:
         """Every final outcome of a change to their account reaches the owner, the requester
         and (unless it simply completed) security."""
         await self._tell(
-            "notify_owner", self.notifier.notify_owner(request, _owner_outcome_words(request))
+            "notify_owner", self.notifier.notify_owner(request, say.owner_outcome(request))
         )
         if request.state is RequestState.COMPLETED:
             await self._tell(
@@ -957,10 +883,7 @@ class TwoKey:
                 self.notifier.notify_requester(request, f"Request {request.id} completed."),
             )
             return
-        words = {
-            RequestState.UNKNOWN: "could not be confirmed",
-            RequestState.INTERRUPTED: "was interrupted",
-        }.get(request.state, "failed")
+        words = say.ended_how(request)
         await self._tell(
             "notify_requester",
             self.notifier.notify_requester(
@@ -969,7 +892,7 @@ class TwoKey:
         )
         if request.state is not RequestState.INTERRUPTED:  # interrupted: alerted with its cause
             await self._alert(
-                request, self._alert_text(request, f"execution {words}: {request.outcome_detail}")
+                request, say.alert(request, f"execution {words}: {request.outcome_detail}")
             )
 
     # ---- after the change --------------------------------------------------------------------
@@ -983,34 +906,29 @@ class TwoKey:
             request_id, caller.id, caller.via, self.policy.fraud.flag_window, request.target_id
         )
         request = self._reply_request(reply)
-        if reply.code in REFUSALS:
+        if reply.code.is_refusal:
             await self._refused(request, caller, reply.code, "dispute")
-        if reply.code == "NOT_OWNER":
+        if reply.code is GateCode.NOT_OWNER:
             raise NotAllowed("Only the account's owner of record can dispute this change.")
-        if reply.code == "EXPIRED":
+        if reply.code is GateCode.EXPIRED:
             raise Expired("The time to dispute this change has passed; contact security directly.")
-        if reply.code == "DECIDED":
+        if reply.code is GateCode.DECIDED:
             raise AlreadyDecided(
                 f"Request {request.id} did not change the account, so there is nothing to dispute."
             )
-        if reply.code == "NOOP":
+        if reply.code is GateCode.NOOP:
             return Decision(
                 request=request,
                 changed=False,
                 message="You already reported this; security is on it.",
             )
         await self._alert(
-            request,
-            self._alert_text(request, "DISPUTED by the owner after completion: security incident"),
+            request, say.alert(request, "DISPUTED by the owner after completion: security incident")
         )
         if request.plan.auto_revoke_on_dispute and request.action is not Action.REVOKE_SESSIONS:
             await self._revoke_after_dispute(request)
         await self._tell("update_request", self.notifier.update_request(request))
-        return Decision(
-            request=request,
-            message="Thank you. Security has been alerted and the "
-            "account is flagged; you may be contacted shortly.",
-        )
+        return Decision(request=request, message=say.DISPUTED)
 
     async def _revoke_after_dispute(self, request: Request) -> None:
         """Sign the account out everywhere as its own request: system-opened, audited like any
@@ -1032,14 +950,7 @@ class TwoKey:
         except Unavailable:
             log.error("auto_revoke_unrecorded", request=request.id, outcome=outcome)
         if outcome != RequestState.COMPLETED.value:
-            await self._alert(
-                request,
-                self._alert_text(
-                    request,
-                    f"the automatic sign-out after the dispute did not complete ({detail}): "
-                    "sign the account out of every session by hand",
-                ),
-            )
+            await self._alert(request, say.alert(request, say.auto_revoke_failed(detail)))
 
     async def _open_auto_revoke(self, disputed: Request) -> Request:
         target = await self._directory(self.directory.get(disputed.target_id))
@@ -1083,7 +994,7 @@ class TwoKey:
             expires_at=now,
         )
         reply = await self.store.open(revoke, signals, (), via=SYSTEM, role="system")
-        if reply.code != "OK" or reply.request is None:
+        if reply.code is not GateCode.OK or reply.request is None:
             raise Conflict(f"the sign-out request could not be opened ({reply.code})")
         log.info("auto_revoke_opened", request=reply.request.id, disputed=disputed.id)
         await self._tell("post_request", self.notifier.post_request(reply.request))
@@ -1101,7 +1012,7 @@ class TwoKey:
             )
         text = _review_note(note)
         reply = await self.store.close_review(request_id, caller.id, caller.via, text)
-        if reply.code in REFUSALS and reply.request is not None:
+        if reply.code.is_refusal and reply.request is not None:
             await self._refused(reply.request, caller, reply.code, "review")
         return _review_decision(reply)
 
@@ -1117,12 +1028,7 @@ class TwoKey:
         if decision.changed:
             log.warning("review_closed_by_operator", request=request_id, actor=actor)
             await self._alert(
-                decision.request,
-                self._alert_text(
-                    decision.request,
-                    f"break-glass review closed from the command line by {actor}, not by a "
-                    f"security reviewer; note: {text}",
-                ),
+                decision.request, say.alert(decision.request, say.closed_by_operator(actor, text))
             )
         return decision
 
@@ -1194,58 +1100,35 @@ class TwoKey:
                     await self._after_tick(reply.code, reply.request)
         return report
 
-    async def _after_tick(self, code: str, request: Request) -> None:
-        if code == "EXPIRED":
+    async def _after_tick(self, code: GateCode, request: Request) -> None:
+        if code is GateCode.EXPIRED:
             await self._tell("update_request", self.notifier.update_request(request))
             await self._tell(
                 "notify_requester",
-                self.notifier.notify_requester(
-                    request,
-                    f"Request {request.id} expired before every gate was passed; nothing was done.",
-                ),
+                self.notifier.notify_requester(request, say.expired_notice(request, swept=True)),
             )
-        elif code == "INTERRUPTED":
+        elif code is GateCode.INTERRUPTED:
             await self._tell("update_request", self.notifier.update_request(request))
-            await self._alert(
-                request,
-                self._alert_text(
-                    request,
-                    "execution was interrupted (the process running it stopped); it will "
-                    "NOT be re-run. Check the account in the identity provider",
-                ),
-            )
-        elif code == "REMIND":
+            await self._alert(request, say.alert(request, say.INTERRUPTED_BY_STOP))
+        elif code is GateCode.REMIND:
             await self._tell(
                 "notify_approvers",
-                self.notifier.notify_approvers(
-                    request,
-                    f"Reminder: request {request.id} is still waiting for "
-                    f"{', '.join(request.waiting_for(request.last_change_at))}.",
-                ),
+                self.notifier.notify_approvers(request, say.remind_approvers(request)),
             )
             if request.plan.owner_confirmation and request.owner_confirmed_at is None:
                 await self._tell(
-                    "notify_owner",
-                    self.notifier.notify_owner(
-                        request,
-                        f"Reminder: please answer whether you asked for request {request.id}.",
-                    ),
+                    "notify_owner", self.notifier.notify_owner(request, say.remind_owner(request))
                 )
-        elif code == "ESCALATE":
+        elif code is GateCode.ESCALATE:
             await self._tell(
-                "notify_approvers",
-                self.notifier.notify_approvers(
-                    request,
-                    f"Escalated: request {request.id} has waited too long; "
-                    f"{request.plan.escalate_to} may now decide it.",
-                ),
+                "notify_approvers", self.notifier.notify_approvers(request, say.escalated(request))
             )
-            await self._alert(request, self._alert_text(request, "escalated after waiting"))
+            await self._alert(request, say.alert(request, "escalated after waiting"))
             await self._tell("update_request", self.notifier.update_request(request))
-        elif code == "LAPSED":
+        elif code is GateCode.LAPSED:
             await self._tell("update_request", self.notifier.update_request(request))
             await self._ask_owner_again_if_lapsed(request, await self.store.now())
-        elif code == "CLAIMABLE":
+        elif code is GateCode.CLAIMABLE:
             await self.execute(request.id)
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -1259,29 +1142,11 @@ class TwoKey:
     @staticmethod
     def _reply_request(reply: GateReply) -> Request:
         if reply.request is None:
-            raise NotFound("No such request: check the id (they look like TK-4K7M2P9Q).")
+            raise NotFound(say.NO_SUCH_REQUEST)
         return reply.request
 
     async def _alert(self, request: Request | None, text: str) -> None:
         await self._tell("alert_security", self.notifier.alert_security(request, text))
-
-    @staticmethod
-    def _alert_text(request: Request, what: str) -> str:
-        return (
-            f"Request {request.id} ({request.action.value} for {request.target_name}, "
-            f"tier {request.plan.tier}, ticket {request.ticket}, requested by "
-            f"{request.requester_name or request.requester_id}): {what}."
-        )
-
-    @staticmethod
-    def _receipt(request: Request) -> str:
-        waiting = request.waiting_for(request.last_change_at)
-        if request.state is RequestState.PENDING:
-            return (
-                f"Request {request.id} opened (tier {request.plan.tier_label}): "
-                f"waiting for {', '.join(waiting)}; expires {when(request.expires_at)}."
-            )
-        return f"Request {request.id} opened; it is now {_state_words(request)}."
 
     @staticmethod
     async def _tell(what: str, call: Awaitable[object]) -> None:
@@ -1291,22 +1156,6 @@ class TwoKey:
         except Exception as exc:
             log.error("notify_failed", what=what, error=type(exc).__name__)
 
-
-REFUSALS = {
-    "SOD": "deciding a request they are part of",
-    "ROLE": "deciding without the role it needs",
-    "NOT_OWNER": "answering for someone else's account",
-    "NOT_REQUESTER": "cancelling someone else's request",
-}
-"""Gate refusals that are security events (each audited as `refused` by its script)."""
-
-_ATTEMPTS = {
-    "owner_confirmed": "confirm",
-    "owner_rejected": "reject",
-    "approved": "approve",
-    "denied": "deny",
-    "cancelled": "cancel",
-}
 
 RECORD_RETRIES_S = (0.2, 0.5, 1.0)
 """Pauses between tries to record a result after the provider acted: a Redis restart or a
@@ -1336,57 +1185,6 @@ _REASON_OF = {
 }
 
 
-def _owner_outcome_words(request: Request) -> str:
-    """What the owner is told when a change to their account ends, whichever way."""
-    what = (
-        f"the help desk asked twokey to {request.action.label} for {request.target_name} "
-        f"(request {request.id}, ticket {request.ticket})"
-    )
-    if request.requester_id == SYSTEM:
-        what = (
-            f"twokey was to {request.action.label} for {request.target_name} (request "
-            f"{request.id}) after your report"
-        )
-    dispute = ""
-    if request.dispute_until:
-        dispute = (
-            f' If you did not ask for this, press "This wasn\'t me" before '
-            f"{when(request.dispute_until)}."
-        )
-    if request.state is RequestState.COMPLETED:
-        return f"Done: {what}, and it was done at {when(request.finished_at)}.{dispute}"
-    if request.state is RequestState.FAILED:
-        return (
-            f"Not done: {what}, but it failed: {request.outcome_detail} Your account was not "
-            "changed; the help desk has been told."
-        )
-    if request.state is RequestState.UNKNOWN:
-        return (
-            f"Unclear: {what}, but twokey could not confirm whether it happened. Security has "
-            f"been told; if you did not ask for this, contact them now.{dispute}"
-        )
-    return (
-        f"Interrupted: {what}, but it was interrupted and may or may not have happened. It will "
-        f"not be re-run; security has been told.{dispute}"
-    )
-
-
-def _state_words(request: Request) -> str:
-    return {
-        RequestState.PENDING: "waiting for confirmation and approval",
-        RequestState.READY: "approved and about to run",
-        RequestState.EXECUTING: "being carried out",
-        RequestState.COMPLETED: "completed",
-        RequestState.FAILED: "failed",
-        RequestState.UNKNOWN: "finished with an unknown outcome",
-        RequestState.INTERRUPTED: "interrupted",
-        RequestState.DENIED: "denied",
-        RequestState.REJECTED_BY_OWNER: "rejected by the account owner",
-        RequestState.EXPIRED: "expired",
-        RequestState.CANCELLED: "cancelled",
-    }[request.state]
-
-
 def _review_note(note: str) -> str:
     text = clean_text(note)[:500]
     if not text:
@@ -1397,25 +1195,13 @@ def _review_note(note: str) -> str:
 def _review_decision(reply: GateReply) -> Decision:
     """Map close_review.lua's code to what the reviewer (or operator) is told."""
     request = TwoKey._reply_request(reply)
-    if reply.code == "SOD":
+    if reply.code is GateCode.SOD:
         raise SeparationOfDuties(
             "You took part in this break-glass use (you opened or decided it, or it was about "
             "your account), so someone else must review it."
         )
-    if reply.code == "NOT_FINISHED":
-        raise NotAllowed(
-            f"Request {request.id} is still {_state_words(request)}: a break-glass use is "
-            "reviewed once it has finished. Try again when it is done."
-        )
-    if reply.code == "NOOP":
+    if reply.code is GateCode.NOT_FINISHED:
+        raise NotAllowed(say.review_not_finished(request))
+    if reply.code is GateCode.NOOP:
         return Decision(request=request, changed=False, message="That review is not open.")
     return Decision(request=request, message="Review closed.")
-
-
-def _noop_words(detail: str) -> str:
-    return {
-        "already_confirmed": "You already confirmed this request.",
-        "already_approved": "You already approved this request.",
-        "enough_approvals": "This request already has every approval it needs.",
-        "not_needed": "This request does not need your confirmation.",
-    }.get(detail, "Nothing to do: this was already done.")

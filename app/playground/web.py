@@ -23,9 +23,9 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from app.bootstrap import Runtime, check_playground, production_wiring
+from app.channels.actions import press
 from app.channels.commands import HELP_TEXT, MAX_COMMAND, PLAIN_USAGE, USAGE, parse_command
-from app.channels.common import ButtonAction, decode_button
+from app.channels.common import decode_button
 from app.channels.teams import cards
 from app.domain.errors import (
     AlreadyDecided,
@@ -41,9 +41,12 @@ from app.domain.errors import (
     VelocityLimited,
 )
 from app.domain.forms import NOTE_MAX, REASON_MAX, parse_request_id
+from app.domain.messages import DIRECTORY_DOWN
 from app.domain.models import Action, ChatUser, Principal, PrincipalKind, Request, RequestState
+from app.domain.words import headline, shown_state, status_sentence, when
 from app.playground.notifier import PANES, PlaygroundNotifier, RevealedSecret
-from app.service import DIRECTORY_DOWN, Decision, when
+from app.runtime import Runtime, check_playground, production_wiring
+from app.service import Decision
 
 log = structlog.get_logger("twokey.playground")
 
@@ -374,12 +377,6 @@ class Playground:
             "audit": await self._audit(stored),
         }
 
-    def _deciding_roles(self, request: Request) -> list[str]:
-        roles = [request.plan.approver_role]
-        if request.escalated and request.plan.escalate_to:
-            roles.append(request.plan.escalate_to)
-        return roles
-
     def _not_for(
         self, pane: str, viewer: str | None, request: Request, everyone: dict[str, Principal]
     ) -> str:
@@ -403,7 +400,7 @@ class Playground:
                 f"Nothing here for {name}: the card goes to {called(request.owner_id)}, the "
                 "owner of record, and to no one else."
             )
-        roles = self._deciding_roles(request)
+        roles = self.service.deciding_roles(request)
         policy = self.runtime.policy
         if pane == "approver" and not (
             person is not None and any(policy.holds_role(person, r) for r in roles)
@@ -417,19 +414,10 @@ class Playground:
     def _eligible_approvers(
         self, request: Request, now: int, everyone: list[Principal]
     ) -> list[str]:
-        """Who may decide it: holds the role, is enabled and is no party to it; those who have
-        not approved yet first (the approver picker follows the request to one of them)."""
-        roles = self._deciding_roles(request)
-        parties = {request.requester_id, request.target_id, request.owner_id}
+        """Who may decide it (the service's one rule, ``may_decide``); those who have not
+        approved yet first (the approver picker follows the request to one of them)."""
         approved = {a.approver_id for a in request.valid_approvals(now)}
-        found = [
-            p.id
-            for p in everyone
-            if p.kind is PrincipalKind.HUMAN
-            and not p.disabled
-            and p.id not in parties
-            and any(self.runtime.policy.holds_role(p, r) for r in roles)
-        ]
+        found = [p.id for p in everyone if self.service.may_decide(p, request)]
         return sorted(found, key=lambda pid: pid in approved)
 
     async def _audit(self, stored: Request) -> list[dict[str, Any]]:
@@ -483,7 +471,7 @@ class Playground:
             return _decided(await self.service.cancel(who, command.request_id))
         if command.verb == "status":
             found = await self.service.status(who, command.request_id)
-            return _said(_status_words(found, await self.runtime.store.now()), found.id)
+            return _said(status_sentence(found, await self.runtime.store.now()), found.id)
         return _said(await self._listing(who))
 
     async def _listing(self, who: ChatUser) -> str:
@@ -518,20 +506,7 @@ class Playground:
         """A card's button: only its action and request id count, as in Teams and Slack."""
         action, request_id = decode_button(body.button)
         who = await self._chat_user(body.viewer)
-        service = self.service
-        if action is ButtonAction.CONFIRM:
-            decision = await service.confirm_owner(who, request_id)
-        elif action is ButtonAction.REJECT:
-            decision = await service.reject_by_owner(who, request_id)
-        elif action is ButtonAction.APPROVE:
-            decision = await service.approve(who, request_id)
-        elif action is ButtonAction.DENY:
-            decision = await service.deny(who, request_id, body.reason)
-        elif action is ButtonAction.DISPUTE:
-            decision = await service.dispute(who, request_id)
-        else:
-            decision = await service.cancel(who, request_id)
-        return _decided(decision)
+        return _decided(await press(self.service, action, who, request_id, body.reason))
 
     async def reveal_secret(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, RevealBody, self._reveal_secret)
@@ -706,8 +681,8 @@ def _decided(decision: Decision) -> dict[str, Any]:
 
 
 def _summary(request: Request, now: int) -> dict[str, Any]:
-    shown = cards.shown_state(request, now)
-    words = cards.STATE_WORDS[shown]
+    shown = shown_state(request, now)
+    words = headline(shown)
     disputed = request.disputed_at is not None
     if disputed:
         words += ", then disputed by the owner: security incident"
@@ -736,14 +711,6 @@ def _finished(request: Request, shown: RequestState) -> str:
     if shown is RequestState.EXPIRED:
         return when(request.expires_at)
     return when(request.finished_at or request.decided_at)
-
-
-def _status_words(request: Request, now: int) -> str:
-    shown = cards.shown_state(request, now)
-    text = f"Request {request.id} ({request.action.value} for {request.target_name}): "
-    text += cards.STATE_WORDS[shown]
-    missing = request.waiting_for(now) if shown.is_open else []
-    return text + (f"; waiting for {', '.join(missing)}." if missing else ".")
 
 
 def _clock(at: object) -> str:

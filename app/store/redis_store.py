@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
+import structlog
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -24,8 +25,10 @@ from app.domain.errors import Unavailable
 from app.domain.models import Action, Approval, Request, RequestState
 from app.domain.policy import Signals, VelocityLimit
 from app.metrics import GATE_SCRIPTS
-from app.ports import GateReply, Reservation
+from app.ports import GateCode, GateReply, Reservation
 from app.store.keys import SHARDS, Keys, new_request_id, shard_of_request, shard_of_target
+
+log = structlog.get_logger("twokey.store")
 
 _STATIC_FIELDS = (
     "id",
@@ -64,8 +67,9 @@ UNAVAILABLE_MESSAGE = (
     "Please try again in a minute; if it persists, tell the twokey operators."
 )
 
-DURABLE_WAIT_MS = 2_000
-"""How long a claim may wait to reach the append-only file or a replica before nothing runs."""
+DURABLE_WAIT_MS = 1_000
+"""How long a claim may wait to reach the append-only file or a replica before nothing runs
+(shorter than the client's socket timeout, 5 s in bootstrap, so the wait itself never times out)."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -209,10 +213,12 @@ class RedisRequestStore:
         who = self.keys.open_index(shard_of_request(request_id))
         keys = [*self._gate_keys(request_id), *extra_keys, who]
         raw = await self._scripts[script](keys=keys, args=[request_id, *args])
-        code, detail, flat = _text(raw[0]), _text(raw[1]), _pairs(raw[2])
-        GATE_SCRIPTS.labels(script, code).inc()
+        word, detail, flat = _text(raw[0]), _text(raw[1]), _pairs(raw[2])
+        GATE_SCRIPTS.labels(script, word).inc()
         return GateReply(
-            code=code, detail=detail, request=request_from_hash(flat) if flat else None
+            code=gate_code(script, word),
+            detail=detail,
+            request=request_from_hash(flat) if flat else None,
         )
 
     def new_request_id(self, target_id: str) -> str:
@@ -411,14 +417,31 @@ class RedisRequestStore:
         A claim that cannot be made durable in time replies NOT_DURABLE: run nothing.
         """
         reply = await self._run("claim", request_id, [actor, lease_ms, token])
-        if reply.code == "OK" and not await self._claim_is_durable():
-            return reply.model_copy(update={"code": "NOT_DURABLE"})
+        if reply.code is not GateCode.OK:
+            return reply
+        try:
+            durable = await self._claim_is_durable()
+        except (RedisError, OSError):  # e.g. the primary went away right after the claim
+            durable = False
+        if not durable:
+            return reply.model_copy(update={"code": GateCode.NOT_DURABLE})
         return reply
 
     async def _claim_is_durable(self) -> bool:
-        persistence = self.persistence
-        if persistence is None:
+        if self.persistence is None:
             return True
+        if await self._waited_for(self.persistence):
+            return True
+        # The deployment may have changed under us (a failover left the new primary without a
+        # replica, AOF turned off): ask again, and hold the claim to what is there now.
+        before = self.persistence
+        now = await self.check_persistence()
+        if now != before:
+            log.warning("redis_persistence_changed", replicas=now.replicas, aof=now.aof)
+            return await self._waited_for(now)
+        return False
+
+    async def _waited_for(self, persistence: Persistence) -> bool:
         try:
             if persistence.waitaof:
                 local, _ = await self.redis.waitaof(1, 0, DURABLE_WAIT_MS)
@@ -675,6 +698,16 @@ def _count(history: Sequence[tuple[Any, float]], limit: VelocityLimit, now: int)
         if score >= since and (wanted is None or action in wanted):
             seen += 1
     return seen
+
+
+def gate_code(script: str, word: str) -> GateCode:
+    """A script's answer as a GateCode, once, here; a word this twokey does not know is a
+    conflict (the request changed under a newer script), never guessed at."""
+    try:
+        return GateCode(word)
+    except ValueError:
+        log.error("gate_code_unknown", script=script, code=word[:40])
+        return GateCode.CONFLICT
 
 
 def _text(value: Any) -> str:

@@ -191,23 +191,6 @@ async def test_a_replica_that_ran_a_request_recognises_it_after_a_restart(
     assert any(r == rid for _, r, _ in restarted.notifier.said("alert_security"))
 
 
-async def test_a_claim_redis_cannot_make_durable_runs_nothing(
-    redis_client: aioredis.Redis, namespace: str
-) -> None:
-    """A replicated deployment whose replica does not acknowledge the claim: nothing runs."""
-    from app.store.redis_store import Persistence
-
-    core = build_core(redis_client, namespace)
-    # What check_persistence reports for a primary with one replica; the shared test Redis has
-    # none, so WAIT answers 0 copies, as a replica that lags or is gone would.
-    core.store.persistence = Persistence(aof=False, appendfsync="no", replicas=1, waitaof=False)
-    rid = await approve_reset_password(core)
-    final = await core.store.get(rid)
-    assert final is not None and final.state is RequestState.FAILED
-    assert "nothing was changed" in final.outcome_detail
-    assert changes_to(core.connector, rid) == 0
-
-
 async def test_persistence_is_reported_as_the_server_has_it(own_valkey: ValkeyServer) -> None:
     from app.store.redis_store import RedisRequestStore
 

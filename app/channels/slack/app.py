@@ -2,7 +2,9 @@
 
 ``mount`` adds ``POST /slack/events`` (slash command, interactivity, options and events all
 arrive there), registers the :class:`SlackNotifier` with the service's fan-out and, when
-``SLACK_APP_TOKEN`` is set, keeps a Socket Mode connection open as a runtime task. The HTTP
+``SLACK_APP_TOKEN`` is set, keeps a Socket Mode connection open as a runtime task. It is handed
+the running core as ``app.runtime.Runtime`` (the service, the MessageLedger port, the notifier
+fan-out, the lifecycle) and never touches Redis or the composition root itself. The HTTP
 adapter is two small translations around Bolt plus the signature check Bolt lacks (a 401, never
 a 500, for a malformed timestamp); everything else is Bolt middleware, so Socket Mode deliveries
 get the same tenancy and replay checks.
@@ -41,8 +43,6 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from app.bootstrap import InFlight, Runtime, StartupError
-from app.channels.common import MessageRefs
 from app.channels.slack import blocks as bk
 from app.channels.slack.guard import (
     REFUSED,
@@ -56,8 +56,8 @@ from app.channels.slack.handlers import SlackHandlers
 from app.channels.slack.identity import SlackPeople
 from app.channels.slack.notifier import SlackNotifier
 from app.domain.errors import TwokeyError
+from app.runtime import InFlight, Runtime, StartupError
 from app.settings import Settings
-from app.store.keys import Keys
 
 log = structlog.get_logger("twokey.slack")
 
@@ -125,7 +125,6 @@ class SlackChannel:
         settings = runtime.settings
         self.settings = settings
         self.client = web_client(settings, session)
-        keys = Keys(settings.namespace)
         self.tenancy = Tenancy(
             self.client,
             configured=frozenset(t.strip() for t in settings.slack_allowed_teams if t.strip()),
@@ -138,16 +137,9 @@ class SlackChannel:
             require_confirmed_email=settings.slack_require_confirmed_email,
         )
         self.notifier = SlackNotifier(
-            self.client,
-            self.people,
-            MessageRefs(runtime.redis, keys),
-            runtime.redis,
-            keys,
-            runtime.policy,
-            clock=runtime.store.now,
-            load=runtime.store.get,
+            self.client, self.people, runtime.ledger, runtime.service, load=runtime.store.get
         )
-        self.deliveries = Deliveries(runtime.redis, keys)
+        self.deliveries = Deliveries(runtime.ledger)
         self.inflight: InFlight = runtime.inflight
         self.handlers = SlackHandlers(
             runtime.service, self.people, self.client, self.deliveries, inflight=self.inflight

@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from app.channels.common import ButtonAction, encode_button
+from app.domain import words
 from app.domain.forms import JUSTIFICATION_MAX, NOTE_MAX, REASON_MAX, clean_text
 from app.domain.models import Action, PrincipalKind, Request, RequestState, Risk
 from app.domain.risk_words import risk_lines
+from app.domain.words import Face, Line, Tone
 
 Block = dict[str, Any]
 
@@ -101,9 +102,7 @@ def when(ms: int | None) -> str:
     """A time every reader sees in their own time zone, with a UTC fallback."""
     if not ms:
         return "-"
-    seconds = ms // 1000
-    fallback = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{seconds}^{{date_short_pretty}} {{time}}|{fallback}>"
+    return f"<!date^{ms // 1000}^{{date_short_pretty}} {{time}}|{words.when(ms)}>"
 
 
 def mrkdwn(text: str) -> Block:
@@ -189,26 +188,43 @@ class CardContext:
     names: Mapping[str, str] = field(default_factory=dict)
 
     def name(self, principal_id: str | None) -> str:
-        if not principal_id:
-            return "-"
-        return shown(self.names.get(principal_id) or principal_id, 120)
+        return self.face.name(principal_id)
+
+    @property
+    def face(self) -> Face:
+        """The neutral words (app/domain/words.py), escaped and timed the Slack way."""
+        return Face(text=shown, when=when, names=self.names.get)
 
 
 ROLES = ("approvers", "approver-dm", "owner", "requester")
 
-_STATE_BADGES = {
-    RequestState.PENDING: ":hourglass_flowing_sand: Waiting",
-    RequestState.READY: ":white_check_mark: Approved, about to run",
-    RequestState.EXECUTING: ":gear: Being carried out",
-    RequestState.COMPLETED: ":white_check_mark: Completed",
-    RequestState.FAILED: ":x: Failed",
-    RequestState.UNKNOWN: ":warning: Outcome unknown (may have happened)",
-    RequestState.INTERRUPTED: ":warning: Interrupted (not re-run)",
-    RequestState.DENIED: ":no_entry: Denied",
-    RequestState.REJECTED_BY_OWNER: ":rotating_light: Rejected by the owner",
-    RequestState.EXPIRED: ":hourglass: Expired",
-    RequestState.CANCELLED: ":heavy_multiplication_x: Cancelled",
+_STATE_ICONS = {
+    RequestState.PENDING: ":hourglass_flowing_sand:",
+    RequestState.READY: ":white_check_mark:",
+    RequestState.EXECUTING: ":gear:",
+    RequestState.COMPLETED: ":white_check_mark:",
+    RequestState.FAILED: ":x:",
+    RequestState.UNKNOWN: ":warning:",
+    RequestState.INTERRUPTED: ":warning:",
+    RequestState.DENIED: ":no_entry:",
+    RequestState.REJECTED_BY_OWNER: ":rotating_light:",
+    RequestState.EXPIRED: ":hourglass:",
+    RequestState.CANCELLED: ":heavy_multiplication_x:",
 }
+_TONE_ICONS = {
+    Tone.GOOD: ":white_check_mark: ",
+    Tone.WAITING: ":hourglass_flowing_sand: ",
+    Tone.ATTENTION: ":rotating_light: ",
+}
+
+
+def badge(state: RequestState) -> str:
+    """``:no_entry: Denied``: the state's icon and its neutral headline."""
+    return f"{_STATE_ICONS[state]} {words.headline(state)}"
+
+
+def _iconed(line: Line) -> str:
+    return _TONE_ICONS.get(line.tone, "") + line.words
 
 
 def title_of(request: Request) -> str:
@@ -264,77 +280,24 @@ def note_block(request: Request) -> list[Block]:
 
 
 def owner_status(request: Request, ctx: CardContext) -> str:
-    if not request.plan.owner_confirmation:
-        return "Owner confirmation: not required by policy"
-    if request.owner_confirmed_at is None:
-        return (
-            f":hourglass_flowing_sand: Owner confirmation: waiting for {ctx.name(request.owner_id)}"
-        )
-    valid = request.owner_gate_satisfied(ctx.now) or request.state.is_final
-    lapsed = "" if valid else " (lapsed: must be given again)"
-    return (
-        f":white_check_mark: Owner confirmation: {ctx.name(request.owner_id)} at "
-        f"{when(request.owner_confirmed_at)}{lapsed}"
-    )
+    line = words.owner_gate(request, ctx.now, ctx.face)
+    return _iconed(Line(f"Owner confirmation: {line.words}", line.tone))
 
 
 def approvals_status(request: Request, ctx: CardContext) -> str:
-    needed = request.plan.approvals_needed
-    if needed == 0:
-        return "Approvals: none required by policy"
-    who = ", ".join(
-        f"{ctx.name(a.approver_id)} at {when(a.approved_at)}"
-        + ("" if a.valid_at(ctx.now) or request.state.is_final else " (lapsed)")
-        for a in request.approvals
-    )
-    counted = len(request.valid_approvals(ctx.now))
-    if request.state.is_final:
-        counted = len(request.approvals)
-    icon = ":white_check_mark:" if counted >= needed else ":hourglass_flowing_sand:"
-    role = shown(request.plan.approver_role, 40)
-    return f"{icon} Approvals: {counted} of {needed} ({role})" + (f": {who}" if who else "")
+    line = words.approvals_gate(request, ctx.now, ctx.face)
+    return _iconed(Line(f"Approvals: {line.words}", line.tone))
 
 
 def outcome_words(request: Request, ctx: CardContext) -> str:
-    """What happened in the end, or what is still missing."""
-    state = request.state
-    if state is RequestState.PENDING:
-        missing = ", ".join(request.waiting_for(ctx.now)) or "the bot"
-        lapsed = f" {shown(request.gate_note, 400)}" if request.gate_note else ""
-        return f"Waiting for {shown(missing, 200)}.{lapsed}"
-    if state is RequestState.DENIED:
-        return f"Denied by {ctx.name(request.decided_by)} at {when(request.decided_at)}: " + shown(
-            request.decision_reason, REASON_MAX + 100
-        )
-    if state is RequestState.CANCELLED:
-        return f"Cancelled by {ctx.name(request.decided_by)} at {when(request.decided_at)}."
-    if state is RequestState.REJECTED_BY_OWNER:
-        return (
-            f'{ctx.name(request.owner_id)} said "this wasn\'t me" at {when(request.decided_at)}. '
-            "The request is stopped, the account is flagged and security has been told."
-        )
-    if state is RequestState.EXPIRED:
-        return (
-            f"Expired at {when(request.expires_at)} before every gate was passed; nothing was done."
-        )
-    if state in (
-        RequestState.COMPLETED,
-        RequestState.FAILED,
-        RequestState.UNKNOWN,
-        RequestState.INTERRUPTED,
-    ):
-        detail = shown(request.outcome_detail, 600)
-        at = when(request.finished_at or request.claimed_at)
-        extra = ""
-        if request.disputed_at is not None:
-            extra = f"\n:rotating_light: Disputed by the owner at {when(request.disputed_at)}."
-        return f"Finished at {at}. {detail}{extra}"
-    return "The bot is carrying it out now."
+    """What happened in the end, or what is still missing (the neutral words, with icons)."""
+    lines = words.outcome(request, ctx.now, ctx.face, state=request.state)
+    return "\n".join(_iconed(line) for line in lines)
 
 
 def status_blocks(request: Request, ctx: CardContext) -> list[Block]:
     return [
-        section(f"*{_STATE_BADGES[request.state]}*"),
+        section(f"*{badge(request.state)}*"),
         context(owner_status(request, ctx), approvals_status(request, ctx)),
         section(outcome_words(request, ctx)),
     ]
@@ -509,7 +472,7 @@ def decision_lines(request: Request, ctx: CardContext) -> list[tuple[str, str]]:
         lines.append(
             (
                 f"final:{request.state.value}",
-                f"{_STATE_BADGES[request.state]}: " + outcome_words(request, ctx),
+                f"{badge(request.state)}: " + outcome_words(request, ctx),
             )
         )
     if request.disputed_at is not None:

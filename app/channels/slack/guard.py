@@ -6,8 +6,9 @@
   500 stock Bolt answers a non-numeric timestamp with.
 * :class:`Tenancy` knows the workspaces / enterprise and the app this deployment serves.
 * :class:`TenancyGate` refuses any payload from another workspace or app before authorisation.
-* :class:`Deliveries` lets each ``trigger_id`` (or ``event_id``) be acted on once: a replayed
-  signed request, a Slack retry (``X-Slack-Retry-Num``) or a double submit opens nothing twice.
+* :class:`Deliveries` lets each ``trigger_id`` (or ``event_id``) be acted on once (a claim on
+  the MessageLedger port): a replayed signed request, a Slack retry (``X-Slack-Retry-Num``) or
+  a double submit opens nothing twice.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from prometheus_client import Counter
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
@@ -29,7 +29,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from app.domain.errors import Unavailable
-from app.store.keys import Keys
+from app.ports import MessageLedger
 
 log = structlog.get_logger("twokey.slack.guard")
 
@@ -201,27 +201,24 @@ def delivery_key(body: dict[str, Any]) -> str | None:
 
 
 class Deliveries:
-    """Each delivery is acted on once: SET NX on its trigger id / event id in Redis.
+    """Each delivery is acted on once: a once-only claim on its trigger id / event id.
 
     Checked before any work (for a decision, as its first step before the ack), so a replayed
     signed request, a Slack retry or a double submit is answered like the first but changes
     nothing.
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
-        self.redis = redis
-        self.keys = keys
+    def __init__(self, ledger: MessageLedger) -> None:
+        self.ledger = ledger
 
     async def first(self, body: dict[str, Any], retry: str | None = None) -> bool:
-        """True the first time this delivery is seen; raises Unavailable if Redis is down."""
+        """True the first time this delivery is seen; raises Unavailable if it cannot tell."""
         key = delivery_key(body)
         if key is None:
             return True
         try:
-            fresh = await self.redis.set(
-                self.keys.once("slack", key), "1", nx=True, ex=REPLAY_KEEP_S
-            )
-        except (aioredis.RedisError, OSError) as exc:
+            fresh = await self.ledger.claim_once("slack", key, REPLAY_KEEP_S)
+        except Exception as exc:  # whatever the ledger's trouble: refuse rather than repeat
             log.error("slack_replay_check_failed", error=type(exc).__name__)
             raise Unavailable(STORE_DOWN) from exc
         if fresh:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,17 +28,18 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 
-from app.bootstrap import InFlight
+from app.channels.actions import NEEDS_REASON, press
 from app.channels.commands import USAGE, Command, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.slack import blocks as bk
 from app.channels.slack.guard import Deliveries
 from app.channels.slack.identity import SlackPeople
 from app.channels.slack.notifier import on_record
-from app.domain.errors import BadInput, NotAllowed, TwokeyError
+from app.domain.errors import BadInput, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, clean_text, human_error, parse_request_id
-from app.domain.models import Action, ChatUser, Principal, PrincipalKind
+from app.domain.models import Action, ChatUser, Principal
 from app.domain.policy import Policy
+from app.runtime import InFlight
 from app.service import TwoKey
 
 log = structlog.get_logger("twokey.slack.handlers")
@@ -213,15 +214,13 @@ class SlackHandlers:
         me = await self.people.chat_user(_user_of(body))
         if command.verb == "status":
             request = await self.service.status(me, command.request_id)
-            ids = [
-                request.owner_id,
-                request.decided_by,
-                *(a.approver_id for a in request.approvals),
-            ]
-            return bk.request_status(request, await self._context(ids))
+            ctx = bk.CardContext(
+                now=await self.service.now(), names=await self.service.names.for_request(request)
+            )
+            return bk.request_status(request, ctx)
         if command.verb == "list":
             listing = await self.service.list_for(me)
-            now = await self.service.store.now()
+            now = await self.service.now()
             return bk.listing_blocks(listing.mine, listing.to_approve, listing.to_confirm, now)
         if command.verb == "cancel":
             return bk.message((await self.service.cancel(me, command.request_id)).message)
@@ -314,17 +313,11 @@ class SlackHandlers:
         except Exception as exc:
             log.warning("nhi_search_failed", error=type(exc).__name__)
             found = []
-        nhis = [(p.id, p.name) for p in found if p.kind is PrincipalKind.NHI]
-        await ack(options=bk.nhi_options(nhis))
+        await ack(options=bk.nhi_options((p.id, p.name) for p in found))
 
     async def _nhis_for(self, user_id: str, query: str) -> list[Principal]:
-        """The directory is browsed only by someone who may open a request (no guest, no
-        stranger, no unsure identity): the picker must not hand out the list of NHIs."""
-        caller = await self.service.identify(await self.people.chat_user(user_id))
-        policy = self.service.policy
-        if not policy.holds_role(caller.principal, policy.requester_role):
-            raise NotAllowed("Only the help desk can search non-human identities.")
-        return list(await self.service.directory.search(query, limit=50))
+        """Only someone who may open a request browses NHIs (``TwoKey.search_nhis``)."""
+        return await self.service.search_nhis(await self.people.chat_user(user_id), query)
 
     # ---- buttons ----------------------------------------------------------------------------
 
@@ -340,7 +333,7 @@ class SlackHandlers:
             if await self._first(body, retry):
                 await self._tell(user_id, channel, bk.message(exc.message), body)
             return
-        if verb is ButtonAction.DENY:
+        if verb in NEEDS_REASON:
             await ack()
             if await self._first(body, retry):
                 await self._open_deny(body, request_id)
@@ -351,17 +344,12 @@ class SlackHandlers:
         if reply is not None:
             await self._tell(user_id, channel, reply, body)
 
-    async def _decide(self, verb: ButtonAction, user_id: str, request_id: str) -> Blocks:
+    async def _decide(
+        self, verb: ButtonAction, user_id: str, request_id: str, reason: str | None = None
+    ) -> Blocks:
         me = await self.people.chat_user(user_id)
-        use_case: dict[ButtonAction, Callable[[ChatUser, str], Awaitable[Any]]] = {
-            ButtonAction.CONFIRM: self.service.confirm_owner,
-            ButtonAction.REJECT: self.service.reject_by_owner,
-            ButtonAction.APPROVE: self.service.approve,
-            ButtonAction.DISPUTE: self.service.dispute,
-            ButtonAction.CANCEL: self.service.cancel,
-        }
-        decision = await use_case[verb](me, request_id)
-        return bk.message(str(decision.message))
+        decision = await press(self.service, verb, me, request_id, reason)
+        return bk.message(decision.message)
 
     async def _open_deny(self, body: dict[str, Any], request_id: str) -> None:
         meta = json.dumps({"request": request_id, "channel": _channel_of(body) or ""})
@@ -397,14 +385,14 @@ class SlackHandlers:
             return
         user_id = _user_of(body)
         reply = await self._acked_on_record(
-            ack, body, retry, self._deny(user_id, request_id, reason), meta.get("channel")
+            ack,
+            body,
+            retry,
+            self._decide(ButtonAction.DENY, user_id, request_id, reason),
+            meta.get("channel"),
         )
         if reply is not None:
             await self._tell(user_id, meta.get("channel"), reply)
-
-    async def _deny(self, user_id: str, request_id: str, reason: str) -> Blocks:
-        me = await self.people.chat_user(user_id)
-        return bk.message((await self.service.deny(me, request_id, reason)).message)
 
     # ---- acknowledging -----------------------------------------------------------------------
 
@@ -501,11 +489,6 @@ class SlackHandlers:
             await self.client.chat_postMessage(channel=user_id, text=text, blocks=reply)
         except Exception as exc:
             log.warning("slack_person_not_answered", error=_code(exc))
-
-    async def _context(self, principal_ids: Sequence[str | None]) -> bk.CardContext:
-        return bk.CardContext(
-            now=await self.service.store.now(), names=await self.people.names(principal_ids)
-        )
 
 
 def _fallback(reply: Sequence[bk.Block]) -> str:

@@ -11,7 +11,6 @@ never go to a guest, a bot or someone in another organisation who happens to sha
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import structlog
@@ -146,16 +145,3 @@ class SlackPeople:
             log.warning("slack_account_unusable", principal=principal_id)
             return None
         return person.user_id
-
-    async def names(self, principal_ids: Iterable[str | None]) -> dict[str, str]:
-        """Display names from the directory, for cards; an id stands in for anyone not found."""
-        names: dict[str, str] = {}
-        for pid in {p for p in principal_ids if p}:
-            try:
-                principal = await self.directory.get(pid)
-            except Exception as exc:
-                log.warning("directory_unavailable", error=type(exc).__name__)
-                return names
-            if principal is not None:
-                names[pid] = principal.name
-        return names

@@ -1,11 +1,15 @@
 """The Notifier port on Slack's Web API: cards, DMs, thread replies, alerts, secrets.
 
-Every card is rendered from the stored request (re-read at render time, so a late update never
-paints an older state) and its ``channel`` + ``ts`` live in Redis (:class:`MessageRefs`), so any
-replica can update it. Each method is best effort: a Slack error or rate limit is retried by
-the client (429 with ``Retry-After``), then logged and counted, and never reaches back into the
-decision the service already stored. A card that could not be posted is posted by the next
-update of the request instead (claimed with SET NX, so two replicas never post it twice).
+Every card is rendered from the request the service hands over: the one its gate script just
+returned, so nothing is read again. Its time is ``Request.last_change_at`` (the store's clock at
+that change) and its names come from the service's name book, looked up together. An update for
+an older version of a request than one this process already painted is skipped, so a late
+update never paints an older state. Each card's ``channel`` + ``ts`` are kept through the
+MessageLedger port, so any replica can update it. Each method is best effort: a Slack error or
+rate limit is retried by the client (429 with ``Retry-After``), then logged and counted, and
+never reaches back into the decision the service already stored. A card that could not be posted
+is posted by the next update of the request instead (a once-only claim on the ledger, so two
+replicas never post it twice).
 
 The service stores a change (one gate script) before it tells anyone of it, so the first thing
 it tells about a decision marks that decision as on record: :func:`on_record` lets a handler
@@ -20,7 +24,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from prometheus_client import Counter
 from pydantic import SecretStr
@@ -28,12 +31,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from app.channels.common import MessageRef, MessageRefs
 from app.channels.slack import blocks as bk
 from app.channels.slack.identity import SlackPeople
-from app.domain.models import PrincipalKind, Request
-from app.domain.policy import Policy
-from app.store.keys import Keys
+from app.domain.models import Request
+from app.ports import MessageLedger, MessageRef
+from app.service import TwoKey
 
 log = structlog.get_logger("twokey.slack.notifier")
 
@@ -71,28 +73,30 @@ SLACK_CALLS_FAILED = Counter(
 )
 
 
+PAINTED_MOST = 10_000
+"""Requests whose newest painted version this process remembers (then it starts afresh)."""
+
+
 class SlackNotifier:
-    """twokey's cards and messages on Slack; keeps only message references (in Redis)."""
+    """twokey's cards and messages on Slack; keeps only message references (on the ledger)."""
 
     def __init__(
         self,
         client: AsyncWebClient,
         people: SlackPeople,
-        refs: MessageRefs,
-        redis: aioredis.Redis,
-        keys: Keys,
-        policy: Policy,
-        clock: Callable[[], Awaitable[int]],
+        ledger: MessageLedger,
+        service: TwoKey,
         load: Callable[[str], Awaitable[Request | None]],
     ) -> None:
         self.client = client
         self.people = people
-        self.refs = refs
-        self.redis = redis
-        self.keys = keys
-        self.policy = policy
-        self.clock = clock
+        self.ledger = ledger
+        self.service = service
+        self.policy = service.policy
         self.load = load
+        """Only for repairs in the background, seconds later: the request may have moved."""
+        self._painted: dict[str, int] = {}
+        """Request id -> the newest version (audit event count) this process painted."""
         self._dm_channels: dict[str, str] = {}
         self._told: set[str] = set()
         """Thread lines this process has posted: no Redis round trip to skip them again."""
@@ -117,7 +121,8 @@ class SlackNotifier:
     async def update_request(self, request: Request, note: str = "") -> None:
         """Every card of the request to its stored truth, then one thread line per decision."""
         _told(request)
-        request = await self._freshest(request)
+        if self._older_than_painted(request):
+            return
         ctx = await self._context(request)
         refs = await self._refs(request.id)
         for ref in refs:
@@ -223,16 +228,16 @@ class SlackNotifier:
         for role, target in await self._destinations(request):
             if any(_is_card_for(ref, role, target) for ref in refs):
                 continue
-            claim = self.keys.once("slack-post", f"{request.id}:{role}:{target}")
-            if not await self.redis.set(claim, "1", nx=True, ex=POST_CLAIM_S):
+            claim = f"{request.id}:{role}:{target}"
+            if not await self.ledger.claim_once("slack-post", claim, POST_CLAIM_S):
                 continue
             ref = await self._post_card(request, ctx, role, target)
             if ref is None:
-                await self.redis.delete(claim)
+                await self.ledger.release("slack-post", claim)
                 if repair:
                     self._repair_later(request.id)
                 continue
-            await self.refs.remember(request.id, ref)
+            await self.ledger.remember(request.id, ref)
             refs.append(ref)
         return refs
 
@@ -322,12 +327,12 @@ class SlackNotifier:
             return
         keep = max(request.plan.retention, 86400)
         for key, line in bk.decision_lines(request, ctx):
-            once = self.keys.once("slack-thread", f"{request.id}:{key}")
+            once = f"{request.id}:{key}"
             if once in self._told:
                 continue
             if len(self._told) > 50_000:
                 self._told.clear()
-            if not await self.redis.set(once, "1", nx=True, ex=keep):
+            if not await self.ledger.claim_once("slack-thread", once, keep):
                 self._told.add(once)
                 continue
             self._told.add(once)
@@ -344,7 +349,7 @@ class SlackNotifier:
             )
             if sent is None:
                 self._told.discard(once)
-                await self.redis.delete(once)
+                await self.ledger.release("slack-thread", once)
 
     # ---- people and DMs ----------------------------------------------------------------------
 
@@ -379,41 +384,33 @@ class SlackNotifier:
         return channel
 
     async def _approvers(self, request: Request) -> list[str]:
-        """People who may approve this request (for policies that DM approvers)."""
+        """People who may approve this request (for policies that DM approvers): the
+        service's one rule, ``approvers_for``."""
         try:
-            candidates = await self.people.directory.search("", limit=500)
+            return [p.id for p in await self.service.approvers_for(request)]
         except Exception as exc:
             log.warning("directory_unavailable", error=type(exc).__name__)
             return []
-        involved = {request.requester_id, request.target_id, request.owner_id}
-        return [
-            p.id
-            for p in candidates
-            if p.kind is PrincipalKind.HUMAN
-            and not p.disabled
-            and p.id not in involved
-            and self.policy.holds_role(p, request.plan.approver_role)
-        ]
 
     # ---- plumbing ----------------------------------------------------------------------------
 
     async def _context(self, request: Request) -> bk.CardContext:
-        ids = [request.owner_id, request.decided_by, request.reviewed_by]
-        ids += [a.approver_id for a in request.approvals]
-        return bk.CardContext(now=await self.clock(), names=await self.people.names(ids))
+        """The time of the request's latest change and the names its cards show."""
+        names = await self.service.names.for_request(request)
+        return bk.CardContext(now=request.last_change_at, names=names)
 
-    async def _freshest(self, request: Request) -> Request:
-        try:
-            stored = await self.load(request.id)
-        except Exception as exc:
-            log.warning("slack_reload_failed", error=type(exc).__name__)
-            return request
-        if stored is not None and stored.events >= request.events:
-            return stored
-        return request
+    def _older_than_painted(self, request: Request) -> bool:
+        """Whether this process already painted a newer version of the request (then this
+        late update would paint an older state); otherwise remember this one as the newest."""
+        if request.events < self._painted.get(request.id, 0):
+            return True
+        if len(self._painted) > PAINTED_MOST:
+            self._painted.clear()
+        self._painted[request.id] = request.events
+        return False
 
     async def _refs(self, request_id: str) -> list[MessageRef]:
-        return await self.refs.of(request_id, PLATFORM)
+        return await self.ledger.messages_of(request_id, PLATFORM)
 
     async def _slack(
         self, what: str, call: Awaitable[AsyncSlackResponse]

@@ -18,10 +18,12 @@ import re
 from typing import Any
 
 from app.channels.common import ButtonAction, encode_button
+from app.domain import words
 from app.domain.forms import REASON_MAX, clean_text
 from app.domain.models import PrincipalKind, Request, RequestState
 from app.domain.risk_words import risk_lines
-from app.service import when
+from app.domain.words import RAN, Face, Line, Tone, when
+from app.domain.words import shown_state as shown_state
 
 Card = dict[str, Any]
 
@@ -41,19 +43,15 @@ DETAIL_MAX = 500
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~&|#])")
 _LIST_START = re.compile(r"^(\s*)([-+]|\d+)([.)]?)")
 
-STATE_WORDS = {
-    RequestState.PENDING: "Waiting for confirmation and approval",
-    RequestState.READY: "Approved: about to run",
-    RequestState.EXECUTING: "Being carried out",
-    RequestState.COMPLETED: "Completed",
-    RequestState.FAILED: "Failed",
-    RequestState.UNKNOWN: "Outcome unknown: it may have happened",
-    RequestState.INTERRUPTED: "Interrupted: not re-run",
-    RequestState.DENIED: "Denied",
-    RequestState.REJECTED_BY_OWNER: "Stopped: the owner said it was not them",
-    RequestState.EXPIRED: "Expired: nothing was done",
-    RequestState.CANCELLED: "Cancelled",
+_TONE_STYLE: dict[Tone, dict[str, Any]] = {
+    Tone.PLAIN: {},
+    Tone.GOOD: {"color": "Good", "weight": "Bolder"},
+    Tone.WAITING: {},
+    Tone.ATTENTION: {"color": "Attention", "weight": "Bolder"},
+    Tone.WARNING: {"color": "Warning"},
+    Tone.SUBTLE: {"isSubtle": True},
 }
+"""How each tone of the neutral words (app/domain/words.py) looks on a card."""
 
 
 # ---- text ------------------------------------------------------------------------------------
@@ -72,6 +70,18 @@ def plain(text: str | None, limit: int = NAME_MAX) -> str:
     while "{{" in value:
         value = value.replace("{{", "{ {")
     return value
+
+
+def _plain(text: str | None, limit: int) -> str:
+    return plain(text, limit)
+
+
+FACE = Face(text=_plain)
+"""The neutral words made safe for a TextBlock; Teams cards name people by directory id."""
+
+
+def _lines(lines: list[Line]) -> list[Card]:
+    return [_text(line.words, **_TONE_STYLE[line.tone]) for line in lines]
 
 
 def _not_a_list(match: re.Match[str]) -> str:
@@ -176,67 +186,22 @@ def _risk_banner(request: Request) -> list[Card]:
 
 
 def _owner_gate(request: Request, now: int) -> str:
-    if not request.plan.owner_confirmation:
-        return "not required"
-    if request.owner_confirmed_at is None:
-        return "waiting"
-    if request.owner_gate_satisfied(now):
-        return f"confirmed {when(request.owner_confirmed_at)}"
-    return f"lapsed (confirmed {when(request.owner_confirmed_at)})"
+    return words.owner_gate(request, now, FACE).words
 
 
 def _approvals(request: Request, now: int) -> str:
-    valid = request.valid_approvals(now)
-    names = ", ".join(plain(a.approver_id) for a in valid)
-    text = f"{len(valid)} of {request.plan.approvals_needed}"
-    return f"{text} ({names})" if names else text
+    return words.approvals_gate(request, now, FACE).words
 
 
-def shown_state(request: Request, now: int) -> RequestState:
-    """The state to show: an open request past its expiry is expired, sweeper or not."""
-    if request.state.is_open and now >= request.expires_at:
-        return RequestState.EXPIRED
-    return request.state
+def _state_words(request: Request, now: int) -> str:
+    return words.headline(shown_state(request, now))
 
 
 def _outcome(request: Request, now: int) -> list[Card]:
-    """What happened, once something has: decision, result, dispute."""
-    state = shown_state(request, now)
-    lines: list[Card] = []
-    if state is RequestState.COMPLETED:
-        done = f"Completed {when(request.finished_at)}."
-        lines.append(_text(done, color="Good", weight="Bolder"))
-    elif state in (RequestState.FAILED, RequestState.UNKNOWN, RequestState.INTERRUPTED):
-        lines.append(_text(f"{STATE_WORDS[state]}.", color="Attention", weight="Bolder"))
-    elif state is RequestState.DENIED:
-        by = plain(request.decided_by or "an approver")
-        reason = plain(request.decision_reason, REASON_MAX)
-        lines.append(_text(f"Denied by {by}: {reason}", color="Attention", weight="Bolder"))
-    elif state is RequestState.REJECTED_BY_OWNER:
-        lines.append(
-            _text(
-                "The owner said this was not them: stopped, security alerted, account flagged.",
-                color="Attention",
-                weight="Bolder",
-            )
-        )
-    elif state is RequestState.CANCELLED:
-        lines.append(_text(f"Cancelled by {plain(request.decided_by or 'the agent')}."))
-    elif state is RequestState.EXPIRED:
-        lines.append(
-            _text(f"Expired {when(request.expires_at)}; nothing was done.", color="Warning")
-        )
-    if request.outcome_detail:
-        lines.append(_text(plain(request.outcome_detail, DETAIL_MAX), isSubtle=True))
-    if request.disputed_at is not None:
-        lines.append(
-            _text(
-                f"DISPUTED by the owner {when(request.disputed_at)}: security incident.",
-                color="Attention",
-                weight="Bolder",
-            )
-        )
-    return lines
+    """What happened, once something has: decision, result, dispute (the neutral words)."""
+    if shown_state(request, now).is_open:
+        return []
+    return _lines(words.outcome(request, now, FACE))
 
 
 def _request_facts(request: Request) -> list[tuple[str, str]]:
@@ -318,7 +283,7 @@ def approval_card(request: Request, now: int) -> Card:
         f"Approval needed: {request.action.label} for {plain(request.target_name)}"
         if deciding
         else f"{_sentence(request.action.label)} for {plain(request.target_name)}: "
-        f"{STATE_WORDS[shown_state(request, now)].lower()}"
+        f"{_state_words(request, now).lower()}"
     )
     body: list[Card] = [_text(title, size="Medium", weight="Bolder"), *_risk_banner(request)]
     rows = _request_facts(request)
@@ -356,7 +321,7 @@ def requester_status_card(request: Request, now: int) -> Card:
     """To the agent who asked: where the request stands, and Cancel while it is open."""
     body: list[Card] = [
         _text(
-            f"Request {request.id}: {STATE_WORDS[shown_state(request, now)]}",
+            f"Request {request.id}: {_state_words(request, now)}",
             size="Medium",
             weight="Bolder",
         ),
@@ -396,7 +361,7 @@ def owner_done_card(request: Request, now: int) -> Card:
             f"Done: {request.action.label} for {account}."
             if request.state is RequestState.COMPLETED
             else f"{_sentence(request.action.label)} for {account}: "
-            f"{STATE_WORDS[shown_state(request, now)].lower()}",
+            f"{_state_words(request, now).lower()}",
             size="Medium",
             weight="Bolder",
         ),
@@ -425,11 +390,5 @@ def owner_done_card(request: Request, now: int) -> Card:
 
 def owner_card(request: Request, now: int) -> Card:
     """The owner's current card: the question while it stands, the "done" card once it ran."""
-    ran = request.state in (
-        RequestState.EXECUTING,
-        RequestState.COMPLETED,
-        RequestState.FAILED,
-        RequestState.UNKNOWN,
-        RequestState.INTERRUPTED,
-    )
+    ran = request.state in RAN
     return owner_done_card(request, now) if ran else owner_confirmation_card(request, now)

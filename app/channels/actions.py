@@ -1,0 +1,43 @@
+"""A pressed button -> the one use case it stands for, the same for every face.
+
+Slack, Teams and the playground decode a button (``decode_button``: only the action and the
+request id count, invariant 7), resolve who pressed it to a ``ChatUser`` and call :func:`press`.
+Which verb runs which use case is written here once, so no face can wire a button differently.
+"""
+
+from __future__ import annotations
+
+from app.channels.common import ButtonAction
+from app.domain.errors import BadInput
+from app.domain.models import ChatUser
+from app.service import Decision, TwoKey
+
+
+async def press(
+    service: TwoKey,
+    action: ButtonAction,
+    who: ChatUser,
+    request_id: str,
+    reason: str | None = None,
+) -> Decision:
+    """Run the use case behind ``action`` for ``who``; Deny needs the ``reason`` its form asked.
+
+    Raises the service's refusals (TwokeyError) for the face to show.
+    """
+    if action is ButtonAction.CONFIRM:
+        return await service.confirm_owner(who, request_id)
+    if action is ButtonAction.REJECT:
+        return await service.reject_by_owner(who, request_id)
+    if action is ButtonAction.APPROVE:
+        return await service.approve(who, request_id)
+    if action is ButtonAction.DENY:
+        if reason is None:
+            raise BadInput("Say why you deny it: the requester and the audit trail see the reason.")
+        return await service.deny(who, request_id, reason)
+    if action is ButtonAction.DISPUTE:
+        return await service.dispute(who, request_id)
+    return await service.cancel(who, request_id)
+
+
+NEEDS_REASON = frozenset({ButtonAction.DENY})
+"""Buttons whose face must first ask for a reason (a form), then call :func:`press` with it."""

@@ -1,0 +1,343 @@
+"""What twokey tells people, in words: every sentence the service sends or raises.
+
+The service (app/service.py) holds the flow and calls these; keeping the wording here lets the
+flow read as a flow, and lets one sentence serve every face. Pure: built from the stored request
+and plain values; no I/O. Channels escape whatever they show (these sentences carry names and
+typed text as they are).
+"""
+
+from __future__ import annotations
+
+from app.domain.models import Request, RequestState
+from app.domain.words import phrase, when
+
+SYSTEM = "twokey"
+REVIEWER_ROLE = "security"
+"""The role that reviews break-glass uses (the break-glass role itself never suffices)."""
+
+DIRECTORY_DOWN = (
+    "The directory cannot be reached right now, so nobody's identity can be checked and nothing "
+    "was changed. Please try again in a minute."
+)
+NO_SUCH_REQUEST = "No such request: check the id (they look like TK-4K7M2P9Q)."
+OPEN_FAILED = "The request could not be opened; please try again."
+VELOCITY_REACHED = (
+    "Velocity limit: you have opened as many requests as allowed in this window. Ask security "
+    "to review before trying again."
+)
+NOT_THE_OWNER = "Only the account's owner of record can answer this confirmation."
+PART_OF_IT = "You are part of this request (requester, account or owner), so you cannot decide it."
+NOT_THE_REQUESTER = "Only the agent who opened the request, or an approver for it, can cancel it."
+
+REFUSALS = {
+    "SOD": "deciding a request they are part of",
+    "ROLE": "deciding without the role it needs",
+    "NOT_OWNER": "answering for someone else's account",
+    "NOT_REQUESTER": "cancelling someone else's request",
+}
+"""Gate refusals that are security events, as security reads them in an alert."""
+
+ATTEMPTS = {
+    "owner_confirmed": "confirm",
+    "owner_rejected": "reject",
+    "approved": "approve",
+    "denied": "deny",
+    "cancelled": "cancel",
+}
+
+
+# ---- who is asking -----------------------------------------------------------------------------
+
+
+def deactivated(who: str) -> str:
+    return f"{who}: this chat account is deactivated."
+
+
+def a_bot(who: str) -> str:
+    return f"{who}: bots cannot take part in a two-person rule."
+
+
+def a_guest(who: str) -> str:
+    return f"{who}: guest accounts cannot request, confirm or approve identity changes."
+
+
+def no_verified_email(who: str) -> str:
+    return (
+        f"{who}: this chat account has no verified email, so twokey cannot tell who it belongs "
+        "to in the directory."
+    )
+
+
+def nobody_with_email(who: str) -> str:
+    return f"{who}: the email of this chat account matches nobody in the directory."
+
+
+def several_with_email(who: str, count: int) -> str:
+    return (
+        f"{who}: the email of this chat account matches {count} directory entries, so twokey "
+        "cannot tell which person this is. Ask the directory team to fix the duplicate."
+    )
+
+
+def needs_role(request: Request, roles: list[str]) -> str:
+    return (
+        f"Deciding a {request.plan.tier_label or request.plan.tier} request needs the "
+        f"{' or '.join(roles)} role, which you do not hold."
+    )
+
+
+# ---- what people are told about a request -------------------------------------------------------
+
+
+def alert(request: Request, what: str) -> str:
+    """A security alert about a request: what it is, then what happened."""
+    return (
+        f"Request {request.id} ({request.action.value} for {request.target_name}, "
+        f"tier {request.plan.tier}, ticket {request.ticket}, requested by "
+        f"{request.requester_name or request.requester_id}): {what}."
+    )
+
+
+def receipt(request: Request) -> str:
+    """The agent's answer when a request opens."""
+    waiting = request.waiting_for(request.last_change_at)
+    if request.state is RequestState.PENDING:
+        return (
+            f"Request {request.id} opened (tier {request.plan.tier_label}): "
+            f"waiting for {', '.join(waiting)}; expires {when(request.expires_at)}."
+        )
+    return f"Request {request.id} opened; it is now {phrase(request.state)}."
+
+
+def already(request: Request) -> str:
+    return f"Request {request.id} is already {phrase(request.state)}."
+
+
+def expired_refusal(request: Request) -> str:
+    return (
+        f"Request {request.id} expired at {when(request.expires_at)}; nothing was done. "
+        "Open a new request if it is still needed."
+    )
+
+
+def expired_notice(request: Request, *, swept: bool = False) -> str:
+    if swept:
+        return f"Request {request.id} expired before every gate was passed; nothing was done."
+    return f"Request {request.id} expired before every gate was passed."
+
+
+def changed_meanwhile(request: Request, code: str) -> str:
+    return f"Request {request.id} changed meanwhile ({code}); please try again."
+
+
+def noop(detail: str) -> str:
+    return {
+        "already_confirmed": "You already confirmed this request.",
+        "already_approved": "You already approved this request.",
+        "enough_approvals": "This request already has every approval it needs.",
+        "not_needed": "This request does not need your confirmation.",
+    }.get(detail, "Nothing to do: this was already done.")
+
+
+def requester_decision(request: Request, name: str, by_owner: bool) -> str:
+    """The agent hears of a decision someone else took, in words for what happened."""
+    text = {
+        RequestState.DENIED: f"{name} denied request {request.id}: {request.decision_reason}",
+        RequestState.REJECTED_BY_OWNER: f"The owner said request {request.id} was not theirs: "
+        "it is stopped and security is alerted.",
+        RequestState.CANCELLED: f"{name} cancelled request {request.id}.",
+        RequestState.READY: f"Request {request.id}: {name} gave the last sign-off it needed; "
+        "twokey is making the change now.",
+    }.get(request.state)
+    if text is not None:
+        return text
+    did = "confirmed it" if by_owner else "approved it"
+    waiting = ", ".join(request.waiting_for(request.last_change_at))
+    return f"Request {request.id}: {name} {did}; it still waits for {waiting}."
+
+
+def owner_lapsed(request: Request) -> str:
+    return (
+        f"Your confirmation of request {request.id} ({request.action.label} for "
+        f"{request.target_name}) lapsed before every sign-off was in. If you still want it, "
+        'press "Yes, it was me" again; if not, press "No, this wasn\'t me".'
+    )
+
+
+def refused_often(
+    name: str, who: str, via: str, count: int, window_s: int, code: str, what: str
+) -> str:
+    return (
+        f"{name} ({who}, via {via}) was refused {count} times within {window_s // 60 or 1} "
+        f"minutes; latest: {REFUSALS[code]} (tried to {what} it)"
+    )
+
+
+def refused_open(requester: str, action_label: str, target: str, why: str) -> str:
+    return f"Refused request by {requester} to {action_label} for {target}: {why}"
+
+
+# ---- the sweeper --------------------------------------------------------------------------------
+
+INTERRUPTED_BY_STOP = (
+    "execution was interrupted (the process running it stopped); it will NOT be re-run. Check "
+    "the account in the identity provider"
+)
+
+
+def remind_approvers(request: Request) -> str:
+    return (
+        f"Reminder: request {request.id} is still waiting for "
+        f"{', '.join(request.waiting_for(request.last_change_at))}."
+    )
+
+
+def remind_owner(request: Request) -> str:
+    return f"Reminder: please answer whether you asked for request {request.id}."
+
+
+def escalated(request: Request) -> str:
+    return (
+        f"Escalated: request {request.id} has waited too long; {request.plan.escalate_to} may "
+        "now decide it."
+    )
+
+
+# ---- execution ----------------------------------------------------------------------------------
+
+
+def owner_outcome(request: Request) -> str:
+    """What the owner is told when a change to their account ends, whichever way."""
+    what = (
+        f"the help desk asked twokey to {request.action.label} for {request.target_name} "
+        f"(request {request.id}, ticket {request.ticket})"
+    )
+    if request.requester_id == SYSTEM:
+        what = (
+            f"twokey was to {request.action.label} for {request.target_name} (request "
+            f"{request.id}) after your report"
+        )
+    dispute = ""
+    if request.dispute_until:
+        dispute = (
+            f' If you did not ask for this, press "This wasn\'t me" before '
+            f"{when(request.dispute_until)}."
+        )
+    if request.state is RequestState.COMPLETED:
+        return f"Done: {what}, and it was done at {when(request.finished_at)}.{dispute}"
+    if request.state is RequestState.FAILED:
+        return (
+            f"Not done: {what}, but it failed: {request.outcome_detail} Your account was not "
+            "changed; the help desk has been told."
+        )
+    if request.state is RequestState.UNKNOWN:
+        return (
+            f"Unclear: {what}, but twokey could not confirm whether it happened. Security has "
+            f"been told; if you did not ask for this, contact them now.{dispute}"
+        )
+    return (
+        f"Interrupted: {what}, but it was interrupted and may or may not have happened. It will "
+        f"not be re-run; security has been told.{dispute}"
+    )
+
+
+def ended_how(request: Request) -> str:
+    """How an execution that did not simply complete ended, after "Request TK-...": ."""
+    return {
+        RequestState.UNKNOWN: "could not be confirmed",
+        RequestState.INTERRUPTED: "was interrupted",
+    }.get(request.state, "failed")
+
+
+def claim_lost(outcome: str) -> str:
+    return (
+        f"the identity provider answered {outcome}, but the database had lost the record of "
+        "this execution (a restart from a snapshot or a failover); it is recorded as "
+        "interrupted and will NOT be re-run. Check the account in the identity provider"
+    )
+
+
+def ran_twice_refused(outcome: str) -> str:
+    return (
+        f"it had already been run by twokey ({outcome}) but the database lost that record and "
+        "offered it again; it was NOT run twice and is recorded as interrupted. Check the "
+        "account in the identity provider"
+    )
+
+
+def answered_late(outcome: str, final: RequestState) -> str:
+    return (
+        f"the identity provider answered {outcome} after the request had ended as "
+        f"{final.value}: check the account in the identity provider"
+    )
+
+
+def settled_late(outcome: str, detail: str, final: RequestState) -> str:
+    return (
+        f"an execution twokey could not record at the time ({outcome}: {detail}) is now "
+        f"recorded; the request is {final.value}. Check the account in the identity provider"
+    )
+
+
+def unrecorded_refusal(request: Request, outcome: str) -> str:
+    return (
+        f"The identity provider was asked to {request.action.label} for {request.target_name} "
+        f"and the change was carried out as far as twokey knows ({outcome}), but twokey lost "
+        "its database and could not record it. Do not open it again: security has been told, "
+        "and it will be recorded as interrupted when the database is back."
+    )
+
+
+def unrecorded_alert(outcome: str) -> str:
+    return (
+        f"the identity provider answered {outcome}, but twokey could not record the result "
+        "(database unreachable); it will be recorded as interrupted when the database is back "
+        "and will NOT be re-run. Check the account in the identity provider"
+    )
+
+
+def unrecorded_owner(request: Request, outcome: str) -> str:
+    return (
+        f"twokey asked the identity provider to {request.action.label} for "
+        f"{request.target_name} (request {request.id}, ticket {request.ticket}); it answered "
+        f"{outcome}. Security has been told; if you did not ask for this, contact them now."
+    )
+
+
+UNDELIVERED_TO_OWNER = (
+    "a one-time secret was issued, but it could not be delivered to the owner; it was not "
+    "kept. Open a new request to issue another."
+)
+
+
+def waiting_again(request: Request, why: str) -> str:
+    waits = ", ".join(request.waiting_for(request.last_change_at)) or "nothing more"
+    return f"Request {request.id} is waiting again: {why} It waits for {waits}."
+
+
+# ---- after the change ---------------------------------------------------------------------------
+
+DISPUTED = (
+    "Thank you. Security has been alerted and the account is flagged; you may be contacted shortly."
+)
+
+
+def auto_revoke_failed(detail: str) -> str:
+    return (
+        f"the automatic sign-out after the dispute did not complete ({detail}): sign the "
+        "account out of every session by hand"
+    )
+
+
+def review_not_finished(request: Request) -> str:
+    return (
+        f"Request {request.id} is still {phrase(request.state)}: a break-glass use is reviewed "
+        "once it has finished. Try again when it is done."
+    )
+
+
+def closed_by_operator(actor: str, note: str) -> str:
+    return (
+        f"break-glass review closed from the command line by {actor}, not by a security "
+        f"reviewer; note: {note}"
+    )
