@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     microsoft_app_type: Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"] = Field(
         default="SingleTenant", alias="MICROSOFT_APP_TYPE"
     )
+    teams_allowed_tenants: list[str] = Field(default_factory=list, alias="TEAMS_ALLOWED_TENANTS")
+    """Entra tenant ids whose Teams activities are served; empty: the app's own tenant."""
 
     # playground
     playground: bool | None = Field(default=None, alias="TWOKEY_PLAYGROUND")

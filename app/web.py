@@ -128,6 +128,10 @@ def _channel_mounts(settings: Settings) -> list[ChannelMount]:
         from app.channels.slack.app import mount as mount_slack
 
         mounts.append(mount_slack)
+    if settings.teams_enabled:
+        from app.channels.teams.app import mount as mount_teams
+
+        mounts.append(mount_teams)
     if settings.playground_enabled:
         from app.playground.web import mount as mount_playground
 

@@ -1,0 +1,298 @@
+"""Bot Framework authentication, both ways, kept inside the Teams folder.
+
+Inbound: every activity's bearer token is checked by botbuilder's ``authenticate_request``
+(signature against the channel's published keys, issuer, audience = our app id, the
+``serviceurl`` claim = the activity's serviceUrl, Teams endorsement) *before* anything else
+runs, and any failure of any kind is a refusal (the HTTP layer answers 401, never 500). On top of
+botbuilder: a claims validator that refuses every token not issued by the Bot Framework channel
+(Emulator-style Entra tokens, whose ``appid`` is the bot itself, and skill tokens), and a check of
+our own that the activity names a serviceUrl at all (botbuilder skips the claim check without one).
+
+Outbound: the connector token is fetched asynchronously (client credentials, aiohttp) and cached
+until shortly before it expires, instead of botbuilder building a new MSAL app and fetching a
+token synchronously on the event loop at every turn. The OpenID metadata and keys botbuilder
+fetches with blocking ``requests`` are fetched in a worker thread.
+
+Where the Bot Framework lives (login, OpenID metadata, issuer, scope) is :class:`Endpoints`:
+the public cloud in production; tests point it at local stand-ins, never switching checks off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import jwt
+import structlog
+from botbuilder.schema import Activity
+from botframework.connector.auth import (
+    AuthenticateRequestResult,
+    AuthenticationConfiguration,
+    BotFrameworkAuthentication,
+    ClaimsIdentity,
+    ServiceClientCredentialsFactory,
+)
+from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor, _OpenIdMetadata
+from botframework.connector.auth.managedidentity_app_credentials import (
+    ManagedIdentityAppCredentials,
+)
+from msrest.authentication import Authentication
+from prometheus_client import Counter
+
+from app.settings import Settings
+
+log = structlog.get_logger("twokey.teams.auth")
+
+PUBLIC_LOGIN = "https://login.microsoftonline.com"
+PUBLIC_METADATA = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+PUBLIC_ISSUER = "https://api.botframework.com"
+PUBLIC_SCOPE = "https://api.botframework.com"
+MULTI_TENANT_AUTHORITY = "botframework.com"
+TOKEN_EARLY_S = 300
+"""A cached connector token is replaced this long before it expires."""
+TOKEN_TIMEOUT_S = 10
+
+REFUSED = Counter(
+    "twokey_teams_refused_total",
+    "Teams activities refused before any work, by reason.",
+    ["reason"],
+)
+
+
+class TeamsAuthError(Exception):
+    """An inbound activity is not provably from the Bot Framework channel for this bot."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the Bot Framework's identity services are (the public cloud by default)."""
+
+    login_base: str = PUBLIC_LOGIN
+    """Entra login host; the token URL is ``<base>/<tenant>/oauth2/v2.0/token``."""
+    openid_metadata: str = PUBLIC_METADATA
+    channel_issuer: str = PUBLIC_ISSUER
+    oauth_scope: str = PUBLIC_SCOPE
+    emulator_metadata: str = PUBLIC_METADATA
+    """Only ever used to *refuse* Emulator tokens after botbuilder verified them."""
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """The attribute names botbuilder's configuration readers expect, mapped explicitly from
+    MICROSOFT_* settings (botbuilder reads APP_ID, not MICROSOFT_APP_ID)."""
+
+    APP_ID: str
+    APP_PASSWORD: str
+    APP_TYPE: str
+    APP_TENANTID: str
+    TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL: str
+    TO_BOT_FROM_CHANNEL_TOKEN_ISSUER: str
+    TO_CHANNEL_FROM_BOT_LOGIN_URL: str
+    TO_CHANNEL_FROM_BOT_OAUTH_SCOPE: str
+    TO_BOT_FROM_EMULATOR_OPENID_METADATA_URL: str
+    VALIDATE_AUTHORITY: bool = True
+
+
+def bot_config(settings: Settings, endpoints: Endpoints) -> BotConfig:
+    """The whole parameterized family at once: setting one alone turns the others to None."""
+    app_type = settings.microsoft_app_type
+    tenant = settings.microsoft_app_tenant_id or ""
+    authority = tenant if app_type != "MultiTenant" and tenant else MULTI_TENANT_AUTHORITY
+    password = settings.microsoft_app_password
+    return BotConfig(
+        APP_ID=settings.microsoft_app_id or "",
+        APP_PASSWORD=password.get_secret_value() if password is not None else "",
+        APP_TYPE=app_type,
+        APP_TENANTID=tenant,
+        TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL=endpoints.openid_metadata,
+        TO_BOT_FROM_CHANNEL_TOKEN_ISSUER=endpoints.channel_issuer,
+        TO_CHANNEL_FROM_BOT_LOGIN_URL=f"{endpoints.login_base.rstrip('/')}/{authority}",
+        TO_CHANNEL_FROM_BOT_OAUTH_SCOPE=endpoints.oauth_scope,
+        TO_BOT_FROM_EMULATOR_OPENID_METADATA_URL=endpoints.emulator_metadata,
+    )
+
+
+# ---- outbound: the connector token -------------------------------------------------------------
+
+
+class BearerToken(Authentication):
+    """msrest credentials that only attach a token fetched beforehand (no I/O when signing)."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def signed_session(self, session: Any = None) -> Any:
+        session = super().signed_session(session)
+        session.headers["Authorization"] = f"Bearer {self._token}"
+        return session
+
+    def __repr__(self) -> str:
+        return "BearerToken(***)"
+
+
+class ConnectorTokens(ServiceClientCredentialsFactory):  # type: ignore[misc]
+    """Connector credentials from one cached token per scope, fetched without blocking."""
+
+    def __init__(
+        self,
+        config: BotConfig,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.session = session
+        self.clock = clock
+        self._tokens: dict[str, tuple[float, str]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.fetched = 0
+        """How many tokens were fetched (tests: a turn reuses the cached one)."""
+
+    async def is_valid_app_id(self, app_id: str) -> bool:
+        return bool(self.config.APP_ID) and app_id == self.config.APP_ID
+
+    async def is_authentication_disabled(self) -> bool:
+        return False  # never: an unset app id refuses everything instead
+
+    async def create_credentials(
+        self, app_id: str, oauth_scope: str, login_endpoint: str, validate_authority: bool
+    ) -> Authentication:
+        if not await self.is_valid_app_id(app_id):
+            raise TeamsAuthError("credentials asked for another app id")
+        return BearerToken(
+            await self.token(oauth_scope or self.config.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE)
+        )
+
+    async def token(self, scope: str) -> str:
+        cached = self._tokens.get(scope)
+        if cached is not None and cached[0] > self.clock():
+            return cached[1]
+        lock = self._locks.setdefault(scope, asyncio.Lock())
+        async with lock:
+            cached = self._tokens.get(scope)
+            if cached is not None and cached[0] > self.clock():
+                return cached[1]
+            token, lifetime = await self._fetch(scope)
+            self.fetched += 1
+            self._tokens[scope] = (self.clock() + max(lifetime - TOKEN_EARLY_S, 30), token)
+            return token
+
+    async def _fetch(self, scope: str) -> tuple[str, float]:
+        full_scope = scope if scope.endswith("/.default") else f"{scope}/.default"
+        if self.config.APP_TYPE == "UserAssignedMSI":
+            credentials = ManagedIdentityAppCredentials(self.config.APP_ID, scope)
+            token = await asyncio.to_thread(credentials.get_access_token)
+            return str(token), _lifetime(str(token))
+        url = f"{self.config.TO_CHANNEL_FROM_BOT_LOGIN_URL}/oauth2/v2.0/token"
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.config.APP_ID,
+            "client_secret": self.config.APP_PASSWORD,
+            "scope": full_scope,
+        }
+        try:
+            async with self.session.post(
+                url, data=form, timeout=aiohttp.ClientTimeout(total=TOKEN_TIMEOUT_S)
+            ) as answer:
+                body = await answer.json(content_type=None)
+                status = answer.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.error("teams_token_failed", error=type(exc).__name__)
+            raise TeamsAuthError("could not get a connector token") from exc
+        if status != 200 or not isinstance(body, dict) or not body.get("access_token"):
+            error = body.get("error") if isinstance(body, dict) else None
+            log.error("teams_token_refused", status=status, error=str(error or "")[:60])
+            raise TeamsAuthError("the login service refused the bot's credentials")
+        lifetime = float(body.get("expires_in") or 3600)
+        return str(body["access_token"]), lifetime
+
+
+def _lifetime(token: str) -> float:
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+        return max(float(exp) - time.time(), 0.0) if exp else 3600.0
+    except jwt.PyJWTError:
+        return 3600.0
+
+
+# ---- inbound: the activity's token -------------------------------------------------------------
+
+
+class _MetadataOffLoop(_OpenIdMetadata):  # type: ignore[misc]
+    """botbuilder's OpenID metadata cache, refreshed in a worker thread (it uses ``requests``)."""
+
+    async def _refresh(self) -> None:
+        await asyncio.to_thread(self._refresh_blocking)
+
+    def _refresh_blocking(self) -> None:
+        import requests
+
+        response = requests.get(self.url, timeout=10)
+        response.raise_for_status()
+        keys = requests.get(response.json()["jwks_uri"], timeout=10)
+        keys.raise_for_status()
+        self.keys = keys.json()["keys"]
+        self.last_updated = datetime.now()
+
+
+def keys_fetched_off_loop(*urls: str) -> None:
+    """Install the off-loop metadata fetcher for these URLs (botbuilder caches per URL)."""
+    for url in urls:
+        current = JwtTokenExtractor.metadataCache.get(url)
+        if not isinstance(current, _MetadataOffLoop):
+            JwtTokenExtractor.metadataCache[url] = _MetadataOffLoop(url)
+
+
+def channel_claims_only(config: BotConfig) -> Any:
+    """A claims validator: only tokens the Bot Framework channel issued to this bot."""
+
+    async def validate(claims_list: list[dict[str, Any]]) -> None:
+        for claims in claims_list:
+            if claims.get("iss") != config.TO_BOT_FROM_CHANNEL_TOKEN_ISSUER:
+                raise PermissionError("not issued by the Bot Framework channel")
+            if config.APP_ID and config.APP_ID in (claims.get("appid"), claims.get("azp")):
+                raise PermissionError("a token the bot issued to itself (Emulator-style)")
+            if claims.get("aud") != config.APP_ID:
+                raise PermissionError("wrong audience")
+
+    return validate
+
+
+def authentication(config: BotConfig, tokens: ConnectorTokens) -> BotFrameworkAuthentication:
+    from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
+
+    keys_fetched_off_loop(
+        config.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL,
+        config.TO_BOT_FROM_EMULATOR_OPENID_METADATA_URL,
+    )
+    return ConfigurationBotFrameworkAuthentication(
+        config,
+        credentials_factory=tokens,
+        auth_configuration=AuthenticationConfiguration(
+            required_endorsements=[], claims_validator=channel_claims_only(config)
+        ),
+    )
+
+
+async def authenticate(
+    auth: BotFrameworkAuthentication, activity: Activity, header: str
+) -> AuthenticateRequestResult:
+    """The activity's token checked in full, or TeamsAuthError (whatever botbuilder raised)."""
+    if not header.startswith("Bearer ") or len(header) > 16_384:
+        raise TeamsAuthError("missing_token")
+    if not activity.service_url:
+        raise TeamsAuthError("no_service_url")
+    try:
+        result = await auth.authenticate_request(activity, header)
+    except Exception as exc:
+        raise TeamsAuthError(type(exc).__name__) from exc
+    identity: ClaimsIdentity | None = getattr(result, "claims_identity", None)
+    if identity is None or not identity.is_authenticated:
+        raise TeamsAuthError("not_authenticated")
+    if identity.get_claim_value("serviceurl") != activity.service_url:
+        raise TeamsAuthError("service_url_mismatch")
+    return result

@@ -1,0 +1,413 @@
+"""What each Teams activity does: parse -> ONE service call -> render, in the words Slack uses.
+
+* A message is a command (``app/channels/commands.py``); in a channel or group chat people
+  @mention twokey first, and that mention is stripped. The first @mention after the action is the
+  target (its ``29:`` id resolved through the roster); mentions in the note are plain text. An
+  empty message, or only the mention, opens the request form.
+* An ``adaptiveCard/action`` invoke is a button press (Action.Execute): the one service call
+  stores the decision, then the invoke response is the card re-rendered from the stored request
+  (with the reason, if the press was refused). A ``trigger: "automatic"`` invoke (a card refresh)
+  only renders, whatever data it carries; botbuilder 4.17.1 drops ``trigger``, so it is read from
+  the raw ``activity.value``. The form's submit is an invoke too (verb ``open``).
+* Installing twokey or messaging it 1:1 remembers the conversation reference, keyed by the
+  person's directory id, so twokey can later reach them 1:1 (owner confirmation, receipts,
+  the secret).
+
+Each activity id is acted on once (``MessageLedger.claim_once``): a redelivered message opens
+nothing twice, and a redelivered press only renders. Answers to one person go to that person
+only: in their 1:1 chat (opened for them when they wrote in a channel), never in the channel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from botbuilder.core import InvokeResponse, TurnContext
+from botbuilder.core.teams import TeamsActivityHandler
+from botbuilder.schema import (
+    Activity,
+    ActivityTypes,
+    Attachment,
+    ChannelAccount,
+    ConversationParameters,
+)
+from pydantic import ValidationError
+
+from app.channels.commands import HELP_TEXT, USAGE, Command, parse_command
+from app.channels.common import ButtonAction, decode_button
+from app.channels.teams import replies
+from app.channels.teams.cards import Card
+from app.channels.teams.identity import PLATFORM, TeamsPeople
+from app.domain.errors import BadInput, TwokeyError
+from app.domain.forms import NOTE_MAX, DenyForm, human_error
+from app.domain.models import Action, ChatUser
+from app.ports import MessageLedger
+from app.service import Decision, TwoKey
+
+log = structlog.get_logger("twokey.teams.bot")
+
+ACTIVITY_KEEP_S = 24 * 3600
+"""How long an activity id is remembered: longer than the Bot Framework retries one."""
+UNEXPECTED = "Something went wrong on twokey's side; nothing was changed. Please try again."
+_TOKEN = re.compile(r"^<m(\d+)>$")
+
+
+@dataclass(frozen=True)
+class Mention:
+    user_id: str
+    name: str
+
+
+def split_mentions(
+    text: str, mentions: Sequence[Mapping[str, Any]], bot_id: str
+) -> tuple[str, list[Mention]]:
+    """The command text with the bot's own mention removed and every other mention replaced by
+    a one-word token ``<m0>``, ``<m1>``... (pure). A mention's display name may hold spaces."""
+    found: list[Mention] = []
+    for entity in mentions:
+        mentioned = entity.get("mentioned") or {}
+        shown = str(entity.get("text") or "")
+        if not shown:
+            continue
+        if mentioned.get("id") == bot_id:
+            text = text.replace(shown, " ", 1)
+            continue
+        if shown not in text:
+            continue
+        name = re.sub(r"</?at[^>]*>", "", shown).strip()
+        text = text.replace(shown, f" <m{len(found)}> ", 1)
+        found.append(Mention(str(mentioned.get("id") or ""), name))
+    return " ".join(text.split()), found
+
+
+def _mention_text(text: str, mentions: list[Mention]) -> str:
+    """A note with its mention tokens back as the plain names (never a live mention)."""
+    for index, mention in enumerate(mentions):
+        text = text.replace(f"<m{index}>", mention.name)
+    return text
+
+
+class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
+    """The Teams activity handler: thin, every decision is the service's."""
+
+    def __init__(
+        self,
+        service: TwoKey,
+        people: TeamsPeople,
+        ledger: MessageLedger,
+        app_id: str,
+    ) -> None:
+        self.service = service
+        self.people = people
+        self.ledger = ledger
+        self.app_id = app_id
+
+    # ---- turns -------------------------------------------------------------------------------
+
+    async def on_turn(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        if activity.type in (ActivityTypes.message, ActivityTypes.invoke) and activity.id:
+            try:
+                first = await self.ledger.claim_once("teams-activity", activity.id, ACTIVITY_KEEP_S)
+            except TwokeyError:
+                first = False  # cannot tell: act on nothing (a press still renders)
+            turn_context.turn_state["twokey.repeat"] = not first
+            if not first and activity.type == ActivityTypes.message:
+                log.info("teams_activity_repeated")
+                return
+        await super().on_turn(turn_context)
+
+    async def on_message_activity(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        mentions = [
+            dict(e.additional_properties or {}, type=e.type)
+            for e in (activity.entities or [])
+            if (e.type or "").lower() == "mention"
+        ]
+        bot_id = activity.recipient.id if activity.recipient else self.app_id
+        text, found = split_mentions(str(activity.text or ""), mentions, bot_id)
+        try:
+            command = parse_command(text)
+        except BadInput as exc:
+            usage = "" if USAGE in exc.message else f"\n{USAGE}"
+            await self._answer(turn_context, replies.notice_card(exc.message + usage))
+            return
+        if command.verb == "help":
+            await self._answer(turn_context, replies.notice_card(HELP_TEXT, "twokey"))
+            return
+        if command.verb == "form":
+            await self._answer(
+                turn_context, replies.open_form_card(self.service.policy.reason_codes)
+            )
+            return
+        reply = await self._guarded(self._run(turn_context, command, found))
+        await self._answer(turn_context, reply)
+
+    async def _run(self, turn: TurnContext, command: Command, found: list[Mention]) -> Card:
+        me = await self._me(turn)
+        if command.verb == "status":
+            request = await self.service.status(me, command.request_id)
+            return replies.card_for("requester", request, await self.service.store.now())
+        if command.verb == "list":
+            listing = await self.service.list_for(me)
+            lines = [f"{r.id}: {r.action.label} for {r.target_name}" for r in listing.mine]
+            lines += [f"To approve: {r.id}" for r in listing.to_approve]
+            lines += [f"To confirm: {r.id}" for r in listing.to_confirm]
+            return replies.notice_card("\n".join(lines) or "Nothing open for you.", "Your list")
+        if command.verb == "cancel":
+            return replies.notice_card((await self.service.cancel(me, command.request_id)).message)
+        target = await self._target(turn, command.target, found)
+        note = _mention_text(command.text, found)
+        decision: Decision
+        if command.verb == "breakglass":
+            decision = await self.service.breakglass(
+                me, target, command.action, command.ticket, note
+            )
+        else:
+            decision = await self.service.open(
+                me, target, command.action, command.ticket, command.reason_code, note
+            )
+        return replies.notice_card(decision.message)
+
+    async def _target(self, turn: TurnContext, token: str, found: list[Mention]) -> ChatUser | str:
+        match = _TOKEN.match(token)
+        if match and int(match.group(1)) < len(found):
+            mention = found[int(match.group(1))]
+            return await self.people.chat_user(turn, mention.user_id, who="The target")
+        if token.lower().startswith("nhi:"):
+            return token
+        raise BadInput(
+            "Name the person with an @mention (type @ and pick them), or a non-human identity "
+            f"as nhi:<name>. {USAGE}"
+        )
+
+    async def _me(self, turn: TurnContext) -> ChatUser:
+        """Who is acting, resolved through the roster; their 1:1 chat is remembered."""
+        sender = turn.activity.from_property
+        me = await self.people.chat_user(turn, str(sender.id if sender else ""))
+        await self._remember_if_personal(turn, me)
+        return me
+
+    async def _remember_if_personal(self, turn: TurnContext, me: ChatUser) -> None:
+        activity = turn.activity
+        if (activity.conversation.conversation_type or "personal") != "personal":
+            return
+        try:
+            caller = await self.service.identify(me)
+        except TwokeyError:
+            return
+        await self._remember(caller.id, activity.conversation.id, activity)
+
+    async def _remember(self, principal_id: str, conversation: str, activity: Activity) -> None:
+        reference = {
+            "conversation": conversation,
+            "service_url": str(activity.service_url or ""),
+            "tenant": _tenant_of(activity),
+            "user": str(activity.from_property.id if activity.from_property else ""),
+        }
+        try:
+            await self.ledger.remember_conversation(PLATFORM, principal_id, reference)
+        except TwokeyError:
+            log.warning("teams_conversation_not_remembered")
+
+    async def on_installation_update_add(self, turn_context: TurnContext) -> None:
+        """Installed for a person: remember how to reach them 1:1 from now on."""
+        await self._learn_sender(turn_context)
+
+    async def on_conversation_update_activity(self, turn_context: TurnContext) -> None:
+        await self._learn_sender(turn_context)
+
+    async def _learn_sender(self, turn: TurnContext) -> None:
+        activity = turn.activity
+        if (activity.conversation.conversation_type or "") != "personal":
+            return
+        try:
+            await self._me(turn)
+        except TwokeyError as exc:
+            log.info("teams_installer_unknown", code=exc.code)
+        except Exception as exc:
+            log.warning("teams_install_failed", error=type(exc).__name__)
+
+    # ---- button presses ----------------------------------------------------------------------
+
+    async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
+        if turn_context.activity.name != "adaptiveCard/action":
+            return InvokeResponse(status=200, body={})
+        try:
+            body = await self._card_action(turn_context)
+        except Exception as exc:
+            log.error("teams_invoke_failed", error=type(exc).__name__)
+            body = replies.invoke_message(UNEXPECTED)
+        return InvokeResponse(status=200, body=body)
+
+    async def _card_action(self, turn: TurnContext) -> dict[str, object]:
+        value = _object(turn.activity.value)
+        action = _object(value.get("action"))
+        data = _object(action.get("data"))
+        verb = str(action.get("verb") or "")
+        refresh = value.get("trigger") == "automatic"
+        repeated = bool(turn.turn_state.get("twokey.repeat"))
+        if verb == replies.OPEN_VERB:
+            if refresh or repeated:
+                return replies.invoke_card(
+                    replies.open_form_card(self.service.policy.reason_codes, _strings(data))
+                )
+            return await self._open_from_form(turn, _strings(data))
+        try:
+            pressed, request_id = decode_button(str(data.get("button") or ""))
+            if pressed.value != verb:
+                raise BadInput("This button is not one of twokey's.")
+        except BadInput as exc:
+            return replies.invoke_message(exc.message)
+        note = ""
+        if not (refresh or repeated):
+            note = await self._guarded_note(self._decide(turn, pressed, request_id, data))
+        request = await self.service.store.get(request_id)
+        if request is None:
+            return replies.invoke_message(note or f"No request {request_id} was found.")
+        now = await self.service.store.now()
+        role = replies.role_of_verb(pressed.value)
+        return replies.invoke_card(replies.card_for(role, request, now, note))
+
+    async def _decide(
+        self, turn: TurnContext, pressed: ButtonAction, request_id: str, data: Mapping[str, Any]
+    ) -> str:
+        me = await self._me(turn)
+        if pressed is ButtonAction.DENY:
+            reason = str(data.get("reason") or "")
+            try:
+                DenyForm(reason=reason)
+            except ValidationError as exc:
+                raise human_error(exc) from exc
+            await self.service.deny(me, request_id, reason)
+            return ""
+        use_case: dict[ButtonAction, Callable[[ChatUser, str], Awaitable[Decision]]] = {
+            ButtonAction.CONFIRM: self.service.confirm_owner,
+            ButtonAction.REJECT: self.service.reject_by_owner,
+            ButtonAction.APPROVE: self.service.approve,
+            ButtonAction.DISPUTE: self.service.dispute,
+            ButtonAction.CANCEL: self.service.cancel,
+        }
+        decision = await use_case[pressed](me, request_id)
+        return "" if decision.changed else decision.message
+
+    async def _guarded_note(self, work: Awaitable[str]) -> str:
+        try:
+            return await work
+        except TwokeyError as exc:
+            log.info("teams_refused", code=exc.code)
+            return exc.message
+        except Exception as exc:
+            log.error("teams_handler_failed", error=type(exc).__name__)
+            return UNEXPECTED
+
+    # ---- the form ----------------------------------------------------------------------------
+
+    async def _open_from_form(self, turn: TurnContext, values: dict[str, str]) -> dict[str, object]:
+        policy = self.service.policy
+        errors = form_errors(values, policy.reason_codes, policy.check_ticket)
+        if errors:
+            return replies.invoke_card(replies.open_form_card(policy.reason_codes, values, errors))
+        try:
+            me = await self._me(turn)
+            target: ChatUser | str
+            if values.get("person"):
+                # Named by their directory email: the directory resolves exactly one person
+                # (or refuses), as for a mention; the target is named, not authenticated.
+                email = values["person"]
+                target = ChatUser(platform=PLATFORM, user_id=f"email:{email}", email=email)
+            else:
+                nhi = values["nhi"]
+                target = nhi if nhi.lower().startswith("nhi:") else f"nhi:{nhi}"
+            decision = await self.service.open(
+                me,
+                target,
+                values["action"],
+                values["ticket"],
+                values["reason_code"],
+                values.get("note", ""),
+            )
+        except TwokeyError as exc:
+            errors = {"form": exc.message}
+            return replies.invoke_card(replies.open_form_card(policy.reason_codes, values, errors))
+        return replies.invoke_card(replies.notice_card(decision.message, "Request opened"))
+
+    # ---- answering ---------------------------------------------------------------------------
+
+    async def _guarded(self, work: Awaitable[Card]) -> Card:
+        try:
+            return await work
+        except TwokeyError as exc:
+            log.info("teams_refused", code=exc.code)
+            return replies.notice_card(exc.message)
+        except Exception as exc:
+            log.error("teams_handler_failed", error=type(exc).__name__)
+            return replies.notice_card(UNEXPECTED)
+
+    async def _answer(self, turn: TurnContext, card: Card) -> None:
+        """To the person only: in their 1:1 chat; from a channel, in a 1:1 chat opened for them."""
+        activity = Activity(
+            type=ActivityTypes.message,
+            attachments=[Attachment(content_type=replies.CARD_TYPE, content=card)],
+        )
+        incoming = turn.activity
+        if (incoming.conversation.conversation_type or "personal") == "personal":
+            await turn.send_activity(activity)
+            return
+        try:
+            client: Any = turn.turn_state.get(turn.adapter.BOT_CONNECTOR_CLIENT_KEY)
+            sender = incoming.from_property
+            created = await client.conversations.create_conversation(
+                ConversationParameters(
+                    is_group=False,
+                    bot=incoming.recipient,
+                    members=[ChannelAccount(id=sender.id)],
+                    tenant_id=_tenant_of(incoming),
+                    channel_data={"tenant": {"id": _tenant_of(incoming)}},
+                )
+            )
+            await client.conversations.send_to_conversation(created.id, activity)
+        except Exception as exc:
+            log.warning("teams_person_not_answered", error=type(exc).__name__)
+
+
+def form_errors(
+    values: Mapping[str, str],
+    reason_codes: list[str],
+    check_ticket: Callable[[str], None],
+) -> dict[str, str]:
+    """Each field's problem, to show beside it (pure apart from the policy's ticket check)."""
+    errors: dict[str, str] = {}
+    if values.get("action") not in {a.value for a in Action}:
+        errors["action"] = "Choose the change to make."
+    person, nhi = values.get("person", ""), values.get("nhi", "")
+    if bool(person) == bool(nhi):
+        errors["target"] = "Name one person (their email), or one non-human identity (nhi:<name>)."
+    try:
+        check_ticket(values.get("ticket", ""))
+    except TwokeyError as exc:
+        errors["ticket"] = exc.message
+    if values.get("reason_code") not in reason_codes:
+        errors["reason_code"] = "Choose one of the reasons."
+    if len(values.get("note", "")) > NOTE_MAX:
+        errors["note"] = f"The note is too long (at most {NOTE_MAX} characters)."
+    return errors
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _strings(data: Mapping[str, Any]) -> dict[str, str]:
+    fields = ("action", "person", "nhi", "ticket", "reason_code", "note")
+    return {f: str(data.get(f) or "").strip()[:2000] for f in fields}
+
+
+def _tenant_of(activity: Activity) -> str:
+    data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    tenant = (data.get("tenant") or {}).get("id") if isinstance(data.get("tenant"), dict) else None
+    return str(tenant or getattr(activity.conversation, "tenant_id", None) or "")

@@ -1,0 +1,325 @@
+"""The Notifier port on the Bot Connector API: cards, 1:1 messages, alerts and secrets in Teams.
+
+Every card is rendered from the stored request (re-read at render time) and where it went (a
+conversation id and an activity id) is kept through the MessageLedger port, so any replica can
+update every card on every change, the sweeper's included. People are reached 1:1 through the
+conversation reference remembered when they installed or first messaged twokey
+(``remember_conversation``, keyed by their directory id); where there is none for the owner, the
+requester and security are told instead of a silent wait.
+
+Calls go through botbuilder's ConnectorClient with the cached connector token (auth.py); each
+call is best effort: a failure is logged by type and counted, and never undoes a decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from botbuilder.schema import Activity, ActivityTypes, Attachment
+from botframework.connector.auth import BotFrameworkAuthentication, ClaimsIdentity
+from prometheus_client import Counter
+from pydantic import SecretStr
+
+from app.channels.teams import replies
+from app.channels.teams.cards import Card
+from app.domain.errors import TwokeyError
+from app.domain.models import PrincipalKind, Request
+from app.domain.policy import Policy
+from app.ports import Directory, MessageLedger, MessageRef
+
+log = structlog.get_logger("twokey.teams.notifier")
+
+PLATFORM = "teams"
+POST_CLAIM_S = 60
+SERVICE_KEY = "service:"
+"""Ledger key prefix: the service URL last seen for a tenant (``service:<tenant id>``)."""
+
+TEAMS_CALLS_FAILED = Counter(
+    "twokey_teams_calls_failed_total",
+    "Bot Connector calls that failed, by purpose and error.",
+    ["what", "error"],
+)
+
+
+class TeamsNotifier:
+    """twokey's cards and messages on Teams; keeps only message and conversation references."""
+
+    def __init__(
+        self,
+        auth: BotFrameworkAuthentication,
+        app_id: str,
+        scope: str,
+        tenant: str,
+        ledger: MessageLedger,
+        directory: Directory,
+        policy: Policy,
+        clock: Callable[[], Awaitable[int]],
+        load: Callable[[str], Awaitable[Request | None]],
+    ) -> None:
+        self.auth = auth
+        self.app_id = app_id
+        self.scope = scope
+        self.tenant = tenant
+        self.ledger = ledger
+        self.directory = directory
+        self.policy = policy
+        self.clock = clock
+        self.load = load
+        self._clients: dict[str, Any] = {}
+
+    # ---- the port ----------------------------------------------------------------------------
+
+    async def post_request(self, request: Request) -> None:
+        """The approval card(s), the owner's "did you ask for this?" and the requester's receipt."""
+        now = await self.clock()
+        refs = await self._refs(request.id)
+        for role, person in self._people(request):
+            if any(r.role == role and r.extra.get("person") == person for r in refs):
+                continue
+            where = await self._one_to_one(person)
+            if where is None:
+                if role == "owner":
+                    await self._owner_unreachable(request)
+                continue
+            await self._post(request, role, where, now, person)
+        channel = request.plan.approval_channels.get(PLATFORM)
+        if channel and not any(r.role == "approvers" for r in refs):
+            service_url = await self._service_url()
+            if service_url is None:
+                log.warning("teams_service_url_unknown", request=request.id)
+            else:
+                await self._post(request, "approvers", (channel, service_url), now, "")
+        if request.plan.dm_approvers:
+            for approver in await self._approvers(request):
+                if any(r.role == "approver-dm" and r.extra.get("person") == approver for r in refs):
+                    continue
+                where = await self._one_to_one(approver)
+                if where is not None:
+                    await self._post(request, "approver-dm", where, now, approver)
+
+    async def update_request(self, request: Request, note: str = "") -> None:
+        """Every card of this request to its stored truth."""
+        request = await self._freshest(request)
+        now = await self.clock()
+        for ref in await self._refs(request.id):
+            if ref.role not in replies.ROLES:
+                continue
+            card = replies.card_for(ref.role, request, now)
+            activity = _card_activity(card, _summary(ref.role, request))
+            activity.id = ref.message_id
+            await self._update(ref, activity)
+
+    async def notify_owner(self, request: Request, text: str) -> None:
+        await self._tell(request.owner_id, text, "notify_owner")
+
+    async def notify_requester(self, request: Request, text: str) -> None:
+        await self._tell(request.requester_id, text, "notify_requester")
+
+    async def notify_approvers(self, request: Request, text: str) -> None:
+        channel = request.plan.approval_channels.get(PLATFORM)
+        service_url = await self._service_url()
+        if channel and service_url:
+            await self._send(channel, service_url, replies.notice_card(text), "notify_approvers")
+        if request.plan.dm_approvers:
+            for approver in await self._approvers(request):
+                await self._tell(approver, text, "notify_approvers")
+
+    async def deliver_secret(self, request: Request, secret: SecretStr, label: str) -> bool:
+        """Invariant 5: the owner's 1:1 chat only, its reference read afresh; never a channel."""
+        where = await self._one_to_one(request.owner_id)
+        if where is None:
+            log.warning("secret_owner_unreachable", request=request.id, platform=PLATFORM)
+            return False
+        card = replies.secret_card(request, secret.get_secret_value(), label)
+        sent = await self._send(
+            where[0], where[1], card, "deliver_secret", summary=f"Your {label[:40]} from twokey"
+        )
+        return sent is not None
+
+    async def alert_security(self, request: Request | None, text: str) -> None:
+        channels = request.plan.security_channels if request else self.policy.channels.security
+        channel = channels.get(PLATFORM)
+        service_url = await self._service_url()
+        if not channel or not service_url:
+            log.warning("teams_no_security_channel", request=request.id if request else None)
+            return
+        await self._send(channel, service_url, replies.alert_card(text, request), "alert_security")
+
+    async def _update(self, ref: MessageRef, activity: Activity) -> None:
+        async def call(client: Any) -> Any:
+            return await client.conversations.update_activity(ref.channel, ref.message_id, activity)
+
+        await self._call(f"update_{ref.role}", ref.extra.get("service_url", ""), call)
+
+    # ---- pieces ------------------------------------------------------------------------------
+
+    def _people(self, request: Request) -> list[tuple[str, str]]:
+        people = [("requester", request.requester_id)]
+        if request.plan.owner_confirmation or request.target_kind is PrincipalKind.NHI:
+            people.insert(0, ("owner", request.owner_id))
+        return people
+
+    async def _post(
+        self, request: Request, role: str, where: tuple[str, str], now: int, person: str
+    ) -> None:
+        """Post one card once (whichever replica), and remember where it went."""
+        conversation, service_url = where
+        try:
+            if not await self.ledger.claim_once(
+                "teams-post", f"{request.id}:{role}:{person or conversation}", POST_CLAIM_S
+            ):
+                return
+        except TwokeyError:
+            return
+        card = replies.card_for(role, request, now)
+        sent = await self._send(conversation, service_url, card, f"post_{role}", request, role)
+        if sent is None:
+            await self._release("teams-post", f"{request.id}:{role}:{person or conversation}")
+            return
+        ref = MessageRef(
+            platform=PLATFORM,
+            role=role,
+            channel=conversation,
+            message_id=sent,
+            extra={"service_url": service_url, "person": person},
+        )
+        try:
+            await self.ledger.remember(request.id, ref)
+        except TwokeyError:
+            log.error("teams_card_not_remembered", request=request.id, role=role)
+
+    async def _send(
+        self,
+        conversation: str,
+        service_url: str,
+        card: Card,
+        what: str,
+        request: Request | None = None,
+        role: str = "",
+        summary: str = "",
+    ) -> str | None:
+        text = summary or (_summary(role, request) if request is not None else "twokey")
+        activity = _card_activity(card, text)
+        answer = await self._call(
+            what,
+            service_url,
+            lambda c: c.conversations.send_to_conversation(conversation, activity),
+        )
+        sent = getattr(answer, "id", None)
+        return str(sent) if sent else None
+
+    async def _tell(self, principal_id: str, text: str, what: str) -> None:
+        where = await self._one_to_one(principal_id)
+        if where is None:
+            log.info("teams_person_unreachable", what=what)
+            return
+        await self._send(where[0], where[1], replies.notice_card(text), what)
+
+    async def _owner_unreachable(self, request: Request) -> None:
+        text = (
+            f"twokey cannot ask the owner of request {request.id} in Teams: they have not "
+            "installed or messaged twokey there yet. Ask them to open a chat with twokey; the "
+            "request waits for their answer until it expires."
+        )
+        await self._tell(request.requester_id, text, "owner_unreachable")
+        await self.alert_security(request, text)
+
+    async def _one_to_one(self, principal_id: str) -> tuple[str, str] | None:
+        """The person's 1:1 chat with twokey (conversation id, service URL), if they have one."""
+        try:
+            ref = await self.ledger.conversation_of(PLATFORM, principal_id)
+        except TwokeyError:
+            return None
+        if not ref or not ref.get("conversation") or not ref.get("service_url"):
+            return None
+        return ref["conversation"], ref["service_url"]
+
+    async def _service_url(self) -> str | None:
+        try:
+            ref = await self.ledger.conversation_of(PLATFORM, SERVICE_KEY + self.tenant)
+        except TwokeyError:
+            return None
+        return (ref or {}).get("service_url") or None
+
+    async def _approvers(self, request: Request) -> list[str]:
+        try:
+            candidates = await self.directory.search("", limit=500)
+        except Exception as exc:
+            log.warning("directory_unavailable", error=type(exc).__name__)
+            return []
+        involved = {request.requester_id, request.target_id, request.owner_id}
+        return [
+            p.id
+            for p in candidates
+            if p.kind is PrincipalKind.HUMAN
+            and not p.disabled
+            and p.id not in involved
+            and self.policy.holds_role(p, request.plan.approver_role)
+        ]
+
+    async def _refs(self, request_id: str) -> list[MessageRef]:
+        try:
+            return await self.ledger.messages_of(request_id, PLATFORM)
+        except TwokeyError:
+            return []
+
+    async def _release(self, scope: str, key: str) -> None:
+        try:
+            await self.ledger.release(scope, key)
+        except TwokeyError:
+            pass
+
+    async def _freshest(self, request: Request) -> Request:
+        try:
+            stored = await self.load(request.id)
+        except Exception as exc:
+            log.warning("teams_reload_failed", error=type(exc).__name__)
+            return request
+        if stored is not None and stored.events >= request.events:
+            return stored
+        return request
+
+    async def _client(self, service_url: str) -> Any:
+        client = self._clients.get(service_url)
+        if client is None:
+            claims = ClaimsIdentity({"aud": self.app_id}, True)
+            factory = self.auth.create_connector_factory(claims)
+            client = await factory.create(service_url, self.scope)
+            self._clients[service_url] = client
+        return client
+
+    async def _call(
+        self, what: str, service_url: str, call: Callable[[Any], Awaitable[Any]]
+    ) -> Any:
+        """One Bot Connector call; a failure is logged (purpose and error, never the payload)."""
+        if not service_url:
+            return None
+        try:
+            return await call(await self._client(service_url))
+        except Exception as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            error = f"http_{status}" if status else type(exc).__name__
+            TEAMS_CALLS_FAILED.labels(what, error).inc()
+            log.error("teams_call_failed", what=what, error=error)
+            return None
+
+
+def _card_activity(card: Card, summary: str) -> Activity:
+    return Activity(
+        type=ActivityTypes.message,
+        summary=summary[:200],
+        attachments=[Attachment(content_type=replies.CARD_TYPE, content=card)],
+    )
+
+
+def _summary(role: str, request: Request | None) -> str:
+    """The notification line (no user-typed text: the request id and the change only)."""
+    if request is None:
+        return "twokey"
+    what = request.action.label
+    return {
+        "owner": f"twokey: did you ask for this? ({what}, {request.id})",
+        "requester": f"twokey: your request {request.id} ({what})",
+    }.get(role, f"twokey: approval for {what} ({request.id})")

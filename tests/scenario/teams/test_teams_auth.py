@@ -1,0 +1,118 @@
+"""Every inbound activity is authenticated first: any bad token is a 401 and changes nothing.
+
+Tokens are real RS256 JWTs signed by a key the stand-in made and publishes as OpenID metadata and
+JWKS; botbuilder's production authentication verifies them. Nothing is switched off.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from teams_standin import APP_ID, OTHER_TENANT, TeamsStandIn, dm_of
+from teams_world import TeamsWorld
+
+NOW = int(time.time())
+EMULATOR_ISSUER = "https://sts.windows.net/d6d49420-f39b-4df7-a1dc-d59a935871db/"
+
+
+def bad_tokens(teams: TeamsStandIn) -> dict[str, str]:
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    unsigned = jwt.encode(
+        {"iss": "https://api.botframework.com", "aud": APP_ID, "serviceurl": teams.url + "/"},
+        None,
+        algorithm="none",
+        headers={"kid": teams.kid},
+    )
+    return {
+        "expired": teams.token(exp=NOW - 900, nbf=NOW - 4000),
+        "not_yet_valid": teams.token(nbf=NOW + 900),
+        "badly_signed": teams.token(_key=other_key),
+        "unknown_kid": teams.token(_headers={"kid": "kid-nobody-published"}),
+        "alg_none": unsigned,
+        "hs256": teams.token(_alg="HS256", _key="a-shared-secret-anyone-could-guess-32b"),
+        "wrong_issuer": teams.token(iss="https://login.evil.example"),
+        "wrong_audience": teams.token(aud="another-bot-id"),
+        "no_audience": teams.token(aud=None),
+        "service_url_differs": teams.token(serviceurl="https://attacker.example/"),
+        "no_service_url_claim": teams.token(serviceurl=None),
+        "emulator_style": teams.token(iss=EMULATOR_ISSUER, ver="1.0", appid=APP_ID),
+        "garbage": "not.a.jwt",
+    }
+
+
+KINDS = [
+    "expired",
+    "not_yet_valid",
+    "badly_signed",
+    "unknown_kid",
+    "alg_none",
+    "hs256",
+    "wrong_issuer",
+    "wrong_audience",
+    "no_audience",
+    "service_url_differs",
+    "no_service_url_claim",
+    "emulator_style",
+    "garbage",
+]
+
+
+async def nothing_happened(world: TeamsWorld) -> None:
+    assert await world.runtime.store.open_requests() == []
+    assert world.teams.in_conversation(dm_of("bob")) == []
+    assert world.teams.in_conversation(dm_of("alice")) == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_bad_token_gets_401_and_changes_nothing(world: TeamsWorld, kind: str) -> None:
+    token = bad_tokens(world.teams)[kind]
+    activity = world.message("bob", "reset-mfa <at>Alice</at> INC-1234 lost-device", ["alice"])
+    answer = await world.post(activity, token)
+    assert answer.status == 401, (kind, await answer.text())
+    await nothing_happened(world)
+
+
+async def test_no_authorization_header_gets_401(world: TeamsWorld) -> None:
+    activity = world.message("bob", "reset-mfa <at>Alice</at> INC-1234 lost-device", ["alice"])
+    answer = await world.post(activity, None)
+    assert answer.status == 401
+    await nothing_happened(world)
+
+
+async def test_a_press_with_a_bad_token_is_401_not_500(world: TeamsWorld) -> None:
+    request = await world.open_request()
+    card = await world.card(dm_of("alice"), request.id, "Did you ask for this?")
+    activity = world.press_activity("alice", card, "confirm")
+    answer = await world.post(activity, bad_tokens(world.teams)["badly_signed"])
+    assert answer.status == 401
+    stored = await world.runtime.store.get(request.id)
+    assert stored is not None and stored.owner_confirmed_at is None
+
+
+async def test_an_activity_whose_service_url_differs_from_the_token_is_refused(
+    world: TeamsWorld,
+) -> None:
+    activity: dict[str, Any] = world.message("bob", "list")
+    activity["serviceUrl"] = "https://attacker.example/"
+    answer = await world.post(activity)
+    assert answer.status == 401
+
+
+async def test_another_tenant_opens_nothing(world: TeamsWorld) -> None:
+    activity = world.message(
+        "bob", "reset-mfa <at>Alice</at> INC-1234 lost-device", ["alice"], tenant=OTHER_TENANT
+    )
+    answer = await world.post(activity)
+    assert answer.status in (200, 202, 403)
+    await nothing_happened(world)
+
+
+async def test_the_connector_token_is_fetched_once_and_reused(world: TeamsWorld) -> None:
+    for _ in range(3):
+        assert (await world.say("bob", "help")).status == 200
+    assert world.teams.tokens_issued == 1
+    assert not world.teams.unauthorized

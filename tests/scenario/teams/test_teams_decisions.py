@@ -1,0 +1,151 @@
+"""Who may press what, in which order, and what everyone sees afterwards (through HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from teams_standin import APPROVALS, SECURITY, dm_of
+from teams_world import TeamsWorld, buttons, teams_policy
+
+from app.domain.models import RequestState
+
+
+async def test_approver_before_owner_runs_once_the_owner_confirms(world: TeamsWorld) -> None:
+    request = await world.open_request()
+    approval = await world.card(APPROVALS, request.id)
+    await world.press("carol", approval, "approve")
+    assert world.connector.changes == []
+    owner = await world.card(dm_of("alice"), request.id, "Did you ask for this?")
+    await world.press("alice", owner, "confirm")
+    await world.stored(request.id, lambda r: r.state is RequestState.COMPLETED)
+    assert [c.request_id for c in world.connector.changes] == [request.id]
+    receipts = [m.text for m in world.teams.in_conversation(dm_of("bob"))]
+    assert any("Completed" in t or "completed" in t for t in receipts)
+
+
+async def test_requester_target_and_non_approver_are_refused_with_the_card(
+    world: TeamsWorld,
+) -> None:
+    request = await world.open_request()
+    approval = await world.card(APPROVALS, request.id)
+    for person in ("bob", "alice", "ivan"):
+        answer = await world.press(person, approval, "approve")
+        assert answer["statusCode"] == 200 and answer["type"].endswith("card.adaptive")
+        shown = json.dumps(answer["value"])
+        assert "approve" in buttons(answer["value"]), person
+        assert shown.count("TextBlock") > 1
+    stored = await world.runtime.store.get(request.id)
+    assert stored is not None and not stored.approvals
+    assert world.connector.changes == []
+
+
+async def test_this_wasnt_me_stops_it_and_alerts_security(world: TeamsWorld) -> None:
+    request = await world.open_request()
+    owner = await world.card(dm_of("alice"), request.id, "Did you ask for this?")
+    answer = await world.press("alice", owner, "reject")
+    assert "confirm" not in buttons(answer["value"])
+    await world.stored(request.id, lambda r: r.state is RequestState.REJECTED_BY_OWNER)
+    await world.card(SECURITY, request.id)
+    approval = await world.card(APPROVALS, request.id)
+    await world.teams.until(lambda: not buttons(approval.card))
+    assert world.connector.changes == []
+
+
+async def test_deny_with_a_reason_tells_the_requester(world: TeamsWorld) -> None:
+    request = await world.open_request()
+    approval = await world.card(APPROVALS, request.id)
+    answer = await world.press("carol", approval, "deny", reason="caller could not be verified")
+    assert buttons(answer["value"]) == {}
+    await world.stored(request.id, lambda r: r.state is RequestState.DENIED)
+    await world.card(dm_of("bob"), "caller could not be verified")
+
+
+async def test_deny_without_a_reason_is_refused_in_place(world: TeamsWorld) -> None:
+    request = await world.open_request()
+    approval = await world.card(APPROVALS, request.id)
+    answer = await world.press("carol", approval, "deny", reason="")
+    assert "approve" in buttons(answer["value"])
+    stored = await world.runtime.store.get(request.id)
+    assert stored is not None and stored.state is RequestState.PENDING
+
+
+async def test_cancel_by_command_updates_every_card(world: TeamsWorld) -> None:
+    request = await world.open_request()
+    assert (await world.say("bob", f"cancel {request.id}")).status == 200
+    await world.stored(request.id, lambda r: r.state is RequestState.CANCELLED)
+    approval = await world.card(APPROVALS, request.id)
+    owner = await world.card(dm_of("alice"), request.id, "Did you ask for this?")
+    await world.teams.until(lambda: not buttons(approval.card) and not buttons(owner.card))
+
+
+async def test_twenty_concurrent_presses_execute_once(world: TeamsWorld) -> None:
+    request = await world.open_request()
+    owner = await world.card(dm_of("alice"), request.id, "Did you ask for this?")
+    await world.press("alice", owner, "confirm")
+    approval = await world.card(APPROVALS, request.id)
+    presses = [world.press(p, approval, "approve") for p in ("carol", "dave") * 10]
+    answers = await asyncio.gather(*presses)
+    assert all(a["statusCode"] == 200 for a in answers)
+    await world.stored(request.id, lambda r: r.state is RequestState.COMPLETED)
+    assert [c.request_id for c in world.connector.changes] == [request.id]
+
+
+async def test_a_refresh_only_renders_whatever_it_carries(world: TeamsWorld) -> None:
+    request = await world.open_request()
+    owner = await world.card(dm_of("alice"), request.id, "Did you ask for this?")
+    answer = await world.press("alice", owner, "confirm", trigger="automatic")
+    assert "confirm" in buttons(answer["value"])
+    stored = await world.runtime.store.get(request.id)
+    assert stored is not None and stored.owner_confirmed_at is None
+
+
+async def test_a_redelivered_message_opens_one_request(world: TeamsWorld) -> None:
+    activity = world.message("bob", "reset-mfa <at>Alice</at> INC-1234 lost-device", ["alice"])
+    first, second = await asyncio.gather(world.post(activity), world.post(activity))
+    assert first.status == 200 and second.status == 200
+    await world.card(APPROVALS, "TK-")
+    await asyncio.sleep(0.2)
+    assert len(await world.runtime.store.open_requests()) == 1
+
+
+async def test_a_redelivered_press_decides_once(world: TeamsWorld) -> None:
+    request = await world.open_request()
+    owner = await world.card(dm_of("alice"), request.id, "Did you ask for this?")
+    activity = world.press_activity("alice", owner, "confirm")
+    for _ in range(2):
+        answer = await world.post(activity)
+        assert answer.status == 200
+    stored = await world.runtime.store.get(request.id)
+    assert stored is not None and stored.events == request.events + 1
+
+
+async def test_expiry_by_the_sweeper_updates_cards_and_late_presses_get_no_buttons(
+    teams,
+    redis_client,
+    namespace,  # type: ignore[no-untyped-def]
+) -> None:
+    from teams_world import start_world, stop_world
+
+    world = await start_world(
+        teams, redis_client, namespace, policy=teams_policy(request_ttl="1s", approval_ttl="1s")
+    )
+    try:
+        request = await world.open_request()
+        approval = await world.card(APPROVALS, request.id)
+        await asyncio.sleep(1.2)
+        await world.runtime.service.expire_due()
+        await world.stored(request.id, lambda r: r.state is RequestState.EXPIRED)
+        await world.teams.until(lambda: not buttons(approval.card))
+        answer = await world.press("carol", _first(approval), "approve")
+        assert buttons(answer["value"]) == {}
+        assert world.connector.changes == []
+    finally:
+        await stop_world(world)
+
+
+def _first(message):  # type: ignore[no-untyped-def]
+    """The card as it was first posted (with its buttons): a person with a stale view."""
+    from teams_standin import Message
+
+    return Message(message.conversation, message.id, message.versions[0], message.versions)
