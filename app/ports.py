@@ -209,6 +209,12 @@ class RequestStore(Protocol):
         request ``interrupted`` whatever state it shows, writing it back if it vanished."""
         ...
 
+    async def audit_refused_open(
+        self, target_id: str, actor: str, via: str, role: str, ticket: str, action: str, reason: str
+    ) -> None:
+        """A request refused before it existed (velocity, policy) is audited all the same."""
+        ...
+
     async def note_refusal(self, actor: str, request_id: str, code: str, window_ms: int) -> int:
         """Count a refused gate attempt by ``actor``; how many fell within ``window_ms``."""
         ...

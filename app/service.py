@@ -290,6 +290,7 @@ class TwoKey:
                     if not held.admitted:  # evaluate refuses on these counts; never open anyway
                         raise VelocityLimited(say.VELOCITY_REACHED)
                 except TwokeyError as refusal:
+                    await self._audit_refused_open(caller, target, action, ticket, refusal)
                     await self._alert(
                         None,
                         say.refused_open(
@@ -339,6 +340,18 @@ class TwoKey:
             await self.store.release_requester(requester_id, request_id, action)
         except Unavailable:
             log.warning("requester_place_not_released", request=request_id)
+
+    async def _audit_refused_open(
+        self, caller: Caller, target: Principal, action: Action, ticket: str, refusal: TwokeyError
+    ) -> None:
+        """The policy refused to open it (a velocity limit, ...): a security event in the trail."""
+        reason = "velocity" if isinstance(refusal, VelocityLimited) else "policy"
+        try:
+            await self.store.audit_refused_open(
+                target.id, caller.id, caller.via, "requester", ticket, action.value, reason
+            )
+        except Unavailable:
+            log.error("refused_open_unaudited", target=target.id, actor=caller.id, reason=reason)
 
     async def _reachable_owner(self, target: Principal) -> str:
         """The owner of record must be a live directory person, or nobody could confirm."""

@@ -171,6 +171,7 @@ class ReportBuilder:
         self.flagged_targets: set[str] = set()
         self.opened_while_flagged = 0
         self.velocity_escalations = 0
+        self.velocity_refusals = 0
         # 5-7
         self.breakglass: list[dict[str, Any]] = []
         self.privileged: list[dict[str, Any]] = []
@@ -192,6 +193,10 @@ class ReportBuilder:
         if at >= self.since:
             self.events_in_period += 1
         rid = str(event.get("rid", ""))
+        if event.get("kind") == "open_refused":  # refused before any request existed
+            if self.since <= at:
+                self._count_open_refused(event)
+            return
         track = self._tracks.get(rid)
         if track is None:
             track = self._tracks[rid] = Track(rid, shard)
@@ -355,6 +360,14 @@ class ReportBuilder:
         if t.state in OUTCOMES:
             return t.state
         return "open"
+
+    def _count_open_refused(self, event: dict[str, Any]) -> None:
+        reason = str(event.get("reason", "")) or "policy"
+        if reason == "velocity":
+            self.velocity_refusals += 1
+        label = f"open refused ({reason})"
+        self.incidents_by_agent[str(event.get("actor", ""))][label] += 1
+        self.incidents_by_target[str(event.get("target", ""))][label] += 1
 
     def _count_incident(self, t: Track, kind: str, at: int, actor: str, reason: str) -> None:
         label = {"rejected_by_owner": "this wasn't me", "disputed": "disputed after change"}.get(
@@ -567,7 +580,7 @@ class ReportBuilder:
             "flagged_accounts": sorted(self.flagged_targets),
             "opened_while_flagged": self.opened_while_flagged,
             "velocity_escalations": self.velocity_escalations,
-            "velocity_refusals": None,
+            "velocity_refusals": self.velocity_refusals,
             "by_agent": table(self.incidents_by_agent),
             "by_target": table(self.incidents_by_target),
             "owner_rejection_rows": self.owner_rejections,

@@ -443,11 +443,8 @@ def _fraud(page: _Page) -> None:
             ("accounts flagged", len(fr["flagged_accounts"]), False),
             ("opened while flagged", fr["opened_while_flagged"], False),
             ("velocity escalations", fr["velocity_escalations"], False),
+            ("velocity refusals", fr["velocity_refusals"], fr["velocity_refusals"] > 0),
         ]
-    )
-    page.add(
-        '<p class="note">Velocity refusals happen before a request exists, so they are not in '
-        "the audit trail (security is alerted in chat): this report cannot count them.</p>"
     )
     reasons = list(fr["refusals_by_reason"].items())
     page.chart(

@@ -192,6 +192,9 @@ class RedisRequestStore:
         self._reserve = redis.register_script(
             resources.files("app.store").joinpath("lua", "reserve_requester.lua").read_text()
         )
+        self._open_refused = redis.register_script(
+            resources.files("app.store").joinpath("lua", "open_refused.lua").read_text()
+        )
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -262,6 +265,17 @@ class RedisRequestStore:
             if limit.per == "target"
         }
         return Signals(target_flagged=bool(flagged), target_count=target_count)
+
+    @fails_closed
+    async def audit_refused_open(
+        self, target_id: str, actor: str, via: str, role: str, ticket: str, action: str, reason: str
+    ) -> None:
+        """Audit a request refused before it existed, in the target's shard (one script)."""
+        shard = shard_of_target(target_id)
+        await self._open_refused(
+            keys=[self.keys.audit(shard), self.keys.audit_seq(shard)],
+            args=[actor, via, role, ticket, action, target_id, reason],
+        )
 
     @fails_closed
     async def reserve_requester(

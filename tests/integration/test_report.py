@@ -133,7 +133,7 @@ async def drive_every_outcome(redis_client: aioredis.Redis, namespace: str) -> S
     )
     rid = rids["breakglass_open"] = done.request.id
     await svc.confirm_owner(chat("alice"), rid)
-    # velocity: two MFA resets of dave (cancelled), the third refused (not audited)
+    # velocity: two MFA resets of dave (cancelled), the third refused (audited, no request)
     for ticket in ("INC-1010", "INC-1011"):
         rid = await open_("bob", chat("dave"), "reset-mfa", ticket, "lost-device")
         await svc.cancel(chat("bob"), rid)
@@ -251,9 +251,15 @@ async def test_report_numbers_are_exactly_the_scripted_events(
     }
     assert fraud["flagged_accounts"] == ["alice", "heidi"]
     assert fraud["opened_while_flagged"] == 1 and fraud["velocity_escalations"] == 1
-    assert fraud["velocity_refusals"] is None  # refused before a request exists: not audited
+    assert fraud["velocity_refusals"] == 1  # refused before a request existed, audited anyway
     bob = next(r for r in fraud["by_agent"] if r["who"] == "bob")
-    assert bob == {"who": "bob", "total": 2, "this wasn't me": 1, "disputed after change": 1}
+    assert bob == {
+        "who": "bob",
+        "total": 3,
+        "this wasn't me": 1,
+        "disputed after change": 1,
+        "open refused (velocity)": 1,
+    }
 
     bg = report["breakglass"]
     assert (bg["uses"], bg["reviews_open"], bg["reviews_closed"]) == (2, 1, 1)
