@@ -174,9 +174,7 @@ class TeamsWorld:
             replyToId=message.id,
         )
 
-    async def press(
-        self, who: str, message: Message, verb: str, **options: Any
-    ) -> dict[str, Any]:
+    async def press(self, who: str, message: Message, verb: str, **options: Any) -> dict[str, Any]:
         answer = await self.post(self.press_activity(who, message, verb, **options))
         assert answer.status == 200, await answer.text()
         return dict(await answer.json())
