@@ -12,6 +12,7 @@ before any client closes, and records whether it all finished (``STOPPED``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.bootstrap import Runtime, build_runtime, run_sweeper
 from app.domain.errors import Unavailable
+from app.metrics import HANDLER_SECONDS
 from app.settings import Settings
 
 log = structlog.get_logger("twokey.web")
@@ -49,14 +51,33 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready for work: accepting, Redis answers; with what policy and connectors were loaded.
+
+    Only Redis decides readiness: a connector's provider being down must not take every
+    replica out of service (denials, cancels and confirmations still work; an execution then
+    fails closed and says so). `twokey connectors check` asks the providers themselves.
+    """
     runtime = request.app[RUNTIME]
+    policy = runtime.policy
+    body: dict[str, object] = {
+        "status": "ready",
+        "redis": "ok",
+        "policy": {
+            "status": "loaded",
+            "file": str(runtime.settings.policy_path or "example policy"),
+            "tiers": len(policy.tiers),
+            "rules": len(policy.rules),
+        },
+        "connectors": {connector.name: "configured" for connector in runtime.connectors},
+    }
     if not runtime.inflight.accepting:
-        return web.json_response({"status": "stopping"}, status=503)
+        return web.json_response({**body, "status": "stopping"}, status=503)
     try:
         await runtime.store.ping()
     except Unavailable:
-        return web.json_response({"status": "unavailable", "redis": "unreachable"}, status=503)
-    return web.json_response({"status": "ready", "redis": "ok"})
+        body.update(status="unavailable", redis="unreachable")
+        return web.json_response(body, status=503)
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -82,6 +103,24 @@ async def refuse_while_stopping(
     return await handler(request)
 
 
+CHANNEL_PATHS = {"/slack/events": "slack", "/api/messages": "teams"}
+
+
+@web.middleware
+async def time_handlers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Slack and Teams deliveries over HTTP, timed (`twokey_handler_seconds`)."""
+    channel = CHANNEL_PATHS.get(request.path)
+    if channel is None:
+        return await handler(request)
+    started = time.monotonic()
+    try:
+        return await handler(request)
+    finally:
+        HANDLER_SECONDS.labels(channel).observe(time.monotonic() - started)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -89,7 +128,9 @@ def create_app(
     sweeper: bool = True,
 ) -> web.Application:
     """Build the server. With `runtime` given (tests), it is used and not closed here."""
-    app = web.Application(client_max_size=1024 * 1024, middlewares=[refuse_while_stopping])
+    app = web.Application(
+        client_max_size=1024 * 1024, middlewares=[refuse_while_stopping, time_handlers]
+    )
     app[SETTINGS] = settings
     app[STOPPED] = Stopped()
     app.router.add_get("/healthz", healthz)

@@ -93,6 +93,7 @@ SEAL_WINDOW_MS = 5 * 60 * 1000
 """The automatic sealer seals only events this recent (stream id time vs Redis TIME), so events
 forged under old ids never get sealed; it must exceed the sweep interval by a wide margin."""
 HEAD_TYPE = "twokey_audit_head"
+KEY_ID_MESSAGE = b"twokey-audit-key-id"
 ENTRY_FIELDS = frozenset({"seq", "e"})
 _SEQ = re.compile(r"^[1-9][0-9]{0,18}$")
 _MAC = re.compile(r"^[0-9a-f]{64}$")
@@ -123,6 +124,25 @@ def next_mac(key: bytes, prev_mac: str, event: Mapping[str, Any]) -> str:
 
 def is_seal(value: str) -> bool:
     return bool(_MAC.fullmatch(value))
+
+
+def key_id(key: bytes) -> str:
+    """A short public name for a key (in seal log lines and verify's report); never the key."""
+    return hmac.new(key, KEY_ID_MESSAGE, hashlib.sha256).hexdigest()[:12]
+
+
+def sealed_by(
+    ring: Sequence[bytes], prev_mac: str | None, shard_tag: str, event: Mapping[str, Any], seal: str
+) -> int | None:
+    """Which key of ``ring`` (newest first) made ``seal`` over ``event``; None if none did.
+
+    ``prev_mac`` is the seal before it, None for a shard's first event (whose chain starts at
+    the genesis of the key that sealed it)."""
+    for rank, key in enumerate(ring):
+        prev = prev_mac if prev_mac is not None else genesis(key, shard_tag)
+        if hmac.compare_digest(next_mac(key, prev, event), seal):
+            return rank
+    return None
 
 
 def stream_id_ms(stream_id: str) -> int | None:
@@ -403,11 +423,17 @@ class ChainVerifier:
         sealed_mark: int = 0,
         not_before_ms: int | None = None,
         anchors: Mapping[int, Set[str]] | None = None,
+        previous_keys: Sequence[bytes] = (),
     ) -> None:
         """``sealed_mark``: the longest the seal list ever was (the sealer's record).
         ``not_before_ms``: unsealed events written before this can no longer be sealed.
-        ``anchors``: seq -> macs recorded outside Redis for it (each must match)."""
+        ``anchors``: seq -> macs recorded outside Redis for it (each must match).
+        ``previous_keys``: keys that sealed before ``key`` (a rotation), newest first. A seal
+        may be made by any of them, but never by a key older than one that sealed before it:
+        once the new key seals, a retired key can no longer bless anything."""
         self._key = key
+        self._ring = (key, *previous_keys)
+        self._rank = len(self._ring) - 1
         self._tag = shard_tag
         self._sealed = sealed
         self._mark = sealed_mark
@@ -470,6 +496,10 @@ class ChainVerifier:
             self._fail(ProblemKind.REORDERED, seq, stream_id, detail)
             return
         mac = next_mac(self._key, self._mac, event)
+        if seal is not None and len(self._ring) > 1:
+            mac = self._rotated_mac(seq, event, seal, stream_id) or mac
+            if self._problem is not None:
+                return
         self._seq, self._mac = seq, mac
         if seal is None:
             if seq <= self._sealed:
@@ -492,6 +522,24 @@ class ChainVerifier:
         else:
             self._mismatch = _Mismatch(seq, stream_id, mac, seal)
 
+    def _rotated_mac(
+        self, seq: int, event: Mapping[str, Any], seal: str, stream_id: str
+    ) -> str | None:
+        """With a key ring: the seal if a key allowed here made it (None if none did)."""
+        prev = None if seq == 1 else self._mac
+        rank = sealed_by(self._ring, prev, self._tag, event, seal)
+        if rank is None:
+            return None
+        if rank > self._rank:
+            detail = (
+                f"it was sealed with an older key ({key_id(self._ring[rank])}) after a newer "
+                "one had sealed: a retired key was used again"
+            )
+            self._fail(ProblemKind.EDITED, seq, stream_id, detail)
+            return None
+        self._rank = rank
+        return seal
+
     def _resolve_gap(self, gap: _Gap, stream_id: str, fields: Mapping[str, str]) -> None:
         if entry_seq(fields) == gap.expected:
             self._gap = None
@@ -508,8 +556,9 @@ class ChainVerifier:
             seq, event = parse_entry(fields)
         except BadEntry:
             seq, event = 0, {}
-        if seq == mismatch.seq + 1 and hmac.compare_digest(
-            next_mac(self._key, mismatch.mac, event), mismatch.stored
+        if seq == mismatch.seq + 1 and any(
+            hmac.compare_digest(next_mac(key, mismatch.mac, event), mismatch.stored)
+            for key in self._ring
         ):
             detail = "its seal was removed from the seal list (the later seals moved up)"
             self._fail(ProblemKind.SEAL_MISSING, mismatch.seq, mismatch.stream_id, detail)
@@ -611,6 +660,7 @@ def verify_chain(
     sealed_mark: int = 0,
     not_before_ms: int | None = None,
     anchors: Mapping[int, Set[str]] | None = None,
+    previous_keys: Sequence[bytes] = (),
 ) -> ShardVerdict:
     """Verify one shard held in memory: its stream entries in order, its seals, its counter."""
     verifier = ChainVerifier(
@@ -620,6 +670,7 @@ def verify_chain(
         sealed_mark=sealed_mark,
         not_before_ms=not_before_ms,
         anchors=anchors,
+        previous_keys=previous_keys,
     )
     for position, (stream_id, fields) in enumerate(entries):
         seal = seals[position] if position < len(seals) else None

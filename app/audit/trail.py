@@ -35,14 +35,19 @@ from app.audit.chain import (
     genesis,
     head_record,
     is_seal,
+    key_id,
     parse_entry,
     render_verify,
     seal_run,
+    sealed_by,
+    stream_id_ms,
 )
 from app.domain.errors import Unavailable
 from app.domain.models import AuditEvent
-from app.metrics import AUDIT_FAULTS
+from app.metrics import AUDIT_FAULTS, AUDIT_UNSEALED_AGE
+from app.store.connect import keyless
 from app.store.keys import SHARDS, Keys
+from app.store.redis_store import CLUSTER_MOVING
 
 __all__ = ["MIN_KEY_LENGTH", "SEAL_WINDOW_MS", "AuditTrail", "VerifyReport", "render_verify"]
 
@@ -87,7 +92,7 @@ def _fails_closed() -> Iterator[None]:
     """Invariant 6: Redis being down is one clear message, never a half-read report."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except (RedisConnectionError, RedisTimeoutError, OSError, *CLUSTER_MOVING) as exc:
         raise Unavailable(UNAVAILABLE_MESSAGE) from exc
 
 
@@ -103,8 +108,12 @@ class AuditTrail:
         page_size: int = 500,
         max_seal: int = 50_000,
         seal_window_ms: int = SEAL_WINDOW_MS,
+        previous_keys: Sequence[SecretStr] = (),
     ) -> None:
+        """``previous_keys``: keys that sealed before ``key`` (TWOKEY_AUDIT_KEYS_PREVIOUS),
+        newest first; only verified with, never sealed with (README, "Rotating the audit key")."""
         secret = key.get_secret_value()
+        previous = [old.get_secret_value().encode() for old in previous_keys]
         if len(secret) < MIN_KEY_LENGTH:
             raise ValueError(
                 f"TWOKEY_AUDIT_KEY must be at least {MIN_KEY_LENGTH} characters (use 32 random "
@@ -116,6 +125,10 @@ class AuditTrail:
         self._redis = redis
         self._keys = keys
         self._key = secret.encode()
+        self._previous = [old for old in previous if old != self._key]
+        self._kid = key_id(self._key)
+        self._own_seal: dict[int, int] = {}
+        """Per shard, a seal list length known to end with a seal of this key ring."""
         self._page = page_size
         self._max_seal = max_seal
         self._window = seal_window_ms
@@ -135,10 +148,32 @@ class AuditTrail:
         One round trip tells which shards have anything to do (events numbered past the seal
         list, or a seal list and mark that disagree): an idle replica reads no stream at all.
         """
-        total = 0
+        total, oldest_ms = 0, 0
         for shard in await self._shards_to_look_at():
             total += await self.seal(shard)
+            with _fails_closed():
+                oldest_ms = max(oldest_ms, await self._unsealed_age_ms(shard))
+        AUDIT_UNSEALED_AGE.set(oldest_ms / 1000)
         return total
+
+    async def _unsealed_age_ms(self, shard: int) -> int:
+        """How long ago the oldest unsealed event of the shard was written (0: none)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self._keys.audit_seq(shard))
+            pipe.llen(self._keys.seals(shard))
+            counter, length = await pipe.execute()
+        events = _count(_text(counter)) if counter is not None else 0
+        if events is None or events <= int(length):
+            return 0
+        stream_id = await self._find_event(shard, int(length) + 1)
+        if stream_id == "-":
+            first = _entries(await self._redis.xrange(self._keys.audit(shard), count=1))
+            stream_id = first[0][0] if first else None
+        written = stream_id_ms(stream_id) if stream_id else None
+        if written is None:
+            return 0
+        seconds, micros = await keyless(self._redis, "TIME", key=self._keys.audit(shard))
+        return max(int(seconds) * 1000 + int(micros) // 1000 - written, 0)
 
     async def _shards_to_look_at(self) -> list[int]:
         with _fails_closed():
@@ -209,6 +244,9 @@ class AuditTrail:
         start = await self._find_event(shard, length + 1)
         if start is None:
             return 0
+        if length and self._own_seal.get(shard) != length:
+            if not await self._may_extend(shard, length, start, last):
+                return 0
         prev, cursor, sealed = last or genesis(self._key, self._keys.tag(shard)), start, 0
         not_before = now_ms - window_ms
         while sealed < self._max_seal:
@@ -226,7 +264,9 @@ class AuditTrail:
                 last = prev = run.macs[-1]
                 self._sealed_high[shard] = max(self._sealed_high.get(shard, 0), length)
                 self._reported.pop(shard, None)
-                log.info("audit_sealed", **head_record(shard, self._keys.tag(shard), length, last))
+                self._own_seal[shard] = length
+                head = head_record(shard, self._keys.tag(shard), length, last)
+                log.info("audit_sealed", **head, kid=self._kid)
                 cursor = f"({run.last_stream_id}"
             if run.too_old:
                 self._fault(shard, "unsealable_old_events", length + 1, run.blocked or "")
@@ -237,6 +277,44 @@ class AuditTrail:
             if len(page) < self._page:
                 break
         return sealed
+
+    async def _may_extend(self, shard: int, length: int, start: str, last: str | None) -> bool:
+        """Whether this key may seal after seal ``length``: its own key or an older one made it.
+
+        During a key rotation, replicas still on the old key must not seal after a replica on
+        the new key (verify would see a retired key used again): they leave it to the new ones.
+        """
+        if last is None:
+            return True
+        if start == "-":
+            return True
+        raw = await self._redis.xrevrange(self._keys.audit(shard), max=f"({start}", count=1)
+        page = _entries(raw)
+        if not page or entry_seq(page[0][1]) != length:
+            return True  # damage: sealing stops further on, and verify names it
+        try:
+            _, event = parse_entry(page[0][1])
+        except BadEntry:
+            return True
+        prev = None
+        if length > 1:
+            before = await self._redis.lindex(self._keys.seals(shard), length - 2)
+            prev = _text(before) if before is not None else None
+        ring = [self._key, *self._previous]
+        if sealed_by(ring, prev, self._keys.tag(shard), event, last) is not None:
+            self._own_seal[shard] = length  # checked: no need to look again at this length
+            return True
+        if self._reported.get(shard) != ("newer_key", length):
+            self._reported[shard] = ("newer_key", length)
+            log.warning(
+                "audit_sealing_left_to_newer_key",
+                shard=shard,
+                seq=length,
+                kid=self._kid,
+                hint="another replica seals with a key this one does not hold (a rotation "
+                "under way): finish rolling out the new TWOKEY_AUDIT_KEY",
+            )
+        return False
 
     async def _run_seal_script(
         self, shard: int, length: int, last: str | None, macs: list[str]
@@ -272,8 +350,9 @@ class AuditTrail:
             pipe.get(self._mark_key(shard))
             pipe.llen(seals_key)
             pipe.lindex(seals_key, -1)
-            pipe.time()
-            mark, length, last, (seconds, micros) = await pipe.execute()
+            mark, length, last = await pipe.execute()
+        # The clock of the node holding the shard (the one that wrote its stream ids).
+        seconds, micros = await keyless(self._redis, "TIME", key=seals_key)
         mark_text = _text(mark) if mark is not None else "0"
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         return mark_text, int(length), (_text(last) if last is not None else None), now_ms
@@ -366,6 +445,7 @@ class AuditTrail:
             sealed_mark=_count(mark_text) or 0,
             not_before_ms=now_ms - self._window,
             anchors=anchors,
+            previous_keys=self._previous,
         )
         cursor, position = "-", 0
         while True:

@@ -8,17 +8,27 @@ Forms (documented in README, Settings):
   for TLS to the primary): the client asks the sentinels where the primary is and asks again
   after a failover. ``user:password`` are the primary's; a ``sentinel_password`` query
   parameter gives the sentinels' own.
+- ``redis+cluster://[user:password@]host:7000,host:7001/`` (``rediss+cluster`` for TLS, with
+  ``ssl_*`` options in the query string): a Redis Cluster, through
+  :class:`redis.asyncio.cluster.RedisCluster`; the nodes listed are only where discovery
+  starts. Every script twokey runs names keys of one hash slot (app/store/keys.py).
+
+A Cluster client is not a ``redis.asyncio.Redis`` but answers every command twokey sends the
+same way (scripts, pipelines, single-key commands), so it is handed out as one; the few places
+that must know (where to wait for a claim's durability) ask :func:`is_cluster`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
+CLUSTER_SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
 
 
 class BadRedisUrl(ValueError):
@@ -30,12 +40,62 @@ def connect(url: str, **options: Any) -> aioredis.Redis:
     scheme = urlsplit(url).scheme
     if scheme in SENTINEL_SCHEMES:
         return _through_sentinels(url, tls=SENTINEL_SCHEMES[scheme], **options)
+    if scheme in CLUSTER_SCHEMES:
+        return _cluster(url, tls=CLUSTER_SCHEMES[scheme], **options)
     return aioredis.Redis.from_url(url, **options)
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (see the module docstring)."""
+    return isinstance(client, RedisCluster)
+
+
+async def keyless(
+    client: aioredis.Redis, *args: Any, key: str | None = None, node: Any = None
+) -> Any:
+    """Run a keyless command (TIME, WAIT, WAITAOF, INFO) on a Cluster's ``node``, or the node
+    holding ``key``; on a single server, on it."""
+    target: dict[str, Any] = {}
+    if isinstance(client, RedisCluster) and (node is not None or key is not None):
+        target["target_nodes"] = node if node is not None else client.get_node_from_key(key)
+    return await client.execute_command(*args, **target)  # type: ignore[no-untyped-call]
+
+
+def every_primary(client: object) -> list[Any]:
+    """The primaries of a Cluster (to send one command to each); empty on a single server."""
+    if isinstance(client, RedisCluster):
+        return list(client.get_primaries())
+    return []
+
+
+def _cluster(url: str, *, tls: bool, **options: Any) -> aioredis.Redis:
+    parts = urlsplit(url)
+    nodes = [
+        ClusterNode(host, port)
+        for host, port in _hosts(parts.netloc.rpartition("@")[2], "redis+cluster://host:7000")
+    ]
+    path = [p for p in parts.path.split("/") if p]
+    if path and path != ["0"]:
+        raise BadRedisUrl("REDIS_URL: a Redis Cluster has only database 0; drop the /<db>.")
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    settings: dict[str, Any] = dict(options)
+    if parts.username:
+        settings["username"] = unquote(parts.username)
+    if parts.password:
+        settings["password"] = unquote(parts.password)
+    if tls:
+        settings["ssl"] = True
+        settings.update({k: v for k, v in query.items() if k.startswith("ssl_")})
+        if settings.get("ssl_check_hostname") is not None:
+            settings["ssl_check_hostname"] = settings["ssl_check_hostname"] in ("1", "true")
+    return cast(aioredis.Redis, RedisCluster(startup_nodes=nodes, **settings))
 
 
 def _through_sentinels(url: str, *, tls: bool, **options: Any) -> aioredis.Redis:
     parts = urlsplit(url)
-    hosts = _sentinel_hosts(parts.netloc.rpartition("@")[2])
+    hosts = _hosts(
+        parts.netloc.rpartition("@")[2], "redis+sentinel://host:26379,host:26380/mymaster/0"
+    )
     path = [p for p in parts.path.split("/") if p]
     if not path:
         raise BadRedisUrl(
@@ -65,14 +125,14 @@ def _through_sentinels(url: str, *, tls: bool, **options: Any) -> aioredis.Redis
     return client
 
 
-def _sentinel_hosts(netloc: str) -> list[tuple[str, int]]:
+def _hosts(netloc: str, example: str) -> list[tuple[str, int]]:
     hosts = []
     for item in netloc.split(","):
         host, _, port = item.strip().rpartition(":")
         if not host or not port.isdecimal():
+            what = "nodes" if "cluster" in example else "sentinels"
             raise BadRedisUrl(
-                f"REDIS_URL: {item.strip()!r} is not host:port; sentinels are listed as "
-                "redis+sentinel://host:26379,host:26380/mymaster/0"
+                f"REDIS_URL: {item.strip()!r} is not host:port; {what} are listed as {example}"
             )
         hosts.append((host.strip("[]"), int(port)))
     return hosts

