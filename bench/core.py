@@ -5,7 +5,10 @@
 Without --redis-url (or REDIS_URL) an embedded Valkey is started. Requests are opened first
 (not measured); then each measured gate action is an `approve` or `confirm_owner` through the
 service (directory look-up included) on a request that stays pending, at concurrency 1 and 32.
-Round trips are counted with INFO commandstats before and after each run.
+"approve + Slack delivery" is the click path's gate: the approval carries its Slack delivery
+(trigger id), whose once-only check the gate script makes with the decision (app/delivery.py).
+Round trips are counted as the client sends them (a pipeline or script call counts once);
+script calls with INFO commandstats before and after each run.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
+from app.delivery import Delivery, carried
 from app.domain.models import Action
 from app.logs import configure_logging
 from tests.helpers import build_core, chat, policy_text
@@ -74,6 +78,13 @@ async def run(
     )
 
 
+async def delivered(call: Awaitable[object], request_id: str) -> object:
+    """Run ``call`` carrying a Slack click's delivery, as the Slack face does."""
+    trigger = f"trigger_id:{secrets.token_hex(12)}"
+    with carried(Delivery("slack", trigger, 660, request_id)):
+        return await call
+
+
 async def main(count: int, url: str) -> None:
     redis = aioredis.Redis.from_url(url, decode_responses=True, connection_class=CountingConnection)
     namespace = "bench" + secrets.token_hex(3)
@@ -92,6 +103,23 @@ async def main(count: int, url: str) -> None:
             redis,
             "approve (service, pure gate)",
             [(lambda rid=rid: core.service.approve(chat("carol"), rid)) for rid in ids],
+            concurrency,
+        )
+        more = [
+            (
+                await core.service.open(
+                    chat("bob"), chat("alice"), Action.UNLOCK.value, "INC-1000", "locked-out"
+                )
+            ).request.id
+            for _ in range(count)
+        ]
+        await run(
+            redis,
+            "approve + Slack delivery (service)",
+            [
+                (lambda rid=rid: delivered(core.service.approve(chat("carol"), rid), rid))
+                for rid in more
+            ],
             concurrency,
         )
         await run(

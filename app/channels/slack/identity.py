@@ -28,6 +28,10 @@ SLACK_DOWN = (
     "Slack did not answer when twokey asked who you are, so nothing was changed. Please try "
     "again in a minute."
 )
+USER_KEEP_S = 30.0
+"""How long the answer of users.info for the person acting is kept (Slack's Tier 4 method)."""
+USERS_MOST = 10_000
+"""Slack users kept at most (then the memory starts afresh)."""
 FOREIGN = (
     "{who}: this Slack account belongs to another organisation (Slack Connect). Only members "
     "of this workspace can request, confirm or approve identity changes."
@@ -75,6 +79,7 @@ class SlackPeople:
         *,
         require_confirmed_email: bool = True,
         cache_s: float = 300.0,
+        user_s: float = USER_KEEP_S,
     ) -> None:
         self.client = client
         self.directory = directory
@@ -82,9 +87,29 @@ class SlackPeople:
         self.require_confirmed_email = require_confirmed_email
         self.cache_s = cache_s
         self._slack_ids: dict[str, tuple[float, str | None]] = {}
+        self.user_s = user_s
+        self._users: dict[str, tuple[float, ChatUser]] = {}
 
     async def chat_user(self, user_id: str, *, who: str = "You") -> ChatUser:
-        """users.info for one Slack user; refuse another organisation's member outright."""
+        """users.info for one Slack user; refuse another organisation's member outright.
+
+        The person acting (``who`` "You") is kept ``user_s`` seconds when Slack said they are
+        one of ours: a burst of clicks asks Slack once (users.info is rate limited), and the
+        service still resolves them in the directory, and re-reads every approver before any
+        claim. A target is always asked afresh."""
+        remember = who == "You" and self.user_s > 0
+        if remember:
+            kept = self._users.get(user_id)
+            if kept is not None and kept[0] > time.monotonic():
+                return kept[1]
+        person = await self._users_info(user_id, who)
+        if remember:
+            if len(self._users) >= USERS_MOST:
+                self._users.clear()
+            self._users[user_id] = (time.monotonic() + self.user_s, person)
+        return person
+
+    async def _users_info(self, user_id: str, who: str) -> ChatUser:
         try:
             answer = await self.client.users_info(user=user_id)
         except SlackApiError as exc:
