@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,19 +34,22 @@ from app.connectors.registry import ConnectorWiring, wire_connectors
 from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.domain.errors import Unavailable
 from app.domain.policy import Policy
-from app.metrics import SWEEPS
+from app.duo import DuoPush
+from app.mail import SmtpCodeSender
+from app.metrics import DUE_BACKLOG, LAST_SWEEP, OPEN_REVIEWS, SWEEP_SECONDS, SWEEPS
 from app.notify import FanoutNotifier
 from app.policy.loader import example_policy, load_policy
-from app.ports import Directory, IdentityProvider, MessageLedger
+from app.ports import Directory, IdentityProvider, MessageLedger, PushVerifier
 from app.runtime import CHAT_CREDENTIALS as CHAT_CREDENTIALS
 from app.runtime import InFlight as InFlight
 from app.runtime import StartupError as StartupError
 from app.runtime import check_playground as check_playground
 from app.runtime import production_wiring as production_wiring
-from app.service import ServiceOptions, TwoKey
+from app.service import ServiceOptions, StepUpOptions, TwoKey
 from app.settings import Settings
 from app.store.connect import BadRedisUrl, connect
 from app.store.directory_cache import CachedDirectory
+from app.store.gauges import backlog
 from app.store.journal import FileJournal, JournalUnavailable
 from app.store.keys import Keys
 from app.store.ledger import RedisMessageLedger
@@ -189,6 +195,33 @@ def audit_key(settings: Settings, embedded: bool) -> SecretStr:
             note="for trying twokey only; set TWOKEY_AUDIT_KEY in production",
         )
     return SecretStr(path.read_text().strip())
+
+
+def step_up_options(
+    settings: Settings, chain_key: SecretStr, connectors: list[IdentityProvider]
+) -> StepUpOptions:
+    """One-time codes are stored as HMACs under a key derived from the audit key (outside
+    Redis, the same on every replica); the mail server is optional; a connector that can push
+    to the owner's device (Okta) runs its push verifier."""
+    code_key = hmac.new(
+        chain_key.get_secret_value().encode(), b"twokey step-up code", hashlib.sha256
+    ).digest()
+    mail = None
+    if settings.smtp_host:
+        mail = SmtpCodeSender(
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_from,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+        )
+    push: dict[str, PushVerifier] = {
+        c.verifier: c for c in connectors if isinstance(c, PushVerifier)
+    }
+    if settings.duo_api_host and settings.duo_ikey and settings.duo_skey is not None:
+        push["duo_push"] = DuoPush(settings.duo_api_host, settings.duo_ikey, settings.duo_skey)
+    return StepUpOptions(code_key=code_key, mail=mail, push=push)
 
 
 def load_configured_policy(settings: Settings) -> Policy:
@@ -352,7 +385,8 @@ async def build_runtime(settings: Settings) -> Runtime:
         await store.index_open_requests()
         journal = open_journal(settings)
         closers.append(_closing(journal))
-        trail = AuditTrail(redis, keys, audit_key(settings, embedded is not None))
+        chain_key = audit_key(settings, embedded is not None)
+        trail = AuditTrail(redis, keys, chain_key, previous_keys=settings.audit_keys_previous)
         policy = load_configured_policy(settings)
         check_playground(settings, policy)
         wiring = await wire_connectors(entries_of(policy.connectors, settings.policy_path))
@@ -371,7 +405,11 @@ async def build_runtime(settings: Settings) -> Runtime:
             policy,
             ServiceOptions(lease_s=settings.execution_lease),
             journal=journal,
+            step_up=step_up_options(settings, chain_key, connectors),
         )
+        duo = service.step_up.push.get("duo_push") if service.step_up is not None else None
+        if isinstance(duo, DuoPush):
+            closers.append(duo.aclose)
     except ConnectorConfigError as exc:
         await _undo_start(embedded, wiring, closers)
         raise StartupError(str(exc)) from None
@@ -403,6 +441,13 @@ async def _undo_start(
         await asyncio.to_thread(embedded.stop)
 
 
+async def report_backlog(runtime: Runtime) -> None:
+    """Set the backlog and open-review gauges (one pipeline; metrics only)."""
+    due, reviews = await backlog(runtime.redis, runtime.store.keys, await runtime.store.now())
+    DUE_BACKLOG.set(due)
+    OPEN_REVIEWS.set(reviews)
+
+
 async def run_sweeper(runtime: Runtime) -> None:
     """Expire, remind, escalate, recover and seal the audit trail, on every replica, until the
     replica stops: a pass under way then finishes (an execution it claimed is not cut short)."""
@@ -411,7 +456,12 @@ async def run_sweeper(runtime: Runtime) -> None:
         # Sealing runs even when expiry fails: events left unsealed past the sealing window
         # can never be sealed (app/audit/chain.py), so one broken step must not starve it.
         ok = True
-        steps = (("expire", runtime.service.expire_due), ("seal", runtime.trail.seal_all))
+        started = time.monotonic()
+        steps = (
+            ("expire", runtime.service.expire_due),
+            ("seal", runtime.trail.seal_all),
+            ("gauges", lambda: report_backlog(runtime)),
+        )
         for step, run in steps:
             try:
                 await run()
@@ -421,5 +471,8 @@ async def run_sweeper(runtime: Runtime) -> None:
                 ok = False
                 log.error("sweep_failed", step=step, error=type(exc).__name__)
         SWEEPS.labels("ok" if ok else "failed").inc()
+        SWEEP_SECONDS.observe(time.monotonic() - started)
+        if ok:
+            LAST_SWEEP.set_to_current_time()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(runtime.stopping.wait(), interval)

@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--requester", help="a directory id (or @id) or email")
     explain.add_argument("--breakglass", action="store_true")
     explain.add_argument("--flagged", action="store_true", help="as if the target were flagged")
+    explain.add_argument(
+        "--reason", help="the reason code (a device-lost reason rules out device-based step-up)"
+    )
     explain.add_argument("--policy", help="policy file (default: TWOKEY_POLICY or the example)")
 
     requests = commands.add_parser("requests", help="read requests").add_subparsers(
@@ -678,6 +681,7 @@ def explain_command(settings: Settings, args: argparse.Namespace) -> int:
             Signals(target_flagged=args.flagged),
             breakglass=args.breakglass,
             live=Live(owner=owner, connectors=connectors),
+            reason_code=args.reason or "",
             notes=[
                 "a dry run reads no request history: velocity counts start at 0, and the "
                 "target counts as flagged only with --flagged"

@@ -26,7 +26,7 @@ MOST = 5000
 def people_shown(request: Request) -> list[str]:
     """Everyone a card of this request names."""
     ids = [request.owner_id, request.decided_by, request.reviewed_by]
-    ids += [a.approver_id for a in request.approvals]
+    ids += [a.approver_id for a in (*request.approvals, *request.approvals_unverified)]
     return [i for i in dict.fromkeys(ids) if i]
 
 

@@ -52,6 +52,9 @@ class FanoutNotifier:
     async def notify_requester(self, request: Request, text: str) -> None:
         await self._each("notify_requester", lambda n: n.notify_requester(request, text))
 
+    async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
+        await self._each("notify_person", lambda n: n.notify_person(request, principal_id, text))
+
     async def notify_approvers(self, request: Request, text: str) -> None:
         await self._each("notify_approvers", lambda n: n.notify_approvers(request, text))
 
@@ -97,6 +100,9 @@ class RecordingNotifier:
 
     async def notify_requester(self, request: Request, text: str) -> None:
         self.sent.append(("notify_requester", request.id, text))
+
+    async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
+        self.sent.append(("notify_person", request.id, f"{principal_id}: {text}"))
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         self.sent.append(("notify_approvers", request.id, text))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -96,6 +96,15 @@ class GateCode(StrEnum):
     """A gate stopped counting before the claim (its giver lost their standing)."""
     ALREADY_RAN = "ALREADY_RAN"
     """This replica ran it before and Redis offered it again: ended interrupted, not re-run."""
+    # the owner's step-up (step_up.lua)
+    WRONG = "WRONG"
+    """A one-time code that does not match; ``detail`` is how many tries are left."""
+    FAILED = "FAILED"
+    """The step-up failed (code exhausted, timed out); ``detail`` says why."""
+    LOCKED = "LOCKED"
+    """Failed as often as the policy allows (the target is flagged): no step-up passes now."""
+    NO_CODE = "NO_CODE"
+    """No one-time code is live for this request (none sent, used, or run out)."""
     # the sweeper's tick
     REMIND = "REMIND"
     ESCALATE = "ESCALATE"
@@ -131,6 +140,46 @@ class Reservation(BaseModel):
     counts: dict[str, int]
     """The requester's earlier requests in each per-requester limit's window, by limit index
     (as ``Signals.requester_count``)."""
+
+
+class PushOutcome(StrEnum):
+    """How a push to the owner's enrolled device ended."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    """The person at the device said no: a failed step-up (and a fraud signal)."""
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+    """No push could be sent or read (not enrolled, the IdP refused or is down): nothing
+    passed, and nobody is blamed for it."""
+
+
+class PushResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    outcome: PushOutcome
+    detail: str = ""
+    """Words safe to show and log (never a token)."""
+
+
+@runtime_checkable
+class PushVerifier(Protocol):
+    """An identity provider that can push a verification to the owner's enrolled device and
+    wait for the answer (the step-up verifier named ``verifier``, e.g. okta_push)."""
+
+    verifier: str
+
+    async def push_step_up(self, owner: Principal, request: Request, timeout_s: int) -> PushResult:
+        """Send the push and wait (as the IdP documents) for an answer or ``timeout_s``."""
+        ...
+
+
+class CodeSender(Protocol):
+    """Sends a one-time step-up code to an owner's address of record (never to chat)."""
+
+    async def send_code(self, address: str, request: Request, code: str) -> None:
+        """Deliver ``code`` or raise: the caller treats any error as "not sent"."""
+        ...
 
 
 class RequestStore(Protocol):
@@ -179,6 +228,53 @@ class RequestStore(Protocol):
     async def reject_by_owner(
         self, request_id: str, actor: str, via: str, flag_window_s: int, target_id: str
     ) -> GateReply: ...
+
+    async def start_step_up(
+        self,
+        request: Request,
+        verifier: str,
+        actor: str,
+        via: str,
+        *,
+        code_digest: str = "",
+        manager: str = "",
+        flag_window_s: int,
+    ) -> GateReply:
+        """Start (or restart) the owner's step-up with ``verifier``; with ``code_digest`` a new
+        one-time code replaces any earlier one, living ``plan.code_ttl``; with ``manager`` that
+        person is the one who may attest. A code that ran out unused counts as a failed step-up
+        first."""
+        ...
+
+    async def record_push(
+        self, request: Request, verifier: str, outcome: str, *, flag_window_s: int
+    ) -> GateReply:
+        """What a push the step-up started came to (a ``PushOutcome`` value): APPROVED passes
+        the gate, REJECTED and TIMEOUT are failed step-ups, UNAVAILABLE ends it unpassed.
+        NOOP when that push is no longer the one the request waits for."""
+        ...
+
+    async def verify_approver(
+        self, request_id: str, approver: str, outcome: str, via: str
+    ) -> GateReply:
+        """An approver's step-up answered (a ``PushOutcome`` value): APPROVED makes their
+        waiting approval count (from when it was given); anything else, or an answer after the
+        approval's TTL (LATE), drops it."""
+        ...
+
+    async def attest_step_up(
+        self, request: Request, actor: str, via: str, confirmed: bool, *, flag_window_s: int
+    ) -> GateReply:
+        """The manager the step-up named answers; "no" is a failed step-up. Refused (audited)
+        for anyone else, and for the requester or an approver of this request."""
+        ...
+
+    async def check_step_up_code(
+        self, request: Request, actor: str, via: str, code_digest: str, *, flag_window_s: int
+    ) -> GateReply:
+        """Compare a typed code's digest with the live one, in constant time: OK passes the
+        step-up gate; WRONG, FAILED (tries used up) or LOCKED (target flagged) do not."""
+        ...
 
     async def approve(
         self, request_id: str, actor: str, via: str, roles: Sequence[str]
@@ -303,8 +399,11 @@ class MessageLedger(Protocol):
         self, request_id: str, platform: str | None = None
     ) -> list[MessageRef]: ...
 
-    async def claim_once(self, scope: str, key: str, keep_s: int) -> bool:
+    async def claim_once(
+        self, scope: str, key: str, keep_s: int, *, near: str | None = None
+    ) -> bool:
         """True for the first caller with this scope and key within ``keep_s``; False after.
+        ``near``: a request id whose gate scripts share the claim (app/delivery.py).
         Raises Unavailable when it cannot tell (callers then refuse rather than repeat)."""
         ...
 
@@ -364,6 +463,11 @@ class Notifier(Protocol):
     async def notify_owner(self, request: Request, text: str) -> None: ...
 
     async def notify_requester(self, request: Request, text: str) -> None: ...
+
+    async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
+        """A direct message to one person who is asked something about this request (the
+        owner's manager for a step-up attestation)."""
+        ...
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         """Remind or escalate: a message to the approvers (or escalation group)."""

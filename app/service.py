@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -54,9 +54,11 @@ from app.domain.models import (
     RequestState,
 )
 from app.domain.policy import Policy, evaluate
+from app.domain.stepup import CODE_DIGITS, Verifier, choose, code_digest, masked_email
 from app.domain.words import when as when
 from app.names import NameBook
 from app.ports import (
+    CodeSender,
     Directory,
     ExecutionJournal,
     ExecutionResult,
@@ -65,6 +67,9 @@ from app.ports import (
     IdentityProvider,
     Notifier,
     Outcome,
+    PushOutcome,
+    PushResult,
+    PushVerifier,
     RequestStore,
 )
 
@@ -112,6 +117,18 @@ class ServiceOptions:
     open_retries: int = 3
 
 
+@dataclass(frozen=True)
+class StepUpOptions:
+    """What the owner's step-up verifiers need beyond the store and directory."""
+
+    code_key: bytes
+    """Keys the digest a one-time code is stored as (never the code itself)."""
+    mail: CodeSender | None = None
+    """Sends codes to recovery emails; without it the email_code verifier cannot start."""
+    push: Mapping[str, PushVerifier] = field(default_factory=dict)
+    """Push verifiers by the step-up verifier they run (okta_push -> the Okta connector)."""
+
+
 @dataclass
 class SweepReport:
     ticked: int = 0
@@ -134,6 +151,7 @@ class TwoKey:
         policy: Policy,
         options: ServiceOptions | None = None,
         journal: ExecutionJournal | None = None,
+        step_up: StepUpOptions | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -145,6 +163,11 @@ class TwoKey:
         """What this replica ran, outside Redis; serve uses a file that survives restarts."""
         self._running: set[str] = set()
         """Claim tokens of executions running in this process right now."""
+        self.step_up = step_up
+        """Step-up verifiers' needs; without it every step-up fails closed (stays blocked)."""
+        self._pushes: set[asyncio.Task[None]] = set()
+        """Pushes waiting for the owner's answer; abandoned at shutdown (the request stays
+        blocked, and the owner may ask again once the push would have timed out)."""
         self.names = NameBook(directory)
         """Display names for every face's cards, resolved together and cached briefly."""
 
@@ -286,7 +309,14 @@ class TwoKey:
                 signals = await self.store.signals(target.id, caller.id, velocity, now)
                 signals = signals.model_copy(update={"requester_count": held.counts})
                 try:
-                    plan = evaluate(self.policy, action, target, signals, breakglass=breakglass)
+                    plan = evaluate(
+                        self.policy,
+                        action,
+                        target,
+                        signals,
+                        breakglass=breakglass,
+                        reason_code=reason_code,
+                    )
                     if not held.admitted:  # evaluate refuses on these counts; never open anyway
                         raise VelocityLimited(say.VELOCITY_REACHED)
                 except TwokeyError as refusal:
@@ -330,6 +360,13 @@ class TwoKey:
         await self._tell("post_request", self.notifier.post_request(opened))
         if opened.plan.alert_security:
             await self._alert(opened, say.alert(opened, "opened"))
+        if opened.plan.owner_step_up:
+            try:
+                opened = await self._start_step_up(opened, SYSTEM, "")
+            except TwokeyError as exc:  # opened all the same: the owner may ask for a code later
+                log.warning("step_up_not_started", request=opened.id, error=type(exc).__name__)
+                why = say.step_up_unavailable(opened, "it could not be started just now")
+                await self._tell("notify_requester", self.notifier.notify_requester(opened, why))
         if opened.state is RequestState.READY:
             opened = (await self.execute(opened.id)).request or opened
         return Decision(request=opened, message=say.receipt(opened))
@@ -407,7 +444,71 @@ class TwoKey:
         request_id = parse_request_id(request_id)
         caller = await self.identify(approver)
         reply = await self.store.approve(request_id, caller.id, caller.via, self._roles(caller))
-        return await self._after_gate(reply, caller, "Your approval is recorded.", what="approved")
+        if reply.code is GateCode.NOOP and reply.detail == "awaiting_verification":
+            request = self._reply_request(reply)
+            return Decision(request=request, changed=False, message=say.approver_push_sent(request))
+        decision = await self._after_gate(
+            reply, caller, "Your approval is recorded.", what="approved"
+        )
+        if reply.code is GateCode.OK and reply.detail == "awaiting_verification":
+            return await self._verify_approver(decision.request, caller)
+        return decision
+
+    # ---- step-up verification of an approver ------------------------------------------------
+
+    async def _verify_approver(self, request: Request, caller: Caller) -> Decision:
+        """The tier wants a fresh IdP check of the approver before their approval counts: push
+        to their device and record the answer when it comes (within the approval's TTL)."""
+        pusher = None
+        for name in request.plan.approver_step_up:
+            pusher = self.step_up.push.get(name) if self.step_up is not None else None
+            if pusher is not None:
+                break
+        if pusher is None or not caller.principal.email:
+            reply = await self.store.verify_approver(
+                request.id, caller.id, PushOutcome.UNAVAILABLE.value, "none"
+            )
+            await self._tell(
+                "update_request", self.notifier.update_request(self._reply_request(reply))
+            )
+            raise NotAllowed(say.APPROVER_STEP_UP_UNAVAILABLE)
+        task = asyncio.create_task(self._await_approver_push(request, caller.principal, pusher))
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+        app = Verifier(pusher.verifier).app
+        return Decision(request=request, message=say.approver_push_sent(request, app))
+
+    async def _await_approver_push(
+        self, request: Request, approver: Principal, pusher: PushVerifier
+    ) -> None:
+        try:
+            result = await pusher.push_step_up(approver, request, request.plan.push_timeout)
+        except Exception as exc:  # a broken verifier never passes anything
+            log.error("push_failed", request=request.id, error=type(exc).__name__)
+            result = PushResult(outcome=PushOutcome.UNAVAILABLE, detail="the push failed")
+        try:
+            reply = await self.store.verify_approver(
+                request.id, approver.id, result.outcome.value, pusher.verifier
+            )
+        except Unavailable:
+            log.warning("approver_step_up_unrecorded", request=request.id)
+            return
+        if reply.request is None:
+            return
+        after = reply.request
+        log.info("approver_step_up", request=after.id, code=reply.code.value)
+        await self._tell("update_request", self.notifier.update_request(after))
+        if reply.code is not GateCode.OK:
+            if reply.code in (GateCode.LATE, GateCode.FAILED):
+                text = say.approver_step_up_failed(after, reply.detail or "late")
+                await self._tell(
+                    "notify_person", self.notifier.notify_person(after, approver.id, text)
+                )
+            return
+        text = say.requester_decision(after, approver.name, by_owner=False)
+        await self._tell("notify_requester", self.notifier.notify_requester(after, text))
+        if after.state is RequestState.READY:
+            await self.execute(after.id, actor=approver.id)
 
     async def deny(self, approver: ChatUser, request_id: str, reason: str) -> Decision:
         request_id = parse_request_id(request_id)
@@ -561,6 +662,375 @@ class TwoKey:
             "notify_owner",
             self.notifier.notify_owner(request, say.owner_lapsed(request)),
         )
+
+    # ---- step-up verification of the owner ---------------------------------------------------
+
+    async def verify_code(self, owner: ChatUser, request_id: str, code: str) -> Decision:
+        """The owner types the one-time code back; the script compares digests in constant
+        time and counts the try (5 per code), so guessing stops at the limit."""
+        request_id = parse_request_id(request_id)
+        typed = code.strip().replace(" ", "").replace("-", "")
+        if not (typed.isascii() and typed.isdigit() and len(typed) == CODE_DIGITS):
+            raise BadInput(say.BAD_CODE_FORMAT)
+        caller = await self.identify(owner)
+        request = await self._get(request_id)
+        reply = await self.store.check_step_up_code(
+            request,
+            caller.id,
+            caller.via,
+            code_digest(self._code_key(), request.id, typed),
+            flag_window_s=self.policy.fraud.flag_window,
+        )
+        await self._after_step_up_failure(reply)
+        if reply.code is GateCode.NOOP and reply.detail == "already_verified":
+            return Decision(
+                request=self._reply_request(reply), changed=False, message=say.ALREADY_VERIFIED
+            )
+        if reply.code is GateCode.NOOP and reply.detail == "not_needed":
+            return Decision(
+                request=self._reply_request(reply), changed=False, message=say.STEP_UP_NOT_NEEDED
+            )
+        return await self._after_gate(
+            reply, caller, "Thanks: you are verified for this request.", what="step_up_passed"
+        )
+
+    async def new_code(self, owner: ChatUser, request_id: str) -> Decision:
+        """The owner asks for a (new) one-time code: only once none is live."""
+        request_id = parse_request_id(request_id)
+        caller = await self.identify(owner)
+        request = await self._get(request_id)
+        if caller.id != request.owner_id:
+            raise NotAllowed(say.NOT_THE_OWNER)
+        if not request.plan.owner_step_up:
+            return Decision(request=request, changed=False, message=say.STEP_UP_NOT_NEEDED)
+        if request.step_up_gate_satisfied(await self.store.now()):
+            return Decision(request=request, changed=False, message=say.ALREADY_VERIFIED)
+        after = await self._start_step_up(request, caller.id, caller.via)
+        return Decision(request=after, message=say.step_up_restarted(after))
+
+    async def _start_step_up(self, request: Request, actor: str, via: str) -> Request:
+        """Start the first verifier of the plan that can reach the owner; if none can, the
+        request stays blocked and the requester hears what to do instead (fail closed)."""
+        try:
+            owner = await self._directory(self.directory.get(request.owner_id))
+        except Unavailable:
+            owner = None
+        reasons: list[str] = []
+        for name in request.plan.owner_step_up:
+            verifier = Verifier(name)
+            if verifier is Verifier.EMAIL_CODE:
+                address, mail, why = self._code_route(owner)
+                if address and mail is not None:
+                    return await self._send_code(request, actor, via, address, mail)
+            elif verifier is Verifier.MANAGER:
+                manager, why = await self._attesting_manager(request, owner)
+                if manager is not None:
+                    started = await self._ask_manager(request, actor, via, manager)
+                    if started is not None:
+                        return started
+            else:
+                pusher, why = self._push_route(request, verifier, owner)
+                if pusher is not None and owner is not None:
+                    return await self._send_push(request, actor, via, owner, pusher, verifier)
+            reasons.append(why)
+        why = "; ".join(reasons) or "none of the verifiers the policy names is available here"
+        log.warning("step_up_unavailable", request=request.id)
+        await self._tell(
+            "notify_requester",
+            self.notifier.notify_requester(request, say.step_up_unavailable(request, why)),
+        )
+        if actor != SYSTEM:
+            raise NotAllowed(say.step_up_unavailable(request, why))
+        return request
+
+    def _code_route(self, owner: Principal | None) -> tuple[str, CodeSender | None, str]:
+        """Where a code would go, or why it cannot."""
+        mail = self.step_up.mail if self.step_up is not None else None
+        if owner is None:
+            return "", mail, "the directory could not be asked for the owner's recovery address"
+        if not owner.recovery_email:
+            return "", mail, "the owner has no recovery email of record"
+        if mail is None:
+            return "", mail, "no mail server is configured to send one-time codes"
+        return owner.recovery_email, mail, ""
+
+    def _push_route(
+        self, request: Request, verifier: Verifier, owner: Principal | None
+    ) -> tuple[PushVerifier | None, str]:
+        """Who can push to the owner's device, or why nobody may (never for reset-mfa or a
+        lost device, whatever the frozen plan says)."""
+        lost = self.policy.step_up.device_lost_reasons
+        if not choose((verifier,), request.action, request.reason_code, lost):
+            return None, "a push is never used for reset-mfa or a lost device"
+        pusher = self.step_up.push.get(verifier.value) if self.step_up is not None else None
+        if pusher is None:
+            return None, f"no identity provider here can send {verifier.value}"
+        if owner is None or not owner.email:
+            return None, "the directory could not say who the owner is"
+        return pusher, ""
+
+    async def _send_push(
+        self,
+        request: Request,
+        actor: str,
+        via: str,
+        owner: Principal,
+        pusher: PushVerifier,
+        verifier: Verifier,
+    ) -> Request:
+        reply = await self.store.start_step_up(
+            request,
+            verifier.value,
+            actor,
+            via,
+            flag_window_s=self.policy.fraud.flag_window,
+        )
+        await self._after_step_up_failure(reply)
+        started = await self._started(request, reply)
+        if reply.code is not GateCode.OK:
+            return started
+        log.info("step_up_started", request=started.id, verifier=verifier.value)
+        await self._tell(
+            "notify_owner",
+            self.notifier.notify_owner(started, say.push_sent(started, verifier.app)),
+        )
+        await self._tell(
+            "notify_requester",
+            self.notifier.notify_requester(
+                started, say.step_up_requester_waiting(started, verifier.words)
+            ),
+        )
+        await self._tell("update_request", self.notifier.update_request(started))
+        task = asyncio.create_task(self._await_push(started, owner, pusher, verifier))
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+        return started
+
+    async def _await_push(
+        self, request: Request, owner: Principal, pusher: PushVerifier, verifier: Verifier
+    ) -> None:
+        """Wait for the device's answer, record it (its own audit event), tell people, and
+        run the change if that was the last gate."""
+        try:
+            result = await pusher.push_step_up(owner, request, request.plan.push_timeout)
+        except Exception as exc:  # a broken verifier never passes anything
+            log.error("push_failed", request=request.id, error=type(exc).__name__)
+            result = PushResult(outcome=PushOutcome.UNAVAILABLE, detail="the push failed")
+        try:
+            reply = await self.store.record_push(
+                request,
+                verifier.value,
+                result.outcome.value,
+                flag_window_s=self.policy.fraud.flag_window,
+            )
+            if reply.code is GateCode.FAILED and reply.detail == "unavailable":
+                text = say.push_unavailable(request, result.detail)
+                await self._tell("notify_owner", self.notifier.notify_owner(request, text))
+                await self._tell("notify_requester", self.notifier.notify_requester(request, text))
+                return
+            await self._after_step_up_failure(reply)
+            if reply.code is not GateCode.OK or reply.request is None:
+                return
+            passed = reply.request
+            log.info("step_up_passed", request=passed.id, verifier=verifier.value)
+            await self._tell("update_request", self.notifier.update_request(passed))
+            await self._tell(
+                "notify_requester",
+                self.notifier.notify_requester(passed, say.push_passed(passed)),
+            )
+            if passed.state is RequestState.READY:
+                await self.execute(passed.id)
+        except TwokeyError as exc:  # refused or failed: the owner hears it in plain words
+            await self._tell("notify_owner", self.notifier.notify_owner(request, exc.message))
+
+    async def settle_pushes(self) -> None:
+        """Wait for every push under way (tests, and a graceful stop)."""
+        while self._pushes:
+            await asyncio.gather(*list(self._pushes), return_exceptions=True)
+
+    async def _attesting_manager(
+        self, request: Request, owner: Principal | None
+    ) -> tuple[Principal | None, str]:
+        """The owner's manager of record, if they may attest: an enabled person who is not the
+        requester, the account, its owner or an approver of this request."""
+        if owner is None or not owner.manager_id:
+            return None, "the owner has no manager of record"
+        try:
+            manager = await self._directory(self.directory.get(owner.manager_id))
+        except Unavailable:
+            return None, "the directory could not be asked for the owner's manager"
+        if manager is None or manager.disabled or manager.kind is not PrincipalKind.HUMAN:
+            return None, "the owner's manager of record is not an active person"
+        if manager.id in (request.requester_id, request.target_id, request.owner_id) or any(
+            a.approver_id == manager.id for a in request.approvals
+        ):
+            return None, "the owner's manager is part of this request (requester or approver)"
+        return manager, ""
+
+    async def _ask_manager(
+        self, request: Request, actor: str, via: str, manager: Principal
+    ) -> Request | None:
+        reply = await self.store.start_step_up(
+            request,
+            Verifier.MANAGER.value,
+            actor,
+            via,
+            manager=manager.id,
+            flag_window_s=self.policy.fraud.flag_window,
+        )
+        if reply.code is GateCode.SOD:  # became part of it meanwhile: try the next verifier
+            return None
+        await self._after_step_up_failure(reply)
+        started = await self._started(request, reply)
+        if reply.code is not GateCode.OK:
+            return started
+        log.info("step_up_started", request=started.id, verifier=Verifier.MANAGER.value)
+        owner_name = (await self.names.for_request(started)).get(started.owner_id, started.owner_id)
+        await self._tell(
+            "notify_person",
+            self.notifier.notify_person(
+                started, manager.id, say.manager_question(started, owner_name)
+            ),
+        )
+        await self._tell(
+            "notify_owner",
+            self.notifier.notify_owner(started, say.manager_will_call(started, manager.name)),
+        )
+        await self._tell(
+            "notify_requester",
+            self.notifier.notify_requester(
+                started, say.step_up_requester_waiting(started, Verifier.MANAGER.words)
+            ),
+        )
+        await self._tell("update_request", self.notifier.update_request(started))
+        return started
+
+    async def attest(self, manager: ChatUser, request_id: str, confirmed: bool) -> Decision:
+        """The owner's manager of record answers "did you confirm it with them?"; the script
+        checks they are the manager the step-up named and no requester or approver of it."""
+        request_id = parse_request_id(request_id)
+        caller = await self.identify(manager)
+        request = await self._get(request_id)
+        reply = await self.store.attest_step_up(
+            request, caller.id, caller.via, confirmed, flag_window_s=self.policy.fraud.flag_window
+        )
+        if reply.code.is_refusal:
+            await self._refused(self._reply_request(reply), caller, reply.code, "attest")
+            raise NotAllowed(say.NOT_THE_MANAGER)
+        if reply.code is GateCode.NO_CODE:
+            raise BadInput(say.NOTHING_TO_ATTEST)
+        await self._after_step_up_failure(reply)
+        if reply.code is GateCode.NOOP:
+            return Decision(
+                request=self._reply_request(reply), changed=False, message=say.ALREADY_VERIFIED
+            )
+        return await self._after_gate(
+            reply, caller, "Thanks: your confirmation is recorded.", what="step_up_passed"
+        )
+
+    async def _started(self, request: Request, reply: GateReply) -> Request:
+        """What a step-up start answered, for the request it was tried on."""
+        if reply.code is GateCode.EXPIRED:
+            raise Expired(say.expired_refusal(self._reply_request(reply)))
+        if reply.code is GateCode.DECIDED:
+            raise AlreadyDecided(say.already(self._reply_request(reply)))
+        if reply.code is GateCode.NOOP and reply.detail == "code_live":
+            raise BadInput(
+                f"A code for {request.id} is still live: use it, or ask again once it runs out."
+            )
+        if reply.code is GateCode.NOOP and reply.detail == "in_progress":
+            raise BadInput(say.step_up_in_progress(request))
+        if reply.code not in (GateCode.OK, GateCode.NOOP):
+            raise Conflict(say.changed_meanwhile(request, reply.code))
+        return self._reply_request(reply)
+
+    async def _send_code(
+        self, request: Request, actor: str, via: str, address: str, mail: CodeSender
+    ) -> Request:
+        code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        reply = await self.store.start_step_up(
+            request,
+            Verifier.EMAIL_CODE.value,
+            actor,
+            via,
+            code_digest=code_digest(self._code_key(), request.id, code),
+            flag_window_s=self.policy.fraud.flag_window,
+        )
+        await self._after_step_up_failure(reply)
+        started = await self._started(request, reply)
+        if reply.code is not GateCode.OK:
+            return started
+        try:
+            await mail.send_code(address, started, code)
+        except Exception as exc:  # any failure means "not sent"; the code is never logged
+            log.warning("step_up_code_not_sent", request=started.id, error=type(exc).__name__)
+            await self._tell(
+                "notify_owner", self.notifier.notify_owner(started, say.step_up_not_sent(started))
+            )
+            await self._tell(
+                "notify_requester",
+                self.notifier.notify_requester(started, say.step_up_not_sent(started)),
+            )
+            return started
+        log.info("step_up_started", request=started.id, verifier=Verifier.EMAIL_CODE.value)
+        minutes = max(1, started.plan.code_ttl // 60)
+        dm = say.step_up_code_sent(
+            started, masked_email(address), minutes, started.plan.code_attempts
+        )
+        await self._tell("notify_owner", self.notifier.notify_owner(started, dm))
+        await self._tell(
+            "notify_requester",
+            self.notifier.notify_requester(
+                started, say.step_up_requester_waiting(started, Verifier.EMAIL_CODE.words)
+            ),
+        )
+        await self._tell("update_request", self.notifier.update_request(started))
+        return started
+
+    async def _after_step_up_failure(self, reply: GateReply) -> None:
+        """WRONG, FAILED, LOCKED, NO_CODE: tell who needs to know and refuse, plainly. The
+        request stays blocked; a locked step-up flagged the target in the same script."""
+        code = reply.code
+        if code not in (GateCode.WRONG, GateCode.FAILED, GateCode.LOCKED, GateCode.NO_CODE):
+            return
+        request = self._reply_request(reply)
+        if code is GateCode.WRONG:
+            raise BadInput(say.code_wrong(reply.detail))
+        if code is GateCode.NO_CODE:
+            raise BadInput(say.no_code(request))
+        log.warning("step_up_failed", request=request.id, failures=request.step_up_failures)
+        await self._tell("update_request", self.notifier.update_request(request))
+        if code is GateCode.FAILED:
+            limit = request.plan.step_up_max_failures
+            await self._tell(
+                "notify_requester",
+                self.notifier.notify_requester(
+                    request, say.step_up_failed_requester(request, request.step_up_failures, limit)
+                ),
+            )
+            if reply.detail == "manager_denied":
+                await self._alert(request, say.alert(request, say.MANAGER_DENIED_ALERT))
+                raise NotAllowed(say.manager_denied(request))
+            if reply.detail == "rejected":
+                await self._alert(request, say.alert(request, say.PUSH_REJECTED_ALERT))
+            if request.step_up_verifier in (Verifier.OKTA_PUSH.value, Verifier.DUO_PUSH.value):
+                raise NotAllowed(say.push_failed(request, reply.detail))
+            raise NotAllowed(say.code_failed(request, reply.detail))
+        if reply.detail:  # it locked just now: flagged in this very step
+            await self._alert(
+                request,
+                say.alert(request, "owner verification failed too often; the account is flagged"),
+            )
+            await self._tell(
+                "notify_requester",
+                self.notifier.notify_requester(request, say.step_up_locked(request)),
+            )
+        raise NotAllowed(say.step_up_locked(request))
+
+    def _code_key(self) -> bytes:
+        if self.step_up is None:
+            raise Unavailable("Step-up verification is not configured here, so nothing changed.")
+        return self.step_up.code_key
 
     # ---- execution (invariants 1, 3, 5) -----------------------------------------------------
 

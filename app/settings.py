@@ -34,10 +34,27 @@ class Settings(BaseSettings):
     directory_path: Path | None = Field(default=None, alias="TWOKEY_DIRECTORY")
     audit_key: SecretStr | None = Field(default=None, alias="TWOKEY_AUDIT_KEY")
     """HMAC key of the audit chain. Unset: a key generated once under TWOKEY_DATA_DIR."""
+    audit_keys_previous: list[SecretStr] = Field(
+        default_factory=list, alias="TWOKEY_AUDIT_KEYS_PREVIOUS"
+    )
+    """Keys that sealed before TWOKEY_AUDIT_KEY (JSON list, newest first): verified with only."""
     directory_cache_ttl: float = Field(
         default=60.0, ge=0, le=3600, alias="TWOKEY_DIRECTORY_CACHE_TTL"
     )
     """Seconds a directory connector's answer is kept in Redis; 0 turns the cache off."""
+
+    # step-up one-time codes by email (SMTP); unset host: the email_code verifier cannot start
+    smtp_host: str | None = Field(default=None, alias="TWOKEY_SMTP_HOST")
+    smtp_port: int = Field(default=587, ge=1, le=65535, alias="TWOKEY_SMTP_PORT")
+    smtp_from: str = Field(default="twokey@localhost", alias="TWOKEY_SMTP_FROM")
+    smtp_starttls: bool = Field(default=True, alias="TWOKEY_SMTP_STARTTLS")
+    smtp_username: str | None = Field(default=None, alias="TWOKEY_SMTP_USERNAME")
+    smtp_password: SecretStr | None = Field(default=None, alias="TWOKEY_SMTP_PASSWORD")
+
+    # step-up by Duo Push (a Duo Auth API application); unset: the duo_push verifier cannot start
+    duo_api_host: str | None = Field(default=None, alias="TWOKEY_DUO_API_HOST")
+    duo_ikey: str | None = Field(default=None, alias="TWOKEY_DUO_IKEY")
+    duo_skey: SecretStr | None = Field(default=None, alias="TWOKEY_DUO_SKEY")
 
     # timing
     sweep_interval: float = Field(default=1.0, gt=0, le=60, alias="TWOKEY_SWEEP_INTERVAL")

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from app.logs import WIRE_LOGGERS
+from tests.smtp_inbox import inbox as inbox  # a real SMTP server for step-up code tests
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from app.domain.models import Action, ChatUser
 from app.notify import RecordingNotifier
 from app.policy.loader import load_policy_text
 from app.ports import Directory, ExecutionJournal, IdentityProvider
-from app.service import ServiceOptions, TwoKey
+from app.service import ServiceOptions, StepUpOptions, TwoKey
 from app.store.keys import Keys
 from app.store.redis_store import RedisRequestStore
 
@@ -162,6 +162,7 @@ def build_core(
     directory: Directory | None = None,
     journal: ExecutionJournal | None = None,
     providers: Sequence[IdentityProvider] | None = None,
+    step_up: StepUpOptions | None = None,
 ) -> Core:
     keys = Keys(namespace)
     store = RedisRequestStore(redis, keys, claim_grace_ms=claim_grace_ms)
@@ -175,5 +176,6 @@ def build_core(
         load_policy_text(policy or policy_text(), "test-policy.yaml"),
         ServiceOptions(lease_s=lease_s),
         journal=journal,
+        step_up=step_up,
     )
     return Core(service, store, notifier, connector, redis, keys)

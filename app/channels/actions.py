@@ -7,6 +7,7 @@ Which verb runs which use case is written here once, so no face can wire a butto
 
 from __future__ import annotations
 
+from app.channels.commands import Command
 from app.channels.common import ButtonAction
 from app.domain.errors import BadInput
 from app.domain.models import ChatUser
@@ -41,3 +42,14 @@ async def press(
 
 NEEDS_REASON = frozenset({ButtonAction.DENY})
 """Buttons whose face must first ask for a reason (a form), then call :func:`press` with it."""
+
+
+async def verify(service: TwoKey, who: ChatUser, command: Command) -> Decision:
+    """`verify <request-id> [code]` and `attest <request-id> yes|no`, the same for every face:
+    check the owner's one-time code, or (no code) send a new one; record the manager's answer.
+    The code is never logged or echoed back."""
+    if command.verb == "attest":
+        return await service.attest(who, command.request_id, command.text == "yes")
+    if command.text:
+        return await service.verify_code(who, command.request_id, command.text)
+    return await service.new_code(who, command.request_id)

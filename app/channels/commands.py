@@ -7,6 +7,8 @@ status <request-id>
 list
 cancel <request-id>
 breakglass <action> <target> <ticket> <justification ...>
+verify <request-id> [code]
+attest <request-id> yes|no
 ```
 The target token is platform-specific (a Slack mention, a Teams mention, a playground id) or
 ``nhi:<name>``; each channel resolves it. Parsing never touches the service: bad text raises
@@ -31,7 +33,8 @@ USAGE = (
     "`reset-mfa @alice INC-1234 lost-device`. Actions: "
     + ", ".join(a.value for a in Action)
     + ". Target: a person (mention) or nhi:<name>. Also: `status <request-id>`, `list`, "
-    "`cancel <request-id>`, `breakglass <action> <target> <ticket> <justification>`, `help`."
+    "`cancel <request-id>`, `breakglass <action> <target> <ticket> <justification>`, "
+    "`verify <request-id> [code]`, `attest <request-id> yes|no`, `help`."
 )
 PLAIN_USAGE = USAGE.replace("`", "")
 """USAGE for a page that shows text as typed (the playground): no Markdown code marks."""
@@ -44,6 +47,10 @@ HELP_TEXT = "\n".join(
         "  list: the requests you opened, may approve or must confirm",
         "  cancel <request-id>: withdraw a request you opened",
         "  breakglass <action> <person> <ticket> <what the emergency is>: the emergency path",
+        "  verify <request-id> <code>: the code we emailed you, when a request asks you to "
+        "verify (without a code: send a new one)",
+        "  attest <request-id> yes|no: as the owner's manager, whether you confirmed it with "
+        "them by phone or in person",
         "  help: this list",
         "Actions: " + ", ".join(a.value for a in Action) + ".",
         "A person is @alice or alice; a non-human identity is nhi:<name>.",
@@ -53,19 +60,21 @@ HELP_TEXT = "\n".join(
 MAX_COMMAND = 2000
 SLASH = "/twokey"
 """A leading ``/twokey``, as in the docs and in Slack, is not part of the command."""
-VERBS = ("help", "list", "status", "cancel", "breakglass")
+VERBS = ("help", "list", "status", "cancel", "breakglass", "verify", "attest")
 
 
 class Command(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    verb: Literal["help", "open", "status", "list", "cancel", "breakglass", "form"]
+    verb: Literal[
+        "help", "open", "status", "list", "cancel", "breakglass", "verify", "attest", "form"
+    ]
     action: str = ""
     target: str = ""
     ticket: str = ""
     reason_code: str = ""
     text: str = ""
-    """The note (open) or the justification (breakglass)."""
+    """The note (open), the justification (breakglass) or the one-time code (verify)."""
     request_id: str = ""
 
 
@@ -88,6 +97,15 @@ def parse_command(text: str) -> Command:
         if len(words) != 2:
             raise BadInput(f"Usage: `{head} <request-id>`.")
         return Command(verb=head, request_id=parse_request_id(words[1]))
+    if head == "verify":
+        if len(words) not in (2, 3):
+            raise BadInput("Usage: `verify <request-id> <code>` (without a code: a new one).")
+        code = words[2] if len(words) == 3 else ""
+        return Command(verb="verify", request_id=parse_request_id(words[1]), text=code[:40])
+    if head == "attest":
+        if len(words) != 3 or words[2].lower() not in ("yes", "no"):
+            raise BadInput("Usage: `attest <request-id> yes` or `attest <request-id> no`.")
+        return Command(verb="attest", request_id=parse_request_id(words[1]), text=words[2].lower())
     if head == "breakglass":
         if len(words) < 5:
             raise BadInput(

@@ -70,7 +70,7 @@ from app.connectors.http import (
 )
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request
-from app.ports import ExecutionResult, Outcome
+from app.ports import ExecutionResult, Outcome, PushOutcome, PushResult
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +112,8 @@ class OktaConfig(BaseModel, LimitsFromSettings):
     timeout: Timeout = 10.0
     max_attempts: Attempts = 3
     max_rate_limit_wait: RateLimitWait = 30.0
+    push_poll_interval: float = Field(default=4.0, ge=1.0, le=30.0)
+    """Seconds between polls of an Okta Verify push transaction (step-up verifier okta_push)."""
 
     @field_validator("org_url")
     @classmethod
@@ -418,15 +420,79 @@ class OktaConnector(HttpConnector[OktaConfig]):
     shown = ("org_url",)
     refusals = (NoAccessToken, ProviderUnreachable, RateLimited)
 
+    verifier = "okta_push"
+    """The step-up verifier this connector runs (app.ports.PushVerifier)."""
+
     def __init__(
         self,
         config: OktaConfig,
         http: ProviderHttp,
         credentials: _Credentials,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         super().__init__(config, http)
         self._org = config.org_url
         self._credentials = credentials
+        self._sleep = sleep
+
+    # -- step-up: an Okta Verify push to the owner's enrolled phone ----------------------------
+
+    async def push_step_up(self, owner: Principal, request: Request, timeout_s: int) -> PushResult:
+        """Okta's factors API as documented: find the owner's active Okta Verify ``push``
+        factor, issue the challenge (``verify`` without a body), then poll the transaction
+        from its ``poll`` link until it is no longer WAITING, or ``timeout_s`` ran out."""
+        try:
+            return await self._push(owner, timeout_s)
+        except (ProviderCallError, Unavailable) as error:
+            log.warning("okta_push_unavailable", request=request.id, error=type(error).__name__)
+            return PushResult(outcome=PushOutcome.UNAVAILABLE, detail=f"Okta: {error}")
+
+    async def _push(self, owner: Principal, timeout_s: int) -> PushResult:
+        found = await self.find_by_email(owner.email or "")
+        if len(found) != 1:
+            return _push_unavailable("Okta has no single user with the owner's email")
+        user_id = quote(found[0].id, safe="")
+        answer = await self._send("GET", f"/api/v1/users/{user_id}/factors", RetryRule.READ)
+        factors = answer.json() if answer.ok else None
+        push = next(
+            (
+                f
+                for f in factors or []
+                if isinstance(f, dict)
+                and f.get("factorType") == "push"
+                and f.get("provider") == "OKTA"
+                and f.get("status") == "ACTIVE"
+            ),
+            None,
+        )
+        if not isinstance(factors, list) or push is None:
+            return _push_unavailable("the owner has no active Okta Verify push enrolment")
+        factor = quote(str(push.get("id", "")), safe="")
+        base = f"/api/v1/users/{user_id}/factors/{factor}"
+        challenge = await self._send("POST", f"{base}/verify", RetryRule.CHANGE)
+        body = challenge.json() if challenge.ok else None
+        if not isinstance(body, dict) or body.get("factorResult") != "WAITING":
+            return _push_unavailable(f"Okta did not send the push: {okta_error_words(challenge)}")
+        poll = (((body.get("_links") or {}).get("poll") or {}).get("href")) or ""
+        prefix = f"{self._org}{base}/transactions/"
+        tail = str(poll)[len(prefix) :]
+        if not str(poll).startswith(prefix) or not re.fullmatch(r"[A-Za-z0-9._-]{1,200}", tail):
+            return _push_unavailable("Okta's poll link is not a transaction of this factor")
+        interval = self.config.push_poll_interval
+        for _ in range(max(1, int(timeout_s / interval))):
+            await self._sleep(interval)
+            status = await self._send("GET", f"{base}/transactions/{tail}", RetryRule.READ)
+            state = status.json() if status.ok else None
+            result = state.get("factorResult") if isinstance(state, dict) else None
+            if result == "SUCCESS":
+                return PushResult(outcome=PushOutcome.APPROVED)
+            if result == "REJECTED":
+                return PushResult(outcome=PushOutcome.REJECTED, detail="rejected on the device")
+            if result == "TIMEOUT":
+                return PushResult(outcome=PushOutcome.TIMEOUT, detail="Okta's push timed out")
+            if not (isinstance(result, str) and result.startswith("WAITING")):
+                return _push_unavailable(f"Okta answered the poll with {okta_error_words(status)}")
+        return PushResult(outcome=PushOutcome.TIMEOUT, detail="no answer in time")
 
     async def _change(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
         user = await self._user_for_change(target)
@@ -762,7 +828,15 @@ def _principal_from(user: Mapping[str, Any], groups: frozenset[str]) -> Principa
         email=str(email) if email else None,
         groups=groups,
         disabled=user.get("status") not in _SIGNED_IN_STATUSES,
+        # Okta's base profile: secondEmail (an address of record for step-up codes) and
+        # managerId (the manager of record asked to attest a step-up)
+        recovery_email=str(profile["secondEmail"]) if profile.get("secondEmail") else None,
+        manager_id=str(profile["managerId"]) if profile.get("managerId") else None,
     )
+
+
+def _push_unavailable(detail: str) -> PushResult:
+    return PushResult(outcome=PushOutcome.UNAVAILABLE, detail=detail)
 
 
 def build(
@@ -785,7 +859,7 @@ def build(
             secret_from_env(settings.private_key_env), settings.key_id, settings.private_key_env
         )
         credentials = _ServiceApp(settings, key, http, clock)
-    return OktaConnector(settings, http, credentials)
+    return OktaConnector(settings, http, credentials, sleep)
 
 
 PLUGIN = http_plugin("okta", OktaConfig, build, directory=lambda connector: connector)

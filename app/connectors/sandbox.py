@@ -116,6 +116,10 @@ class PersonEntry(BaseModel):
     email: Email
     groups: list[Label] = Field(default_factory=list)
     disabled: bool = False
+    recovery_email: Email | None = None
+    """Where a step-up one-time code goes: an address outside the chat account's reach."""
+    manager: PersonId | None = None
+    """Their manager of record (a person id here): asked to attest a step-up."""
 
     def principal(self) -> Principal:
         return Principal(
@@ -125,6 +129,8 @@ class PersonEntry(BaseModel):
             email=self.email,
             groups=frozenset(self.groups),
             disabled=self.disabled,
+            recovery_email=self.recovery_email,
+            manager_id=self.manager,
         )
 
 
@@ -316,6 +322,16 @@ def _consistency(
             )
         else:
             first_person[person.id] = index
+    for index, person in enumerate(people):
+        if person.manager is not None and (
+            person.manager == person.id or person.manager not in first_person
+        ):
+            problems.append(
+                DirectoryProblem(
+                    f"people[{index}] {person.id!r}, field manager",
+                    f"{person.manager!r} must be the id of another person in this directory",
+                )
+            )
     first_nhi: dict[str, int] = {}
     for index, nhi in enumerate(nhis):
         where = f"nhis[{index}] {nhi.name!r}"

@@ -43,6 +43,7 @@ ATTEMPTS = {
     "approved": "approve",
     "denied": "deny",
     "cancelled": "cancel",
+    "step_up_passed": "verify",
 }
 
 
@@ -151,7 +152,15 @@ def requester_decision(request: Request, name: str, by_owner: bool) -> str:
     }.get(request.state)
     if text is not None:
         return text
-    did = "confirmed it" if by_owner else "approved it"
+    verified = by_owner and request.step_up_at is not None
+    verified = verified and request.step_up_at == request.last_change_at
+    did = (
+        "verified themselves on a second channel"
+        if verified
+        else "confirmed it"
+        if by_owner
+        else "approved it"
+    )
     waiting = ", ".join(request.waiting_for(request.last_change_at))
     return f"Request {request.id}: {name} {did}; it still waits for {waiting}."
 
@@ -340,4 +349,188 @@ def closed_by_operator(actor: str, note: str) -> str:
     return (
         f"break-glass review closed from the command line by {actor}, not by a security "
         f"reviewer; note: {note}"
+    )
+
+
+# ---- step-up verification of the owner (app/domain/stepup.py) ---------------------------------
+
+BREAK_GLASS_HINT = (
+    "If the change is urgent, verify the owner in person (or by a call to a number of record) "
+    "and use break-glass."
+)
+
+
+def step_up_code_sent(request: Request, masked: str, minutes: int, tries: int) -> str:
+    """The owner's DM: what happens next, plainly."""
+    return (
+        f"Request {request.id} ({request.action.label}) needs one more check that it is really "
+        f"you. We emailed a one-time code to your recovery address {masked}. Type "
+        f"`verify {request.id} <code>` here. The code works for {minutes} minutes and "
+        f"{tries} tries. Didn't ask for this? Answer \"This wasn't me\"."
+    )
+
+
+def step_up_requester_waiting(request: Request, how: str) -> str:
+    return f"Request {request.id}: waiting for the owner to verify themselves with {how}."
+
+
+def step_up_unavailable(request: Request, why: str) -> str:
+    """To the requester: the step-up cannot start, so the request stays blocked."""
+    return (
+        f"Request {request.id} needs the owner to verify themselves on a second channel, but "
+        f"{why}. It stays blocked. {BREAK_GLASS_HINT}"
+    )
+
+
+def step_up_not_sent(request: Request) -> str:
+    return (
+        f"The one-time code for request {request.id} could not be sent. Type "
+        f"`verify {request.id}` in 10 minutes for a new one."
+    )
+
+
+def code_wrong(tries_left: str) -> str:
+    return f"That code is not right. Tries left for this code: {tries_left}."
+
+
+def code_failed(request: Request, why: str) -> str:
+    """To the owner: this code no longer works."""
+    what = "ran out" if why == "timeout" else "was typed wrong too often"
+    return (
+        f"The code for request {request.id} {what} and no longer works. Type "
+        f"`verify {request.id}` for a new one."
+    )
+
+
+def no_code(request: Request) -> str:
+    return (
+        f"No code is waiting for request {request.id} (none was sent, it was used, or it ran "
+        f"out). Type `verify {request.id}` for a new one."
+    )
+
+
+ALREADY_VERIFIED = "You are already verified for this request."
+STEP_UP_NOT_NEEDED = "This request needs no verification."
+BAD_CODE_FORMAT = "A code is the 8 digits from the email, e.g. `verify TK-4K7M2P9Q 12345678`."
+
+
+def step_up_failed_requester(request: Request, failures: int, limit: int) -> str:
+    return (
+        f"Request {request.id}: the owner's verification failed ({failures} of {limit} allowed). "
+        f"It stays blocked. {BREAK_GLASS_HINT}"
+    )
+
+
+def step_up_locked(request: Request) -> str:
+    """To the owner and the requester: failed as often as allowed; the account is flagged."""
+    return (
+        f"Request {request.id}: verification failed too often, so it can no longer pass and the "
+        f"account is flagged for security review. {BREAK_GLASS_HINT}"
+    )
+
+
+NOT_THE_MANAGER = (
+    "Only the owner's manager of record, asked by twokey for this request, can answer this; "
+    "never its requester or an approver of it."
+)
+NOTHING_TO_ATTEST = "This request is not waiting for a manager's confirmation."
+MANAGER_DENIED_ALERT = (
+    "the owner's manager did not confirm it with the owner; the request stays blocked"
+)
+
+
+def manager_question(request: Request, owner_name: str) -> str:
+    """To the owner's manager of record: one plain question, and how to answer it."""
+    return (
+        f"Request {request.id}: the help desk was asked to {request.action.label} for "
+        f"{owner_name} (ticket {request.ticket}). Did you confirm with {owner_name} by phone or "
+        f"in person that they asked for this? Call them on a number you already know, not one "
+        f"given in chat. Then answer `attest {request.id} yes` or `attest {request.id} no`."
+    )
+
+
+def manager_will_call(request: Request, manager_name: str) -> str:
+    return (
+        f"Request {request.id} ({request.action.label}) needs one more check that it is really "
+        f"you: your manager {manager_name} is asked to confirm it with you by phone or in "
+        "person. Expect their call. Didn't ask for this? Answer \"This wasn't me\"."
+    )
+
+
+def manager_denied(request: Request) -> str:
+    return (
+        f"Recorded: you did not confirm request {request.id}. It stays blocked and security "
+        "has been told."
+    )
+
+
+PUSH_REJECTED_ALERT = "the owner's phone rejected the verification push; the request stays blocked"
+
+
+def push_sent(request: Request, app: str) -> str:
+    """The owner's DM: what happens next, plainly."""
+    return (
+        f"Request {request.id} ({request.action.label}) needs one more check that it is really "
+        f"you: approve the push from {app} on your phone now. Didn't ask for this? Deny "
+        'the push and answer "This wasn\'t me".'
+    )
+
+
+def push_passed(request: Request) -> str:
+    return f"Request {request.id}: the owner approved the push on their phone."
+
+
+def push_failed(request: Request, why: str) -> str:
+    what = "was denied on the phone" if why == "rejected" else "was not answered in time"
+    return (
+        f"The push for request {request.id} {what}, so the request stays blocked. Type "
+        f"`verify {request.id}` to get a new push. {BREAK_GLASS_HINT}"
+    )
+
+
+def push_unavailable(request: Request, detail: str) -> str:
+    return (
+        f"No push could be sent for request {request.id} ({detail}). It stays blocked. "
+        f"{BREAK_GLASS_HINT}"
+    )
+
+
+def step_up_in_progress(request: Request) -> str:
+    return (
+        f"Request {request.id} is still waiting for the last check (a push or your manager's "
+        "answer); ask again in a few minutes."
+    )
+
+
+def step_up_restarted(request: Request) -> str:
+    return {
+        "email_code": "A new code is on its way to your recovery email.",
+        "manager": "Your manager is asked again to confirm it with you.",
+        "okta_push": "A new push is on its way to Okta Verify on your phone.",
+        "duo_push": "A new Duo Push is on its way to your phone.",
+    }.get(request.step_up_verifier, "The check is started again.")
+
+
+APPROVER_STEP_UP_UNAVAILABLE = (
+    "This request needs approvers to verify themselves with their identity provider, and that "
+    "cannot be done here right now, so your approval does not count. Tell the twokey operators."
+)
+
+
+def approver_push_sent(request: Request, app: str = "your authenticator app") -> str:
+    return (
+        f"Your approval of {request.id} counts once you approve the push from {app} on "
+        "your phone (now, before the approval expires)."
+    )
+
+
+def approver_step_up_failed(request: Request, why: str) -> str:
+    what = {
+        "late": "came after your approval expired",
+        "rejected": "was denied on your phone",
+        "timeout": "was not answered in time",
+    }.get(why, "could not be sent")
+    return (
+        f"The push for your approval of {request.id} {what}, so your approval does not count. "
+        "Approve again to get a new push."
     )

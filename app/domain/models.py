@@ -69,6 +69,10 @@ class Principal(BaseModel):
     system: str | None = None
     """For an NHI, where it lives (aws, vault, ...): which connector rotates it."""
     disabled: bool = False
+    recovery_email: str | None = None
+    """An address of record outside the chat account (step-up one-time codes go there)."""
+    manager_id: str | None = None
+    """Their manager of record, as the directory says (asked to attest a step-up)."""
 
     @property
     def owner_of_record(self) -> str | None:
@@ -160,6 +164,8 @@ class Plan(BaseModel):
     owner_confirmation: bool = True
     approvals_needed: int = Field(default=1, ge=0, le=5)
     approver_role: str = "approver"
+    approver_step_up: tuple[str, ...] = ()
+    """Step-up verifiers an approver must pass before their approval counts (empty: none)."""
     request_ttl: int = Field(default=4 * 3600, ge=1)
     approval_ttl: int = Field(default=30 * 60, ge=1)
     alert_security: bool = False
@@ -177,6 +183,13 @@ class Plan(BaseModel):
     """Why this plan: each rule and signal that shaped it, for `policy explain` and the card."""
     risks: tuple[Risk, ...] = ()
     """The risks behind the tier, for the risk statement on cards."""
+    owner_step_up: tuple[str, ...] = ()
+    """Step-up verifiers of the owner, in the policy's order (empty: no step-up gate)."""
+    step_up_ttl: int = Field(default=30 * 60, ge=1)
+    step_up_max_failures: int = Field(default=3, ge=1)
+    code_ttl: int = Field(default=10 * 60, ge=1)
+    code_attempts: int = Field(default=5, ge=1)
+    push_timeout: int = Field(default=120, ge=1)
 
 
 class Approval(BaseModel):
@@ -213,6 +226,8 @@ class Request(BaseModel):
     state: RequestState = RequestState.PENDING
     owner_confirmed_at: int | None = None
     approvals: tuple[Approval, ...] = ()
+    approvals_unverified: tuple[Approval, ...] = ()
+    """Approvals given but waiting for their approver's step-up: they do not count yet."""
     decided_by: str | None = None
     decision_reason: str = ""
     decided_at: int | None = None
@@ -230,6 +245,13 @@ class Request(BaseModel):
     disputed_at: int | None = None
     events: int = 0
     """How many audit events this request has written (one per change)."""
+    step_up_verifier: str = ""
+    """The owner step-up under way or passed (a `Verifier` value); empty: none started."""
+    step_up_at: int | None = None
+    """When the owner's step-up passed (it counts for ``plan.step_up_ttl``)."""
+    step_up_failures: int = 0
+    step_up_changed_at: int | None = None
+    """The latest step-up change (started, failed, passed), for `last_change_at`."""
 
     def dispute_open(self, now: int) -> bool:
         """Whether the owner may still say "This wasn't me" about a change that ran (or may have).
@@ -258,6 +280,18 @@ class Request(BaseModel):
         until = self.owner_confirmation_valid_until
         return until is not None and now < until
 
+    def step_up_gate_satisfied(self, now: int) -> bool:
+        if not self.plan.owner_step_up:
+            return True
+        return self.step_up_at is not None and now < self.step_up_at + self.plan.step_up_ttl * 1000
+
+    @property
+    def step_up_locked(self) -> bool:
+        """Failed as often as the policy allows: no step-up can pass on this request any more."""
+        return bool(self.plan.owner_step_up) and (
+            self.step_up_failures >= self.plan.step_up_max_failures
+        )
+
     def approvals_gate_satisfied(self, now: int) -> bool:
         return len(self.valid_approvals(now)) >= self.plan.approvals_needed
 
@@ -266,6 +300,7 @@ class Request(BaseModel):
         return (
             now < self.expires_at
             and self.owner_gate_satisfied(now)
+            and self.step_up_gate_satisfied(now)
             and self.approvals_gate_satisfied(now)
         )
 
@@ -280,7 +315,8 @@ class Request(BaseModel):
             self.claimed_at or 0,
             self.finished_at or 0,
             self.disputed_at or 0,
-            *(a.approved_at for a in self.approvals),
+            self.step_up_changed_at or 0,
+            *(a.approved_at for a in (*self.approvals, *self.approvals_unverified)),
         ]
         return max(moments)
 
@@ -289,14 +325,23 @@ class Request(BaseModel):
         missing = []
         if not self.owner_gate_satisfied(now):
             missing.append("owner confirmation")
-        short = self.plan.approvals_needed - len(self.valid_approvals(now))
+        if not self.step_up_gate_satisfied(now):
+            missing.append("owner verification (step-up)")
+        unverified = [a for a in self.approvals_unverified if a.valid_at(now)]
+        short = self.plan.approvals_needed - len(self.valid_approvals(now)) - len(unverified)
         if short > 0:
             missing.append(f"{short} approval" + ("s" if short > 1 else ""))
+        if unverified:
+            missing.append(
+                "the approver's verification"
+                if len(unverified) == 1
+                else f"{len(unverified)} approvers' verification"
+            )
         return missing
 
     def involves(self, principal_id: str) -> bool:
         return principal_id in (self.requester_id, self.target_id, self.owner_id) or any(
-            a.approver_id == principal_id for a in self.approvals
+            a.approver_id == principal_id for a in (*self.approvals, *self.approvals_unverified)
         )
 
 

@@ -25,6 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from app.domain.durations import Duration, format_duration
 from app.domain.errors import BadInput, NotAllowed, VelocityLimited
 from app.domain.models import Action, Plan, Principal, PrincipalKind, Risk
+from app.domain.stepup import StepUp, StepUpSettings, Verifier, choose, device_problems
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,6 +52,8 @@ class Tier(BaseModel):
     escalate_after: Duration | None = None
     escalate_to: str | None = None
     dm_approvers: bool = False
+    step_up: StepUp | None = None
+    """Step-up verification of the owner before their key counts (docs/policy.md)."""
 
     @model_validator(mode="after")
     def _gates_and_timers_make_sense(self) -> Tier:
@@ -73,9 +76,15 @@ class Tier(BaseModel):
 
     def demands_at_least(self, other: Tier) -> bool:
         """Every gate ``other`` requires, this tier requires too."""
-        return self.approvals >= other.approvals and (
-            self.owner_confirmation or not other.owner_confirmation
+        return (
+            self.approvals >= other.approvals
+            and (self.owner_confirmation or not other.owner_confirmation)
+            and (self.steps_up or not other.steps_up)
         )
+
+    @property
+    def steps_up(self) -> bool:
+        return self.step_up is not None and self.step_up.any
 
 
 class Match(BaseModel):
@@ -203,6 +212,18 @@ class Fraud(BaseModel):
     flagged_tier: str | None = None
     """Tier forced on any request whose target is flagged; the strictest by default."""
     refusals: RefusalAlert = Field(default_factory=RefusalAlert)
+    step_up: list[Verifier] = Field(default_factory=list, max_length=5)
+    """Owner step-up for a flagged target whose tier names none (tried in order)."""
+
+    @field_validator("step_up")
+    @classmethod
+    def _no_push_for_a_flagged_reset(cls, value: list[Verifier]) -> list[Verifier]:
+        if len(set(value)) != len(value):
+            raise ValueError("name each verifier once; the list is tried in order")
+        problems = device_problems(value, True, "fraud.step_up")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
 
 class Disputes(BaseModel):
@@ -219,7 +240,7 @@ class Breakglass(BaseModel):
 
     role: str
     tier: str
-    skip: list[Literal["owner_confirmation", "approvals"]] = Field(default_factory=list)
+    skip: list[Literal["owner_confirmation", "approvals", "step_up"]] = Field(default_factory=list)
     min_justification: int = Field(default=20, ge=1, le=500)
 
 
@@ -239,6 +260,7 @@ class Policy(BaseModel):
     fraud: Fraud = Field(default_factory=Fraud)
     disputes: Disputes = Field(default_factory=Disputes)
     breakglass: Breakglass | None = None
+    step_up: StepUpSettings = Field(default_factory=StepUpSettings)
     retention: Duration = 30 * 86400
     connectors: list[dict[str, Any]] = Field(default_factory=list)
     """Identity-provider connectors; validated by app.connectors, passed through untouched."""
@@ -316,7 +338,9 @@ def ticket_regex(pattern: str) -> re.Pattern[str]:
 def _strictest_of(tiers: Mapping[str, Tier], flagged_tier: str | None) -> str:
     if flagged_tier:
         return flagged_tier
-    return max(tiers, key=lambda n: (tiers[n].approvals, tiers[n].owner_confirmation))
+    return max(
+        tiers, key=lambda n: (tiers[n].approvals, tiers[n].owner_confirmation, tiers[n].steps_up)
+    )
 
 
 REFERENCE_ERROR = "policy_reference"
@@ -335,7 +359,30 @@ def reference_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     problems += _role_problems(data, tiers, roles)
     problems += _tier_name_problems(data, tiers)
     problems += _strictest_problems(data, tiers)
+    problems += _lost_reason_problems(data)
     return problems
+
+
+def _lost_reason_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+    """step_up.device_lost_reasons must be reason codes the policy has, or a typo would let a
+    push go to a device the reason says is lost."""
+    codes = data.get("reason_codes")
+    step_up = _mapping(data.get("step_up")) or {}
+    lost = step_up.get("device_lost_reasons")
+    if not isinstance(codes, list) or not isinstance(lost, list):
+        return []
+    if lost == StepUpSettings.model_fields["device_lost_reasons"].get_default(
+        call_default_factory=True
+    ):
+        return []  # the default, lost-device, matters only where that reason code exists
+    return [
+        (
+            ("step_up", "device_lost_reasons", index),
+            f"unknown reason code {code!r}; reason codes: {', '.join(map(str, codes))}",
+        )
+        for index, code in enumerate(lost)
+        if isinstance(code, str) and code not in codes
+    ]
 
 
 def _mapping(value: object) -> Mapping[str, Any] | None:
@@ -467,15 +514,15 @@ def _strictest_problems(
                 ("fraud", "flagged_tier"),
                 f"tier {strictest!r} is used for flagged targets and escalated requests, so it "
                 f"must demand at least the gates of every tier, but {which} "
-                "asks for more (more approvals, or owner confirmation)",
+                "asks for more (more approvals, owner confirmation, or a step-up)",
             )
         ]
     return [
         (
             ("tiers", strictest),
             f"flagged targets and escalated requests get the tier with the most approvals, "
-            f"{strictest!r}, but it skips owner confirmation, which {which} asks for: "
-            "require it there, or name a stricter tier in fraud.flagged_tier",
+            f"{strictest!r}, but it skips owner confirmation or step-up, which {which} asks "
+            "for: require it there, or name a stricter tier in fraud.flagged_tier",
         )
     ]
 
@@ -498,6 +545,7 @@ def evaluate(
     signals: Signals,
     *,
     breakglass: bool = False,
+    reason_code: str = "",
 ) -> Plan:
     """Decide the tier and gates of a new request, with the reasons, or refuse it."""
     reasons: list[str] = []
@@ -525,6 +573,13 @@ def evaluate(
             owner_confirmation = False
         if "approvals" in policy.breakglass.skip:
             approvals = 0
+    step_up = _owner_step_up(policy, tier, action, reason_code, signals.target_flagged)
+    skips = policy.breakglass.skip if breakglass and policy.breakglass is not None else []
+    if step_up and ("step_up" in skips or "owner_confirmation" in skips):
+        step_up = ()
+        reasons.append("break-glass: no owner step-up")
+    elif step_up:
+        reasons.append(f"owner step-up: {', '.join(step_up)}")
     return Plan(
         rule=rule_name,
         tier=tier_name,
@@ -548,7 +603,25 @@ def evaluate(
         breakglass=breakglass,
         reasons=tuple(reasons),
         risks=risks,
+        owner_step_up=step_up,
+        approver_step_up=tuple(v.value for v in tier.step_up.approver) if tier.step_up else (),
+        step_up_ttl=(tier.step_up.ttl if tier.step_up else None) or tier.approval_ttl,
+        step_up_max_failures=policy.step_up.max_failures,
+        code_ttl=policy.step_up.code_ttl,
+        code_attempts=policy.step_up.code_attempts,
+        push_timeout=policy.step_up.push_timeout,
     )
+
+
+def _owner_step_up(
+    policy: Policy, tier: Tier, action: Action, reason_code: str, flagged: bool
+) -> tuple[str, ...]:
+    """The verifiers this request's owner step-up may use, in order (empty: none needed)."""
+    listed = tier.step_up.for_action(action) if tier.step_up is not None else ()
+    if flagged and not listed:
+        listed = tuple(policy.fraud.step_up)
+    lost = policy.step_up.device_lost_reasons
+    return tuple(v.value for v in choose(listed, action, reason_code, lost))
 
 
 def _risks(

@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from app.domain.forms import REASON_MAX
 from app.domain.models import Request, RequestState
+from app.domain.stepup import Verifier
 
 
 def when(ms: int | None) -> str:
@@ -154,6 +155,12 @@ def approvals_gate(request: Request, now: int, face: Face) -> Line:
         face.name(a.approver_id) + ("" if final or a.valid_at(now) else " (lapsed)")
         for a in request.approvals
     )
+    waiting = [a for a in request.approvals_unverified if not final and a.valid_at(now)]
+    if waiting:  # "approved by X — waiting for X's verification"
+        who = ", ".join(
+            [who] * bool(who)
+            + [f"{face.name(a.approver_id)}: waiting for their verification" for a in waiting]
+        )
     counted = len(request.approvals) if final else len(request.valid_approvals(now))
     words = f"{counted} of {needed}" + (f" ({who})" if who else "")
     return Line(words, Tone.GOOD if counted >= needed else Tone.WAITING)
@@ -179,6 +186,7 @@ def outcome(
     if state is RequestState.PENDING:
         missing = waiting_words(request, now) or "the bot"
         lines.append(Line(f"Waiting for {face.text(missing, 200)}."))
+        lines += step_up_lines(request, now, face)
         if request.gate_note:
             lines.append(Line(face.text(request.gate_note, 400), Tone.WARNING))
     elif state is RequestState.READY or state is RequestState.EXECUTING:
@@ -224,6 +232,35 @@ def outcome(
             )
         )
     return lines
+
+
+def step_up_lines(request: Request, now: int, face: Face) -> list[Line]:
+    """Where the owner's step-up stands, for an open request whose plan asks for one."""
+    if not request.plan.owner_step_up:
+        return []
+    failed = request.step_up_failures
+    tries = f" ({failed} of {request.plan.step_up_max_failures} failed)" if failed else ""
+    if request.step_up_locked:
+        return [
+            Line(
+                "Owner verification failed too often: the account is flagged. Verify the owner "
+                "in person and use break-glass if the change is urgent.",
+                Tone.ATTENTION,
+            )
+        ]
+    if request.step_up_gate_satisfied(now):
+        return [Line(f"Owner verified on a second channel at {face.when(request.step_up_at)}.")]
+    how = _verifier_words(request.step_up_verifier)
+    if how:
+        return [Line(f"Owner verification: waiting for {how}{tries}.", Tone.WAITING)]
+    return [Line(f"Owner verification needed; it has not started{tries}.", Tone.WARNING)]
+
+
+def _verifier_words(verifier: str) -> str:
+    try:
+        return Verifier(verifier).words
+    except ValueError:
+        return ""
 
 
 def status_sentence(request: Request, now: int) -> str:

@@ -84,6 +84,11 @@ class PlaygroundNotifier:
     async def notify_requester(self, request: Request, text: str) -> None:
         self._say("agent", request, text)
 
+    async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
+        """The playground has no pane per person: the owner's manager reads theirs in the
+        approver pane, addressed to them."""
+        self._say("approver", request, f"[To {principal_id}] {text}")
+
     async def notify_approvers(self, request: Request, text: str) -> None:
         self._say("approver", request, text)
 
@@ -163,3 +168,20 @@ class PlaygroundNotifier:
         for request_id in [r for r, held in self._secrets.items() if held.until <= now]:
             del self._secrets[request_id]
             log.info("playground_secret_dropped_unrevealed", request=request_id)
+
+
+class PlaygroundMailbox:
+    """The playground's simulated recovery mailbox: a step-up code "arrives" in the owner's
+    pane, so a newcomer sees the whole flow without a mail server. Loopback-only, never in
+    production (the playground refuses to mount beside production wiring)."""
+
+    def __init__(self, notifier: PlaygroundNotifier) -> None:
+        self.notifier = notifier
+
+    async def send_code(self, address: str, request: Request, code: str) -> None:
+        self.notifier._say(
+            "owner",
+            request,
+            f"[Simulated recovery mailbox {address}] Your twokey code for {request.id} is "
+            f"{code}. Type: verify {request.id} {code}",
+        )

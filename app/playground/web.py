@@ -13,6 +13,7 @@ every API call checks that it came from this page (loopback Host, same Origin, J
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from app.channels.actions import press
+from app.channels.actions import press, verify
 from app.channels.commands import HELP_TEXT, MAX_COMMAND, PLAIN_USAGE, USAGE, parse_command
 from app.channels.common import decode_button
 from app.channels.teams import cards
@@ -44,7 +45,7 @@ from app.domain.forms import NOTE_MAX, REASON_MAX, parse_request_id
 from app.domain.messages import DIRECTORY_DOWN
 from app.domain.models import Action, ChatUser, Principal, PrincipalKind, Request, RequestState
 from app.domain.words import headline, shown_state, status_sentence, when
-from app.playground.notifier import PANES, PlaygroundNotifier, RevealedSecret
+from app.playground.notifier import PANES, PlaygroundMailbox, PlaygroundNotifier, RevealedSecret
 from app.runtime import Runtime, check_playground, production_wiring
 from app.service import Decision
 
@@ -469,6 +470,8 @@ class Playground:
             return _decided(decision)
         if command.verb == "cancel":
             return _decided(await self.service.cancel(who, command.request_id))
+        if command.verb in ("verify", "attest"):
+            return _decided(await verify(self.service, who, command))
         if command.verb == "status":
             found = await self.service.status(who, command.request_id)
             return _said(status_sentence(found, await self.runtime.store.now()), found.id)
@@ -763,6 +766,9 @@ async def mount(app: web.Application, runtime: Runtime) -> None:
         return
     notifier = PlaygroundNotifier()
     runtime.notifier.add(notifier)
+    step_up = runtime.service.step_up
+    if step_up is not None and step_up.mail is None:  # no mail server: the simulated mailbox
+        runtime.service.step_up = dataclasses.replace(step_up, mail=PlaygroundMailbox(notifier))
     Playground(runtime, notifier).routes(app)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.warning(

@@ -25,6 +25,7 @@ from app.domain.errors import NotAllowed, TwokeyError, VelocityLimited
 from app.domain.models import Action, Plan, Principal, PrincipalKind
 from app.domain.policy import Policy, Signals, evaluate
 from app.domain.sod import check_may_open
+from app.domain.stepup import Verifier
 
 _Frozen = ConfigDict(frozen=True)
 
@@ -125,10 +126,12 @@ def explain(
     *,
     live: Live | None = None,
     notes: Sequence[str] = (),
+    reason_code: str = "",
 ) -> Explanation:
-    """Dry-run the policy for ``action`` on ``target``, as if ``requester`` opened it now."""
+    """Dry-run the policy for ``action`` on ``target``, as if ``requester`` opened it now
+    (with ``reason_code``, which decides whether a device-based step-up may be offered)."""
     rules, not_reached = ([], []) if breakglass else _try_rules(policy, action, target, signals)
-    plan, refused = _plan_or_refusal(policy, action, target, signals, breakglass)
+    plan, refused = _plan_or_refusal(policy, action, target, signals, breakglass, reason_code)
     refusals, connector = _refusals(policy, action, target, requester, breakglass, live)
     if refused is not None and not (breakglass and policy.breakglass is None):
         refusals.append(refused)  # (a missing break-glass section is refused first, above)
@@ -221,13 +224,24 @@ def _try_rules(
 
 
 def _plan_or_refusal(
-    policy: Policy, action: Action, target: Principal, signals: Signals, breakglass: bool
+    policy: Policy,
+    action: Action,
+    target: Principal,
+    signals: Signals,
+    breakglass: bool,
+    reason_code: str = "",
 ) -> tuple[Plan | None, str | None]:
     try:
-        return evaluate(policy, action, target, signals, breakglass=breakglass), None
+        plan = evaluate(
+            policy, action, target, signals, breakglass=breakglass, reason_code=reason_code
+        )
+        return plan, None
     except VelocityLimited as exc:
         below = _below_refusing_limits(policy, action, signals)
-        return evaluate(policy, action, target, below, breakglass=breakglass), exc.message
+        plan = evaluate(
+            policy, action, target, below, breakglass=breakglass, reason_code=reason_code
+        )
+        return plan, exc.message
     except NotAllowed as exc:
         return None, exc.message
 
@@ -382,6 +396,7 @@ def _plan_in_words(e: Explanation, plan: Plan) -> list[str]:
         )
     else:
         lines.append("  - no approvals" + (" (skipped by break-glass)" * e.breakglass))
+    lines += _step_up_in_words(plan)
     lines.append(
         f"Timers: the request expires after {format_duration(plan.request_ttl)}; each "
         f"confirmation and approval is valid for {format_duration(plan.approval_ttl)}"
@@ -401,6 +416,28 @@ def _plan_in_words(e: Explanation, plan: Plan) -> list[str]:
     if e.breakglass:
         lines.append("Break-glass opens a review item that stays open until security closes it.")
     return lines
+
+
+def _step_up_in_words(plan: Plan) -> list[str]:
+    lines = []
+    if plan.approver_step_up and plan.approvals_needed:
+        how = "; else ".join(
+            Verifier(v).words.replace("owner", "approver") for v in plan.approver_step_up
+        )
+        lines.append(
+            f"  - approver step-up: an approval counts once its approver passed {how}, "
+            "before the approval expires"
+        )
+    if not plan.owner_step_up:
+        return [*lines, "  - no owner step-up"]
+    tried = "; else ".join(Verifier(v).words for v in plan.owner_step_up)
+    return [
+        *lines,
+        f"  - owner step-up (a second channel): {tried}",
+        f"    a pass counts for {format_duration(plan.step_up_ttl)}; a code lives "
+        f"{format_duration(plan.code_ttl)} with {plan.code_attempts} tries; "
+        f"{plan.step_up_max_failures} failed step-ups flag the account",
+    ]
 
 
 def _owner_in_words(target: Principal) -> str:

@@ -117,11 +117,21 @@ class Keys:
     def once(self, scope: str, key: str) -> str:
         return f"{{{self.ns}:once}}:{scope}:{key}"
 
+    def once_near(self, request_id: str, scope: str, key: str) -> str:
+        """A once-only claim in a request's slot, so its gate script can check and set it (see
+        app/delivery.py and the delivery check in lua/common.lua)."""
+        return f"{self.tag(shard_of_request(request_id))}:once:{scope}:{key}"
+
     def conversation(self, platform: str, person: str) -> str:
         """String: JSON conversation reference to message ``person`` 1:1 on ``platform``. The
         person id is hashed, so a chat id cannot stretch or shape the key."""
         digest = hashlib.sha256(f"{platform}|{person}".encode()).hexdigest()[:32]
         return f"{self.ns}:conv:{platform}:{digest}"
+
+    def step_up_code(self, request_id: str) -> str:
+        """The digest of a request's live one-time code, beside the request (same slot); it
+        expires with the code, so a code never outlives its 10 minutes even unused."""
+        return f"{self.tag(shard_of_request(request_id))}:code:{request_id}"
 
     def message_refs(self, request_id: str) -> str:
         """Hash: channel ref name -> JSON MessageRef, in the request's slot."""

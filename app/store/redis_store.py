@@ -17,15 +17,24 @@ from typing import Any, ParamSpec, TypeVar
 import redis.asyncio as aioredis
 import structlog
 from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.delivery import Repeated, pending_for
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Approval, Request, RequestState
 from app.domain.policy import Signals, VelocityLimit
-from app.metrics import GATE_SCRIPTS
+from app.metrics import REDIS_ERRORS, observe_gate
 from app.ports import GateCode, GateReply, Reservation
+from app.store.connect import every_primary, is_cluster, keyless
 from app.store.keys import SHARDS, Keys, new_request_id, shard_of_request, shard_of_target
 
 log = structlog.get_logger("twokey.store")
@@ -61,6 +70,8 @@ _SCRIPTS = (
     "annotate",
     "claim_lost",
     "withdraw_gates",
+    "step_up",
+    "verify_approver",
 )
 UNAVAILABLE_MESSAGE = (
     "twokey cannot reach its database right now, so nothing was changed. "
@@ -70,6 +81,10 @@ UNAVAILABLE_MESSAGE = (
 DURABLE_WAIT_MS = 1_000
 """How long a claim may wait to reach the append-only file or a replica before nothing runs
 (shorter than the client's socket timeout, 5 s in bootstrap, so the wait itself never times out)."""
+
+CLUSTER_MOVING = (ClusterError, TryAgainError, AskError, SlotNotCoveredError)
+"""A Cluster whose slots are moving or failing over, past the client's retries: unavailable
+for now (never a cross-slot error: that is a bug and is raised as such)."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -84,9 +99,11 @@ def fails_closed(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await func(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except (RedisConnectionError, RedisTimeoutError, OSError, *CLUSTER_MOVING) as exc:
+            REDIS_ERRORS.labels(type(exc).__name__).inc()
             raise Unavailable(UNAVAILABLE_MESSAGE) from exc
         except RedisError as exc:
+            REDIS_ERRORS.labels(type(exc).__name__).inc()
             if "NOSCRIPT" in str(exc) or "BUSY" in str(exc) or "LOADING" in str(exc):
                 raise Unavailable(UNAVAILABLE_MESSAGE) from exc
             raise
@@ -138,6 +155,20 @@ def request_from_hash(flat: dict[str, str]) -> Request:
         dispute_until=opt("dispute_until"),
         disputed_at=opt("disputed_at"),
         events=int(flat.get("events", "0")),
+        step_up_verifier=flat.get("stepup_verifier", ""),
+        step_up_at=opt("stepup_at"),
+        step_up_failures=int(flat.get("stepup_fail", "0") or 0),
+        step_up_changed_at=opt("stepup_changed"),
+        approvals_unverified=tuple(
+            sorted(
+                (
+                    Approval(approver_id=f[9:], approved_at=int(at), valid_until=int(at) + ttl)
+                    for f, at in flat.items()
+                    if f.startswith("apprwait:")
+                ),
+                key=lambda a: a.approved_at,
+            )
+        ),
     )
 
 
@@ -210,19 +241,32 @@ class RedisRequestStore:
         ]
 
     async def _run(
-        self, script: str, request_id: str, args: Sequence[Any], extra_keys: Sequence[str] = ()
+        self,
+        script: str,
+        request_id: str,
+        args: Sequence[Any],
+        extra_keys: Sequence[str] = (),
+        client: aioredis.Redis | None = None,
     ) -> GateReply:
         # The shard's open-requests-by-person index is always the last key (see common.lua).
         who = self.keys.open_index(shard_of_request(request_id))
-        keys = [*self._gate_keys(request_id), *extra_keys, who]
-        raw = await self._scripts[script](keys=keys, args=[request_id, *args])
+        # A delivery this call carries is checked (and marked) by this script: one round trip.
+        delivery = pending_for(request_id)
+        once: list[str] = []
+        argv = [request_id, *args]
+        if delivery is not None:
+            once = [self.keys.once_near(request_id, delivery.scope, delivery.key)]
+            argv.append(delivery.keep_s)
+        keys = [*self._gate_keys(request_id), *extra_keys, *once, who]
+        raw = await self._scripts[script](keys=keys, args=argv, client=client)
+        if delivery is not None:
+            delivery.taken = True
         word, detail, flat = _text(raw[0]), _text(raw[1]), _pairs(raw[2])
-        GATE_SCRIPTS.labels(script, word).inc()
-        return GateReply(
-            code=gate_code(script, word),
-            detail=detail,
-            request=request_from_hash(flat) if flat else None,
-        )
+        request = request_from_hash(flat) if flat else None
+        observe_gate(script, word, request)
+        if word == "REPEATED":
+            raise Repeated("This delivery was acted on before.")
+        return GateReply(code=gate_code(script, word), detail=detail, request=request)
 
     def new_request_id(self, target_id: str) -> str:
         return new_request_id(target_id)
@@ -385,6 +429,10 @@ class RedisRequestStore:
             "retention_ms": str(plan.retention * 1000),
             "claim_grace_ms": str(self.claim_grace_ms),
             "dispute_window_ms": str(plan.dispute_window * 1000),
+            "needs_stepup": "1" if plan.owner_step_up else "0",
+            "stepup_ttl_ms": str(plan.step_up_ttl * 1000),
+            "stepup_max_fail": str(plan.step_up_max_failures),
+            "needs_apprv": "1" if plan.approver_step_up else "0",
         }
 
     # ---- gate actions ------------------------------------------------------------------------
@@ -402,6 +450,81 @@ class RedisRequestStore:
             request_id,
             [actor, via, flag_window_s * 1000],
             extra_keys=[self.keys.flag(target_id)],
+        )
+
+    @fails_closed
+    async def start_step_up(
+        self,
+        request: Request,
+        verifier: str,
+        actor: str,
+        via: str,
+        *,
+        code_digest: str = "",
+        manager: str = "",
+        flag_window_s: int,
+    ) -> GateReply:
+        return await self._step_up(
+            request, "start", actor, via, verifier, code_digest, flag_window_s, manager
+        )
+
+    @fails_closed
+    async def record_push(
+        self, request: Request, verifier: str, outcome: str, *, flag_window_s: int
+    ) -> GateReply:
+        return await self._step_up(
+            request, "push", request.owner_id, verifier, verifier, outcome, flag_window_s
+        )
+
+    @fails_closed
+    async def verify_approver(
+        self, request_id: str, approver: str, outcome: str, via: str
+    ) -> GateReply:
+        return await self._run("verify_approver", request_id, [approver, outcome, via])
+
+    @fails_closed
+    async def attest_step_up(
+        self, request: Request, actor: str, via: str, confirmed: bool, *, flag_window_s: int
+    ) -> GateReply:
+        answer = "yes" if confirmed else "no"
+        return await self._step_up(request, "attest", actor, via, "", answer, flag_window_s)
+
+    @fails_closed
+    async def check_step_up_code(
+        self, request: Request, actor: str, via: str, code_digest: str, *, flag_window_s: int
+    ) -> GateReply:
+        return await self._step_up(request, "code", actor, via, "", code_digest, flag_window_s)
+
+    async def _step_up(
+        self,
+        request: Request,
+        op: str,
+        actor: str,
+        via: str,
+        verifier: str,
+        digest: str,
+        flag_window_s: int,
+        manager: str = "",
+    ) -> GateReply:
+        plan = request.plan
+        # a code lives code_ttl; a push or a manager's answer is not asked again before it
+        # could have come (push_timeout and a margin)
+        ttl_s = plan.code_ttl if digest or op != "start" else plan.push_timeout + 30
+        return await self._run(
+            "step_up",
+            request.id,
+            [
+                op,
+                actor,
+                via,
+                verifier,
+                digest,
+                ttl_s * 1000,
+                plan.code_attempts,
+                flag_window_s * 1000,
+                manager,
+            ],
+            extra_keys=[self.keys.flag(request.target_id), self.keys.step_up_code(request.id)],
         )
 
     @fails_closed
@@ -430,21 +553,31 @@ class RedisRequestStore:
         append-only file (WAITAOF) and/or copied to a replica (WAIT) where the server has them.
         A claim that cannot be made durable in time replies NOT_DURABLE: run nothing.
         """
-        reply = await self._run("claim", request_id, [actor, lease_ms, token])
+        if self.persistence is None or is_cluster(self.redis):
+            return await self._claim_then_wait(request_id, [actor, lease_ms, token], self.redis)
+        # WAIT and WAITAOF count the writes of the connection they are sent on: the claim and
+        # its wait share one connection, or an idle pooled one would answer "durable" at once.
+        async with self.redis.client() as pinned:
+            return await self._claim_then_wait(request_id, [actor, lease_ms, token], pinned)
+
+    async def _claim_then_wait(
+        self, request_id: str, args: list[Any], client: aioredis.Redis
+    ) -> GateReply:
+        reply = await self._run("claim", request_id, args, client=client)
         if reply.code is not GateCode.OK:
             return reply
         try:
-            durable = await self._claim_is_durable()
+            durable = await self._claim_is_durable(self.keys.request(request_id), client)
         except (RedisError, OSError):  # e.g. the primary went away right after the claim
             durable = False
         if not durable:
             return reply.model_copy(update={"code": GateCode.NOT_DURABLE})
         return reply
 
-    async def _claim_is_durable(self) -> bool:
+    async def _claim_is_durable(self, key: str, client: aioredis.Redis) -> bool:
         if self.persistence is None:
             return True
-        if await self._waited_for(self.persistence):
+        if await self._waited_for(self.persistence, key, client):
             return True
         # The deployment may have changed under us (a failover left the new primary without a
         # replica, AOF turned off): ask again, and hold the claim to what is there now.
@@ -452,17 +585,17 @@ class RedisRequestStore:
         now = await self.check_persistence()
         if now != before:
             log.warning("redis_persistence_changed", replicas=now.replicas, aof=now.aof)
-            return await self._waited_for(now)
+            return await self._waited_for(now, key, client)
         return False
 
-    async def _waited_for(self, persistence: Persistence) -> bool:
-        try:
+    async def _waited_for(self, persistence: Persistence, key: str, client: aioredis.Redis) -> bool:
+        try:  # on a Cluster, on the node that holds the claim
             if persistence.waitaof:
-                local, _ = await self.redis.waitaof(1, 0, DURABLE_WAIT_MS)
+                local, _ = await keyless(client, "WAITAOF", 1, 0, DURABLE_WAIT_MS, key=key)
                 if int(local) < 1:
                     return False
             if persistence.replicas > 0:
-                copies = await self.redis.wait(1, DURABLE_WAIT_MS)
+                copies = await keyless(client, "WAIT", 1, DURABLE_WAIT_MS, key=key)
                 if int(copies) < 1:
                     return False
         except ResponseError:
@@ -471,7 +604,11 @@ class RedisRequestStore:
 
     @fails_closed
     async def check_persistence(self) -> Persistence:
-        """What a restart of this Redis could lose; claims are then made durable accordingly."""
+        """What a restart of this Redis could lose; claims are then made durable accordingly.
+
+        On a Cluster, the weakest primary counts (a request may live on any of them)."""
+        if is_cluster(self.redis):
+            return await self._check_cluster_persistence()
         info = await self.redis.info("persistence")
         aof = str(info.get("aof_enabled", "0")) == "1"
         try:
@@ -489,6 +626,34 @@ class RedisRequestStore:
                 waitaof = False
         self.persistence = Persistence(
             aof=aof, appendfsync=appendfsync, replicas=replicas, waitaof=waitaof
+        )
+        return self.persistence
+
+    async def _check_cluster_persistence(self) -> Persistence:
+        found = []
+        for node in every_primary(self.redis):
+            info = await keyless(self.redis, "INFO", "persistence", node=node)
+            replication = await keyless(self.redis, "INFO", "replication", node=node)
+            aof = str(info.get("aof_enabled", "0")) == "1"
+            waitaof = False
+            if aof:
+                try:
+                    await keyless(self.redis, "WAITAOF", 1, 0, DURABLE_WAIT_MS, node=node)
+                    waitaof = True
+                except ResponseError:
+                    waitaof = False
+            try:
+                config = await keyless(self.redis, "CONFIG GET", "appendfsync", node=node)
+                appendfsync = _text(config.get("appendfsync", ""))
+            except ResponseError:
+                appendfsync = "unknown"
+            replicas = int(replication.get("connected_slaves", 0) or 0)
+            found.append(Persistence(aof, appendfsync, replicas, waitaof))
+        self.persistence = Persistence(
+            aof=all(p.aof for p in found),
+            appendfsync=found[0].appendfsync if found else "unknown",
+            replicas=min((p.replicas for p in found), default=0),
+            waitaof=all(p.waitaof for p in found),
         )
         return self.persistence
 

@@ -205,6 +205,12 @@ class OktaStandIn:
         self.temp_passwords: list[str] = []
         self.access_tokens: list[str] = []
         self.sessions_revoked: dict[str, dict[str, bool]] = {}
+        self.factors: dict[str, list[dict[str, Any]]] = {}
+        """Each user's enrolled factors (``enroll_push``)."""
+        self.push_answers: dict[str, list[str]] = {}
+        """What each poll of a user's push transaction answers, in order (the last repeats)."""
+        self.pushes_sent: list[str] = []
+        """User ids a push challenge was issued to."""
         self._tokens: dict[str, _IssuedToken] = {}
         self._seen_jti: set[str] = set()
         self._nonce = "nonce-" + secrets.token_urlsafe(8)
@@ -218,6 +224,25 @@ class OktaStandIn:
     def add_user(self, user: dict[str, Any], groups: list[dict[str, Any]] | None = None) -> None:
         self.users[user["id"]] = user
         self.groups[user["id"]] = groups or []
+
+    def enroll_push(self, user_id: str, answers: list[str], status: str = "ACTIVE") -> str:
+        """Enrol an Okta Verify push factor; each poll of a push to it answers the next of
+        ``answers`` (WAITING, SUCCESS, REJECTED, TIMEOUT; the last one repeats)."""
+        factor_id = "opf" + secrets.token_hex(8)
+        self.factors.setdefault(user_id, []).append(
+            {
+                "id": factor_id,
+                "factorType": "push",
+                "provider": "OKTA",
+                "vendorName": "OKTA",
+                "status": status,
+                "created": "2024-01-10T09:00:00.000Z",
+                "lastUpdated": "2024-01-10T09:00:00.000Z",
+                "profile": {"credentialId": "alice@example.com", "deviceType": "SmartPhone_IPhone"},
+            }
+        )
+        self.push_answers[user_id] = list(answers)
+        return factor_id
 
     def answer_next(
         self,
@@ -589,6 +614,57 @@ class OktaStandIn:
             "forgetDevices": request.query.get("forgetDevices", "true") == "true",
         }
         return web.Response(status=204)
+
+    # -- factors: Okta Verify push, as the factors API documents it ---------------------
+
+    async def _op_listFactors(self, request: web.Request) -> web.Response:
+        user_id = _path_user(request)
+        if user_id not in self.users:
+            return self._not_found(user_id)
+        return _json(200, self.factors.get(user_id, []))
+
+    async def _op_verifyFactor(self, request: web.Request) -> web.Response:
+        parts = request.match_info["tail"].split("/")
+        user_id, factor_id = parts[3], parts[5]
+        factor = next((f for f in self.factors.get(user_id, []) if f["id"] == factor_id), None)
+        if factor is None:
+            return self._not_found(factor_id)
+        if not request.headers.get("User-Agent"):  # the spec: required to verify push factors
+            self.violations.append("verifyFactor of a push without a User-Agent header")
+            return _json(400, okta_error("E0000001", "Api validation failed: User-Agent"))
+        if await request.read():
+            self.violations.append("a standard push challenge is issued without a body")
+        self.pushes_sent.append(user_id)
+        transaction = "v2mst." + secrets.token_urlsafe(12)
+        factor_url = f"{self.base_url}/api/v1/users/{user_id}/factors/{factor_id}"
+        href = f"{factor_url}/transactions/{transaction}"
+        return _json(
+            201,
+            {
+                "expiresAt": "2026-12-31T00:05:00.000Z",
+                "factorResult": "WAITING",
+                "profile": {"credentialId": factor["profile"]["credentialId"]},
+                "_links": {
+                    "poll": {"href": href, "hints": {"allow": ["GET"]}},
+                    "cancel": {"href": href, "hints": {"allow": ["DELETE"]}},
+                },
+            },
+        )
+
+    async def _op_getFactorTransactionStatus(self, request: web.Request) -> web.Response:
+        user_id = _path_user(request)
+        answers = self.push_answers.get(user_id) or ["TIMEOUT"]
+        result = answers.pop(0) if len(answers) > 1 else answers[0]
+        if result == "SUCCESS":
+            return _json(200, {"factorResult": "SUCCESS"})
+        return _json(
+            200,
+            {
+                "factorResult": result,
+                "profile": {"credentialId": "alice@example.com"},
+                "_links": {},
+            },
+        )
 
     def _changed_user(
         self, request: web.Request, operation: str, *, id_only: bool = False

@@ -22,7 +22,7 @@ from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.notify import FanoutNotifier
 from app.policy.loader import example_policy, load_policy_text
 from app.ports import IdentityProvider
-from app.service import ServiceOptions, TwoKey
+from app.service import ServiceOptions, StepUpOptions, TwoKey
 from app.settings import Settings
 from app.store.keys import Keys
 from app.store.redis_store import RedisRequestStore
@@ -67,6 +67,7 @@ def build_test_runtime(settings: Settings, *, policy: str | None = None) -> Runt
         notifier,
         chosen,
         ServiceOptions(lease_s=settings.execution_lease),
+        step_up=StepUpOptions(code_key=secrets.token_bytes(32)),  # as serve: no mail server
     )
     return Runtime(settings, redis, store, trail, chosen, directory, connectors, notifier, service)
 

@@ -27,14 +27,16 @@ from pydantic import ValidationError
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from app.channels.actions import NEEDS_REASON, press
+from app.channels.actions import NEEDS_REASON, press, verify
 from app.channels.commands import USAGE, Command, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.slack import blocks as bk
 from app.channels.slack.guard import Deliveries
 from app.channels.slack.identity import SlackPeople
 from app.channels.slack.notifier import on_record
+from app.delivery import Repeated, carried
 from app.domain.errors import BadInput, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, clean_text, human_error, parse_request_id
 from app.domain.models import Action, ChatUser, Principal
@@ -50,10 +52,14 @@ UNEXPECTED = (
     "<request-id>` before trying again."
 )
 AFTER_ACK_SLOTS = 8
-"""How many interactions are worked on at once. A burst of clicks then queues cheaply instead of
-crowding the event loop; one still queued at ``ACK_WITHIN_S`` is acked and done in turn."""
+"""How many interactions are worked on at once until their decision is on record. A burst of
+clicks then queues cheaply instead of crowding the event loop; one still queued at
+``ACK_WITHIN_S`` is acked and done in turn. The cards and messages after an ack hold no slot
+(the notifier bounds its own Web API calls), so an ack never waits behind them."""
 ACK_WITHIN_S = 2.0
 """The latest an interaction is acked: inside Slack's 3 s, with room for the network."""
+RESPOND_TIMEOUT_S = 10
+"""How long an answer through a ``response_url`` may take (it is after the ack)."""
 NHI_SEARCH_S = 2.0
 """Picker options are answered inside the ack, so the directory gets at most this long."""
 
@@ -208,7 +214,7 @@ class SlackHandlers:
             return
         reply = await self._acked_on_record(ack, body, retry, self._run_command(command, body))
         if reply is not None:
-            await self._answer_command(respond, body, reply)
+            await self._answer_command(body, reply)
 
     async def _run_command(self, command: Command, body: dict[str, Any]) -> Blocks:
         me = await self.people.chat_user(_user_of(body))
@@ -224,6 +230,8 @@ class SlackHandlers:
             return bk.listing_blocks(listing.mine, listing.to_approve, listing.to_confirm, now)
         if command.verb == "cancel":
             return bk.message((await self.service.cancel(me, command.request_id)).message)
+        if command.verb in ("verify", "attest"):
+            return bk.message((await verify(self.service, me, command)).message)
         target = await self._target(command.target)
         if command.verb == "breakglass":
             decision = await self.service.breakglass(
@@ -241,21 +249,33 @@ class SlackHandlers:
             return await self.people.chat_user(value, who="The target")
         return value
 
-    async def _answer_command(
-        self, respond: AsyncRespond, body: dict[str, Any], reply: Blocks
-    ) -> None:
+    async def _answer_command(self, body: dict[str, Any], reply: Blocks) -> None:
         text = _fallback(reply)
-        if body.get("response_url"):
+        url = body.get("response_url")
+        if url:
             try:
-                sent = await respond(
-                    text=text, blocks=reply, response_type="ephemeral", replace_original=False
-                )
-                if sent.status_code == 200:
+                status = await self._respond(str(url), text, reply)
+                if status == 200:
                     return
-                log.warning("slack_respond_refused", status=sent.status_code)
+                log.warning("slack_respond_refused", status=status)
             except Exception as exc:
                 log.warning("slack_respond_failed", error=type(exc).__name__)
         await self._tell(_user_of(body), _channel_of(body), reply)
+
+    async def _respond(self, url: str, text: str, reply: Blocks) -> int:
+        """An ephemeral answer through a ``response_url``, on the Web API client's HTTP session
+        (kept-alive connections; Bolt's ``respond`` opens a new session for each answer)."""
+        sent = await AsyncWebhookClient(
+            url=url, timeout=RESPOND_TIMEOUT_S, session=self.client.session
+        ).send_dict(
+            {
+                "text": text,
+                "blocks": reply,
+                "response_type": "ephemeral",
+                "replace_original": False,
+            }
+        )
+        return sent.status_code
 
     # ---- the request form -------------------------------------------------------------------
 
@@ -339,7 +359,7 @@ class SlackHandlers:
                 await self._open_deny(body, request_id)
             return
         reply = await self._acked_on_record(
-            ack, body, retry, self._decide(verb, user_id, request_id)
+            ack, body, retry, self._decide(verb, user_id, request_id), near=request_id
         )
         if reply is not None:
             await self._tell(user_id, channel, reply, body)
@@ -390,6 +410,7 @@ class SlackHandlers:
             retry,
             self._decide(ButtonAction.DENY, user_id, request_id, reason),
             meta.get("channel"),
+            near=request_id,
         )
         if reply is not None:
             await self._tell(user_id, meta.get("channel"), reply)
@@ -403,21 +424,37 @@ class SlackHandlers:
         retry: str | None,
         call: Coroutine[Any, Any, Blocks],
         channel: str | None = None,
+        *,
+        near: str | None = None,
     ) -> Blocks | None:
         """Run one service call and ack once its decision is stored (see the module docstring).
 
-        Returns the reply to show, or None when there is nothing to say (a repeated delivery,
-        or one that could not be checked, whose answer is already given).
+        ``near``: the request a decision is about. Its gate script then checks this delivery
+        with the decision (app/delivery.py), in the same round trip; without it, the delivery is
+        claimed first. Returns the reply to show, or None when there is nothing to say (a
+        repeated delivery, or one that could not be checked, whose answer is already given).
         """
+        recorded = asyncio.Event()
 
         async def work() -> Blocks | None:
-            if not await self._first(body, retry, channel):
-                call.close()
+            if near is None:
+                if not await self._first(body, retry, channel):
+                    call.close()
+                    return None
+                return await self._in_slot(call, recorded)
+            delivery = self.deliveries.carried(body, near)
+            try:
+                with carried(delivery):
+                    reply = await self._in_slot(call, recorded)
+            except Repeated:
+                self.deliveries.repeated(body, retry)
                 return None
-            async with self.slots:
-                return await self._guarded(call)
+            if delivery is not None and not delivery.taken:
+                # refused before any gate script: claim the delivery now, answer it once
+                if not await self._first(body, retry, channel, near=near):
+                    return None
+            return reply
 
-        recorded = asyncio.Event()
         with on_record(recorded):
             task = asyncio.create_task(work(), name="twokey-slack-decision")
         self.inflight.track(task)
@@ -433,14 +470,39 @@ class SlackHandlers:
         await ack()
         return await task
 
+    async def _in_slot(self, call: Coroutine[Any, Any, Blocks], recorded: asyncio.Event) -> Blocks:
+        """Run ``call`` holding one of ``slots`` until its decision is on record (or it ends):
+        a decision waits only for decisions, never for the cards and messages after an ack."""
+        await self.slots.acquire()
+        held = True
+
+        def free(_: object = None) -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.slots.release()
+
+        watch = asyncio.ensure_future(recorded.wait())
+        watch.add_done_callback(free)
+        try:
+            return await self._guarded(call)
+        finally:
+            watch.cancel()
+            free()
+
     # ---- answering ---------------------------------------------------------------------------
 
     async def _first(
-        self, body: dict[str, Any], retry: str | None, channel: str | None = None
+        self,
+        body: dict[str, Any],
+        retry: str | None,
+        channel: str | None = None,
+        *,
+        near: str | None = None,
     ) -> bool:
         """Act on each delivery once; if that cannot be checked, act on none (fail closed)."""
         try:
-            return await self.deliveries.first(body, retry)
+            return await self.deliveries.first(body, retry, near=near)
         except TwokeyError as exc:
             await self._tell(
                 _user_of(body), channel or _channel_of(body), bk.message(exc.message), body
@@ -448,9 +510,12 @@ class SlackHandlers:
             return False
 
     async def _guarded(self, work: Awaitable[Blocks]) -> Blocks:
-        """A refusal becomes its message; anything unexpected is logged by type, never raised."""
+        """A refusal becomes its message; anything unexpected is logged by type, never raised
+        (a repeated delivery is raised: it is not answered)."""
         try:
             return await work
+        except Repeated:
+            raise
         except TwokeyError as exc:
             log.info("slack_refused", code=exc.code)
             return bk.message(exc.message)
@@ -478,10 +543,7 @@ class SlackHandlers:
         url = (body or {}).get("response_url")
         if url:
             try:
-                sent = await AsyncRespond(response_url=str(url))(
-                    text=text, blocks=reply, response_type="ephemeral", replace_original=False
-                )
-                if sent.status_code == 200:
+                if await self._respond(str(url), text, reply) == 200:
                     return
             except Exception as exc:
                 log.info("slack_respond_failed", error=type(exc).__name__)

@@ -75,6 +75,9 @@ SLACK_CALLS_FAILED = Counter(
 
 PAINTED_MOST = 10_000
 """Requests whose newest painted version this process remembers (then it starts afresh)."""
+WEB_API_AT_ONCE = 16
+"""Web API calls this notifier makes at once: the work after an ack is bounded, so a burst of
+clicks cannot crowd out the acks (which make none of these calls)."""
 
 
 class SlackNotifier:
@@ -101,6 +104,9 @@ class SlackNotifier:
         self._told: set[str] = set()
         """Thread lines this process has posted: no Redis round trip to skip them again."""
         self.repair_delays: tuple[float, ...] = REPAIR_DELAYS_S
+        self._cards: dict[str, list[MessageRef]] = {}
+        """Request id -> its cards, once every card it should have is known (no re-read)."""
+        self._calls = asyncio.Semaphore(WEB_API_AT_ONCE)
         self._repairs: dict[str, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
@@ -147,6 +153,10 @@ class SlackNotifier:
     async def notify_requester(self, request: Request, text: str) -> None:
         _told(request)
         await self._dm(request.requester_id, text, "notify_requester")
+
+    async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
+        _told(request)
+        await self._dm(principal_id, text, "notify_person")
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         """Reminders and escalations: in the card's thread, shown in the channel too."""
@@ -225,20 +235,24 @@ class SlackNotifier:
     ) -> list[MessageRef]:
         """Post each card this request should have and does not: once, whichever replica."""
         refs = list(refs)
+        complete = not request.plan.dm_approvers  # approvers may come and go: read each time
         for role, target in await self._destinations(request):
             if any(_is_card_for(ref, role, target) for ref in refs):
                 continue
             claim = f"{request.id}:{role}:{target}"
             if not await self.ledger.claim_once("slack-post", claim, POST_CLAIM_S):
+                complete = False  # another replica posts (or posted) it: read the ledger again
                 continue
             ref = await self._post_card(request, ctx, role, target)
             if ref is None:
+                complete = False
                 await self.ledger.release("slack-post", claim)
                 if repair:
                     self._repair_later(request.id)
                 continue
             await self.ledger.remember(request.id, ref)
             refs.append(ref)
+        self._keep_cards(request.id, refs if complete else None)
         return refs
 
     def _repair_later(self, request_id: str) -> None:
@@ -410,14 +424,29 @@ class SlackNotifier:
         return False
 
     async def _refs(self, request_id: str) -> list[MessageRef]:
+        """The request's cards: from memory once all were known here, else from the ledger."""
+        known = self._cards.get(request_id)
+        if known is not None:
+            return list(known)
         return await self.ledger.messages_of(request_id, PLATFORM)
+
+    def _keep_cards(self, request_id: str, refs: list[MessageRef] | None) -> None:
+        """Remember a request's cards when it has every card it should (cards are only ever
+        added, each once, so a complete set stays true); forget them otherwise."""
+        if refs is None:
+            self._cards.pop(request_id, None)
+            return
+        if len(self._cards) >= PAINTED_MOST:
+            self._cards.clear()
+        self._cards[request_id] = list(refs)
 
     async def _slack(
         self, what: str, call: Awaitable[AsyncSlackResponse]
     ) -> AsyncSlackResponse | None:
         """One Web API call; its failure is logged (method and error code, never the payload)."""
         try:
-            return await call
+            async with self._calls:
+                return await call
         except SlackApiError as exc:
             error = _error_of(exc)
             SLACK_CALLS_FAILED.labels(what, error).inc()

@@ -37,6 +37,7 @@ from botbuilder.schema import (
 )
 from pydantic import ValidationError
 
+from app.channels.actions import verify
 from app.channels.commands import HELP_TEXT, USAGE, Command, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.teams import replies
@@ -160,6 +161,8 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
             return replies.notice_card("\n".join(lines) or "Nothing open for you.", "Your list")
         if command.verb == "cancel":
             return replies.notice_card((await self.service.cancel(me, command.request_id)).message)
+        if command.verb in ("verify", "attest"):
+            return replies.notice_card((await verify(self.service, me, command)).message)
         target = await self._target(turn, command.target, found)
         note = _mention_text(command.text, found)
         decision: Decision

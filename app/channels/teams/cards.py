@@ -272,6 +272,8 @@ def owner_confirmation_card(request: Request, now: int) -> Card:
         return _card(body, actions)
     if request.state.is_open and request.owner_confirmed_at is not None:
         body.append(_text(f"You confirmed {when(request.owner_confirmed_at)}.", color="Good"))
+    if _still_open(request, now):
+        body.extend(_lines(words.step_up_lines(request, now, FACE)))
     body.extend(_outcome(request, now))
     return _card(body)
 
@@ -294,6 +296,8 @@ def approval_card(request: Request, now: int) -> Card:
         ("Expires", _expires(request, now)),
     ]
     body.append(_facts(rows))
+    if _still_open(request, now):
+        body.extend(_lines(words.step_up_lines(request, now, FACE)))
     if request.gate_note and _still_open(request, now):
         body.append(_text(plain(request.gate_note, DETAIL_MAX), color="Warning", wrap=True))
     if request.plan.breakglass and request.justification:
@@ -339,6 +343,7 @@ def requester_status_card(request: Request, now: int) -> Card:
         missing = request.waiting_for(now)
         if missing:
             body.append(_text(f"Waiting for {', '.join(missing)}."))
+        body.extend(_lines(words.step_up_lines(request, now, FACE)))
         if request.gate_note:
             body.append(_text(plain(request.gate_note, DETAIL_MAX), color="Warning", wrap=True))
         body.append(

@@ -117,6 +117,9 @@ class TeamsNotifier:
     async def notify_requester(self, request: Request, text: str) -> None:
         await self._tell(request.requester_id, text, "notify_requester")
 
+    async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
+        await self._tell(principal_id, text, "notify_person")
+
     async def notify_approvers(self, request: Request, text: str) -> None:
         channel = request.plan.approval_channels.get(PLATFORM)
         service_url = await self._service_url()

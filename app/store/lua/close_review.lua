@@ -12,7 +12,8 @@ if r.review_open ~= '1' then return reply('NOOP', 'no_open_review') end
 if actor == r.requester or actor == r.target or actor == r.owner then
   return refuse(r, rid, now, 'SOD', '', 'review', actor, via)
 end
-if r.decided_by == actor or r['appr:' .. actor] or r['wdrn:' .. actor] then
+if r.decided_by == actor or r['appr:' .. actor] or r['wdrn:' .. actor]
+    or r['apprwait:' .. actor] then
   return refuse(r, rid, now, 'SOD', 'decided', 'review', actor, via)
 end
 -- What is reviewed is what was done: not before the request has finished.

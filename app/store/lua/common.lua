@@ -16,6 +16,18 @@ if #KEYS < 6 or not string.find(WHO, ':open:who', 1, true) then
   return redis.error_reply('ERR gate script: the last key must be the shard open:who index')
 end
 
+-- A chat delivery (a Slack click's trigger id) is acted on once, checked here with the decision
+-- it carries (app/delivery.py): its once-key, in this slot, is the key just before WHO, and the
+-- last ARGV is how long it is kept (seconds). A repeat changes nothing and says REPEATED.
+do
+  local once, prefix = KEYS[#KEYS - 1], string.sub(WHO, 1, #WHO - 9) .. ':once:'
+  if #KEYS >= 7 and string.sub(once, 1, #prefix) == prefix then
+    if not redis.call('SET', once, '1', 'NX', 'EX', tonumber(ARGV[#ARGV])) then
+      return { 'REPEATED', '', {} }
+    end
+  end
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -53,9 +65,16 @@ local function valid_approvals(r, now)
   return count
 end
 
+-- The owner's step-up (a second channel, for the tiers the policy marks): passed and unexpired.
+local function stepup_ok(r, now)
+  if r.needs_stepup ~= '1' then return true end
+  local at = num(r, 'stepup_at')
+  return at > 0 and now < at + num(r, 'stepup_ttl_ms')
+end
+
 -- Invariant 1: every gate the frozen plan requires is satisfied and unexpired at `now`.
 local function gates_ok(r, now)
-  return now < num(r, 'expires_at') and owner_ok(r, now)
+  return now < num(r, 'expires_at') and owner_ok(r, now) and stepup_ok(r, now)
     and valid_approvals(r, now) >= num(r, 'approvals_needed')
 end
 
