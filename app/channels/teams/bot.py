@@ -4,8 +4,9 @@
   @mention twokey first, and that mention is stripped. The first @mention after the action is the
   target (its ``29:`` id resolved through the roster); mentions in the note are plain text. An
   empty message, or only the mention, opens the request form.
-* An ``adaptiveCard/action`` invoke is a button press (Action.Execute): the one service call
-  stores the decision, then the invoke response is the card re-rendered from the stored request
+* An ``adaptiveCard/action`` invoke is a button press (Action.Execute): the one use case
+  behind it (``app/channels/actions.press``, as on Slack and the playground) stores the
+  decision, then the invoke response is the card re-rendered from the stored request
   (with the reason, if the press was refused). A ``trigger: "automatic"`` invoke (a card refresh)
   only renders, whatever data it carries; botbuilder 4.17.1 drops ``trigger``, so it is read from
   the raw ``activity.value``. The form's submit is an invoke too (verb ``open``).
@@ -37,7 +38,7 @@ from botbuilder.schema import (
 )
 from pydantic import ValidationError
 
-from app.channels.actions import verify
+from app.channels.actions import NEEDS_REASON, press, verify
 from app.channels.commands import HELP_TEXT, USAGE, Command, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.teams import replies
@@ -279,24 +280,20 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
     async def _decide(
         self, turn: TurnContext, pressed: ButtonAction, request_id: str, data: Mapping[str, Any]
     ) -> str:
+        """The one use case behind the button (``actions.press``, as Slack and the playground);
+        the note to show on the card: empty when it changed the request."""
         me = await self._me(turn)
-        if pressed is ButtonAction.DENY:
+        reason: str | None = None
+        if pressed in NEEDS_REASON:
             reason = str(data.get("reason") or "")
             try:
                 DenyForm(reason=reason)
             except ValidationError as exc:
                 raise human_error(exc) from exc
-            await self.service.deny(me, request_id, reason)
-            return ""
-        use_case: dict[ButtonAction, Callable[[ChatUser, str], Awaitable[Decision]]] = {
-            ButtonAction.CONFIRM: self.service.confirm_owner,
-            ButtonAction.REJECT: self.service.reject_by_owner,
-            ButtonAction.APPROVE: self.service.approve,
-            ButtonAction.DISPUTE: self.service.dispute,
-            ButtonAction.CANCEL: self.service.cancel,
-        }
-        decision = await use_case[pressed](me, request_id)
-        return "" if decision.changed else decision.message
+        decision = await press(self.service, pressed, me, request_id, reason)
+        if pressed in NEEDS_REASON or decision.changed:
+            return ""  # the card re-rendered from the stored request says what happened
+        return decision.message
 
     async def _guarded_note(self, work: Awaitable[str]) -> str:
         try:
