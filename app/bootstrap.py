@@ -54,6 +54,7 @@ from app.store.journal import FileJournal, JournalUnavailable
 from app.store.keys import Keys
 from app.store.ledger import RedisMessageLedger
 from app.store.redis_store import RedisRequestStore
+from app.tickets import TicketConfigError, ticket_system
 
 log = structlog.get_logger("twokey.bootstrap")
 
@@ -397,6 +398,9 @@ async def build_runtime(settings: Settings) -> Runtime:
         check_not_demo_defaults(settings, directory)
         connectors: list[IdentityProvider] = wiring.connectors or [SandboxConnector()]
         notifier = FanoutNotifier()
+        tickets = ticket_system(policy.tickets)
+        if tickets is not None:
+            closers.append(tickets.aclose)
         service = TwoKey(
             store,
             directory,
@@ -406,11 +410,12 @@ async def build_runtime(settings: Settings) -> Runtime:
             ServiceOptions(lease_s=settings.execution_lease),
             journal=journal,
             step_up=step_up_options(settings, chain_key, connectors),
+            tickets=tickets,
         )
         duo = service.step_up.push.get("duo_push") if service.step_up is not None else None
         if isinstance(duo, DuoPush):
             closers.append(duo.aclose)
-    except ConnectorConfigError as exc:
+    except (ConnectorConfigError, TicketConfigError) as exc:
         await _undo_start(embedded, wiring, closers)
         raise StartupError(str(exc)) from None
     except BaseException:

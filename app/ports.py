@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from app.domain.journal import JournalEntry
 from app.domain.models import Action, AuditEvent, Principal, Request, RequestState
 from app.domain.policy import Signals, VelocityLimit
+from app.domain.tickets import Ticket
 
 
 class Directory(Protocol):
@@ -179,6 +180,18 @@ class CodeSender(Protocol):
 
     async def send_code(self, address: str, request: Request, code: str) -> None:
         """Deliver ``code`` or raise: the caller treats any error as "not sent"."""
+        ...
+
+
+class TicketSystem(Protocol):
+    """Where help desk tickets live (ServiceNow): read a quoted ticket before a request opens."""
+
+    name: str
+    """The system, in words (e.g. ServiceNow), for messages."""
+
+    async def find(self, number: str) -> Ticket | None:
+        """The ticket with this number, or None when there is none; raises when the system
+        cannot answer (down, credentials refused, an answer it does not document)."""
         ...
 
 

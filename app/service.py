@@ -55,6 +55,7 @@ from app.domain.models import (
 )
 from app.domain.policy import Policy, evaluate
 from app.domain.stepup import CODE_DIGITS, Verifier, choose, code_digest, masked_email
+from app.domain.tickets import ticket_problem
 from app.domain.words import when as when
 from app.names import NameBook
 from app.ports import (
@@ -71,6 +72,7 @@ from app.ports import (
     PushResult,
     PushVerifier,
     RequestStore,
+    TicketSystem,
 )
 
 log = structlog.get_logger("twokey.service")
@@ -152,6 +154,7 @@ class TwoKey:
         options: ServiceOptions | None = None,
         journal: ExecutionJournal | None = None,
         step_up: StepUpOptions | None = None,
+        tickets: TicketSystem | None = None,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -170,6 +173,9 @@ class TwoKey:
         blocked, and the owner may ask again once the push would have timed out)."""
         self.names = NameBook(directory)
         """Display names for every face's cards, resolved together and cached briefly."""
+        self.tickets = tickets
+        """Where quoted tickets are read (policy ``tickets:``); None with a system named is
+        a refusal, never a skipped check."""
 
     # ---- who is asking -----------------------------------------------------------------------
 
@@ -297,6 +303,11 @@ class TwoKey:
         sod.check_may_open(caller.principal, target)
         self._connector_for(action, target)
         owner_id = await self._reachable_owner(target)
+        try:
+            await self._check_ticket(ticket, target, owner_id)
+        except (NotFound, NotAllowed) as refusal:  # a ticket that does not hold up: audited
+            await self._audit_refused_open(caller, target, action, ticket, refusal, "ticket")
+            raise
         velocity = self.policy.velocity
         request_id = self.store.new_request_id(target.id)
         # The requester's pace is held first, atomically in their own slot (open.lua cannot
@@ -379,10 +390,17 @@ class TwoKey:
             log.warning("requester_place_not_released", request=request_id)
 
     async def _audit_refused_open(
-        self, caller: Caller, target: Principal, action: Action, ticket: str, refusal: TwokeyError
+        self,
+        caller: Caller,
+        target: Principal,
+        action: Action,
+        ticket: str,
+        refusal: TwokeyError,
+        reason: str | None = None,
     ) -> None:
         """The policy refused to open it (a velocity limit, ...): a security event in the trail."""
-        reason = "velocity" if isinstance(refusal, VelocityLimited) else "policy"
+        if reason is None:
+            reason = "velocity" if isinstance(refusal, VelocityLimited) else "policy"
         try:
             await self.store.audit_refused_open(
                 target.id, caller.id, caller.via, "requester", ticket, action.value, reason
@@ -397,6 +415,30 @@ class TwoKey:
             owner = await self._directory(self.directory.get(owner_id))
             opening.check_owner_active(target, owner)
         return owner_id
+
+    async def _check_ticket(self, number: str, target: Principal, owner_id: str) -> None:
+        """The quoted ticket is real, open, recent and (if the policy says) the target's own;
+        a ticket system that cannot answer refuses the request (fail closed)."""
+        settings = self.policy.tickets
+        if not settings.checked:
+            return
+        system = self.tickets
+        if system is None:
+            raise Unavailable(say.TICKETS_NOT_WIRED)
+        try:
+            ticket = await system.find(number)
+        except Exception as exc:
+            log.warning("ticket_system_unavailable", system=system.name, error=type(exc).__name__)
+            raise Unavailable(say.tickets_down(system.name, number)) from exc
+        if ticket is None:
+            raise NotFound(say.ticket_not_found(system.name, number))
+        person = target
+        if owner_id != target.id and settings.caller_must_be_target:
+            owner = await self._directory(self.directory.get(owner_id))
+            person = owner if owner is not None else target
+        problem = ticket_problem(settings, ticket, person, await self.store.now() / 1000)
+        if problem is not None:
+            raise NotAllowed(problem)
 
     def _check_action_fits(self, action: Action, target: Principal) -> None:
         opening.check_action_fits(action, target)

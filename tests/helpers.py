@@ -11,7 +11,7 @@ from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.domain.models import Action, ChatUser
 from app.notify import RecordingNotifier
 from app.policy.loader import load_policy_text
-from app.ports import Directory, ExecutionJournal, IdentityProvider
+from app.ports import Directory, ExecutionJournal, IdentityProvider, TicketSystem
 from app.service import ServiceOptions, StepUpOptions, TwoKey
 from app.store.keys import Keys
 from app.store.redis_store import RedisRequestStore
@@ -163,6 +163,7 @@ def build_core(
     journal: ExecutionJournal | None = None,
     providers: Sequence[IdentityProvider] | None = None,
     step_up: StepUpOptions | None = None,
+    tickets: TicketSystem | None = None,
 ) -> Core:
     keys = Keys(namespace)
     store = RedisRequestStore(redis, keys, claim_grace_ms=claim_grace_ms)
@@ -177,5 +178,6 @@ def build_core(
         ServiceOptions(lease_s=lease_s),
         journal=journal,
         step_up=step_up,
+        tickets=tickets,
     )
     return Core(service, store, notifier, connector, redis, keys)

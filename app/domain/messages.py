@@ -15,6 +15,27 @@ SYSTEM = "twokey"
 REVIEWER_ROLE = "security"
 """The role that reviews break-glass uses (the break-glass role itself never suffices)."""
 
+TICKETS_NOT_WIRED = (
+    "The policy asks for tickets to be checked, but no ticket system is connected, so nothing "
+    "was opened. An operator must fix twokey's configuration."
+)
+
+
+def tickets_down(system: str, number: str) -> str:
+    """The ticket system did not answer: the request is refused, never opened unchecked."""
+    return (
+        f"{system} cannot be reached right now, so ticket {number} cannot be checked and "
+        "nothing was opened. Please try again in a minute."
+    )
+
+
+def ticket_not_found(system: str, number: str) -> str:
+    return (
+        f"Ticket {number} was not found in {system} (no incident has that number): "
+        "check the number you quoted."
+    )
+
+
 DIRECTORY_DOWN = (
     "The directory cannot be reached right now, so nobody's identity can be checked and nothing "
     "was changed. Please try again in a minute."

@@ -26,6 +26,7 @@ from app.domain.durations import Duration, format_duration
 from app.domain.errors import BadInput, NotAllowed, VelocityLimited
 from app.domain.models import Action, Plan, Principal, PrincipalKind, Risk
 from app.domain.stepup import StepUp, StepUpSettings, Verifier, choose, device_problems
+from app.domain.tickets import TicketSettings
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
@@ -261,6 +262,8 @@ class Policy(BaseModel):
     disputes: Disputes = Field(default_factory=Disputes)
     breakglass: Breakglass | None = None
     step_up: StepUpSettings = Field(default_factory=StepUpSettings)
+    tickets: TicketSettings = Field(default_factory=TicketSettings)
+    """Whether quoted tickets are looked up in a ticket system before a request opens."""
     retention: Duration = 30 * 86400
     connectors: list[dict[str, Any]] = Field(default_factory=list)
     """Identity-provider connectors; validated by app.connectors, passed through untouched."""

@@ -87,6 +87,8 @@ def check_file(
         f"  rules (first match wins): {rules}",
         f"  flagged targets and escalations get tier: {policy.strictest_tier}",
     ]
+    if policy.tickets.checked:
+        lines.append(f"  tickets: {policy.tickets.in_words()}")
     if policy.breakglass is not None:
         lines.append(f"  break-glass: role {policy.breakglass.role}, tier {policy.breakglass.tier}")
     if connectors_summary is not None:

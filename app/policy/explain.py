@@ -110,6 +110,8 @@ class Explanation(BaseModel):
     connector: str | None
     """The connector that would make the change (None: not checked, or none can)."""
     notes: list[str]
+    tickets: str = ""
+    """How the quoted ticket would be checked ("" when it is not looked up)."""
 
     @property
     def would_open(self) -> bool:
@@ -154,6 +156,7 @@ def explain(
         refusals=refusals,
         connector=connector,
         notes=[*_unchecked(target, live), *notes],
+        tickets=policy.tickets.in_words() if policy.tickets.checked else "",
     )
 
 
@@ -345,6 +348,8 @@ def render_explanation(explanation: Explanation) -> str:
         lines += [f"  - {reason}" for reason in e.requester.reasons]
     if e.connector is not None:
         lines.append(f"Connector that would make the change: {e.connector}")
+    if e.tickets:
+        lines.append(f"Ticket (checked when it opens): {e.tickets}")
     lines += [f"Note: {note}" for note in e.notes]
     lines.append("")
     lines += _outcome(e)
