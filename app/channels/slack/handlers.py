@@ -29,13 +29,13 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from app.channels.acks import Recorded, answer_on_record
 from app.channels.actions import NEEDS_REASON, press, verify
 from app.channels.commands import USAGE, Command, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.slack import blocks as bk
 from app.channels.slack.guard import Deliveries
 from app.channels.slack.identity import SlackPeople
-from app.channels.slack.notifier import on_record
 from app.delivery import Repeated, carried
 from app.domain.errors import BadInput, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, clean_text, human_error, parse_request_id
@@ -434,7 +434,7 @@ class SlackHandlers:
         claimed first. Returns the reply to show, or None when there is nothing to say (a
         repeated delivery, or one that could not be checked, whose answer is already given).
         """
-        recorded = asyncio.Event()
+        recorded = Recorded()
 
         async def work() -> Blocks | None:
             if near is None:
@@ -455,22 +455,15 @@ class SlackHandlers:
                     return None
             return reply
 
-        with on_record(recorded):
-            task = asyncio.create_task(work(), name="twokey-slack-decision")
-        self.inflight.track(task)
-        waiting = asyncio.create_task(recorded.wait())
-        try:
-            await asyncio.wait(
-                {task, waiting}, timeout=ACK_WITHIN_S, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            waiting.cancel()
+        task = await answer_on_record(
+            work(), recorded, self.inflight, ACK_WITHIN_S, "twokey-slack-decision"
+        )
         if not (task.done() or recorded.is_set()):
             log.warning("slack_acked_before_record", after_s=ACK_WITHIN_S)
         await ack()
         return await task
 
-    async def _in_slot(self, call: Coroutine[Any, Any, Blocks], recorded: asyncio.Event) -> Blocks:
+    async def _in_slot(self, call: Coroutine[Any, Any, Blocks], recorded: Recorded) -> Blocks:
         """Run ``call`` holding one of ``slots`` until its decision is on record (or it ends):
         a decision waits only for decisions, never for the cards and messages after an ack."""
         await self.slots.acquire()

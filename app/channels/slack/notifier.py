@@ -12,16 +12,15 @@ is posted by the next update of the request instead (a once-only claim on the le
 replicas never post it twice).
 
 The service stores a change (one gate script) before it tells anyone of it, so the first thing
-it tells about a decision marks that decision as on record: :func:`on_record` lets a handler
-acknowledge Slack at that moment, before the cards and messages (and any execution) that follow.
+it tells about a decision marks that decision as on record: each method here calls
+:func:`app.channels.acks.told` first, so a handler can acknowledge Slack at that moment, before
+the cards and messages (and any execution) that follow.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -31,6 +30,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from app.channels.acks import told
 from app.channels.slack import blocks as bk
 from app.channels.slack.identity import SlackPeople
 from app.domain.models import Request
@@ -44,27 +44,6 @@ POST_CLAIM_S = 60
 """How long a replica holds the right to post a missing card before another may try."""
 REPAIR_DELAYS_S = (5.0, 30.0, 120.0)
 """When a card could not be posted, try again after these pauses (any update also retries)."""
-
-_RECORDED: ContextVar[asyncio.Event | None] = ContextVar("twokey_slack_recorded", default=None)
-
-
-@contextmanager
-def on_record(recorded: asyncio.Event) -> Iterator[None]:
-    """Tasks started inside this block set ``recorded`` when the service first tells anyone of
-    their decision, i.e. once its gate script has stored it."""
-    token = _RECORDED.set(recorded)
-    try:
-        yield
-    finally:
-        _RECORDED.reset(token)
-
-
-def _told(request: Request | None) -> None:
-    """The service is telling people about ``request``: whatever was decided is stored."""
-    recorded = _RECORDED.get()
-    if recorded is not None and request is not None:
-        recorded.set()
-
 
 SLACK_CALLS_FAILED = Counter(
     "twokey_slack_calls_failed_total",
@@ -120,13 +99,13 @@ class SlackNotifier:
 
     async def post_request(self, request: Request) -> None:
         """The approval card, the owner's "did you ask for this?" and the requester's card."""
-        _told(request)
+        told(request)
         ctx = await self._context(request)
         await self._post_missing(request, ctx, await self._refs(request.id))
 
     async def update_request(self, request: Request, note: str = "") -> None:
         """Every card of the request to its stored truth, then one thread line per decision."""
-        _told(request)
+        told(request)
         if self._older_than_painted(request):
             return
         ctx = await self._context(request)
@@ -147,20 +126,20 @@ class SlackNotifier:
         await self._thread_decisions(request, ctx, refs)
 
     async def notify_owner(self, request: Request, text: str) -> None:
-        _told(request)
+        told(request)
         await self._dm(request.owner_id, text, "notify_owner")
 
     async def notify_requester(self, request: Request, text: str) -> None:
-        _told(request)
+        told(request)
         await self._dm(request.requester_id, text, "notify_requester")
 
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
-        _told(request)
+        told(request)
         await self._dm(principal_id, text, "notify_person")
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         """Reminders and escalations: in the card's thread, shown in the channel too."""
-        _told(request)
+        told(request)
         card = _approvals_card(await self._refs(request.id))
         if card is not None:
             await self._slack(
@@ -181,7 +160,7 @@ class SlackNotifier:
 
     async def deliver_secret(self, request: Request, secret: SecretStr, label: str) -> bool:
         """Invariant 5: to the owner's DM only, looked up afresh; the notification hides it."""
-        _told(request)
+        told(request)
         user_id = await self.people.slack_id_of(request.owner_id, fresh=True)
         if user_id is None:
             log.warning("secret_owner_unreachable", request=request.id)
@@ -206,7 +185,7 @@ class SlackNotifier:
         return sent is not None
 
     async def alert_security(self, request: Request | None, text: str) -> None:
-        _told(request)
+        told(request)
         channels = request.plan.security_channels if request else self.policy.channels.security
         channel = channels.get(PLATFORM)
         if not channel:

@@ -90,7 +90,9 @@ class TeamsChannel:
         self.ledger = runtime.ledger
         approvals = runtime.policy.channels.approvals.get(PLATFORM)
         self.people = TeamsPeople(runtime.directory, self.tenants, approvals)
-        self.bot = TwokeyBot(runtime.service, self.people, self.ledger, self.config.APP_ID)
+        self.bot = TwokeyBot(
+            runtime.service, self.people, self.ledger, self.config.APP_ID, runtime.inflight
+        )
         self.home_tenant = settings.microsoft_app_tenant_id or sorted(self.tenants)[0]
         self.notifier = TeamsNotifier(
             self.auth,

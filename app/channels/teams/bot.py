@@ -5,11 +5,15 @@
   target (its ``29:`` id resolved through the roster); mentions in the note are plain text. An
   empty message, or only the mention, opens the request form.
 * An ``adaptiveCard/action`` invoke is a button press (Action.Execute): the one use case
-  behind it (``app/channels/actions.press``, as on Slack and the playground) stores the
-  decision, then the invoke response is the card re-rendered from the stored request
-  (with the reason, if the press was refused). A ``trigger: "automatic"`` invoke (a card refresh)
-  only renders, whatever data it carries; botbuilder 4.17.1 drops ``trigger``, so it is read from
-  the raw ``activity.value``. The form's submit is an invoke too (verb ``open``).
+  behind it (``app/channels/actions.press``, as on Slack and the playground) runs as a tracked
+  task and the invoke is answered as soon as its decision is stored (``app/channels/acks.py``:
+  the service's first notification about it, the call ending, or ``ANSWER_WITHIN_S``), with
+  the card rendered from the request the service stored; the card updates elsewhere, the
+  messages and the execution go on after the answer. A refusal (raised before anything is
+  stored) answers with the card re-read and the reason on top. A ``trigger: "automatic"``
+  invoke (a card refresh) only renders, whatever data it carries; botbuilder 4.17.1 drops
+  ``trigger``, so it is read from the raw ``activity.value``. The form's submit is an invoke
+  too (verb ``open``); it answers once ``open`` is over (its reply is the decision's message).
 * Installing twokey or messaging it 1:1 remembers the conversation reference, keyed by the
   person's directory id, so twokey can later reach them 1:1 (owner confirmation, receipts,
   the secret).
@@ -38,6 +42,7 @@ from botbuilder.schema import (
 )
 from pydantic import ValidationError
 
+from app.channels.acks import Recorded, answer_on_record
 from app.channels.actions import NEEDS_REASON, press, verify
 from app.channels.commands import HELP_TEXT, USAGE, Command, parse_command
 from app.channels.common import ButtonAction, decode_button
@@ -48,12 +53,16 @@ from app.domain.errors import BadInput, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, human_error
 from app.domain.models import Action, ChatUser
 from app.ports import MessageLedger
+from app.runtime import InFlight
 from app.service import Decision, TwoKey
 
 log = structlog.get_logger("twokey.teams.bot")
 
 ACTIVITY_KEEP_S = 24 * 3600
 """How long an activity id is remembered: longer than the Bot Framework retries one."""
+ANSWER_WITHIN_S = 5.0
+"""The latest a press is answered while its decision is not yet on record: it is then answered
+with the card as stored, the decision goes on (tracked) and its card update follows."""
 UNEXPECTED = "Something went wrong on twokey's side; nothing was changed. Please try again."
 _TOKEN = re.compile(r"^<m(\d+)>$")
 
@@ -102,11 +111,15 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
         people: TeamsPeople,
         ledger: MessageLedger,
         app_id: str,
+        inflight: InFlight | None = None,
     ) -> None:
         self.service = service
         self.people = people
         self.ledger = ledger
         self.app_id = app_id
+        self.inflight = inflight if inflight is not None else InFlight()
+        """Decisions still going on after their invoke was answered (a stopping replica
+        finishes them before its clients close)."""
 
     # ---- turns -------------------------------------------------------------------------------
 
@@ -267,14 +280,33 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
                 raise BadInput("This button is not one of twokey's.")
         except BadInput as exc:
             return replies.invoke_message(exc.message)
-        note = ""
-        if not (refresh or repeated):
-            note = await self._guarded_note(self._decide(turn, pressed, request_id, data))
+        role = replies.role_of_verb(pressed.value)
+        if refresh or repeated:
+            return await self._stored_card(role, request_id, "")
+        recorded = Recorded()
+        task = await answer_on_record(
+            self._guarded_note(self._decide(turn, pressed, request_id, data)),
+            recorded,
+            self.inflight,
+            ANSWER_WITHIN_S,
+            "twokey-teams-decision",
+        )
+        note = task.result() if task.done() else ""
+        stored = recorded.request
+        if stored is not None and stored.id == request_id:
+            # on record: the card of the request the service told of (its gate script's
+            # result, its time the store's at that change); the rest goes on, tracked
+            return replies.invoke_card(replies.card_for(role, stored, stored.last_change_at, note))
+        if not task.done():
+            log.warning("teams_answered_before_record", after_s=ANSWER_WITHIN_S)
+        return await self._stored_card(role, request_id, note)
+
+    async def _stored_card(self, role: str, request_id: str, note: str) -> dict[str, object]:
+        """The invoke response: the card re-read from the store, ``note`` on top."""
         request = await self.service.store.get(request_id)
         if request is None:
             return replies.invoke_message(note or f"No request {request_id} was found.")
         now = await self.service.store.now()
-        role = replies.role_of_verb(pressed.value)
         return replies.invoke_card(replies.card_for(role, request, now, note))
 
     async def _decide(

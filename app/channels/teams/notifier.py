@@ -9,6 +9,10 @@ requester and security are told instead of a silent wait.
 
 Calls go through botbuilder's ConnectorClient with the cached connector token (auth.py); each
 call is best effort: a failure is logged by type and counted, and never undoes a decision.
+
+The service stores a decision before it tells anyone of it: each method of the port calls
+:func:`app.channels.acks.told` first, so a button press can be answered at that moment
+(bot.py), before the cards and messages that follow.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from botframework.connector.auth import BotFrameworkAuthentication, ClaimsIdenti
 from prometheus_client import Counter
 from pydantic import SecretStr
 
+from app.channels.acks import told
 from app.channels.teams import replies
 from app.channels.teams.cards import Card
 from app.domain.errors import TwokeyError
@@ -73,6 +78,7 @@ class TeamsNotifier:
 
     async def post_request(self, request: Request) -> None:
         """The approval card(s), the owner's "did you ask for this?" and the requester's receipt."""
+        told(request)
         now = await self.clock()
         refs = await self._refs(request.id)
         for role, person in self._people(request):
@@ -101,6 +107,7 @@ class TeamsNotifier:
 
     async def update_request(self, request: Request, note: str = "") -> None:
         """Every card of this request to its stored truth."""
+        told(request)
         request = await self._freshest(request)
         now = await self.clock()
         for ref in await self._refs(request.id):
@@ -112,15 +119,19 @@ class TeamsNotifier:
             await self._update(ref, activity)
 
     async def notify_owner(self, request: Request, text: str) -> None:
+        told(request)
         await self._tell(request.owner_id, text, "notify_owner")
 
     async def notify_requester(self, request: Request, text: str) -> None:
+        told(request)
         await self._tell(request.requester_id, text, "notify_requester")
 
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
+        told(request)
         await self._tell(principal_id, text, "notify_person")
 
     async def notify_approvers(self, request: Request, text: str) -> None:
+        told(request)
         channel = request.plan.approval_channels.get(PLATFORM)
         service_url = await self._service_url()
         if channel and service_url:
@@ -131,6 +142,7 @@ class TeamsNotifier:
 
     async def deliver_secret(self, request: Request, secret: SecretStr, label: str) -> bool:
         """Invariant 5: the owner's 1:1 chat only, its reference read afresh; never a channel."""
+        told(request)
         where = await self._one_to_one(request.owner_id)
         if where is None:
             log.warning("secret_owner_unreachable", request=request.id, platform=PLATFORM)
@@ -142,6 +154,7 @@ class TeamsNotifier:
         return sent is not None
 
     async def alert_security(self, request: Request | None, text: str) -> None:
+        told(request)
         channels = request.plan.security_channels if request else self.policy.channels.security
         channel = channels.get(PLATFORM)
         service_url = await self._service_url()
