@@ -1101,18 +1101,24 @@ class TwoKey:
             await self._ask_owner_again_if_lapsed(request, await self.store.now())
         if claim.code is GateCode.NOT_DURABLE:
             return await self._refuse_to_run(
-                request, token, "twokey could not make its claim durable in Redis in time"
+                request,
+                token,
+                "twokey could not make its claim durable in Redis in time",
+                "not_durable",
             )
         if claim.code is not GateCode.OK:
             return claim
         if unverified:
-            return await self._refuse_to_run(request, token, unverified)
+            return await self._refuse_to_run(request, token, unverified, "directory_unreachable")
         try:
             await self.journal.begin(request, token)
         except Exception as exc:
             log.error("journal_unavailable", request=request_id, error=type(exc).__name__)
             return await self._refuse_to_run(
-                request, token, "twokey could not write its execution journal"
+                request,
+                token,
+                "twokey could not write its execution journal",
+                "journal_unavailable",
             )
         self._running.add(token)
         try:
@@ -1122,7 +1128,9 @@ class TwoKey:
         finally:
             self._running.discard(token)
 
-    async def _refuse_to_run(self, request: Request, token: str, why: str) -> GateReply:
+    async def _refuse_to_run(
+        self, request: Request, token: str, why: str, reason: str
+    ) -> GateReply:
         """Claimed, but running now could not be recognised later: record it failed, untried."""
         result = ExecutionResult(outcome=Outcome.FAILED, detail=f"{why}; nothing was changed")
         recorded = await self.store.record_result(
@@ -1130,7 +1138,7 @@ class TwoKey:
             token,
             RequestState.FAILED,
             result.detail,
-            "not_durable",
+            reason,
             request.plan.dispute_window,
         )
         final = self._reply_request(recorded)

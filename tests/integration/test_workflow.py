@@ -642,6 +642,8 @@ async def test_directory_down_at_execution_fails_truthfully(core: Core) -> None:
     assert reply.request is not None and reply.request.state is RequestState.FAILED
     assert "nothing was changed" in reply.request.outcome_detail
     assert core.connector.changes == []
+    executed = [e for e in await audit_events(core, rid) if e["kind"] == "executed"]
+    assert [(e["reason"], e["outcome"]) for e in executed] == [("directory_unreachable", "failed")]
 
 
 async def test_requester_velocity_escalates_to_the_strictest_tier(
