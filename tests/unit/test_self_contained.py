@@ -1,6 +1,6 @@
 """The checkout is all the tests and scripts need: nothing reads a file outside the repository.
 
-A test that reads a sibling folder (the Okta spec once came from ``../shared/specs``) passes on
+A test that reads a folder beside the checkout (the Okta spec once came from one) passes on
 one machine and fails everywhere else. Every file under tests/, scripts/ and app/ is scanned for
 the ways code reaches outside: ``Path(__file__)`` climbed above the repository root (worked
 out from each file's real place, not guessed), ``$(dirname "$0")/..`` climbed too far in a
@@ -20,6 +20,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+SIBLING = "sha" + "red"
+"""The folder beside the checkout that the Okta spec was once read from; spelled in two
+pieces so that this file, which plants such paths on purpose, never holds one whole."""
 SCANNED = ("tests", "scripts", "app")
 SUFFIXES = {".py", ".sh", ".toml", ".cfg", ".ini", ".yaml", ".yml", ".json", ""}
 
@@ -33,8 +36,8 @@ _SCRIPT_CLIMB = re.compile(
     r"dirname\s+\"?\$(?:0|\{BASH_SOURCE\[0\]\}|BASH_SOURCE)\"?\)(?P<ups>(?:/\.\.)+)"
 )
 _OUTSIDE_WORDS = re.compile(
-    r"\.\./+shared\b"  # the sibling folder the Okta spec was read from
-    r"|\bshared/specs\b"
+    rf"\.\./+{SIBLING}\b"  # the folder beside the checkout the Okta spec was read from
+    rf"|\b{SIBLING}/specs\b"
     r"|(?:Path|open)\(\s*[rbf]?[\"']\.\.(?:/|[\"'])"  # Path("../x"), open("..")
     r"|/\s*[\"']\.\.[\"']"  # some_path / ".."
     r"|[\"'`\s=(](?:/work|/home|/Users|/root|/mnt)/"  # someone's workspace or home
@@ -105,7 +108,7 @@ def test_nothing_under_tests_scripts_or_app_reads_outside_the_repository() -> No
     [
         (
             "tests/connectors/okta_standin.py",
-            'Path(__file__).resolve().parents[2].parent / "shared/specs/okta/spec.yaml"',
+            f'Path(__file__).resolve().parents[2].parent / "{SIBLING}/specs/okta/spec.yaml"',
         ),
         ("tests/connectors/okta_standin.py", "SPEC = Path(__file__).parents[2].parent"),
         ("tests/unit/test_x.py", "ROOT = Path(__file__).resolve().parents[3]"),
@@ -118,10 +121,10 @@ def test_nothing_under_tests_scripts_or_app_reads_outside_the_repository() -> No
         ("scripts/serve", 'cd "$(dirname "$0")/../.."'),
         ("tests/unit/test_x.py", 'spec = Path("../specs/okta.yaml")'),
         ("tests/unit/test_x.py", 'spec = ROOT / ".." / "specs"'),
-        ("tests/unit/test_x.py", 'SPEC = "/work/shared/specs/okta/management-minimal.yaml"'),
+        ("tests/unit/test_x.py", 'SPEC = "/work/specs/okta/management-minimal.yaml"'),
         ("scripts/test", "cp ~/specs/okta.yaml tests/"),
         ("scripts/test", "SPECS=/home/ci/specs"),
-        ("tests/unit/test_x.py", 'os.environ.get("OKTA_SPEC", "../shared/x.yaml")'),
+        ("tests/unit/test_x.py", f'os.environ.get("OKTA_SPEC", "../{SIBLING}/x.yaml")'),
     ],
 )
 def test_a_planted_escape_is_caught(relative: str, line: str) -> None:
