@@ -48,12 +48,23 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from bench.interleave import (
+    Apps,
+    completion_line,
+    completions,
+    drained,
+    p99,
+    ratio_line,
+    rounds,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "scenario" / "slack"
 SECRET = "bench-signing-secret-0123456789abcdef"
 WARMUP = 20
 REQUEST_ID = re.compile(r"TK-[0-9A-Z]{8}")
 BARE, BARE2, TWOKEY = "bare Bolt A", "bare Bolt A'", "twokey"
+APPS = Apps(bare=BARE, twokey=TWOKEY, bare2=BARE2)
 
 
 def _standin_path() -> None:
@@ -313,16 +324,6 @@ async def calls_made(session: aiohttp.ClientSession, bench: str) -> int:
         return sum((await response.json())["methods"].values())
 
 
-async def drained(session: aiohttp.ClientSession, bench: str, quiet_s: float = 0.4) -> None:
-    """Wait until after-ack work stops calling the Slack stand-in."""
-    last, still = -1, 0.0
-    while still < quiet_s:
-        calls = await calls_made(session, bench)
-        still = still + 0.1 if calls == last else 0.0
-        last = calls
-        await asyncio.sleep(0.1)
-
-
 @dataclass
 class Bench:
     """The apps under test and what the load generator needs to reach and weigh them."""
@@ -340,7 +341,7 @@ class Bench:
 
     async def idle(self, seconds: float = 5.0) -> None:
         """Measure the background Redis traffic, to take it out of the per-click count."""
-        await drained(self.session, self.bench_url)
+        await drained(lambda: calls_made(self.session, self.bench_url))
         before, began = self.trips.value, time.perf_counter()
         await asyncio.sleep(seconds)
         self.background = (self.trips.value - before) / (time.perf_counter() - began)
@@ -348,13 +349,13 @@ class Bench:
     async def segment(self, app: str, clicks: int, concurrency: int) -> Segment:
         url = f"http://127.0.0.1:{self.ports[app]}/slack/events"
         ids = _take(self.ids if app == TWOKEY else [], clicks)
-        await drained(self.session, self.bench_url)
+        await drained(lambda: calls_made(self.session, self.bench_url))
         calls = await calls_made(self.session, self.bench_url)
         trips = self.trips.value
         began = time.perf_counter()
         app_cpu, standin_cpu = cpu_s(self.pids[app]), cpu_s(self.standin_pid)
         latencies, sent_at, elapsed, failed = await load(self.session, url, ids, concurrency)
-        await drained(self.session, self.bench_url)
+        await drained(lambda: calls_made(self.session, self.bench_url))
         found = Segment(
             app,
             concurrency,
@@ -384,50 +385,6 @@ def _take(ids: list[str], n: int) -> list[str]:
         return [f"TK-{secrets.token_hex(4).upper()}"[:11] for _ in range(n)]
     taken, ids[:] = ids[:n], ids[n:]
     return taken
-
-
-ORDER = (BARE, TWOKEY, BARE2, BARE2, TWOKEY, BARE)
-"""One round: A B A' A' B A. Each app has the same mean position, so drift hits all alike."""
-
-
-async def rounds(bench: Bench, clicks: int, count: int) -> list[dict[str, Any]]:
-    """``count`` rounds per concurrency; returns per round and concurrency the segments."""
-    done: list[dict[str, Any]] = []
-    half = clicks // 2
-    for number in range(count):
-        for concurrency in (1, 32):
-            await bench.warm(concurrency)
-            segments = [await bench.segment(app, half, concurrency) for app in ORDER]
-            done.append({"round": number + 1, "concurrency": concurrency, "segments": segments})
-            print(_round_line(done[-1]), flush=True)
-    return done
-
-
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, int(len(ordered) * 0.99) - 1)]
-
-
-def pooled(segments: list[Segment], app: str) -> list[float]:
-    return [x for s in segments if s.app == app for x in s.latencies]
-
-
-def _round_line(done: dict[str, Any]) -> str:
-    segments: list[Segment] = done["segments"]
-    a, b, c = (p99(pooled(segments, app)) * 1000 for app in (BARE, TWOKEY, BARE2))
-    return (
-        f"round {done['round']} c={done['concurrency']:<2}  p99 ms: A {a:7.2f}  twokey {b:7.2f}"
-        f"  A' {c:7.2f}   twokey/A {b / a:5.2f}x  floor A'/A {c / a:5.2f}x"
-    )
-
-
-def completions(bench: Bench, updated: dict[str, float], concurrency: int) -> list[float]:
-    """Click sent -> the approval card's update reached Slack, for every twokey click."""
-    found = []
-    for s in bench.segments:
-        if s.app == TWOKEY and s.concurrency == concurrency:
-            found += [updated[rid] - at for rid, at in s.sent_at.items() if rid in updated]
-    return found
 
 
 def start(target: Any, *args: Any) -> tuple[Any, Any]:
@@ -473,7 +430,7 @@ async def run(bench: Bench, clicks: int, count: int) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
         bench.session = session
         await bench.idle()
-        done = await rounds(bench, clicks, count)
+        done = await rounds(bench, APPS, clicks, count)
         async with session.get(f"{bench.bench_url}/bench") as response:
             updated: dict[str, float] = (await response.json())["updated"]
     report(bench, done, updated)
@@ -484,17 +441,7 @@ def report(bench: Bench, done: list[dict[str, Any]], updated: dict[str, float]) 
     """Per concurrency: median per-round ratio beside the floor; completion; costs per click."""
     print()
     for concurrency in (1, 32):
-        runs = [d for d in done if d["concurrency"] == concurrency]
-        ratios, floors = [], []
-        for d in runs:
-            a = p99(pooled(d["segments"], BARE))
-            ratios.append(p99(pooled(d["segments"], TWOKEY)) / a)
-            floors.append(p99(pooled(d["segments"], BARE2)) / a)
-        print(
-            f"c={concurrency}: twokey p99 / bare p99 = {statistics.median(ratios):.2f}x "
-            f"(rounds {min(ratios):.2f}-{max(ratios):.2f}); noise floor bare/bare = "
-            f"{statistics.median(floors):.2f}x (rounds {min(floors):.2f}-{max(floors):.2f})"
-        )
+        print(ratio_line(done, APPS, concurrency))
         for app in (BARE, TWOKEY, BARE2):
             mine = [s for s in bench.segments if s.app == app and s.concurrency == concurrency]
             n = sum(len(s.latencies) for s in mine)
@@ -512,13 +459,9 @@ def report(bench: Bench, done: list[dict[str, Any]], updated: dict[str, float]) 
                     else ""
                 )
             )
-        done_in = sorted(completions(bench, updated, concurrency))
+        done_in = completions(bench.segments, TWOKEY, updated, concurrency)
         if done_in:
-            print(
-                f"  twokey completion (click -> approval card updated): {len(done_in)} clicks, "
-                f"p50 {statistics.median(done_in) * 1000:.1f} ms, p99 {p99(done_in) * 1000:.1f} "
-                f"ms, max {done_in[-1] * 1000:.1f} ms"
-            )
+            print(completion_line(done_in, "click", "clicks"))
 
 
 def _clicks_trips(segments: list[Segment], background: float) -> float:

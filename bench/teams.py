@@ -46,15 +46,23 @@ from typing import Any
 
 import aiohttp
 
-from bench.slack import _listen, _load, cpu_s, p99, start
+from bench.interleave import (
+    Apps,
+    completion_line,
+    completions,
+    drained,
+    p99,
+    ratio_line,
+    rounds,
+)
+from bench.slack import _listen, _load, cpu_s, start
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = ROOT / "tests" / "scenario" / "teams"
 WARMUP = 20
 REQUEST_ID = re.compile(r"TK-[0-9A-Z]{8}")
 BARE, BARE2, TWOKEY = "bare bot A", "bare bot A'", "twokey"
-ORDER = (BARE, TWOKEY, BARE2, BARE2, TWOKEY, BARE)
-"""One round: A B A' A' B A. Each bot has the same mean position, so drift hits all alike."""
+APPS = Apps(bare=BARE, twokey=TWOKEY, bare2=BARE2)
 
 
 def _standin_path() -> None:
@@ -341,16 +349,6 @@ async def calls_made(session: aiohttp.ClientSession, bench: str) -> int:
         return int((await response.json())["calls"])
 
 
-async def drained(session: aiohttp.ClientSession, bench: str, quiet_s: float = 0.4) -> None:
-    """Wait until work after the answers stops calling the stand-in."""
-    last, still = -1, 0.0
-    while still < quiet_s:
-        calls = await calls_made(session, bench)
-        still = still + 0.1 if calls == last else 0.0
-        last = calls
-        await asyncio.sleep(0.1)
-
-
 @dataclass
 class Bench:
     session: aiohttp.ClientSession
@@ -368,13 +366,13 @@ class Bench:
 
     async def segment(self, app: str, presses: int, concurrency: int) -> Segment:
         ids = _take(self.ids if app == TWOKEY else [], presses)
-        await drained(self.session, self.bench_url)
+        await drained(lambda: calls_made(self.session, self.bench_url))
         calls = await calls_made(self.session, self.bench_url)
         app_cpu, standin_cpu = cpu_s(self.pids[app]), cpu_s(self.standin_pid)
         latencies, sent_at, elapsed, failed = await load(
             self.session, self.url(app), self.standin_url, self.token, ids, concurrency
         )
-        await drained(self.session, self.bench_url)
+        await drained(lambda: calls_made(self.session, self.bench_url))
         found = Segment(
             app,
             concurrency,
@@ -403,55 +401,11 @@ def _take(ids: list[str], n: int) -> list[str]:
     return taken
 
 
-async def rounds(bench: Bench, presses: int, count: int) -> list[dict[str, Any]]:
-    done: list[dict[str, Any]] = []
-    half = presses // 2
-    for number in range(count):
-        for concurrency in (1, 32):
-            await bench.warm(concurrency)
-            segments = [await bench.segment(app, half, concurrency) for app in ORDER]
-            done.append({"round": number + 1, "concurrency": concurrency, "segments": segments})
-            print(_round_line(done[-1]), flush=True)
-    return done
-
-
-def pooled(segments: list[Segment], app: str) -> list[float]:
-    return [x for s in segments if s.app == app for x in s.latencies]
-
-
-def _round_line(done: dict[str, Any]) -> str:
-    segments: list[Segment] = done["segments"]
-    a, b, c = (p99(pooled(segments, app)) * 1000 for app in (BARE, TWOKEY, BARE2))
-    return (
-        f"round {done['round']} c={done['concurrency']:<2}  p99 ms: A {a:7.2f}  twokey {b:7.2f}"
-        f"  A' {c:7.2f}   twokey/A {b / a:5.2f}x  floor A'/A {c / a:5.2f}x"
-    )
-
-
-def completions(bench: Bench, updated: dict[str, float], concurrency: int) -> list[float]:
-    """Press sent -> the approval card's update reached the stand-in, for every twokey press."""
-    found = []
-    for s in bench.segments:
-        if s.app == TWOKEY and s.concurrency == concurrency:
-            found += [updated[rid] - at for rid, at in s.sent_at.items() if rid in updated]
-    return found
-
-
 def report(bench: Bench, done: list[dict[str, Any]], updated: dict[str, float]) -> None:
     """Per concurrency: median per-round ratio beside the floor; completion; costs per press."""
     print()
     for concurrency in (1, 32):
-        runs = [d for d in done if d["concurrency"] == concurrency]
-        ratios, floors = [], []
-        for d in runs:
-            a = p99(pooled(d["segments"], BARE))
-            ratios.append(p99(pooled(d["segments"], TWOKEY)) / a)
-            floors.append(p99(pooled(d["segments"], BARE2)) / a)
-        print(
-            f"c={concurrency}: twokey p99 / bare p99 = {statistics.median(ratios):.2f}x "
-            f"(rounds {min(ratios):.2f}-{max(ratios):.2f}); noise floor bare/bare = "
-            f"{statistics.median(floors):.2f}x (rounds {min(floors):.2f}-{max(floors):.2f})"
-        )
+        print(ratio_line(done, APPS, concurrency))
         for app in (BARE, TWOKEY, BARE2):
             mine = [s for s in bench.segments if s.app == app and s.concurrency == concurrency]
             n = sum(len(s.latencies) for s in mine)
@@ -464,19 +418,15 @@ def report(bench: Bench, done: list[dict[str, Any]], updated: dict[str, float]) 
                 f"{sum(s.cpu_standin for s in mine) / n * 1000:5.2f} ms  "
                 f"Bot Connector {sum(s.calls for s in mine) / n:4.2f} calls/press"
             )
-        done_in = sorted(completions(bench, updated, concurrency))
+        done_in = completions(bench.segments, TWOKEY, updated, concurrency)
         if done_in:
-            print(
-                f"  twokey completion (press -> approval card updated): {len(done_in)} presses, "
-                f"p50 {statistics.median(done_in) * 1000:.1f} ms, p99 {p99(done_in) * 1000:.1f} "
-                f"ms, max {done_in[-1] * 1000:.1f} ms"
-            )
+            print(completion_line(done_in, "press", "presses"))
 
 
 async def run(bench: Bench, presses: int, count: int) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
         bench.session = session
-        done = await rounds(bench, presses, count)
+        done = await rounds(bench, APPS, presses, count)
         async with session.get(f"{bench.bench_url}/bench") as response:
             updated: dict[str, float] = (await response.json())["updated"]
     report(bench, done, updated)
