@@ -90,6 +90,9 @@ class Decision(BaseModel):
     request: Request
     message: str
     changed: bool = True
+    on_cards: bool = False
+    """The request's cards, updated as part of this decision, already say all ``message``
+    says: a face need not also answer the person who pressed a card's button."""
 
 
 class Listing(BaseModel):
@@ -656,7 +659,7 @@ class TwoKey:
         await self._tell_requester_decision(request, caller)
         if request.state is RequestState.READY:
             request = (await self.execute(request.id, actor=caller.id)).request or request
-        return Decision(request=request, message=done)
+        return Decision(request=request, message=done, on_cards=what in SHOWN_ON_CARDS)
 
     async def _refused(self, request: Request, caller: Caller, code: GateCode, what: str) -> None:
         """A refused attempt is already audited by the script; log it, and alert security when
@@ -680,17 +683,23 @@ class TwoKey:
         )
 
     async def _tell_requester_decision(self, request: Request, caller: Caller) -> None:
-        """The agent hears of every decision by someone else, in words for what happened."""
-        await self._ask_owner_again_if_lapsed(request)
+        """The agent hears of a decision by someone else that ends or unblocks the request, in
+        words for what happened. A step on the way (an approval, the owner's confirmation while
+        the request still waits) shows on the agent's own card, updated just before: a message
+        as well would only repeat it."""
+        lapsed = await self._ask_owner_again_if_lapsed(request)
         if caller.id == request.requester_id:
+            return
+        if request.state is RequestState.PENDING and not lapsed:
             return
         text = say.requester_decision(
             request, caller.principal.name, by_owner=caller.id == request.owner_id
         )
         await self._tell("notify_requester", self.notifier.notify_requester(request, text))
 
-    async def _ask_owner_again_if_lapsed(self, request: Request, now: int | None = None) -> None:
-        """An owner's confirmation that lapsed while approvals came in is asked for again."""
+    async def _ask_owner_again_if_lapsed(self, request: Request, now: int | None = None) -> bool:
+        """An owner's confirmation that lapsed while approvals came in is asked for again
+        (True then: the agent should hear what the request waits for)."""
         now = now if now is not None else request.last_change_at
         lapsed = (
             request.state is RequestState.PENDING
@@ -699,11 +708,12 @@ class TwoKey:
             and not request.owner_gate_satisfied(now)
         )
         if not lapsed:
-            return
+            return False
         await self._tell(
             "notify_owner",
             self.notifier.notify_owner(request, say.owner_lapsed(request)),
         )
+        return True
 
     # ---- step-up verification of the owner ---------------------------------------------------
 
@@ -1689,6 +1699,9 @@ class TwoKey:
         except Exception as exc:
             log.error("notify_failed", what=what, error=type(exc).__name__)
 
+
+SHOWN_ON_CARDS = frozenset({"approved", "denied", "cancelled"})
+"""Decisions whose cards say everything the person who took them needs to hear back."""
 
 RECORD_RETRIES_S = (0.2, 0.5, 1.0)
 """Pauses between tries to record a result after the provider acted: a Redis restart or a

@@ -15,9 +15,10 @@ else the machine does hits all three alike). Per round the ratio is twokey's p99
 and the noise floor is A''s p99 over A's p99 (two identical apps): the report gives the median
 of the per-round ratios beside the median floor. A ratio is only as good as its floor.
 
-For twokey every click is the first approval of its own pending request, so after the ack it
-does the whole decision: the gate script, three card updates, a thread line, a DM to the agent
-and an ephemeral to carol. Completion is click sent -> the approval card's chat.update reached
+For twokey every click is the first approval of its own pending request, pressed on that
+request's own approval card, so after the ack it does the whole decision: the gate script and
+the three card updates (the card carol pressed shows her approval, so she needs no other answer;
+the agent's card shows it too). Completion is click sent -> the approval card's chat.update reached
 the stand-in. After each segment the load generator waits until the stand-in is quiet, and the
 CPU the stand-in spent meanwhile is counted against the app that caused it. Redis round trips
 are counted in twokey's process (a pipeline or script call counts once). Without --redis-url
@@ -89,8 +90,17 @@ def serve_standin(ready: Queue[Any]) -> None:
     from slack_standin import APPROVALS, SlackStandIn
 
     updated: dict[str, float] = {}
+    cards: dict[str, str] = {}
 
     class Timed(SlackStandIn):  # type: ignore[misc]
+        def m_chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
+            answer: dict[str, Any] = super().m_chat_postMessage(p)
+            found = REQUEST_ID.search(str(p.get("text") or ""))
+            if answer.get("ok") and p.get("channel") == APPROVALS and not p.get("thread_ts"):
+                if found:
+                    cards.setdefault(found.group(0), str(answer["ts"]))
+            return answer
+
         def m_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
             if p.get("channel") == APPROVALS:
                 found = REQUEST_ID.search(str(p.get("text") or ""))
@@ -105,7 +115,7 @@ def serve_standin(ready: Queue[Any]) -> None:
 
         async def bench(request: web.Request) -> web.Response:
             methods = Counter(c.method for c in slack.calls)
-            return web.json_response({"updated": updated, "methods": methods})
+            return web.json_response({"updated": updated, "methods": methods, "cards": cards})
 
         server = web.Application()
         server.router.add_get("/bench", bench)
@@ -231,8 +241,9 @@ async def _listen(app: Any) -> int:
 # ---- the load generator ----------------------------------------------------------------------
 
 
-def click_body(request_id: str, trigger: str) -> bytes:
-    """carol presses Approve on the approval card of ``request_id`` (Slack's block_actions)."""
+def click_body(request_id: str, trigger: str, card_ts: str = "1700000001.000100") -> bytes:
+    """carol presses Approve on the approval card of ``request_id`` (Slack's block_actions),
+    the message ``card_ts`` in the approvals channel."""
     payload = {
         "type": "block_actions",
         "user": {"id": "U0CAROL", "username": "carol", "name": "carol", "team_id": "T0TWOKEY"},
@@ -240,7 +251,7 @@ def click_body(request_id: str, trigger: str) -> bytes:
         "token": "bench",
         "container": {
             "type": "message",
-            "message_ts": "1700000001.000100",
+            "message_ts": card_ts,
             "channel_id": "C0APPROVALS",
             "is_ephemeral": False,
         },
@@ -249,7 +260,7 @@ def click_body(request_id: str, trigger: str) -> bytes:
         "enterprise": None,
         "is_enterprise_install": False,
         "channel": {"id": "C0APPROVALS", "name": "approvals"},
-        "message": {"type": "message", "ts": "1700000001.000100", "text": "Approval needed"},
+        "message": {"type": "message", "ts": card_ts, "text": "Approval needed"},
         "response_url": "http://127.0.0.1:9/hooks/unused",
         "actions": [
             {
@@ -294,8 +305,14 @@ class Segment:
 
 
 async def load(
-    session: aiohttp.ClientSession, url: str, ids: list[str], concurrency: int
+    session: aiohttp.ClientSession,
+    url: str,
+    ids: list[str],
+    concurrency: int,
+    cards: dict[str, str] | None = None,
 ) -> tuple[list[float], dict[str, float], float, int]:
+    """Click Approve on each request's approval card (``cards``: request id -> its ts; the
+    bare apps get made-up ones), ``concurrency`` at a time; time each answer."""
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     sent_at: dict[str, float] = {}
@@ -303,7 +320,9 @@ async def load(
 
     async def one(request_id: str) -> None:
         nonlocal failed
-        body = click_body(request_id, f"{secrets.randbelow(10**12)}.{secrets.token_hex(10)}")
+        trigger = f"{secrets.randbelow(10**12)}.{secrets.token_hex(10)}"
+        card = (cards or {}).get(request_id)
+        body = click_body(request_id, trigger, card) if card else click_body(request_id, trigger)
         async with gate:
             headers = signed(body)
             sent_at[request_id] = time.time()
@@ -336,6 +355,7 @@ class Bench:
     bench_url: str
     trips: Any
     segments: list[Segment] = field(default_factory=list)
+    card_ts: dict[str, str] = field(default_factory=dict)
     background: float = 0.0
     """Redis commands per second twokey sends with nobody clicking (sweeper, audit sealer)."""
 
@@ -354,7 +374,9 @@ class Bench:
         trips = self.trips.value
         began = time.perf_counter()
         app_cpu, standin_cpu = cpu_s(self.pids[app]), cpu_s(self.standin_pid)
-        latencies, sent_at, elapsed, failed = await load(self.session, url, ids, concurrency)
+        latencies, sent_at, elapsed, failed = await load(
+            self.session, url, ids, concurrency, await self.cards()
+        )
         await drained(lambda: calls_made(self.session, self.bench_url))
         found = Segment(
             app,
@@ -376,7 +398,14 @@ class Bench:
         for app in (BARE, TWOKEY, BARE2):
             url = f"http://127.0.0.1:{self.ports[app]}/slack/events"
             ids = _take(self.ids if app == TWOKEY else [], WARMUP)
-            await load(self.session, url, ids, concurrency)
+            await load(self.session, url, ids, concurrency, await self.cards())
+
+    async def cards(self) -> dict[str, str]:
+        """Each pending request's approval card (its ts), as twokey posted it to the stand-in."""
+        if not self.card_ts:
+            async with self.session.get(f"{self.bench_url}/bench") as response:
+                self.card_ts = dict((await response.json())["cards"])
+        return self.card_ts
 
 
 def _take(ids: list[str], n: int) -> list[str]:

@@ -443,24 +443,10 @@ def notification_text(role: str, request: Request) -> str:
 
 
 def decision_lines(request: Request, ctx: CardContext) -> list[tuple[str, str]]:
-    """One short line per decision so far, keyed so each is posted in the thread only once."""
+    """A short line in the approval card's thread for what the channel should hear of: an
+    escalation, the request's end, a dispute. Keyed so each is posted only once. The steps on
+    the way (the owner's confirmation, each approval) are on the card itself."""
     lines: list[tuple[str, str]] = []
-    if request.owner_confirmed_at is not None:
-        lines.append(
-            (
-                f"confirmed:{request.owner_confirmed_at}",
-                f":bust_in_silhouette: {ctx.name(request.owner_id)} confirmed they asked for "
-                f"this ({when(request.owner_confirmed_at)}).",
-            )
-        )
-    for approval in request.approvals:
-        lines.append(
-            (
-                f"approved:{approval.approver_id}:{approval.approved_at}",
-                f":ballot_box_with_check: {ctx.name(approval.approver_id)} approved "
-                f"({when(approval.approved_at)}).",
-            )
-        )
     if request.escalated:
         lines.append(
             (

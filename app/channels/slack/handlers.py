@@ -36,6 +36,7 @@ from app.channels.common import ButtonAction, decode_button
 from app.channels.slack import blocks as bk
 from app.channels.slack.guard import Deliveries
 from app.channels.slack.identity import SlackPeople
+from app.channels.slack.notifier import noting_updated_cards
 from app.delivery import Repeated, carried
 from app.domain.errors import BadInput, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, clean_text, human_error, parse_request_id
@@ -152,6 +153,15 @@ def _metadata(view: dict[str, Any]) -> dict[str, str]:
     if not isinstance(data, dict):
         return {}
     return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def _card_of(body: dict[str, Any]) -> tuple[str, str] | None:
+    """(channel, ts) of the message whose button was pressed, if it was a message."""
+    container = body.get("container") or {}
+    channel, ts = container.get("channel_id"), container.get("message_ts")
+    if container.get("type") != "message" or not channel or not ts:
+        return None
+    return str(channel), str(ts)
 
 
 def _user_of(body: dict[str, Any]) -> str:
@@ -358,21 +368,44 @@ class SlackHandlers:
             if await self._first(body, retry):
                 await self._open_deny(body, request_id)
             return
-        reply = await self._acked_on_record(
-            ack, body, retry, self._decide(verb, user_id, request_id), near=request_id
-        )
-        if reply is not None:
+        with noting_updated_cards() as updated:
+            reply = await self._acked_on_record(
+                ack,
+                body,
+                retry,
+                self._decide(verb, user_id, request_id, card=(_card_of(body), updated)),
+                near=request_id,
+            )
+        if reply:
             await self._tell(user_id, channel, reply, body)
 
     async def _decide(
-        self, verb: ButtonAction, user_id: str, request_id: str, reason: str | None = None
+        self,
+        verb: ButtonAction,
+        user_id: str,
+        request_id: str,
+        reason: str | None = None,
+        *,
+        card: tuple[tuple[str, str] | None, set[tuple[str, str]]] = (None, set()),
     ) -> Blocks:
+        """The decision's answer to the person; none when ``card`` (the card they pressed, and
+        the cards updated meanwhile) shows they were answered by that card's update."""
         me = await self.people.chat_user(user_id)
         decision = await press(self.service, verb, me, request_id, reason)
+        pressed, updated = card
+        if decision.on_cards and pressed is not None and pressed in updated:
+            return []
         return bk.message(decision.message)
 
     async def _open_deny(self, body: dict[str, Any], request_id: str) -> None:
-        meta = json.dumps({"request": request_id, "channel": _channel_of(body) or ""})
+        card = _card_of(body)
+        meta = json.dumps(
+            {
+                "request": request_id,
+                "channel": _channel_of(body) or "",
+                "ts": card[1] if card else "",
+            }
+        )
         try:
             await self.client.views_open(
                 trigger_id=str(body.get("trigger_id") or ""), view=bk.deny_form(request_id, meta)
@@ -404,15 +437,19 @@ class SlackHandlers:
             await ack(response_action="errors", errors={"reason": f"The reason {message}"[:150]})
             return
         user_id = _user_of(body)
-        reply = await self._acked_on_record(
-            ack,
-            body,
-            retry,
-            self._decide(ButtonAction.DENY, user_id, request_id, reason),
-            meta.get("channel"),
-            near=request_id,
-        )
-        if reply is not None:
+        pressed = (meta["channel"], meta["ts"]) if meta.get("channel") and meta.get("ts") else None
+        with noting_updated_cards() as updated:
+            reply = await self._acked_on_record(
+                ack,
+                body,
+                retry,
+                self._decide(
+                    ButtonAction.DENY, user_id, request_id, reason, card=(pressed, updated)
+                ),
+                meta.get("channel"),
+                near=request_id,
+            )
+        if reply:
             await self._tell(user_id, meta.get("channel"), reply)
 
     # ---- acknowledging -----------------------------------------------------------------------

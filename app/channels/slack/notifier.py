@@ -20,7 +20,9 @@ the cards and messages (and any execution) that follow.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -57,6 +59,24 @@ PAINTED_MOST = 10_000
 WEB_API_AT_ONCE = 16
 """Web API calls this notifier makes at once: the work after an ack is bounded, so a burst of
 clicks cannot crowd out the acks (which make none of these calls)."""
+
+
+_UPDATED: ContextVar[set[tuple[str, str]] | None] = ContextVar(
+    "twokey_slack_cards_updated", default=None
+)
+
+
+@contextmanager
+def noting_updated_cards() -> Iterator[set[tuple[str, str]]]:
+    """Collect the cards, as (channel, ts), that tasks started inside this block update: a
+    handler learns whether the card a person pressed now shows their decision (then it need
+    not also answer them) or Slack refused the update (then it must)."""
+    updated: set[tuple[str, str]] = set()
+    token = _UPDATED.set(updated)
+    try:
+        yield updated
+    finally:
+        _UPDATED.reset(token)
 
 
 class SlackNotifier:
@@ -110,9 +130,10 @@ class SlackNotifier:
             return
         ctx = await self._context(request)
         refs = await self._refs(request.id)
+        updated = _UPDATED.get()
         for ref in refs:
             if ref.role in bk.ROLES:
-                await self._slack(
+                answer = await self._slack(
                     f"update_{ref.role}",
                     self.client.chat_update(
                         channel=ref.channel,
@@ -121,6 +142,8 @@ class SlackNotifier:
                         blocks=bk.card_for(ref.role, request, ctx),
                     ),
                 )
+                if answer is not None and updated is not None:
+                    updated.add((ref.channel, ref.message_id))
         if request.state.is_open:
             refs = await self._post_missing(request, ctx, refs)
         await self._thread_decisions(request, ctx, refs)

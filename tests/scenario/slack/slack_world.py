@@ -270,6 +270,10 @@ class SlackWorld:
         )
         return json.dumps(found[count - 1], ensure_ascii=False)
 
+    async def shown_on_card(self, message: Message, *needles: str) -> None:
+        """Wait until a card twokey posted shows every needle (it is updated after the ack)."""
+        await self.slack.until(lambda: all(n in json.dumps(message.blocks) for n in needles))
+
     async def settled(self, request_id: str, state: str) -> Request:
         """Wait until the stored request reaches a state (work after the ack is done)."""
         return await self.stored(request_id, lambda r: r.state.value == state)

@@ -49,7 +49,9 @@ async def test_the_ack_comes_once_the_approval_is_stored_before_cards_and_execut
     assert world.connector.changes == []
     slow_cards.set()
     await world.settled(request.id, "completed")
-    assert "approval is recorded" in await world.ephemeral_to("U0CAROL")
+    # carol's answer is the card she pressed: it shows her approval and the outcome
+    await world.shown_on_card(card, "Carol Chen", "Completed")
+    assert world.slack.ephemerals_to("U0CAROL") == []
     assert len(world.connector.changes) == 1
 
 
@@ -65,7 +67,7 @@ async def test_a_slow_slack_before_the_gate_still_gets_its_ack_in_time(world: Sl
     slow_lookup.set()
     done = await world.settled(request.id, "completed")
     assert [a.approver_id for a in done.approvals] == ["carol"]
-    assert "approval is recorded" in await world.ephemeral_to("U0CAROL")
+    await world.shown_on_card(card, "Carol Chen", "Completed")
 
 
 async def test_a_stopping_server_refuses_new_deliveries_and_changes_nothing(

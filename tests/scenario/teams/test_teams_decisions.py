@@ -20,8 +20,12 @@ async def test_approver_before_owner_runs_once_the_owner_confirms(world: TeamsWo
     await world.press("alice", owner, "confirm")
     await world.stored(request.id, lambda r: r.state is RequestState.COMPLETED)
     assert [c.request_id for c in world.connector.changes] == [request.id]
-    receipts = [m.text for m in world.teams.in_conversation(dm_of("bob"))]
-    assert any("Completed" in t or "completed" in t for t in receipts)
+    # the agent hears of the outcome (cards and messages follow the stored change)
+    await world.teams.until(
+        lambda: any(
+            "completed" in m.text.lower() for m in world.teams.in_conversation(dm_of("bob"))
+        )
+    )
 
 
 async def test_requester_target_and_non_approver_are_refused_with_the_card(
