@@ -104,6 +104,7 @@ class TeamsChannel:
             runtime.policy,
             clock=runtime.store.now,
             load=runtime.store.get,
+            names=runtime.service.names.for_request,
         )
         self.inflight = runtime.inflight
         self._service_urls: dict[str, str] = {}

@@ -10,8 +10,12 @@ our own that the activity names a serviceUrl at all (botbuilder skips the claim 
 
 Outbound: the connector token is fetched asynchronously (client credentials, aiohttp) and cached
 until shortly before it expires, instead of botbuilder building a new MSAL app and fetching a
-token synchronously on the event loop at every turn. The OpenID metadata and keys botbuilder
-fetches with blocking ``requests`` are fetched in a worker thread.
+token synchronously on the event loop at every turn. Connector clients are kept too, one per
+service URL, audience and token (:class:`ConnectorClients`): botbuilder builds two new msrest
+clients on every turn (about 4 ms of CPU each, most of it msrest drawing up its retry list), and
+a client kept forever would outlive its token. Each kept client gets :func:`bounded_retries`.
+The OpenID metadata and keys botbuilder fetches with blocking ``requests`` are fetched in a
+worker thread.
 
 Where the Bot Framework lives (login, OpenID metadata, issuer, scope) is :class:`Endpoints`:
 the public cloud in production; tests point it at local stand-ins, never switching checks off.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,11 +34,13 @@ import aiohttp
 import jwt
 import structlog
 from botbuilder.schema import Activity
+from botframework.connector.aio import ConnectorClient
 from botframework.connector.auth import (
     AuthenticateRequestResult,
     AuthenticationConfiguration,
     BotFrameworkAuthentication,
     ClaimsIdentity,
+    ConnectorFactory,
     ServiceClientCredentialsFactory,
 )
 from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor, _OpenIdMetadata
@@ -42,6 +49,7 @@ from botframework.connector.auth.managedidentity_app_credentials import (
 )
 from msrest.authentication import Authentication
 from prometheus_client import Counter
+from urllib3 import Retry
 
 from app.settings import Settings
 
@@ -55,6 +63,11 @@ MULTI_TENANT_AUTHORITY = "botframework.com"
 TOKEN_EARLY_S = 300
 """A cached connector token is replaced this long before it expires."""
 TOKEN_TIMEOUT_S = 10
+SILENT_RETRIES = 1
+"""msrest's own retries of a call (connection failure, 502/503/504 on GET/PUT/DELETE)."""
+CLIENTS_KEPT = 64
+"""Connector clients kept (service URL x audience); the least recently used goes first."""
+USER_AGENT = "twokey (botbuilder-python)"
 
 REFUSED = Counter(
     "twokey_teams_refused_total",
@@ -262,20 +275,114 @@ def channel_claims_only(config: BotConfig) -> Any:
     return validate
 
 
+class ConnectorClients(ConnectorFactory):  # type: ignore[misc]
+    """One connector client per service URL and audience, kept while its token is current.
+
+    Used for every turn (in place of the factory botbuilder makes per request) and by the
+    notifier, so a replica builds a client about once an hour per service URL, not twice a turn.
+    """
+
+    def __init__(self, config: BotConfig, tokens: ConnectorTokens) -> None:
+        self.config = config
+        self.tokens = tokens
+        self._kept: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
+        self.built = 0
+        """How many clients were built (tests: turns reuse the kept one)."""
+
+    async def create(self, service_url: str, audience: str | None = None) -> Any:
+        scope = audience or self.config.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
+        token = await self.tokens.token(scope)
+        key = (service_url, scope)
+        kept = self._kept.get(key)
+        if kept is not None and kept[0] == token:
+            self._kept.move_to_end(key)
+            return kept[1]
+        client = bounded_retries(ConnectorClient(BearerToken(token), base_url=service_url))
+        client.config.add_user_agent(USER_AGENT)
+        self.built += 1
+        self._kept[key] = (token, client)
+        self._kept.move_to_end(key)
+        while len(self._kept) > CLIENTS_KEPT:
+            self._kept.popitem(last=False)
+        return client
+
+
+def bounded_retries(client: Any) -> Any:
+    """Replace msrest's retry policy on this connector client: one quick retry of what is safe
+    to repeat, no sleeping on ``Retry-After`` in a worker thread (a 429 is the caller's to
+    handle, see notifier.py)."""
+    policy = Retry(
+        total=SILENT_RETRIES,
+        connect=SILENT_RETRIES,
+        read=0,
+        status=SILENT_RETRIES,
+        other=0,
+        allowed_methods=frozenset({"GET", "PUT", "DELETE"}),
+        status_forcelist=frozenset({502, 503, 504}),
+        backoff_factor=0.2,
+        backoff_max=1.0,
+        raise_on_status=False,
+        respect_retry_after_header=False,
+    )
+    # msrest reads this urllib3 1.x name (to log it) whenever it sets up a session
+    setattr(policy, "BACKOFF_MAX", policy.backoff_max)  # noqa: B010
+    client.config.retry_policy.policy = policy
+    # msrest applied its policy to the client's requests session when it built the client:
+    # apply ours to that session too (the one its async sender uses from the event loop).
+    driver = getattr(getattr(client.config.pipeline, "_sender", None), "driver", None)
+    session = getattr(driver, "session", None)
+    adapters = getattr(session, "adapters", None)
+    if not isinstance(adapters, dict) or not adapters:
+        log.warning("teams_retry_policy_not_set")
+        return client
+    for adapter in adapters.values():
+        adapter.max_retries = policy
+    return client
+
+
 def authentication(config: BotConfig, tokens: ConnectorTokens) -> BotFrameworkAuthentication:
     from botbuilder.integration.aiohttp import ConfigurationBotFrameworkAuthentication
+
+    class KeptClientsAuthentication(ConfigurationBotFrameworkAuthentication):  # type: ignore[misc]
+        """botbuilder's authentication, handing out kept connector clients (see the module
+        docstring) instead of building new ones for every turn."""
+
+        def __init__(self) -> None:
+            super().__init__(
+                config,
+                credentials_factory=tokens,
+                auth_configuration=AuthenticationConfiguration(
+                    required_endorsements=[], claims_validator=channel_claims_only(config)
+                ),
+            )
+            self.clients = ConnectorClients(config, tokens)
+            self._user_tokens: dict[str, tuple[str, Any]] = {}
+
+        async def authenticate_request(self, activity: Activity, auth_header: str) -> Any:
+            result = await super().authenticate_request(activity, auth_header)
+            result.connector_factory = self.clients
+            return result
+
+        def create_connector_factory(self, claims_identity: ClaimsIdentity) -> Any:
+            return self.clients
+
+        async def create_user_token_client(self, claims_identity: ClaimsIdentity) -> Any:
+            """twokey signs no user in; botbuilder still wants a client on every turn: keep
+            one per app id and token."""
+            app_id = str(config.APP_ID)
+            token = await tokens.token(config.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE)
+            kept = self._user_tokens.get(app_id)
+            if kept is not None and kept[0] == token:
+                return kept[1]
+            client = await super().create_user_token_client(claims_identity)
+            self._user_tokens[app_id] = (token, client)
+            return client
 
     keys_fetched_off_loop(
         config.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL,
         config.TO_BOT_FROM_EMULATOR_OPENID_METADATA_URL,
     )
-    return ConfigurationBotFrameworkAuthentication(
-        config,
-        credentials_factory=tokens,
-        auth_configuration=AuthenticationConfiguration(
-            required_endorsements=[], claims_validator=channel_claims_only(config)
-        ),
-    )
+    return KeptClientsAuthentication()
 
 
 async def authenticate(

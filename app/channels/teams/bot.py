@@ -25,6 +25,7 @@ only: in their 1:1 chat (opened for them when they wrote in a channel), never in
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from app.channels.teams.cards import Card
 from app.channels.teams.identity import PLATFORM, TeamsPeople
 from app.domain.errors import BadInput, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, human_error
-from app.domain.models import Action, ChatUser
+from app.domain.models import Action, ChatUser, Request
 from app.ports import MessageLedger
 from app.runtime import InFlight
 from app.service import Decision, TwoKey
@@ -63,8 +64,12 @@ ACTIVITY_KEEP_S = 24 * 3600
 ANSWER_WITHIN_S = 5.0
 """The latest a press is answered while its decision is not yet on record: it is then answered
 with the card as stored, the decision goes on (tracked) and its card update follows."""
+NAMES_WITHIN_S = 0.5
+"""The longest a card waits for people's display names before it shows their ids."""
 UNEXPECTED = "Something went wrong on twokey's side; nothing was changed. Please try again."
 _TOKEN = re.compile(r"^<m(\d+)>$")
+_PICKED = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")
+"""One Entra object id from the people picker (several would come comma-separated)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,8 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
         me = await self._me(turn)
         if command.verb == "status":
             request = await self.service.status(me, command.request_id)
-            return replies.card_for("requester", request, await self.service.store.now())
+            now = await self.service.store.now()
+            return replies.card_for("requester", request, now, names=await self._names(request))
         if command.verb == "list":
             listing = await self.service.list_for(me)
             lines = [f"{r.id}: {r.action.label} for {r.target_name}" for r in listing.mine]
@@ -296,7 +302,10 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
         if stored is not None and stored.id == request_id:
             # on record: the card of the request the service told of (its gate script's
             # result, its time the store's at that change); the rest goes on, tracked
-            return replies.invoke_card(replies.card_for(role, stored, stored.last_change_at, note))
+            names = await self._names(stored)
+            return replies.invoke_card(
+                replies.card_for(role, stored, stored.last_change_at, note, names)
+            )
         if not task.done():
             log.warning("teams_answered_before_record", after_s=ANSWER_WITHIN_S)
         return await self._stored_card(role, request_id, note)
@@ -307,7 +316,17 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
         if request is None:
             return replies.invoke_message(note or f"No request {request_id} was found.")
         now = await self.service.store.now()
-        return replies.invoke_card(replies.card_for(role, request, now, note))
+        names = await self._names(request)
+        return replies.invoke_card(replies.card_for(role, request, now, note, names))
+
+    async def _names(self, request: Request) -> Mapping[str, str]:
+        """Directory names for the card, waited for briefly: a cold cache must not hold up an
+        invoke answer (the card then shows ids; the next update names them)."""
+        try:
+            return await asyncio.wait_for(self.service.names.for_request(request), NAMES_WITHIN_S)
+        except Exception as exc:
+            log.info("teams_names_skipped", error=type(exc).__name__)
+            return {}
 
     async def _decide(
         self, turn: TurnContext, pressed: ButtonAction, request_id: str, data: Mapping[str, Any]
@@ -347,7 +366,12 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
         try:
             me = await self._me(turn)
             target: ChatUser | str
-            if values.get("person"):
+            if values.get("picked"):
+                # Picked in Teams' people picker: the value is their Entra object id, which
+                # the roster answers for (TeamsInfo), then the directory resolves exactly one
+                # person (or refuses), as for a mention.
+                target = await self.people.chat_user(turn, values["picked"], who="The target")
+            elif values.get("person"):
                 # Named by their directory email: the directory resolves exactly one person
                 # (or refuses), as for a mention; the target is named, not authenticated.
                 email = values["person"]
@@ -416,9 +440,13 @@ def form_errors(
     errors: dict[str, str] = {}
     if values.get("action") not in {a.value for a in Action}:
         errors["action"] = "Choose the change to make."
-    person, nhi = values.get("person", ""), values.get("nhi", "")
-    if bool(person) == bool(nhi):
-        errors["target"] = "Name one person (their email), or one non-human identity (nhi:<name>)."
+    picked, person, nhi = values.get("picked", ""), values.get("person", ""), values.get("nhi", "")
+    if sum(map(bool, (picked, person, nhi))) != 1:
+        errors["target"] = (
+            "Pick one person (or type their email), or name one non-human identity (nhi:<name>)."
+        )
+    elif picked and not _PICKED.match(picked):
+        errors["target"] = "Pick one person only."
     try:
         check_ticket(values.get("ticket", ""))
     except TwokeyError as exc:
@@ -435,7 +463,7 @@ def _object(value: Any) -> dict[str, Any]:
 
 
 def _strings(data: Mapping[str, Any]) -> dict[str, str]:
-    fields = ("action", "person", "nhi", "ticket", "reason_code", "note")
+    fields = ("action", "picked", "person", "nhi", "ticket", "reason_code", "note")
     return {f: str(data.get(f) or "").strip()[:2000] for f in fields}
 
 

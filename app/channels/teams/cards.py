@@ -15,6 +15,7 @@ Cards stay well inside Teams' documented limits: 28 KB per message, at most
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from app.channels.common import ButtonAction, encode_button
@@ -76,8 +77,17 @@ def _plain(text: str | None, limit: int) -> str:
     return plain(text, limit)
 
 
+Names = Mapping[str, str]
+"""Directory display names by principal id (``TwoKey.names``): display only, never decided on."""
+
 FACE = Face(text=_plain)
-"""The neutral words made safe for a TextBlock; Teams cards name people by directory id."""
+"""The neutral words made safe for a TextBlock, with no names known (ids shown instead)."""
+
+
+def face(names: Names | None = None) -> Face:
+    """The neutral words for a card naming people by their directory display names, escaped
+    like any other text a person typed (a directory name is typed by someone too)."""
+    return Face(text=_plain, names=names.get) if names else FACE
 
 
 def _lines(lines: list[Line]) -> list[Card]:
@@ -151,15 +161,22 @@ def _sentence(words: str) -> str:
     return words[:1].upper() + words[1:]
 
 
-def _who(request: Request) -> str:
-    return plain(request.requester_name or request.requester_id)
+def _who(request: Request, shown: Face = FACE) -> str:
+    """The requester: the directory name stored when the request was opened, else the name
+    book's, else the id."""
+    if request.requester_name:
+        return plain(request.requester_name)
+    return shown.name(request.requester_id)
 
 
-def _account(request: Request) -> str:
-    name = plain(request.target_name)
+def _account(request: Request, shown: Face | None = None) -> str:
+    """The target by its directory name; given a face, an NHI also names its human owner of
+    record (not on the owner's own card, where "which you own" says it)."""
+    name = plain(request.target_name or request.target_id)
     if request.target_kind is PrincipalKind.NHI:
         system = f" on {plain(request.target_system)}" if request.target_system else ""
-        return f"{name} (non-human identity{system})"
+        owner = f"; owner {shown.name(request.owner_id)}" if shown is not None else ""
+        return f"{name} (non-human identity{system}{owner})"
     return name
 
 
@@ -185,32 +202,32 @@ def _risk_banner(request: Request) -> list[Card]:
     ]
 
 
-def _owner_gate(request: Request, now: int) -> str:
-    return words.owner_gate(request, now, FACE).words
+def _owner_gate(request: Request, now: int, shown: Face) -> str:
+    return words.owner_gate(request, now, shown).words
 
 
-def _approvals(request: Request, now: int) -> str:
-    return words.approvals_gate(request, now, FACE).words
+def _approvals(request: Request, now: int, shown: Face) -> str:
+    return words.approvals_gate(request, now, shown).words
 
 
 def _state_words(request: Request, now: int) -> str:
     return words.headline(shown_state(request, now))
 
 
-def _outcome(request: Request, now: int) -> list[Card]:
+def _outcome(request: Request, now: int, shown: Face) -> list[Card]:
     """What happened, once something has: decision, result, dispute (the neutral words)."""
     if shown_state(request, now).is_open:
         return []
-    return _lines(words.outcome(request, now, FACE))
+    return _lines(words.outcome(request, now, shown))
 
 
-def _request_facts(request: Request) -> list[tuple[str, str]]:
+def _request_facts(request: Request, shown: Face) -> list[tuple[str, str]]:
     return [
         ("Request", request.id),
         ("Ticket", plain(request.ticket, TICKET_MAX)),
         ("Change", request.action.label),
-        ("Account", _account(request)),
-        ("Asked by", _who(request)),
+        ("Account", _account(request, shown)),
+        ("Asked by", _who(request, shown)),
         ("Reason", plain(request.reason_code)),
         ("Note", plain(request.note, NOTE_MAX)),
     ]
@@ -228,14 +245,15 @@ def _expires(request: Request, now: int) -> str:
 # ---- the cards -------------------------------------------------------------------------------
 
 
-def owner_confirmation_card(request: Request, now: int) -> Card:
+def owner_confirmation_card(request: Request, now: int, names: Names | None = None) -> Card:
     """To the owner of record: "Did you ask for this?", with Yes / No while it is open."""
+    shown = face(names)
     nhi = request.target_kind is PrincipalKind.NHI
     whose = f"{_account(request)}, which you own" if nhi else "your account"
     body: list[Card] = [
         _text("Did you ask for this?", size="Medium", weight="Bolder"),
         _text(
-            f"{_who(request)} from the help desk asked twokey to {request.action.label} "
+            f"{_who(request, shown)} from the help desk asked twokey to {request.action.label} "
             f"for {whose}."
         ),
         _facts(
@@ -273,13 +291,14 @@ def owner_confirmation_card(request: Request, now: int) -> Card:
     if request.state.is_open and request.owner_confirmed_at is not None:
         body.append(_text(f"You confirmed {when(request.owner_confirmed_at)}.", color="Good"))
     if _still_open(request, now):
-        body.extend(_lines(words.step_up_lines(request, now, FACE)))
-    body.extend(_outcome(request, now))
+        body.extend(_lines(words.step_up_lines(request, now, shown)))
+    body.extend(_outcome(request, now, shown))
     return _card(body)
 
 
-def approval_card(request: Request, now: int) -> Card:
+def approval_card(request: Request, now: int, names: Names | None = None) -> Card:
     """To the approvers: what, on whom, the risk in plain words, and Approve / Deny."""
+    shown = face(names)
     deciding = _still_open(request, now) and not request.approvals_gate_satisfied(now)
     title = (
         f"Approval needed: {request.action.label} for {plain(request.target_name)}"
@@ -288,16 +307,16 @@ def approval_card(request: Request, now: int) -> Card:
         f"{_state_words(request, now).lower()}"
     )
     body: list[Card] = [_text(title, size="Medium", weight="Bolder"), *_risk_banner(request)]
-    rows = _request_facts(request)
+    rows = _request_facts(request, shown)
     rows += [
         ("Tier", _tier(request)),
-        ("Owner", _owner_gate(request, now)),
-        ("Approvals", _approvals(request, now)),
+        ("Owner", _owner_gate(request, now, shown)),
+        ("Approvals", _approvals(request, now, shown)),
         ("Expires", _expires(request, now)),
     ]
     body.append(_facts(rows))
     if _still_open(request, now):
-        body.extend(_lines(words.step_up_lines(request, now, FACE)))
+        body.extend(_lines(words.step_up_lines(request, now, shown)))
     if request.gate_note and _still_open(request, now):
         body.append(_text(plain(request.gate_note, DETAIL_MAX), color="Warning", wrap=True))
     if request.plan.breakglass and request.justification:
@@ -308,7 +327,7 @@ def approval_card(request: Request, now: int) -> Card:
         why = "; ".join(plain(r, 200) for r in request.plan.reasons[:6])
         body.append(_text(f"Why this tier: {why}", isSubtle=True, size="Small"))
     if not deciding:
-        body.extend(_outcome(request, now))
+        body.extend(_outcome(request, now, shown))
         return _card(body)
     body.append(
         _text(
@@ -321,8 +340,9 @@ def approval_card(request: Request, now: int) -> Card:
     return _card(body, actions)
 
 
-def requester_status_card(request: Request, now: int) -> Card:
+def requester_status_card(request: Request, now: int, names: Names | None = None) -> Card:
     """To the agent who asked: where the request stands, and Cancel while it is open."""
+    shown = face(names)
     body: list[Card] = [
         _text(
             f"Request {request.id}: {_state_words(request, now)}",
@@ -331,10 +351,10 @@ def requester_status_card(request: Request, now: int) -> Card:
         ),
         _facts(
             [
-                *_request_facts(request)[1:],
+                *_request_facts(request, shown)[1:],
                 ("Tier", _tier(request)),
-                ("Owner", _owner_gate(request, now)),
-                ("Approvals", _approvals(request, now)),
+                ("Owner", _owner_gate(request, now, shown)),
+                ("Approvals", _approvals(request, now, shown)),
                 ("Expires", _expires(request, now)),
             ]
         ),
@@ -343,7 +363,7 @@ def requester_status_card(request: Request, now: int) -> Card:
         missing = request.waiting_for(now)
         if missing:
             body.append(_text(f"Waiting for {', '.join(missing)}."))
-        body.extend(_lines(words.step_up_lines(request, now, FACE)))
+        body.extend(_lines(words.step_up_lines(request, now, shown)))
         if request.gate_note:
             body.append(_text(plain(request.gate_note, DETAIL_MAX), color="Warning", wrap=True))
         body.append(
@@ -354,13 +374,15 @@ def requester_status_card(request: Request, now: int) -> Card:
             )
         )
         return _card(body, [_button(ButtonAction.CANCEL, request, "Cancel request")])
-    body.extend(_outcome(request, now))
+    body.extend(_outcome(request, now, shown))
     return _card(body)
 
 
-def owner_done_card(request: Request, now: int) -> Card:
+def owner_done_card(request: Request, now: int, names: Names | None = None) -> Card:
     """To the owner once it ran: what was done, and "This wasn't me" while the window is open."""
-    account = "your account" if request.target_kind is PrincipalKind.HUMAN else _account(request)
+    shown = face(names)
+    human = request.target_kind is PrincipalKind.HUMAN
+    account = "your account" if human else _account(request)
     body: list[Card] = [
         _text(
             f"Done: {request.action.label} for {account}."
@@ -374,11 +396,11 @@ def owner_done_card(request: Request, now: int) -> Card:
             [
                 ("Request", request.id),
                 ("Ticket", plain(request.ticket, TICKET_MAX)),
-                ("Asked by", _who(request)),
+                ("Asked by", _who(request, shown)),
                 ("Finished", when(request.finished_at)),
             ]
         ),
-        *_outcome(request, now),
+        *_outcome(request, now, shown),
     ]
     if request.dispute_open(now):
         body.append(
@@ -393,7 +415,8 @@ def owner_done_card(request: Request, now: int) -> Card:
     return _card(body)
 
 
-def owner_card(request: Request, now: int) -> Card:
+def owner_card(request: Request, now: int, names: Names | None = None) -> Card:
     """The owner's current card: the question while it stands, the "done" card once it ran."""
-    ran = request.state in RAN
-    return owner_done_card(request, now) if ran else owner_confirmation_card(request, now)
+    if request.state in RAN:
+        return owner_done_card(request, now, names)
+    return owner_confirmation_card(request, now, names)

@@ -10,6 +10,16 @@ requester and security are told instead of a silent wait.
 Calls go through botbuilder's ConnectorClient with the cached connector token (auth.py); each
 call is best effort: a failure is logged by type and counted, and never undoes a decision.
 
+Throttling: the Bot Connector answers 429 with ``Retry-After`` when a bot sends too fast (many
+cards updated at once). msrest never retries a 429 and, left alone, retries 408/5xx up to three
+times silently (honouring a 503's ``Retry-After`` for up to six hours, in a worker thread). So
+each client's msrest retry policy is replaced (``auth.bounded_retries``): at most
+:data:`SILENT_RETRIES` quick retry, only of connection failures and 502/503/504 on calls that are
+safe to repeat (GET, PUT, DELETE: never a POST, which could post a message twice). A 429 is
+twokey's to handle: wait what ``Retry-After`` says and try again, while the waits of one call
+add up to at most :data:`THROTTLE_WAIT_S`; past that the call gives up and logs
+``teams_call_gave_up`` (the next change re-renders every card anyway).
+
 The service stores a decision before it tells anyone of it: each method of the port calls
 :func:`app.channels.acks.told` first, so a button press can be answered at that moment
 (bot.py), before the cards and messages that follow.
@@ -17,7 +27,10 @@ The service stores a decision before it tells anyone of it: each method of the p
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import structlog
@@ -41,6 +54,19 @@ POST_CLAIM_S = 60
 SERVICE_KEY = "service:"
 """Ledger key prefix: the service URL last seen for a tenant (``service:<tenant id>``)."""
 
+THROTTLE_WAIT_S = 15.0
+"""The most one call waits in all for ``Retry-After`` (inside the 20 s a stopping replica gives
+its tracked work)."""
+THROTTLE_TRIES = 5
+"""The most tries of one call while the Bot Connector answers 429 (``Retry-After: 0`` too)."""
+THROTTLE_DEFAULT_S = 1.0
+"""The wait when a 429 names none (doubled on each further 429)."""
+
+TEAMS_CALLS_THROTTLED = Counter(
+    "twokey_teams_calls_throttled_total",
+    "Bot Connector calls answered 429 (each wait for Retry-After counts once), by purpose.",
+    ["what"],
+)
 TEAMS_CALLS_FAILED = Counter(
     "twokey_teams_calls_failed_total",
     "Bot Connector calls that failed, by purpose and error.",
@@ -62,6 +88,7 @@ class TeamsNotifier:
         policy: Policy,
         clock: Callable[[], Awaitable[int]],
         load: Callable[[str], Awaitable[Request | None]],
+        names: Callable[[Request], Awaitable[Mapping[str, str]]] | None = None,
     ) -> None:
         self.auth = auth
         self.app_id = app_id
@@ -72,7 +99,10 @@ class TeamsNotifier:
         self.policy = policy
         self.clock = clock
         self.load = load
-        self._clients: dict[str, Any] = {}
+        self.names = names
+        """Directory display names for a request's cards (``TwoKey.names.for_request``)."""
+        self._claims = ClaimsIdentity({"aud": app_id}, True)
+        self.throttle_wait_s = THROTTLE_WAIT_S
 
     # ---- the port ----------------------------------------------------------------------------
 
@@ -81,6 +111,7 @@ class TeamsNotifier:
         told(request)
         now = await self.clock()
         refs = await self._refs(request.id)
+        names = await self._names(request)
         for role, person in self._people(request):
             if any(r.role == role and r.extra.get("person") == person for r in refs):
                 continue
@@ -89,31 +120,32 @@ class TeamsNotifier:
                 if role == "owner":
                     await self._owner_unreachable(request)
                 continue
-            await self._post(request, role, where, now, person)
+            await self._post(request, role, where, now, person, names)
         channel = request.plan.approval_channels.get(PLATFORM)
         if channel and not any(r.role == "approvers" for r in refs):
             service_url = await self._service_url()
             if service_url is None:
                 log.warning("teams_service_url_unknown", request=request.id)
             else:
-                await self._post(request, "approvers", (channel, service_url), now, "")
+                await self._post(request, "approvers", (channel, service_url), now, "", names)
         if request.plan.dm_approvers:
             for approver in await self._approvers(request):
                 if any(r.role == "approver-dm" and r.extra.get("person") == approver for r in refs):
                     continue
                 where = await self._one_to_one(approver)
                 if where is not None:
-                    await self._post(request, "approver-dm", where, now, approver)
+                    await self._post(request, "approver-dm", where, now, approver, names)
 
     async def update_request(self, request: Request, note: str = "") -> None:
         """Every card of this request to its stored truth."""
         told(request)
         request = await self._freshest(request)
         now = await self.clock()
+        names = await self._names(request)
         for ref in await self._refs(request.id):
             if ref.role not in replies.ROLES:
                 continue
-            card = replies.card_for(ref.role, request, now)
+            card = replies.card_for(ref.role, request, now, names=names)
             activity = _card_activity(card, _summary(ref.role, request))
             activity.id = ref.message_id
             await self._update(ref, activity)
@@ -178,7 +210,13 @@ class TeamsNotifier:
         return people
 
     async def _post(
-        self, request: Request, role: str, where: tuple[str, str], now: int, person: str
+        self,
+        request: Request,
+        role: str,
+        where: tuple[str, str],
+        now: int,
+        person: str,
+        names: Mapping[str, str],
     ) -> None:
         """Post one card once (whichever replica), and remember where it went."""
         conversation, service_url = where
@@ -189,7 +227,7 @@ class TeamsNotifier:
                 return
         except TwokeyError:
             return
-        card = replies.card_for(role, request, now)
+        card = replies.card_for(role, request, now, names=names)
         sent = await self._send(conversation, service_url, card, f"post_{role}", request, role)
         if sent is None:
             await self._release("teams-post", f"{request.id}:{role}:{person or conversation}")
@@ -275,6 +313,16 @@ class TeamsNotifier:
             and self.policy.holds_role(p, request.plan.approver_role)
         ]
 
+    async def _names(self, request: Request) -> Mapping[str, str]:
+        """The names its cards show; none (ids shown) when they cannot be had."""
+        if self.names is None:
+            return {}
+        try:
+            return await self.names(request)
+        except Exception as exc:
+            log.warning("directory_unavailable", error=type(exc).__name__)
+            return {}
+
     async def _refs(self, request_id: str) -> list[MessageRef]:
         try:
             return await self.ledger.messages_of(request_id, PLATFORM)
@@ -298,28 +346,65 @@ class TeamsNotifier:
         return request
 
     async def _client(self, service_url: str) -> Any:
-        client = self._clients.get(service_url)
-        if client is None:
-            claims = ClaimsIdentity({"aud": self.app_id}, True)
-            factory = self.auth.create_connector_factory(claims)
-            client = await factory.create(service_url, self.scope)
-            self._clients[service_url] = client
-        return client
+        """The kept connector client for this service URL (a new one once its token is
+        replaced: a client kept here for good would outlive its token)."""
+        factory = self.auth.create_connector_factory(self._claims)
+        return await factory.create(service_url, self.scope)
 
     async def _call(
         self, what: str, service_url: str, call: Callable[[Any], Awaitable[Any]]
     ) -> Any:
-        """One Bot Connector call; a failure is logged (purpose and error, never the payload)."""
+        """One Bot Connector call, tried again after each 429's ``Retry-After`` within
+        :data:`THROTTLE_WAIT_S`; a failure is logged (purpose and error, never the payload)."""
         if not service_url:
             return None
-        try:
-            return await call(await self._client(service_url))
-        except Exception as exc:
-            status = getattr(getattr(exc, "response", None), "status_code", None)
-            error = f"http_{status}" if status else type(exc).__name__
-            TEAMS_CALLS_FAILED.labels(what, error).inc()
-            log.error("teams_call_failed", what=what, error=error)
-            return None
+        waited = 0.0
+        for attempt in range(THROTTLE_TRIES):
+            try:
+                return await call(await self._client(service_url))
+            except Exception as exc:
+                response = getattr(exc, "response", None)
+                status = getattr(response, "status_code", None)
+                if status == 429:
+                    TEAMS_CALLS_THROTTLED.labels(what).inc()
+                    pause = retry_after(response, THROTTLE_DEFAULT_S * 2**attempt)
+                    if attempt + 1 < THROTTLE_TRIES and waited + pause <= self.throttle_wait_s:
+                        log.info("teams_call_throttled", what=what, retry_after_s=round(pause, 2))
+                        await asyncio.sleep(pause)
+                        waited += pause
+                        continue
+                    log.error(
+                        "teams_call_gave_up",
+                        what=what,
+                        error="http_429",
+                        waited_s=round(waited, 2),
+                        retry_after_s=round(pause, 2),
+                    )
+                error = f"http_{status}" if status else type(exc).__name__
+                TEAMS_CALLS_FAILED.labels(what, error).inc()
+                log.error("teams_call_failed", what=what, error=error)
+                return None
+        return None
+
+
+def retry_after(response: Any, default: float) -> float:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), else
+    ``default``; never negative."""
+    headers = getattr(response, "headers", None) or {}
+    value = str(headers.get("Retry-After") or "").strip()
+    if not value:
+        return default
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _card_activity(card: Card, summary: str) -> Activity:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from app.channels.common import ButtonAction
 from app.channels.teams import cards
-from app.channels.teams.cards import Card, plain
+from app.channels.teams.cards import Card, Names, plain
 from app.domain.forms import NOTE_MAX
 from app.domain.models import Action, Request
 
@@ -25,14 +25,17 @@ ROLES = ("owner", "approvers", "approver-dm", "requester")
 """Roles of the request cards twokey keeps updated."""
 
 
-def card_for(role: str, request: Request, now: int, note: str = "") -> Card:
-    """The card of this role, rendered from the stored request; ``note`` on top (a refusal)."""
+def card_for(
+    role: str, request: Request, now: int, note: str = "", names: Names | None = None
+) -> Card:
+    """The card of this role, rendered from the stored request; ``note`` on top (a refusal);
+    people named by their directory display names where ``names`` knows them."""
     if role == "owner":
-        card = cards.owner_card(request, now)
+        card = cards.owner_card(request, now, names)
     elif role == "requester":
-        card = cards.requester_status_card(request, now)
+        card = cards.requester_status_card(request, now, names)
     else:
-        card = cards.approval_card(request, now)
+        card = cards.approval_card(request, now, names)
     if note:
         card = {**card, "body": [_note(note), *card["body"]]}
     return card
@@ -147,7 +150,8 @@ def open_form_card(
         *error("form"),
         choice("action", "Change", [a.value for a in Action]),
         *error("action"),
-        text("person", "Person", "their work email, e.g. alice@example.com", 200, False),
+        people_picker(values.get("picked", "")),
+        text("person", "Or their work email", "e.g. alice@example.com", 200, False),
         text("nhi", "Or a non-human identity", "nhi:<name>", 200, False),
         *error("target"),
         text("ticket", "Ticket", "e.g. INC-1234", cards.TICKET_MAX, True),
@@ -162,6 +166,29 @@ def open_form_card(
             card.pop("value", None)
     submit: Card = {"type": "Action.Execute", "title": "Ask", "verb": OPEN_VERB, "data": {}}
     return cards._card(body, [submit])
+
+
+PICKER_DATASET = "graph.microsoft.com/users"
+"""Teams' people picker over the whole organisation (``Data.Query``, an Input.ChoiceSet
+extension Teams documents); its value is the picked person's Entra object id."""
+
+
+def people_picker(picked: str = "") -> Card:
+    """Pick the person by name; kept as picked when the form comes back with an error (the id
+    only: twokey shows no name it has not resolved)."""
+    picker: Card = {
+        "type": "Input.ChoiceSet",
+        "id": "picked",
+        "label": "Person",
+        "placeholder": "Type their name and pick them",
+        "isMultiSelect": False,
+        "choices": [],
+        "choices.data": {"type": "Data.Query", "dataset": PICKER_DATASET},
+    }
+    if picked:
+        picker["choices"] = [{"title": "The person you picked", "value": picked[:64]}]
+        picker["value"] = picked[:64]
+    return picker
 
 
 def invoke_card(card: Card) -> dict[str, object]:

@@ -97,6 +97,11 @@ class TeamsStandIn:
         }
         self.server: TestServer | None = None
         self.fail_updates = False
+        self.throttle_updates = 0
+        """Answer this many card updates 429 with ``Retry-After: retry_after`` (then as usual)."""
+        self.retry_after = "1"
+        self.update_attempts: list[tuple[float, str, str, int]] = []
+        """Every card update asked for: (monotonic time, conversation, activity, status)."""
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -219,9 +224,19 @@ class TeamsStandIn:
     async def _update(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return web.json_response({"error": {"code": "Unauthorized"}}, status=401)
-        if self.fail_updates:
-            return web.json_response({"error": {"code": "ServiceError"}}, status=502)
         cid, aid = request.match_info["cid"], request.match_info["aid"]
+        if self.throttle_updates > 0:
+            self.throttle_updates -= 1
+            self.update_attempts.append((time.monotonic(), cid, aid, 429))
+            return web.json_response(
+                {"error": {"code": "Throttled"}},
+                status=429,
+                headers={"Retry-After": self.retry_after},
+            )
+        if self.fail_updates:
+            self.update_attempts.append((time.monotonic(), cid, aid, 502))
+            return web.json_response({"error": {"code": "ServiceError"}}, status=502)
+        self.update_attempts.append((time.monotonic(), cid, aid, 200))
         for message in self.messages.get(cid, []):
             if message.id == aid:
                 activity = await request.json()

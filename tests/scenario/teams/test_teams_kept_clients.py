@@ -1,0 +1,63 @@
+"""Connector clients are kept between turns, and replaced with their token.
+
+botbuilder builds two msrest clients on every turn (most of a bare bot's CPU per press); twokey
+keeps one per service URL and audience. A client kept for good would carry its token past its
+expiry and every proactive card update would then be refused: the kept one is replaced once
+the token is.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from botbuilder.schema import Activity
+from botframework.connector.auth import ClaimsIdentity
+from teams_standin import APP_ID, APPROVALS, TeamsStandIn
+from teams_world import endpoints, teams_settings
+
+from app.channels.teams.auth import (
+    TOKEN_EARLY_S,
+    ConnectorClients,
+    ConnectorTokens,
+    authentication,
+    bot_config,
+)
+
+
+async def test_turns_share_one_client_until_its_token_is_replaced(
+    teams: TeamsStandIn, namespace: str
+) -> None:
+    now = [1_000.0]
+    config = bot_config(teams_settings(namespace), endpoints(teams))
+    async with aiohttp.ClientSession() as session:
+        tokens = ConnectorTokens(config, session, clock=lambda: now[0])
+        auth = authentication(config, tokens)
+        factory = auth.create_connector_factory(ClaimsIdentity({"aud": APP_ID}, True))
+        assert isinstance(factory, ConnectorClients)
+        url = teams.url + "/"
+        first = await factory.create(url)
+        assert await factory.create(url) is first, "a second turn reuses the client"
+        assert factory.built == 1 and tokens.fetched == 1
+
+        stale = set(teams.issued)
+        now[0] += 3599 - TOKEN_EARLY_S + 1  # the token is about to expire: a new one is fetched
+        second = await factory.create(url)
+        assert second is not first and factory.built == 2 and tokens.fetched == 2
+        teams.issued -= stale  # the Bot Connector no longer takes the old token
+
+        sent = await second.conversations.send_to_conversation(
+            APPROVALS, Activity(type="message", text="still reaching Teams")
+        )
+        assert sent.id
+        assert teams.unauthorized == []
+        assert [m.activity.get("text") for m in teams.messages[APPROVALS]] == [
+            "still reaching Teams"
+        ]
+
+
+async def test_the_user_token_client_is_kept_too(teams: TeamsStandIn, namespace: str) -> None:
+    config = bot_config(teams_settings(namespace), endpoints(teams))
+    async with aiohttp.ClientSession() as session:
+        auth = authentication(config, ConnectorTokens(config, session))
+        claims = ClaimsIdentity({"aud": APP_ID, "appid": APP_ID}, True)
+        first = await auth.create_user_token_client(claims)
+        assert await auth.create_user_token_client(claims) is first
