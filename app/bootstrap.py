@@ -17,7 +17,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -47,6 +47,7 @@ from app.runtime import check_playground as check_playground
 from app.runtime import production_wiring as production_wiring
 from app.service import ServiceOptions, StepUpOptions, TwoKey
 from app.settings import Settings
+from app.stepup_oidc import build_reauth
 from app.store.connect import BadRedisUrl, connect
 from app.store.directory_cache import CachedDirectory
 from app.store.gauges import backlog
@@ -54,7 +55,7 @@ from app.store.journal import FileJournal, JournalUnavailable
 from app.store.keys import Keys
 from app.store.ledger import RedisMessageLedger
 from app.store.redis_store import RedisRequestStore
-from app.tickets import TicketConfigError, ticket_system
+from app.tickets import TicketConfigError, ticket_system, write_back
 
 log = structlog.get_logger("twokey.bootstrap")
 
@@ -398,9 +399,12 @@ async def build_runtime(settings: Settings) -> Runtime:
         check_not_demo_defaults(settings, directory)
         connectors: list[IdentityProvider] = wiring.connectors or [SandboxConnector()]
         notifier = FanoutNotifier()
+        reauth = build_reauth(
+            policy.step_up.oidc, settings.public_url, redis, settings.namespace, os.environ
+        )
+        if reauth is not None:
+            closers.append(reauth.aclose)
         tickets = ticket_system(policy.tickets)
-        if tickets is not None:
-            closers.append(tickets.aclose)
         service = TwoKey(
             store,
             directory,
@@ -409,9 +413,11 @@ async def build_runtime(settings: Settings) -> Runtime:
             policy,
             ServiceOptions(lease_s=settings.execution_lease),
             journal=journal,
-            step_up=step_up_options(settings, chain_key, connectors),
+            step_up=replace(step_up_options(settings, chain_key, connectors), reauth=reauth),
             tickets=tickets,
         )
+        if tickets is not None:
+            closers.append(write_back(tickets, policy, notifier, redis, keys, service.names.of))
         duo = service.step_up.push.get("duo_push") if service.step_up is not None else None
         if isinstance(duo, DuoPush):
             closers.append(duo.aclose)

@@ -1,4 +1,5 @@
-"""`twokey serve | audit verify | audit export | policy check | policy explain | requests | review`.
+"""`twokey serve | audit verify | audit export | policy check | policy explain | requests | review
+| connectors check | tickets check`.
 
 Each command builds what it needs through app.bootstrap and says plainly what went wrong. The
 commands are read by people: plain words on stdout, times in ISO-8601 UTC, and no log lines
@@ -139,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only each shard's chain head (shard, seq, mac): keep them outside Redis",
     )
+    forward = audit.add_parser(
+        "forward", help="send sealed events to the SIEM named by TWOKEY_AUDIT_FORWARD_URL"
+    )
+    forward.add_argument(
+        "--once",
+        action="store_true",
+        help="forward until caught up, then exit (cron); without it: until stopped",
+    )
 
     report = commands.add_parser(
         "report", help="evidence for auditors: HTML, PDF or JSON from the verified audit trail"
@@ -205,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cleanup.add_argument("--policy", help="policy file (default: TWOKEY_POLICY or the example)")
     cleanup.add_argument("--name", help="only the aws_iam connector with this name")
+
+    tickets = commands.add_parser(
+        "tickets", help="check the policy's ticket system (ServiceNow, Jira)"
+    ).add_subparsers(dest="tickets_command", required=True)
+    ticket_check = tickets.add_parser(
+        "check", help="test the ticket system's credentials and permissions, read-only"
+    )
+    ticket_check.add_argument(
+        "--policy", help="policy file (default: TWOKEY_POLICY or the example)"
+    )
+    ticket_check.add_argument("--ticket", help="also read this ticket (changes nothing)")
 
     review = commands.add_parser("review", help="break-glass reviews").add_subparsers(
         dest="review_command", required=True
@@ -278,6 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from app.connector_setup import connectors_command
 
             code, text = asyncio.run(connectors_command(args, settings.policy_path))
+            print(text, file=sys.stderr if code == 2 else sys.stdout)
+            return code
+        if args.command == "tickets":
+            from app.tickets.check import tickets_command
+
+            code, text = asyncio.run(tickets_command(args, settings.policy_path))
             print(text, file=sys.stderr if code == 2 else sys.stdout)
             return code
         return asyncio.run(_with_runtime(settings, _COMMANDS[args.command], args))
@@ -365,6 +391,10 @@ async def audit_command(runtime: Runtime, args: argparse.Namespace) -> int:
         code, text = render_verify(report)
         print(text)
         return code
+    if args.audit_command == "forward":
+        from app.audit.forward_cli import forward_command
+
+        return await forward_command(runtime.redis, runtime.trail, runtime.settings, args.once)
     if args.audit_command == "seal":
         from app.domain.durations import format_duration
 

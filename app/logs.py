@@ -47,6 +47,8 @@ _EMAIL = re.compile(r"[\w.+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+", re.IGNORECASE)
 _CREDENTIAL = re.compile(r"\b(Bearer|SSWS|DPoP|Basic)\s+[\w.~+/=-]{12,}", re.IGNORECASE)
 _HEADER_PAIR = re.compile(r"\((b?)(['\"])([\w-]+)\2,\s*b?(['\"]).*?(?<!\\)\4\)")
 """``(b'link', b'<...>')``: a header as httpcore and h11 print them."""
+_SIGNIN_LINK = re.compile(r"(/stepup/oidc/start/)[\w-]+")
+"""An approver's single-use sign-in link in a path (aiohttp's access log prints paths)."""
 
 
 def scrub(text: str) -> str:
@@ -54,6 +56,7 @@ def scrub(text: str) -> str:
     text = _HEADER_PAIR.sub(r"(\1\2\3\2, [redacted])", text)
     text = _CREDENTIAL.sub(r"\1 [redacted]", text)
     text = _QUERY.sub(r"\1", text)
+    text = _SIGNIN_LINK.sub(r"\1[redacted]", text)
     return _EMAIL.sub("[email]", text)
 
 

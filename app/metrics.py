@@ -51,6 +51,12 @@ FRAUD_FLAGS = Counter(
 )
 DISPUTES = Counter("twokey_disputes_total", "Owners who disputed a change already made.")
 BREAKGLASS_USES = Counter("twokey_breakglass_uses_total", "Break-glass requests opened.")
+TICKET_WRITES = Counter(
+    "twokey_ticket_writes_total",
+    "Notes and state changes written back to the ticket system, by kind (note, state) and "
+    "result (ok, failed); a failure never undoes or blocks a decision.",
+    ["kind", "result"],
+)
 OPEN_REVIEWS = Gauge("twokey_open_reviews", "Break-glass reviews still open (set by the sweeper).")
 HANDLER_SECONDS = Histogram(
     "twokey_handler_seconds",
@@ -75,6 +81,22 @@ DUE_BACKLOG = Gauge(
 AUDIT_UNSEALED_AGE = Gauge(
     "twokey_audit_unsealed_oldest_seconds",
     "Age of the oldest audit event not yet sealed (0 when all are sealed).",
+)
+AUDIT_FORWARDED = Counter(
+    "twokey_audit_forwarded_total",
+    "Sealed audit events a SIEM sink acknowledged, by sink (syslog, hec, webhook).",
+    ["sink"],
+)
+AUDIT_FORWARD_FAILURES = Counter(
+    "twokey_audit_forward_failures_total",
+    "Forwarding attempts that failed, by sink and reason (unreachable, refused, unavailable, "
+    "throttled, blocked, redis, error).",
+    ["sink", "reason"],
+)
+AUDIT_FORWARD_LAG = Gauge(
+    "twokey_audit_forward_lag_seconds",
+    "Age of the oldest sealed audit event not yet forwarded to the SIEM (0 when none).",
+    ["sink"],
 )
 
 _DECISION_SCRIPTS = frozenset(

@@ -175,6 +175,19 @@ class PushVerifier(Protocol):
         ...
 
 
+class ReauthLinks(Protocol):
+    """Hands an approver a short-lived, single-use link to sign in again at the identity
+    provider (the ``oidc_reauth`` approver step-up); the sign-in comes back to twokey's web
+    server, which reports it to ``TwoKey.approver_signed_in``."""
+
+    verifier: str
+
+    async def link_for(self, request: Request, approver: Principal) -> str:
+        """A new link bound to this request and approver (raises Unavailable if it cannot be
+        stored)."""
+        ...
+
+
 class CodeSender(Protocol):
     """Sends a one-time step-up code to an owner's address of record (never to chat)."""
 
@@ -184,7 +197,8 @@ class CodeSender(Protocol):
 
 
 class TicketSystem(Protocol):
-    """Where help desk tickets live (ServiceNow): read a quoted ticket before a request opens."""
+    """Where help desk tickets live (ServiceNow, Jira Service Management): read a quoted ticket
+    before a request opens and again before its change runs; write what happened back."""
 
     name: str
     """The system, in words (e.g. ServiceNow), for messages."""
@@ -192,6 +206,21 @@ class TicketSystem(Protocol):
     async def find(self, number: str) -> Ticket | None:
         """The ticket with this number, or None when there is none; raises when the system
         cannot answer (down, credentials refused, an answer it does not document)."""
+        ...
+
+    async def add_note(self, ticket: Ticket, text: str) -> None:
+        """An internal note on the ticket (a work note, never seen by the caller); raises when
+        it was not written."""
+        ...
+
+    async def set_state(self, ticket: Ticket, state: str) -> None:
+        """Move the ticket to ``state`` (ServiceNow state value, Jira transition id); raises
+        when it was not moved."""
+        ...
+
+    async def check(self) -> list[str]:
+        """Read-only: what the credentials may do, one line each; raises when they cannot
+        even read tickets."""
         ...
 
 
@@ -225,6 +254,15 @@ class RequestStore(Protocol):
     async def release_requester(
         self, requester_id: str, request_id: str, action: Action
     ) -> None: ...
+
+    async def use_ticket(self, system: str, number: str, request_id: str, keep_ms: int) -> str:
+        """Mark a ticket as backing ``request_id`` unless another request did first (atomic);
+        returns the request id that holds it."""
+        ...
+
+    async def release_ticket(self, system: str, number: str, request_id: str) -> None:
+        """Give back a ticket marked for a request that did not open (only its own mark)."""
+        ...
 
     async def open(
         self,

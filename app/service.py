@@ -54,8 +54,23 @@ from app.domain.models import (
     RequestState,
 )
 from app.domain.policy import Policy, evaluate
-from app.domain.stepup import CODE_DIGITS, Verifier, choose, code_digest, masked_email
-from app.domain.tickets import ticket_problem
+from app.domain.stepup import (
+    CODE_DIGITS,
+    Verifier,
+    choose,
+    code_digest,
+    masked_email,
+    same_person,
+)
+from app.domain.tickets import (
+    Ticket,
+    ticket_changed,
+    ticket_gone,
+    ticket_in_use,
+    ticket_people_gone,
+    ticket_problem,
+    ticket_unreadable,
+)
 from app.domain.words import when as when
 from app.names import NameBook
 from app.ports import (
@@ -71,6 +86,7 @@ from app.ports import (
     PushOutcome,
     PushResult,
     PushVerifier,
+    ReauthLinks,
     RequestStore,
     TicketSystem,
 )
@@ -115,6 +131,15 @@ class Caller:
         return self.principal.id
 
 
+@dataclass(frozen=True)
+class QuotedTicket:
+    """The ticket an agent quoted, as the ticket system holds it, and the person it must be
+    about (the target, or an NHI's owner of record)."""
+
+    ticket: Ticket
+    person: Principal
+
+
 @dataclass
 class ServiceOptions:
     lease_s: int = 120
@@ -132,6 +157,15 @@ class StepUpOptions:
     """Sends codes to recovery emails; without it the email_code verifier cannot start."""
     push: Mapping[str, PushVerifier] = field(default_factory=dict)
     """Push verifiers by the step-up verifier they run (okta_push -> the Okta connector)."""
+    reauth: ReauthLinks | None = None
+    """Hands approvers a single-use link to sign in again (oidc_reauth); None: it cannot."""
+
+
+@dataclass(frozen=True)
+class ReauthLinksRoute:
+    """The approver step-up chosen for a request is a sign-in link (not a push)."""
+
+    links: ReauthLinks
 
 
 @dataclass
@@ -307,7 +341,7 @@ class TwoKey:
         self._connector_for(action, target)
         owner_id = await self._reachable_owner(target)
         try:
-            await self._check_ticket(ticket, target, owner_id)
+            quoted = await self._check_ticket(ticket, target, owner_id)
         except (NotFound, NotAllowed) as refusal:  # a ticket that does not hold up: audited
             await self._audit_refused_open(caller, target, action, ticket, refusal, "ticket")
             raise
@@ -317,7 +351,9 @@ class TwoKey:
         # see it: requests shard by target), so parallel opens cannot all pass their limit.
         held = await self.store.reserve_requester(caller.id, request_id, action, velocity)
         reply: GateReply | None = None
+        ticket_held = False
         try:
+            ticket_held = await self._use_ticket(caller, target, action, ticket, request_id)
             for _attempt in range(self.options.open_retries):
                 now = await self.store.now()
                 signals = await self.store.signals(target.id, caller.id, velocity, now)
@@ -342,6 +378,8 @@ class TwoKey:
                         ),
                     )
                     raise
+                if quoted is not None:
+                    await self._ticket_fits_tier(quoted, plan.tier, caller, target, action)
                 request = Request(
                     id=request_id,
                     ticket=ticket,
@@ -367,6 +405,8 @@ class TwoKey:
         finally:
             if reply is None or reply.code is not GateCode.OK:
                 await self._release(caller.id, request_id, action)
+                if ticket_held:
+                    await self._release_ticket(ticket, request_id)
         if reply is None or reply.request is None or reply.code is not GateCode.OK:
             raise Conflict(say.OPEN_FAILED)
         opened = reply.request
@@ -419,29 +459,110 @@ class TwoKey:
             opening.check_owner_active(target, owner)
         return owner_id
 
-    async def _check_ticket(self, number: str, target: Principal, owner_id: str) -> None:
-        """The quoted ticket is real, open, recent and (if the policy says) the target's own;
-        a ticket system that cannot answer refuses the request (fail closed)."""
+    async def _check_ticket(
+        self, number: str, target: Principal, owner_id: str
+    ) -> QuotedTicket | None:
+        """The quoted ticket exists (None: tickets are not looked up); whether it holds up for
+        the request's tier is decided once the tier is known (`_ticket_fits_tier`). A ticket
+        system that cannot answer refuses the request (fail closed)."""
         settings = self.policy.tickets
         if not settings.checked:
-            return
-        system = self.tickets
-        if system is None:
+            return None
+        found = await self._read_ticket(number)
+        if found is None:
+            raise NotFound(say.ticket_not_found(self._ticket_system().name, number))
+        person = target
+        if owner_id != target.id:
+            owner = await self._directory(self.directory.get(owner_id))
+            person = owner if owner is not None else target
+        return QuotedTicket(ticket=found, person=person)
+
+    def _ticket_system(self) -> TicketSystem:
+        if self.tickets is None:
             raise Unavailable(say.TICKETS_NOT_WIRED)
+        return self.tickets
+
+    async def _read_ticket(self, number: str) -> Ticket | None:
+        system = self._ticket_system()
         try:
-            ticket = await system.find(number)
+            return await system.find(number)
         except Exception as exc:
             log.warning("ticket_system_unavailable", system=system.name, error=type(exc).__name__)
             raise Unavailable(say.tickets_down(system.name, number)) from exc
-        if ticket is None:
-            raise NotFound(say.ticket_not_found(system.name, number))
-        person = target
-        if owner_id != target.id and settings.caller_must_be_target:
-            owner = await self._directory(self.directory.get(owner_id))
-            person = owner if owner is not None else target
-        problem = ticket_problem(settings, ticket, person, await self.store.now() / 1000)
+
+    async def _ticket_fits_tier(
+        self, quoted: QuotedTicket, tier: str, caller: Caller, target: Principal, action: Action
+    ) -> None:
+        """The checks the tier asks for (open, recent, the target's, the agent's); a refusal
+        names the ticket's field and is audited like any refused opening."""
+        problem = ticket_problem(
+            self.policy.tickets,
+            quoted.ticket,
+            quoted.person,
+            await self.store.now() / 1000,
+            requester=caller.principal,
+            tier=tier,
+        )
         if problem is not None:
-            raise NotAllowed(problem)
+            refusal = NotAllowed(problem)
+            await self._audit_refused_open(
+                caller, target, action, quoted.ticket.number, refusal, "ticket"
+            )
+            raise refusal
+
+    async def _use_ticket(
+        self, caller: Caller, target: Principal, action: Action, number: str, request_id: str
+    ) -> bool:
+        """One ticket, one request (``tickets.one_request_per_ticket``): marked atomically, so
+        two agents quoting the same ticket at once cannot both open. True when marked here."""
+        settings = self.policy.tickets
+        if not (settings.checked and settings.one_request_per_ticket):
+            return False
+        keep_ms = max(self.policy.retention, 86_400) * 1000
+        holder = await self.store.use_ticket(settings.system, number, request_id, keep_ms)
+        if holder != request_id:
+            refusal = NotAllowed(ticket_in_use(number, holder))
+            await self._audit_refused_open(caller, target, action, number, refusal, "ticket_reused")
+            raise refusal
+        return True
+
+    async def _release_ticket(self, number: str, request_id: str) -> None:
+        """Best effort: a ticket left marked must be quoted on a new ticket, never reused."""
+        try:
+            await self.store.release_ticket(self.policy.tickets.system, number, request_id)
+        except Unavailable:
+            log.warning("ticket_use_not_released", request=request_id)
+
+    async def _ticket_no_longer_holds(self, request: Request) -> str:
+        """Re-read the ticket just before the change runs: closed, reassigned or given to
+        someone else since the request opened stops it ("" when it still holds). A ticket
+        system that cannot answer stops it too (fail closed)."""
+        settings = self.policy.tickets
+        if not settings.checked or request.requester_id == SYSTEM:
+            return ""
+        try:
+            found = await self._read_ticket(request.ticket)
+        except Unavailable:
+            return ticket_unreadable(settings.system_name, request.ticket)
+        if found is None:
+            return ticket_gone(settings.system_name, request.ticket)
+        try:
+            requester = await self._directory(self.directory.get(request.requester_id))
+            person = await self._directory(self.directory.get(request.owner_id))
+        except Unavailable:
+            return "the directory could not be reached to re-check the ticket's people"
+        if requester is None or person is None:
+            return ticket_people_gone(request.ticket)
+        problem = ticket_problem(
+            settings,
+            found,
+            person,
+            await self.store.now() / 1000,
+            requester=requester,
+            tier=request.plan.tier,
+            at_claim=True,
+        )
+        return ticket_changed(problem) if problem else ""
 
     def _check_action_fits(self, action: Action, target: Principal) -> None:
         opening.check_action_fits(action, target)
@@ -491,6 +612,11 @@ class TwoKey:
         reply = await self.store.approve(request_id, caller.id, caller.via, self._roles(caller))
         if reply.code is GateCode.NOOP and reply.detail == "awaiting_verification":
             request = self._reply_request(reply)
+            reauth = self._approver_route(request)
+            if isinstance(reauth, ReauthLinksRoute):  # a lost link: a new one, nothing else
+                url = await reauth.links.link_for(request, caller.principal)
+                message = say.approver_link_sent(request, url)
+                return Decision(request=request, changed=False, message=message)
             return Decision(request=request, changed=False, message=say.approver_push_sent(request))
         decision = await self._after_gate(
             reply, caller, "Your approval is recorded.", what="approved"
@@ -501,14 +627,29 @@ class TwoKey:
 
     # ---- step-up verification of an approver ------------------------------------------------
 
+    def _approver_route(self, request: Request) -> PushVerifier | ReauthLinksRoute | None:
+        """The first of the plan's approver verifiers this twokey can run, in the policy's order."""
+        if self.step_up is None:
+            return None
+        for name in request.plan.approver_step_up:
+            if name == Verifier.OIDC_REAUTH.value:
+                if self.step_up.reauth is not None:
+                    return ReauthLinksRoute(self.step_up.reauth)
+                continue
+            pusher = self.step_up.push.get(name)
+            if pusher is not None:
+                return pusher
+        return None
+
     async def _verify_approver(self, request: Request, caller: Caller) -> Decision:
         """The tier wants a fresh IdP check of the approver before their approval counts: push
-        to their device and record the answer when it comes (within the approval's TTL)."""
-        pusher = None
-        for name in request.plan.approver_step_up:
-            pusher = self.step_up.push.get(name) if self.step_up is not None else None
-            if pusher is not None:
-                break
+        to their device, or hand them a link to sign in again, and record the answer when it
+        comes (within the approval's TTL)."""
+        route = self._approver_route(request)
+        if isinstance(route, ReauthLinksRoute):
+            url = await route.links.link_for(request, caller.principal)
+            return Decision(request=request, message=say.approver_link_sent(request, url))
+        pusher = route
         if pusher is None or not caller.principal.email:
             reply = await self.store.verify_approver(
                 request.id, caller.id, PushOutcome.UNAVAILABLE.value, "none"
@@ -538,13 +679,60 @@ class TwoKey:
         except Unavailable:
             log.warning("approver_step_up_unrecorded", request=request.id)
             return
+        await self._approver_step_up_recorded(reply, approver)
+
+    async def approver_signed_in(
+        self, request_id: str, approver_id: str, claimed: object
+    ) -> Decision:
+        """The identity provider signed someone in again through an approver's link (the web
+        server verified the ID token): it counts only if it signed in that very approver, as
+        the directory knows them, while their approval waits. Anything else changes nothing.
+        """
+        request_id = parse_request_id(request_id)
+        settings = self.policy.step_up.oidc
+        if settings is None or self.step_up is None or self.step_up.reauth is None:
+            raise NotAllowed(say.APPROVER_STEP_UP_UNAVAILABLE)
+        approver = await self._directory(self.directory.get(approver_id))
+        if approver is None:
+            raise IdentityUnsure(say.nobody_with_email("The approver"))
+        opening.check_active(approver, "The approver")
+        if not same_person(settings, approver, claimed):
+            log.warning("approver_signin_wrong_person", request=request_id, approver=approver.id)
+            raise NotAllowed(say.approver_signin_wrong_person(request_id, approver.name))
+        reply = await self.store.verify_approver(
+            request_id, approver.id, PushOutcome.APPROVED.value, Verifier.OIDC_REAUTH.value
+        )
+        request = self._reply_request(reply)
+        log.info("approver_signed_in", request=request_id, code=reply.code.value)
+        self._in_background(self._approver_step_up_recorded(reply, approver, tell_approver=False))
+        if reply.code is not GateCode.OK:
+            raise NotAllowed(say.approver_signin_refused(request, reply.code.value))
+        return Decision(request=request, message=say.approver_signed_in(request, approver.name))
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        """Cards, messages and the execution after a step-up answered from a web page: the
+        page is answered once the gate is stored; ``settle_pushes`` waits for these too."""
+
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run())
+        self._pushes.add(task)
+        task.add_done_callback(self._pushes.discard)
+
+    async def _approver_step_up_recorded(
+        self, reply: GateReply, approver: Principal, *, tell_approver: bool = True
+    ) -> None:
+        """After verify_approver.lua: cards, the approver told of a failed push (a sign-in
+        page says it itself), the requester of a counted approval, and the execution once
+        every gate holds."""
         if reply.request is None:
             return
         after = reply.request
         log.info("approver_step_up", request=after.id, code=reply.code.value)
         await self._tell("update_request", self.notifier.update_request(after))
         if reply.code is not GateCode.OK:
-            if reply.code in (GateCode.LATE, GateCode.FAILED):
+            if tell_approver and reply.code in (GateCode.LATE, GateCode.FAILED):
                 text = say.approver_step_up_failed(after, reply.detail or "late")
                 await self._tell(
                     "notify_person", self.notifier.notify_person(after, approver.id, text)
@@ -1120,6 +1308,9 @@ class TwoKey:
             return claim
         if unverified:
             return await self._refuse_to_run(request, token, unverified, "directory_unreachable")
+        ticket_stale = await self._ticket_no_longer_holds(request)
+        if ticket_stale:
+            return await self._refuse_to_run(request, token, ticket_stale, "ticket_changed")
         try:
             await self.journal.begin(request, token)
         except Exception as exc:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +44,16 @@ class Settings(BaseSettings):
     )
     """Seconds a directory connector's answer is kept in Redis; 0 turns the cache off."""
 
+    # forwarding sealed audit events to a SIEM (app/audit/forward.py); unset URL: not forwarded
+    audit_forward_url: str | None = Field(default=None, alias="TWOKEY_AUDIT_FORWARD_URL")
+    """syslog+tls://host:port, splunk-hec://host:port or https://host/path (a webhook)."""
+    audit_forward_token: SecretStr | None = Field(default=None, alias="TWOKEY_AUDIT_FORWARD_TOKEN")
+    audit_forward_secret: SecretStr | None = Field(
+        default=None, alias="TWOKEY_AUDIT_FORWARD_SECRET"
+    )
+    audit_forward_ca_file: Path | None = Field(default=None, alias="TWOKEY_AUDIT_FORWARD_CA_FILE")
+    audit_forward_batch: int = Field(default=100, ge=1, le=1000, alias="TWOKEY_AUDIT_FORWARD_BATCH")
+
     # step-up one-time codes by email (SMTP); unset host: the email_code verifier cannot start
     smtp_host: str | None = Field(default=None, alias="TWOKEY_SMTP_HOST")
     smtp_port: int = Field(default=587, ge=1, le=65535, alias="TWOKEY_SMTP_PORT")
@@ -55,6 +66,10 @@ class Settings(BaseSettings):
     duo_api_host: str | None = Field(default=None, alias="TWOKEY_DUO_API_HOST")
     duo_ikey: str | None = Field(default=None, alias="TWOKEY_DUO_IKEY")
     duo_skey: SecretStr | None = Field(default=None, alias="TWOKEY_DUO_SKEY")
+
+    # where people's browsers reach twokey (approvers' sign-in links: step_up.oidc)
+    public_url: str | None = Field(default=None, alias="TWOKEY_PUBLIC_URL")
+    """e.g. https://twokey.example.com; https, or plain http on localhost only."""
 
     # timing
     sweep_interval: float = Field(default=1.0, gt=0, le=60, alias="TWOKEY_SWEEP_INTERVAL")
@@ -90,6 +105,22 @@ class Settings(BaseSettings):
     purpose (a demo workspace). Without it twokey refuses that combination."""
 
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        """Links built on it are followed by browsers: https, no path tricks or credentials."""
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        local = parts.hostname in {"localhost", "127.0.0.1", "::1"}
+        if not parts.hostname or parts.scheme not in {"https", "http"}:
+            raise ValueError("TWOKEY_PUBLIC_URL must be a URL such as https://twokey.example.com")
+        if parts.scheme == "http" and not local:
+            raise ValueError("TWOKEY_PUBLIC_URL must use https (plain http only on localhost)")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("TWOKEY_PUBLIC_URL takes no query, fragment or credentials")
+        return value.strip().rstrip("/")
 
     @property
     def slack_enabled(self) -> bool:

@@ -20,7 +20,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.bootstrap import Runtime, build_runtime, run_sweeper
+from app.audit.forward import ForwardConfig, ForwardConfigError, forward_until_stopped
+from app.bootstrap import Runtime, StartupError, build_runtime, run_sweeper
 from app.domain.errors import Unavailable
 from app.metrics import HANDLER_SECONDS
 from app.settings import Settings
@@ -55,7 +56,8 @@ async def readyz(request: web.Request) -> web.Response:
 
     Only Redis decides readiness: a connector's provider being down must not take every
     replica out of service (denials, cancels and confirmations still work; an execution then
-    fails closed and says so). `twokey connectors check` asks the providers themselves.
+    fails closed and says so). `twokey connectors check` asks the providers themselves; the
+    ticket system likewise (`twokey tickets check`).
     """
     runtime = request.app[RUNTIME]
     policy = runtime.policy
@@ -70,6 +72,13 @@ async def readyz(request: web.Request) -> web.Response:
         },
         "connectors": {connector.name: "configured" for connector in runtime.connectors},
     }
+    if policy.tickets.checked:  # reported, never a readiness condition (it fails closed alone)
+        body["tickets"] = {
+            "system": policy.tickets.system,
+            "instance": policy.tickets.instance_url,
+            "status": "configured" if runtime.service.tickets is not None else "not connected",
+            "write_back": policy.tickets.write_back.notes,
+        }
     if not runtime.inflight.accepting:
         return web.json_response({**body, "status": "stopping"}, status=503)
     try:
@@ -136,6 +145,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    forwarding = _audit_forwarding(settings)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         own = runtime is None
@@ -143,8 +153,12 @@ def create_app(
         app[RUNTIME] = rt
         for mount in _channel_mounts(settings):
             await mount(app, rt)
+        _mount_approver_signin(app, rt)
         if sweeper:
             rt.tasks.append(asyncio.create_task(run_sweeper(rt), name="twokey-sweeper"))
+        if sweeper and forwarding is not None:
+            forward = forward_until_stopped(rt.redis, rt.store.keys, forwarding, rt.stopping)
+            rt.tasks.append(asyncio.create_task(forward, name="twokey-audit-forward"))
         try:
             yield
         finally:
@@ -160,6 +174,24 @@ def create_app(
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(stop_accepting)
     return app
+
+
+def _audit_forwarding(settings: Settings) -> ForwardConfig | None:
+    """The SIEM sink for sealed audit events, checked before anything is served."""
+    try:
+        return ForwardConfig.from_settings(settings)
+    except ForwardConfigError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _mount_approver_signin(app: web.Application, runtime: Runtime) -> None:
+    """/stepup/oidc/...: approvers sign in again (step_up.oidc), when the policy asks for it."""
+    from app.stepup_oidc import OidcReauthLinks
+    from app.stepup_oidc_web import mount
+
+    step_up = runtime.service.step_up
+    if step_up is not None and isinstance(step_up.reauth, OidcReauthLinks):
+        mount(app, runtime, step_up.reauth)
 
 
 def _channel_mounts(settings: Settings) -> list[ChannelMount]:

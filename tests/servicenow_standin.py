@@ -1,13 +1,16 @@
 """A local ServiceNow Table API for the ``incident`` table, answering as ServiceNow documents.
 
 It checks what twokey sends against the published shape (basic auth, ``sysparm_query`` of
-``number=<n>``, the fields asked for, raw values) and records anything else as a problem, so a
-test fails if the adapter drifts from the real API.
+``number=<n>``, the fields asked for, raw values; ``PATCH /api/now/table/incident/<sys_id>``
+with a JSON body of writable fields) and records anything else as a problem, so a test fails if
+the adapter drifts from the real API. Work notes land in the incident's journal, as on an
+instance, where a test reads them.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -18,7 +21,17 @@ from aiohttp import web
 USER = "twokey.api"
 PASSWORD = "s3cret-Pa55word!"
 _QUERY = re.compile(r"number=([A-Za-z0-9_-]+)")
-_NEEDED = {"number", "state", "opened_at", "caller_id.email", "caller_id.user_name"}
+_NEEDED = {
+    "number",
+    "state",
+    "opened_at",
+    "caller_id.email",
+    "caller_id.user_name",
+    "assigned_to.email",
+    "assigned_to.user_name",
+    "assignment_group.name",
+}
+_WRITABLE = {"work_notes", "state"}
 
 
 def opened(seconds_ago: float) -> str:
@@ -31,8 +44,13 @@ class ServiceNowStandIn:
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
     queries: list[dict[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    work_notes: dict[str, list[str]] = field(default_factory=dict)
+    """Incident number -> its work notes, oldest first."""
     fail_with: int | None = None
     """Answer every request with this status (an instance in trouble)."""
+    fail_writes_with: int | None = None
+    """Answer every PATCH with this status (reads still work)."""
+    retry_after_s: int = 30
 
     def add(
         self,
@@ -42,44 +60,88 @@ class ServiceNowStandIn:
         age_s: float = 600,
         caller_email: str = "alice@example.com",
         caller_user_name: str = "alice",
+        assigned_to_email: str = "bob@example.com",
+        assigned_to_user_name: str = "bob",
+        assignment_group: str = "",
     ) -> None:
         self.incidents[number] = {
             "sys_id": f"{len(self.incidents) + 1:032x}",
             "number": number,
             "state": state,
             "opened_at": opened(age_s),
+            "short_description": "Lost phone, needs MFA reset",
             "caller_id.email": caller_email,
             "caller_id.user_name": caller_user_name,
-            "assigned_to": "",
-            "assignment_group": "",
+            "assigned_to.email": assigned_to_email,
+            "assigned_to.user_name": assigned_to_user_name,
+            "assignment_group.name": assignment_group,
         }
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/api/now/table/incident", self._list)
+        app.router.add_patch("/api/now/table/incident/{sys_id}", self._update)
         return app
 
-    async def _list(self, request: web.Request) -> web.Response:
-        if self.fail_with is not None:
-            return _error(self.fail_with, "Internal server error", "stand-in told to fail")
+    def _refusal(self, request: web.Request, status: int | None) -> web.Response | None:
+        if status == 429:
+            body = {"error": {"message": "Rate limit exceeded"}, "status": "failure"}
+            headers = {"Retry-After": str(self.retry_after_s)}
+            return web.json_response(body, status=429, headers=headers)
+        if status is not None:
+            return _error(status, "Internal server error", "stand-in told to fail")
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
         if request.headers.get("Authorization") != expected:
             return _error(401, "User Not Authenticated", "Required to provide Auth information")
+        if request.headers.get("Accept") != "application/json":
+            self.problems.append("no Accept: application/json")
+        return None
+
+    async def _list(self, request: web.Request) -> web.Response:
+        refused = self._refusal(request, self.fail_with)
+        if refused is not None:
+            return refused
         params = dict(request.query)
         self.queries.append(params)
-        match = _QUERY.fullmatch(params.get("sysparm_query", ""))
+        query = params.get("sysparm_query")
+        match = _QUERY.fullmatch(query) if query is not None else None
         fields = set(params.get("sysparm_fields", "").split(","))
-        if match is None:
+        if query is not None and match is None:
             self.problems.append(f"sysparm_query is not number=<n>: {params}")
-        if not _NEEDED <= fields:
+        if query is not None and not _NEEDED <= fields:
             self.problems.append(f"sysparm_fields lacks {sorted(_NEEDED - fields)}")
         if params.get("sysparm_display_value", "false") != "false":
             self.problems.append("display values asked for: state and opened_at must be raw")
-        if request.headers.get("Accept") != "application/json":
-            self.problems.append("no Accept: application/json")
-        row = self.incidents.get(match.group(1)) if match else None
-        result = [] if row is None else [{k: v for k, v in row.items() if k in fields}]
+        if query is None:  # a listing (the read-only check): the first incident, if any
+            rows = list(self.incidents.values())[:1]
+        else:
+            row = self.incidents.get(match.group(1)) if match else None
+            rows = [] if row is None else [row]
+        result = [{k: v for k, v in row.items() if k in fields} for row in rows]
         return web.json_response({"result": result})
+
+    async def _update(self, request: web.Request) -> web.Response:
+        refused = self._refusal(request, self.fail_with or self.fail_writes_with)
+        if refused is not None:
+            return refused
+        sys_id = request.match_info["sys_id"]
+        row = next((r for r in self.incidents.values() if r["sys_id"] == sys_id), None)
+        if row is None:
+            return _error(404, "No Record found", "Record doesn't exist or ACL restricts")
+        if request.content_type != "application/json":
+            self.problems.append(f"PATCH body is {request.content_type}, not application/json")
+        try:
+            body = json.loads(await request.text())
+        except ValueError:
+            return _error(400, "Exception while reading request", "body is not JSON")
+        if not isinstance(body, dict) or not set(body) <= _WRITABLE:
+            self.problems.append(f"PATCH writes fields it should not: {body}")
+            return _error(400, "Invalid field", "stand-in accepts work_notes and state")
+        if "work_notes" in body:
+            self.work_notes.setdefault(row["number"], []).append(str(body["work_notes"]))
+        if "state" in body:
+            row["state"] = str(body["state"])
+        return web.json_response({"result": {"sys_id": sys_id, "number": row["number"]}})
 
 
 def _error(status: int, message: str, detail: str) -> web.Response:

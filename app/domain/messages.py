@@ -31,7 +31,7 @@ def tickets_down(system: str, number: str) -> str:
 
 def ticket_not_found(system: str, number: str) -> str:
     return (
-        f"Ticket {number} was not found in {system} (no incident has that number): "
+        f"Ticket {number} was not found in {system} (no ticket has that number): "
         "check the number you quoted."
     )
 
@@ -554,4 +554,40 @@ def approver_step_up_failed(request: Request, why: str) -> str:
     return (
         f"The push for your approval of {request.id} {what}, so your approval does not count. "
         "Approve again to get a new push."
+    )
+
+
+def approver_link_sent(request: Request, url: str) -> str:
+    """The approver's own reply (never the card): the link signs only them in."""
+    return (
+        f"Your approval of {request.id} counts once you sign in again at your identity "
+        f"provider, now, before the approval expires: {url} (it works once, for a few minutes; "
+        "approve again for a new one)."
+    )
+
+
+def approver_signed_in(request: Request, name: str) -> str:
+    return f"Thank you, {name}: you signed in again, so your approval of {request.id} counts now."
+
+
+def approver_signin_wrong_person(request_id: str, name: str) -> str:
+    return (
+        f"This link was for {name}, and the identity provider signed in someone else, so "
+        f"nothing changed on {request_id}. {name} must sign in as themselves: approve again in "
+        "chat for a new link."
+    )
+
+
+def approver_signin_refused(request: Request, code: str) -> str:
+    """A sign-in that came back when the approval no longer waited for it."""
+    if code == "LATE":
+        return (
+            f"Your approval of {request.id} expired before you signed in again, so it does not "
+            "count. Approve again in chat if the request is still open."
+        )
+    if request.state.is_final:
+        return f"Request {request.id} is already {phrase(request.state)}; nothing changed."
+    return (
+        f"Your approval of {request.id} is not waiting for a sign-in (already verified, or "
+        "dropped), so nothing changed. Approve again in chat for a new link if it is needed."
     )

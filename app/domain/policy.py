@@ -25,8 +25,16 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from app.domain.durations import Duration, format_duration
 from app.domain.errors import BadInput, NotAllowed, VelocityLimited
 from app.domain.models import Action, Plan, Principal, PrincipalKind, Risk
-from app.domain.stepup import StepUp, StepUpSettings, Verifier, choose, device_problems
-from app.domain.tickets import TicketSettings
+from app.domain.stepup import (
+    StepUp,
+    StepUpSettings,
+    Verifier,
+    choose,
+    device_problems,
+    oidc_reference_problems,
+    owner_problems,
+)
+from app.domain.tickets import TicketSettings, ticket_tier_problems
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
@@ -221,7 +229,8 @@ class Fraud(BaseModel):
     def _no_push_for_a_flagged_reset(cls, value: list[Verifier]) -> list[Verifier]:
         if len(set(value)) != len(value):
             raise ValueError("name each verifier once; the list is tried in order")
-        problems = device_problems(value, True, "fraud.step_up")
+        problems = owner_problems(value, "fraud.step_up")
+        problems += device_problems(value, True, "fraud.step_up")
         if problems:
             raise ValueError("; ".join(problems))
         return value
@@ -363,6 +372,8 @@ def reference_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     problems += _tier_name_problems(data, tiers)
     problems += _strictest_problems(data, tiers)
     problems += _lost_reason_problems(data)
+    problems += oidc_reference_problems(data)
+    problems += ticket_tier_problems(data, tiers)
     return problems
 
 

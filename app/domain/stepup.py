@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.domain.durations import Duration
-from app.domain.models import Action
+from app.domain.models import Action, Principal
 
 _Strict = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,6 +45,9 @@ class Verifier(StrEnum):
     """An Okta Verify push to the owner's enrolled phone (Okta factors verify API)."""
     DUO_PUSH = "duo_push"
     """A Duo Push to the owner's enrolled phone (Duo Auth API, asynchronous auth)."""
+    OIDC_REAUTH = "oidc_reauth"
+    """The approver signs in again at the identity provider through a short-lived,
+    single-use link (OIDC code flow with PKCE, RFC 9470 step-up); approvers only."""
 
     @property
     def uses_owner_device(self) -> bool:
@@ -51,7 +58,13 @@ class Verifier(StrEnum):
     @property
     def checks_at_the_idp(self) -> bool:
         """A fresh check by the identity provider (may verify an approver, not only an owner)."""
-        return self in (Verifier.OKTA_PUSH, Verifier.DUO_PUSH)
+        return self in (Verifier.OKTA_PUSH, Verifier.DUO_PUSH, Verifier.OIDC_REAUTH)
+
+    @property
+    def approvers_only(self) -> bool:
+        """A link the person opens in their own browser session: it proves who signed in,
+        which for an owner the chat DM it arrives in cannot back up on a second channel."""
+        return self is Verifier.OIDC_REAUTH
 
     @property
     def app(self) -> str:
@@ -68,6 +81,7 @@ _WORDS = {
     Verifier.MANAGER: "the owner's manager confirming it with them by phone or in person",
     Verifier.OKTA_PUSH: "a push to Okta Verify on the owner's enrolled phone",
     Verifier.DUO_PUSH: "a Duo Push to the owner's enrolled phone",
+    Verifier.OIDC_REAUTH: "signing in again at the identity provider through a single-use link",
 }
 
 
@@ -93,7 +107,10 @@ class StepUp(BaseModel):
     """An approval counts only once its approver passed one of these (a fresh IdP check)
     within the approval's TTL; until then cards say it waits for their verification."""
 
-    _unique_owner = field_validator("owner")(_unique)
+    @field_validator("owner")
+    @classmethod
+    def _owner_verifiers(cls, value: list[Verifier]) -> list[Verifier]:
+        return _owner_list(value, "owner")
 
     @field_validator("approver")
     @classmethod
@@ -102,7 +119,8 @@ class StepUp(BaseModel):
         for verifier in value:
             if not verifier.checks_at_the_idp:
                 raise ValueError(
-                    f"{verifier.value} cannot verify an approver: use an IdP check (okta_push)"
+                    f"{verifier.value} cannot verify an approver: use an IdP check "
+                    "(okta_push, duo_push or oidc_reauth)"
                 )
         return value
 
@@ -111,8 +129,8 @@ class StepUp(BaseModel):
     def _unique_per_action(
         cls, value: dict[Action, list[Verifier]]
     ) -> dict[Action, list[Verifier]]:
-        for verifiers in value.values():
-            _unique(verifiers)
+        for action, verifiers in value.items():
+            _owner_list(verifiers, f"actions.{action.value}")
         return value
 
     @model_validator(mode="after")
@@ -133,6 +151,25 @@ class StepUp(BaseModel):
     def any(self) -> bool:
         """Whether it asks anything of the owner."""
         return bool(self.owner) or any(self.actions.values())
+
+
+def _owner_list(value: list[Verifier], where: str) -> list[Verifier]:
+    _unique(value)
+    problems = owner_problems(value, where)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return value
+
+
+def owner_problems(verifiers: list[Verifier], where: str) -> list[str]:
+    """Verifiers named for an owner that only verify approvers (empty: it's fine)."""
+    wrong = [v.value for v in verifiers if v.approvers_only]
+    if not wrong:
+        return []
+    return [
+        f"{where}: {', '.join(wrong)} verifies approvers only (step_up.approver); give the "
+        "owner a verifier on a second channel (okta_push, duo_push, manager, email_code)"
+    ]
 
 
 def device_problems(
@@ -159,6 +196,134 @@ def device_problems(
     return []
 
 
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+_CLAIM = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,63}")
+_ACR = re.compile(r"[!#-~]{1,200}")
+"""One ``acr_values`` entry: printable, no space (the request joins them with spaces)."""
+OIDC_REQUIRED = ("issuer", "client_id", "client_secret_env")
+
+
+class OidcReauth(BaseModel):
+    """``step_up.oidc``: the identity provider an approver signs in again at (oidc_reauth).
+
+    Authorization code flow with PKCE (S256), ``prompt=login``, ``max_age`` and
+    ``acr_values`` as RFC 9470 describes; the ID token's ``person_claim`` must name the
+    approver as the directory knows them (``matches``), or the sign-in counts for nothing.
+    """
+
+    model_config = _Strict
+
+    issuer: str | None = None
+    """The issuer URL; its /.well-known/openid-configuration is read at start-up."""
+    client_id: str | None = Field(default=None, min_length=1, max_length=255)
+    client_secret_env: str | None = None
+    """The NAME of the environment variable holding the client secret, never the secret."""
+    max_age: Duration = 5 * 60
+    """The sign-in must be at most this old when twokey sees it (auth_time)."""
+    acr_values: list[str] = Field(default_factory=list, max_length=10)
+    """Asked for; when given, the ID token's ``acr`` must be one of them."""
+    person_claim: str = "email"
+    """The ID token claim that names the person (email, preferred_username, upn, ...)."""
+    matches: Literal["email", "id"] = "email"
+    """What of the approver's directory entry the claim must equal (email: any case)."""
+    link_ttl: Duration = 5 * 60
+    """How long an approver's link works (once)."""
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        local = parts.hostname in {"localhost", "127.0.0.1", "::1"}
+        if not parts.hostname or parts.scheme not in {"https", "http"}:
+            raise ValueError("issuer must be a URL such as https://example.okta.com")
+        if parts.scheme == "http" and not local:
+            raise ValueError("issuer must use https (plain http only to localhost)")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("issuer is the issuer URL only: no query, fragment or credentials")
+        return value
+
+    @field_validator("client_secret_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            # Never echo the value: someone may have pasted the secret itself here.
+            raise ValueError(
+                "this is not an environment variable name: the client secret is never written "
+                "in the policy file, only the NAME of the variable holding it "
+                "(e.g. TWOKEY_OIDC_CLIENT_SECRET)"
+            )
+        return value
+
+    @field_validator("acr_values")
+    @classmethod
+    def _acr_words(cls, value: list[str]) -> list[str]:
+        for acr in value:
+            if not _ACR.fullmatch(acr):
+                raise ValueError(f"{acr!r} is not an acr value: printable, no spaces")
+        return value
+
+    @field_validator("person_claim")
+    @classmethod
+    def _claim_name(cls, value: str) -> str:
+        if not _CLAIM.fullmatch(value):
+            raise ValueError("person_claim is a claim name such as email or preferred_username")
+        return value
+
+    @field_validator("max_age", "link_ttl")
+    @classmethod
+    def _short(cls, value: int) -> int:
+        if not 30 <= value <= 15 * 60:
+            raise ValueError("between 30s and 15m: the sign-in must be fresh")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> OidcReauth:
+        missing = [name for name in OIDC_REQUIRED if getattr(self, name) is None]
+        if missing:
+            raise ValueError(
+                f"the OIDC re-authentication is incomplete: set {', '.join(missing)} "
+                "(the identity provider's issuer URL, twokey's client id there, and the NAME "
+                "of the environment variable holding its client secret)"
+            )
+        return self
+
+
+def same_person(settings: OidcReauth, approver: Principal, claimed: object) -> bool:
+    """Whether the person the IdP signed in is this approver: an email in any case, an id
+    exactly; a missing or non-text claim never matches."""
+    if not isinstance(claimed, str) or not claimed.strip():
+        return False
+    if settings.matches == "id":
+        return claimed == approver.id
+    return approver.email is not None and claimed.strip().lower() == approver.email.lower()
+
+
+def oidc_reference_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Tiers whose approvers sign in again (oidc_reauth) while no ``step_up.oidc`` says where:
+    refused, never accepted as an approval that could not count."""
+    tiers = data.get("tiers")
+    step_up = data.get("step_up")
+    if isinstance(step_up, Mapping) and step_up.get("oidc") is not None:
+        return []
+    if not isinstance(tiers, Mapping):
+        return []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for name, tier in tiers.items():
+        section = tier.get("step_up") if isinstance(tier, Mapping) else None
+        approver = section.get("approver") if isinstance(section, Mapping) else None
+        if isinstance(approver, list) and Verifier.OIDC_REAUTH.value in approver:
+            problems.append(
+                (
+                    ("tiers", str(name), "step_up", "approver"),
+                    "oidc_reauth needs the identity provider approvers sign in again at: set "
+                    "step_up.oidc (issuer, client_id, client_secret_env)",
+                )
+            )
+    return problems
+
+
 class StepUpSettings(BaseModel):
     """Policy-wide step-up settings (`step_up:` at the top of the policy file)."""
 
@@ -172,6 +337,8 @@ class StepUpSettings(BaseModel):
     code_attempts: int = Field(default=CODE_ATTEMPTS_MAX, ge=1, le=CODE_ATTEMPTS_MAX)
     push_timeout: Duration = 2 * 60
     """How long a push waits for the owner's answer before it counts as timed out."""
+    oidc: OidcReauth | None = None
+    """Where approvers sign in again for the oidc_reauth verifier."""
 
     @field_validator("push_timeout")
     @classmethod

@@ -2,21 +2,26 @@
 
 Before a request opens, the ticket the agent quoted is read from the ticket system (a
 :class:`Ticket`, through the ``TicketSystem`` port) and must exist, be open, be recent enough
-and, where the policy says so, have been raised by the person whose account would change.
-Pure: the adapter reads, this module decides, in words that name the ticket's field.
+and, where the policy says so, have been raised by the person whose account would change and be
+assigned to the agent (or the agent's group). It is read again when execution is claimed: a
+ticket closed or reassigned meanwhile stops the change. Afterwards twokey writes what happened
+back onto the ticket (:func:`ticket_note`). Pure: the adapters read and write, this module
+decides and words, naming the ticket's fields as the ticket system calls them.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from app.domain.durations import Duration, format_duration
-from app.domain.models import Principal
+from app.domain.forms import clean_text
+from app.domain.models import Principal, Request, RequestState
 
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 
@@ -30,26 +35,118 @@ INCIDENT_STATES = {
 }
 """ServiceNow's incident states out of the box (the ``state`` field's values)."""
 
+SYSTEM_NAMES = {"servicenow": "ServiceNow", "jira": "Jira Service Management"}
+
+DEFAULT_OPEN_STATES = {"servicenow": ["1", "2", "3"], "jira": ["new", "indeterminate"]}
+"""ServiceNow: New, In Progress, On Hold. Jira: status categories To Do and In Progress."""
+
+
+class _Fields(BaseModel):
+    """What a ticket system calls the fields the checks read (for refusals that name them)."""
+
+    state: str
+    opened: str
+    caller: str
+    assigned: str
+
+
+FIELD_NAMES = {
+    "servicenow": _Fields(
+        state="state",
+        opened="opened_at",
+        caller="caller_id",
+        assigned="assigned_to or assignment_group",
+    ),
+    "jira": _Fields(state="status", opened="created", caller="reporter", assigned="assignee"),
+    "none": _Fields(state="state", opened="opened", caller="caller", assigned="assignee"),
+}
+
+
+def _off_means_none(value: object) -> object:
+    """``max_age: off`` (or ``false``) switches the window off for a tier."""
+    return None if value is False or (isinstance(value, str) and value.strip() == "off") else value
+
+
+class TierTicketChecks(BaseModel):
+    """One tier's own choice of the checks that may differ by tier; unset: the section's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_age: Annotated[Duration | None, BeforeValidator(_off_means_none)] = None
+    """``off`` switches the window off for this tier."""
+    caller_must_be_target: bool | None = None
+    assigned_to_requester: bool | None = None
+
+
+class TicketChecks(BaseModel):
+    """The checks that apply to one request, its tier's choices resolved."""
+
+    model_config = ConfigDict(frozen=True)
+
+    open_states: tuple[str, ...]
+    max_age: int | None
+    caller_must_be_target: bool
+    assigned_to_requester: bool
+
+
+class WriteBack(BaseModel):
+    """What twokey writes onto the ticket (never a secret or a temporary password)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    notes: bool = False
+    """A work note (ServiceNow ``work_notes``; a Jira internal comment) on each decision and on
+    the outcome: who confirmed, who approved, when, what the identity provider answered."""
+    completion_state: str | None = Field(default=None, min_length=1, max_length=40)
+    """Set when the change completed: a ServiceNow ``state`` value (e.g. 6, Resolved) or a Jira
+    transition id; unset: the ticket's state is left alone."""
+
+    @field_validator("completion_state", mode="before")
+    @classmethod
+    def _state_as_word(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
 
 class TicketSettings(BaseModel):
     """The policy's ``tickets:`` section: whether and how quoted tickets are checked."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    system: Literal["servicenow", "none"] = "none"
+    system: Literal["servicenow", "jira", "none"] = "none"
     """``none``: the ticket is only matched against ``ticket_pattern``."""
     instance_url: str | None = None
-    """e.g. https://example.service-now.com"""
+    """e.g. https://example.service-now.com or https://example.atlassian.net"""
     username_env: str | None = None
-    """The environment variable holding the API user's name (basic auth)."""
+    """ServiceNow: the environment variable holding the API user's name (basic auth)."""
     password_env: str | None = None
-    """The environment variable holding its password (never the password itself)."""
+    """ServiceNow: the environment variable holding its password (never the password itself)."""
+    email_env: str | None = None
+    """Jira: the environment variable holding the API user's email (basic auth)."""
+    api_token_env: str | None = None
+    """Jira: the environment variable holding that user's API token."""
     open_states: list[str] = Field(default_factory=lambda: ["1", "2", "3"], min_length=1)
-    """Incident ``state`` values that count as open (New, In Progress, On Hold)."""
+    """States that count as open. ServiceNow: incident ``state`` values (default 1, 2, 3);
+    Jira: status names or status category keys (default new, indeterminate)."""
     max_age: Duration | None = None
-    """A ticket opened (``opened_at``) longer ago than this is refused; unset: any age."""
+    """A ticket opened longer ago than this is refused; unset: any age."""
     caller_must_be_target: bool = False
-    """The ticket's ``caller_id`` must be the target (for an NHI: its owner of record)."""
+    """The ticket's caller (Jira: reporter) must be the target (for an NHI: its owner)."""
+    assigned_to_requester: bool = False
+    """The ticket must be assigned to the agent asking, or to one of the agent's groups."""
+    one_request_per_ticket: bool = True
+    """A ticket backs one twokey request: quoting it again, for anything, is refused."""
+    tiers: dict[str, TierTicketChecks] = Field(default_factory=dict)
+    """Per tier: ``max_age``, ``caller_must_be_target``, ``assigned_to_requester`` of its own."""
+    write_back: WriteBack = Field(default_factory=WriteBack)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_states_of_the_system(cls, data: object) -> object:
+        if isinstance(data, Mapping) and data.get("open_states") is None:
+            system = data.get("system")
+            if isinstance(system, str) and system in DEFAULT_OPEN_STATES:
+                return {**data, "open_states": DEFAULT_OPEN_STATES[system]}
+        return data
 
     @field_validator("open_states", mode="before")
     @classmethod
@@ -58,7 +155,7 @@ class TicketSettings(BaseModel):
             return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         return value
 
-    @field_validator("username_env", "password_env")
+    @field_validator("username_env", "password_env", "email_env", "api_token_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not _ENV_NAME.fullmatch(value):
@@ -85,44 +182,87 @@ class TicketSettings(BaseModel):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _servicenow_is_complete(self) -> TicketSettings:
-        if self.system == "servicenow":
-            missing = [
-                name
-                for name in ("instance_url", "username_env", "password_env")
-                if getattr(self, name) is None
-            ]
-            if missing:
-                raise ValueError(f"system servicenow needs {', '.join(missing)}")
+    def _system_is_complete(self) -> TicketSettings:
+        needs = {
+            "servicenow": ("instance_url", "username_env", "password_env"),
+            "jira": ("instance_url", "email_env", "api_token_env"),
+        }.get(self.system, ())
+        missing = [name for name in needs if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"system {self.system} needs {', '.join(missing)}")
         return self
 
     @property
     def checked(self) -> bool:
         return self.system != "none"
 
-    def in_words(self) -> str:
-        """What is checked, for `policy check` and `policy explain`."""
+    @property
+    def system_name(self) -> str:
+        return SYSTEM_NAMES.get(self.system, self.system)
+
+    @property
+    def states_open(self) -> tuple[str, ...]:
+        return tuple(self.open_states)
+
+    def checks_for(self, tier: str) -> TicketChecks:
+        """The checks a request of ``tier`` gets: the tier's own choices over the section's."""
+        own = self.tiers.get(tier)
+        chosen = own.model_fields_set if own is not None else set()
+
+        def pick(name: str) -> Any:
+            return getattr(own, name) if own is not None and name in chosen else getattr(self, name)
+
+        return TicketChecks(
+            open_states=self.states_open,
+            max_age=pick("max_age"),
+            caller_must_be_target=pick("caller_must_be_target"),
+            assigned_to_requester=pick("assigned_to_requester"),
+        )
+
+    def in_words(self, tier: str | None = None) -> str:
+        """What is checked, for `policy check` and `policy explain` (for one tier if named)."""
         if not self.checked:
             return "not looked up (tickets.system: none); only ticket_pattern applies"
-        states = ", ".join(_state_words(s) for s in self.open_states)
-        parts = [f"must exist in ServiceNow ({self.instance_url})", f"state one of {states}"]
-        if self.max_age is not None:
-            parts.append(f"opened_at within {format_duration(self.max_age)}")
-        if self.caller_must_be_target:
-            parts.append("caller_id is the target (an NHI's owner)")
+        fields = FIELD_NAMES[self.system]
+        checks = self.checks_for(tier or "")
+        states = ", ".join(_state_words(s) for s in checks.open_states)
+        parts = [
+            f"must exist in {self.system_name} ({self.instance_url})",
+            f"{fields.state} one of {states}",
+        ]
+        if checks.max_age is not None:
+            parts.append(f"{fields.opened} within {format_duration(checks.max_age)}")
+        if checks.caller_must_be_target:
+            parts.append(f"{fields.caller} is the target (an NHI's owner)")
+        if checks.assigned_to_requester:
+            parts.append(f"{fields.assigned} is the agent or the agent's group")
+        if self.one_request_per_ticket:
+            parts.append("used by one request only")
+        if tier is None and self.tiers:
+            parts.append(f"tiers with their own checks: {', '.join(sorted(self.tiers))}")
+        if self.write_back.notes:
+            parts.append("each decision and the outcome written back as a work note")
         return "; ".join(parts)
 
 
 class Ticket(BaseModel):
-    """A ticket as the ticket system holds it (only the fields the checks read)."""
+    """A ticket as the ticket system holds it (only the fields the checks and cards read)."""
 
     model_config = ConfigDict(frozen=True)
 
     number: str
     state: str
+    state_category: str = ""
+    """Jira's status category key (new, indeterminate, done); empty for ServiceNow."""
     opened_at: datetime | None = None
     caller_email: str = ""
     caller_user_name: str = ""
+    assigned_to_email: str = ""
+    assigned_to_user_name: str = ""
+    assignment_group: str = ""
+    short_description: str = ""
+    ref: str = ""
+    """The system's own id of the record (ServiceNow ``sys_id``, Jira issue id) for writing."""
 
 
 def _state_words(state: str) -> str:
@@ -130,33 +270,59 @@ def _state_words(state: str) -> str:
     return f"{state} ({name})" if name else state
 
 
+def _is_open(ticket: Ticket, open_states: tuple[str, ...]) -> bool:
+    wanted = {s.casefold() for s in open_states}
+    return ticket.state.casefold() in wanted or (
+        bool(ticket.state_category) and ticket.state_category.casefold() in wanted
+    )
+
+
 def ticket_problem(
-    settings: TicketSettings, ticket: Ticket, person: Principal, now: float
+    settings: TicketSettings,
+    ticket: Ticket,
+    person: Principal,
+    now: float,
+    *,
+    requester: Principal | None = None,
+    tier: str = "",
+    at_claim: bool = False,
 ) -> str | None:
-    """Why ``ticket`` cannot back a request about ``person`` (the target or an NHI's owner),
-    in words naming the ticket's field; None when it can."""
+    """Why ``ticket`` cannot back a request about ``person`` (the target or an NHI's owner) by
+    ``requester``, in words naming the ticket's field; None when it can.
+
+    ``at_claim``: the re-check before the change runs, where the ticket must still be open,
+    the target's and assigned to the agent; its age counted when the request opened."""
+    checks = settings.checks_for(tier)
+    fields = FIELD_NAMES[settings.system]
     number = ticket.number
-    if ticket.state not in settings.open_states:
-        wanted = ", ".join(_state_words(s) for s in settings.open_states)
+    if not _is_open(ticket, checks.open_states):
+        wanted = ", ".join(_state_words(s) for s in checks.open_states)
         return (
-            f"Ticket {number} is not open: its state is {_state_words(ticket.state)}, and a "
-            f"request needs one of {wanted}. Reopen it or quote an open ticket."
+            f"Ticket {number} is not open: its {fields.state} is {_state_words(ticket.state)}, "
+            f"and a request needs one of {wanted}. Reopen it or quote an open ticket."
         )
-    if settings.max_age is not None:
+    if checks.max_age is not None and not at_claim:
         if ticket.opened_at is None:
-            return f"Ticket {number} has no opened_at, so its age cannot be checked."
+            return f"Ticket {number} has no {fields.opened}, so its age cannot be checked."
         age = now - ticket.opened_at.timestamp()
-        if age > settings.max_age:
+        if age > checks.max_age:
             opened = ticket.opened_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
             return (
-                f"Ticket {number} was opened too long ago: its opened_at is {opened}, more than "
-                f"{format_duration(settings.max_age)} ago. Quote a current ticket."
+                f"Ticket {number} was opened too long ago: its {fields.opened} is {opened}, "
+                f"more than {format_duration(checks.max_age)} ago. Quote a current ticket."
             )
-    if settings.caller_must_be_target and not _same_person(ticket, person):
+    if checks.caller_must_be_target and not _same_person(ticket, person):
         return (
-            f"Ticket {number}'s caller (caller_id) is not {person.name}, the person whose "
+            f"Ticket {number}'s caller ({fields.caller}) is not {person.name}, the person whose "
             "account would change: the ticket must have been raised by them."
         )
+    if checks.assigned_to_requester and requester is not None:
+        if not _assigned_to(ticket, requester):
+            return (
+                f"Ticket {number} is not assigned to {requester.name}: its {fields.assigned} "
+                f"names neither {requester.name} nor one of {requester.name}'s groups. Assign "
+                "the ticket to yourself or your group first."
+            )
     return None
 
 
@@ -167,3 +333,154 @@ def _same_person(ticket: Ticket, person: Principal) -> bool:
         return False
     known = {ticket.caller_email.strip().casefold(), ticket.caller_user_name.strip().casefold()}
     return email in known
+
+
+def _assigned_to(ticket: Ticket, requester: Principal) -> bool:
+    """Assigned to the agent (email or user name) or to a directory group the agent is in."""
+    email = (requester.email or "").strip().casefold()
+    people = {ticket.assigned_to_email.strip().casefold(), ticket.assigned_to_user_name.strip()}
+    people = {p.casefold() for p in people if p}
+    if email and email in people:
+        return True
+    group = ticket.assignment_group.strip().casefold()
+    return bool(group) and group in {g.casefold() for g in requester.groups}
+
+
+# ---- write-back: what twokey leaves on the ticket -------------------------------------------
+
+FINISHED_NOTES = {
+    RequestState.DENIED: "denied",
+    RequestState.REJECTED_BY_OWNER: 'rejected by the account owner ("this wasn\'t me")',
+    RequestState.CANCELLED: "cancelled",
+    RequestState.EXPIRED: "expired before it was decided; nothing was changed",
+    RequestState.COMPLETED: "completed: the change was made",
+    RequestState.FAILED: "failed",
+    RequestState.UNKNOWN: "ended with an unknown outcome: the change may or may not have happened",
+    RequestState.INTERRUPTED: "was interrupted: the change may or may not have happened",
+}
+
+
+def milestones(request: Request) -> list[str]:
+    """What has happened to ``request`` that deserves a note, oldest first: ``opened``,
+    ``confirmed``, ``approved:<approver>`` and its final state. Each is written once."""
+    seen = ["opened"]
+    if request.owner_confirmed_at is not None:
+        seen.append("confirmed")
+    seen += [f"approved:{a.approver_id}" for a in request.approvals]
+    if request.state in FINISHED_NOTES:
+        seen.append(request.state.value)
+    return seen
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "(time not recorded)"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def plain(text: str, limit: int = 300) -> str:
+    """Typed or provider text made inert for a ticket journal: no control characters, no
+    ServiceNow ``[code]`` markup (square brackets become round), bounded."""
+    kept = clean_text(text).replace("[", "(").replace("]", ")")
+    return kept if len(kept) <= limit else kept[: limit - 1] + "…"
+
+
+def ticket_note(request: Request, milestone: str, names: Mapping[str, str]) -> str:
+    """The work note for one milestone: who, when, what; never a secret (a request holds none)."""
+
+    def who(principal_id: str | None) -> str:
+        if not principal_id:
+            return "twokey"
+        name = names.get(principal_id, "")
+        return plain(f"{name} ({principal_id})" if name else principal_id, 120)
+
+    head = (
+        f"twokey {request.id}: {request.action.label} for {plain(request.target_name, 120)} "
+        f"(tier {request.plan.tier})"
+    )
+    if milestone == "opened":
+        line = f"requested by {who(request.requester_id)} at {_when(request.created_at)}"
+        gates = [f"{request.plan.approvals_needed} approval(s)"]
+        if request.plan.owner_confirmation:
+            gates.insert(0, "the owner's confirmation")
+        return f"{head}: {line}; waiting for {' and '.join(gates)}."
+    if milestone == "confirmed":
+        return (
+            f"{head}: the account owner {who(request.owner_id)} confirmed they asked for it, "
+            f"at {_when(request.owner_confirmed_at)}."
+        )
+    if milestone.startswith("approved:"):
+        approver = milestone.split(":", 1)[1]
+        at = next((a.approved_at for a in request.approvals if a.approver_id == approver), None)
+        return f"{head}: approved by {who(approver)} at {_when(at)}."
+    return _final_note(request, head, who)
+
+
+def _final_note(request: Request, head: str, who: Any) -> str:
+    how = FINISHED_NOTES.get(request.state, request.state.value)
+    parts = [f"{head}: {how}"]
+    if request.state in (RequestState.DENIED, RequestState.CANCELLED):
+        parts = [f"{parts[0]} by {who(request.decided_by)} at {_when(request.decided_at)}"]
+        if request.decision_reason:
+            parts.append(f"reason: {plain(request.decision_reason)}")
+    elif request.state is RequestState.REJECTED_BY_OWNER:
+        parts.append(f"at {_when(request.decided_at)}; security was alerted")
+    elif request.state is not RequestState.EXPIRED:
+        approvers = ", ".join(who(a.approver_id) for a in request.approvals) or "none needed"
+        confirmed = (
+            f"confirmed by {who(request.owner_id)} at {_when(request.owner_confirmed_at)}"
+            if request.owner_confirmed_at is not None
+            else "no owner confirmation needed"
+        )
+        parts += [
+            confirmed,
+            f"approved by {approvers}",
+            f"finished at {_when(request.finished_at)}",
+        ]
+        if request.outcome_detail:
+            parts.append(f"identity provider: {plain(request.outcome_detail)}")
+    return "; ".join(parts) + "."
+
+
+def ticket_tier_problems(data: Mapping[str, Any], tiers: Mapping[str, Any] | None) -> list[Any]:
+    """Tiers named under ``tickets.tiers`` must be tiers the policy has (a typo would silently
+    leave that tier with the section's checks)."""
+    section = data.get("tickets")
+    named = section.get("tiers") if isinstance(section, Mapping) else None
+    if not isinstance(named, Mapping) or tiers is None:
+        return []
+    return [
+        (("tickets", "tiers", name), f"unknown tier {name!r}; tiers: {', '.join(map(str, tiers))}")
+        for name in named
+        if name not in tiers
+    ]
+
+
+# ---- what people are told (the service raises or records these) -----------------------------
+
+
+def ticket_in_use(number: str, other_request: str) -> str:
+    return (
+        f"Ticket {number} already backs twokey request {other_request}: one ticket, one request. "
+        "Quote the ticket raised for this call (or open a new one)."
+    )
+
+
+def ticket_gone(system: str, number: str) -> str:
+    return f"ticket {number} is no longer in {system}, so the change was stopped"
+
+
+def ticket_unreadable(system: str, number: str) -> str:
+    return f"{system} could not be reached to re-check ticket {number}, so the change was stopped"
+
+
+def ticket_people_gone(number: str) -> str:
+    return (
+        f"the agent or the account owner of ticket {number} is no longer in the directory, "
+        "so the change was stopped"
+    )
+
+
+def ticket_changed(problem: str) -> str:
+    """A ticket closed or reassigned between the opening and the claim: the card says why."""
+    return f"the ticket changed since the request opened, so the change was stopped. {problem}"

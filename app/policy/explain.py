@@ -156,7 +156,9 @@ def explain(
         refusals=refusals,
         connector=connector,
         notes=[*_unchecked(target, live), *notes],
-        tickets=policy.tickets.in_words() if policy.tickets.checked else "",
+        tickets=policy.tickets.in_words(plan.tier if plan else None)
+        if policy.tickets.checked
+        else "",
     )
 
 

@@ -113,6 +113,13 @@ class Keys:
         """
         return f"{{{self.ns}:r:{requester_id}}}:hist"
 
+    # --- tickets (their own slot; see RedisRequestStore.use_ticket) -------------------------
+    def ticket_use(self, system: str, number: str) -> str:
+        """String: the request a ticket backs (policy ``tickets.one_request_per_ticket``). The
+        number is hashed, so what an agent typed cannot stretch or shape the key."""
+        digest = hashlib.sha256(f"{system}|{number.casefold()}".encode()).hexdigest()[:32]
+        return f"{{{self.ns}:t:{digest}}}:used"
+
     # --- channel-side idempotency and message references --------------------------------------
     def once(self, scope: str, key: str) -> str:
         return f"{{{self.ns}:once}}:{scope}:{key}"

@@ -226,6 +226,9 @@ class RedisRequestStore:
         self._open_refused = redis.register_script(
             resources.files("app.store").joinpath("lua", "open_refused.lua").read_text()
         )
+        self._release_ticket = redis.register_script(
+            resources.files("app.store").joinpath("lua", "release_ticket.lua").read_text()
+        )
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -360,6 +363,19 @@ class RedisRequestStore:
         await self.redis.zrem(
             self.keys.requester_history(requester_id), f"{request_id}|{action.value}"
         )
+
+    @fails_closed
+    async def use_ticket(self, system: str, number: str, request_id: str, keep_ms: int) -> str:
+        """Mark the ticket as backing ``request_id``, atomically (SET NX): the request id that
+        holds it, ours when we got it, another's when that request used it first."""
+        key = self.keys.ticket_use(system, number)
+        held = await self.redis.set(key, request_id, nx=True, px=keep_ms, get=True)
+        return request_id if held is None else _text(held)
+
+    @fails_closed
+    async def release_ticket(self, system: str, number: str, request_id: str) -> None:
+        """Give back a ticket :meth:`use_ticket` marked for a request that did not open."""
+        await self._release_ticket(keys=[self.keys.ticket_use(system, number)], args=[request_id])
 
     @fails_closed
     async def open(

@@ -1,9 +1,12 @@
-"""ServiceNow incidents through the Table API (basic auth), read before a request opens.
+"""ServiceNow incidents through the Table API (basic auth): read before a request opens and
+before its change runs, with twokey's work notes written back.
 
-``GET /api/now/table/incident?sysparm_query=number=<n>&sysparm_fields=...`` with the caller
-dot-walked (``caller_id.email``, ``caller_id.user_name``) and raw values
-(``sysparm_display_value=false``: ``state`` as its number, ``opened_at`` in UTC as
-``YYYY-MM-DD hh:mm:ss``). Logs carry the status only: never the credentials or the query.
+``GET /api/now/table/incident?sysparm_query=number=<n>&sysparm_fields=...`` with the caller and
+assignee dot-walked (``caller_id.email``, ``assigned_to.user_name``, ``assignment_group.name``)
+and raw values (``sysparm_display_value=false``: ``state`` as its number, ``opened_at`` in UTC as
+``YYYY-MM-DD hh:mm:ss``). Notes: ``PATCH /api/now/table/incident/<sys_id>`` with ``work_notes``
+(internal, never shown to the caller). Logs carry the status only: never the credentials, the
+query or a note.
 """
 
 from __future__ import annotations
@@ -13,20 +16,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import structlog
 from pydantic import SecretStr, ValidationError
 
 from app.domain.tickets import Ticket
+from app.tickets.common import TicketHttp, TicketSystemDown, refuse_unless
 
-log = structlog.get_logger(__name__)
-
-FIELDS = ("sys_id", "number", "state", "opened_at", "caller_id.email", "caller_id.user_name")
+TABLE = "/api/now/table/incident"
+FIELDS = (
+    "sys_id",
+    "number",
+    "state",
+    "opened_at",
+    "short_description",
+    "caller_id.email",
+    "caller_id.user_name",
+    "assigned_to.email",
+    "assigned_to.user_name",
+    "assignment_group.name",
+)
 _NUMBER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A ticket number that cannot change the encoded query (no ``^``, ``=``, ``,``...)."""
-
-
-class TicketSystemDown(Exception):
-    """ServiceNow did not give a documented answer; the message is safe to log."""
+_SYS_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class ServiceNowTickets:
@@ -43,17 +53,16 @@ class ServiceNowTickets:
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=instance_url.rstrip("/"),
-            auth=httpx.BasicAuth(username.get_secret_value(), password.get_secret_value()),
-            timeout=timeout_s,
-            headers={"Accept": "application/json"},
+        self._http = TicketHttp(
+            self.name,
+            instance_url,
+            httpx.BasicAuth(username.get_secret_value(), password.get_secret_value()),
+            timeout_s=timeout_s,
             transport=transport,
-            follow_redirects=False,
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     async def find(self, number: str) -> Ticket | None:
         """The incident with this number, None when ServiceNow has none."""
@@ -66,18 +75,10 @@ class ServiceNowTickets:
             "sysparm_display_value": "false",
             "sysparm_exclude_reference_link": "true",
         }
-        try:
-            response = await self._client.get("/api/now/table/incident", params=params)
-        except httpx.HTTPError as exc:
-            log.warning("ticket_system_unreachable", system=self.name, error=type(exc).__name__)
-            raise TicketSystemDown(f"no answer ({type(exc).__name__})") from None
-        log.info("ticket_lookup", system=self.name, status=response.status_code)
+        response = await self._http.call("GET", TABLE, "ticket_lookup", params=params)
         if response.status_code == 404 and _no_record(response):
             return None  # older releases answer a query with no match this way
-        if response.status_code in (401, 403):
-            raise TicketSystemDown(f"credentials refused ({response.status_code})")
-        if response.status_code != 200:
-            raise TicketSystemDown(f"status {response.status_code}")
+        refuse_unless(response, 200)
         try:
             rows = response.json()["result"]
             if not isinstance(rows, list):
@@ -86,6 +87,29 @@ class ServiceNowTickets:
         except (ValueError, KeyError, TypeError, IndexError, ValidationError) as exc:
             what = type(exc).__name__
             raise TicketSystemDown(f"an answer it does not document ({what})") from None
+
+    async def add_note(self, ticket: Ticket, text: str) -> None:
+        """A work note: the incident's internal journal, not the caller-visible comments."""
+        await self._update(ticket, {"work_notes": text}, "ticket_note")
+
+    async def set_state(self, ticket: Ticket, state: str) -> None:
+        await self._update(ticket, {"state": state}, "ticket_state")
+
+    async def check(self) -> list[str]:
+        """Read one incident's number (read-only): proves the URL, credentials and read ACL."""
+        params = {"sysparm_fields": "number", "sysparm_limit": "1"}
+        response = await self._http.call("GET", TABLE, "ticket_check", params=params)
+        refuse_unless(response, 200)
+        return [
+            "incident table readable with these credentials",
+            "work_notes write-back not tried (this check changes nothing)",
+        ]
+
+    async def _update(self, ticket: Ticket, body: dict[str, str], what: str) -> None:
+        if not _SYS_ID.fullmatch(ticket.ref):
+            raise TicketSystemDown("the incident's sys_id is unknown")
+        response = await self._http.call("PATCH", f"{TABLE}/{ticket.ref}", what, json=body)
+        refuse_unless(response, 200)
 
 
 def _no_record(response: httpx.Response) -> bool:
@@ -98,12 +122,21 @@ def _no_record(response: httpx.Response) -> bool:
 
 def _ticket(row: dict[str, Any]) -> Ticket:
     opened = str(row.get("opened_at") or "")
+
+    def text(name: str) -> str:
+        return str(row.get(name) or "")
+
     return Ticket(
         number=str(row["number"]),
         state=str(row["state"]),
         opened_at=datetime.strptime(opened, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
         if opened
         else None,
-        caller_email=str(row.get("caller_id.email") or ""),
-        caller_user_name=str(row.get("caller_id.user_name") or ""),
+        caller_email=text("caller_id.email"),
+        caller_user_name=text("caller_id.user_name"),
+        assigned_to_email=text("assigned_to.email"),
+        assigned_to_user_name=text("assigned_to.user_name"),
+        assignment_group=text("assignment_group.name"),
+        short_description=text("short_description"),
+        ref=text("sys_id"),
     )

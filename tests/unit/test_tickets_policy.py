@@ -37,7 +37,7 @@ def test_servicenow_defaults_to_the_open_incident_states() -> None:
     ("section", "words"),
     [
         ("tickets:\n  system: servicenow\n", "needs instance_url, username_env, password_env"),
-        ("tickets:\n  system: jira\n", "tickets.system"),
+        ("tickets:\n  system: zendesk\n", "tickets.system"),
         (SERVICENOW.replace("SN_PASSWORD", "hunter2!"), "not an environment variable name"),
         (SERVICENOW.replace("https://", "http://"), "must use https"),
         (SERVICENOW + "  max_age: soon\n", "tickets.max_age"),
@@ -65,3 +65,15 @@ def test_policy_check_and_explain_say_how_tickets_are_checked(tmp_path: Path) ->
     alice = Principal(id="alice", email="alice@example.com")
     result = explain(load_policy_text(text), Action.RESET_MFA, alice, None, Signals())
     assert "Ticket (checked when it opens): must exist in ServiceNow" in render_explanation(result)
+
+
+def test_the_readme_tickets_example_is_a_valid_section() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "tickets:" in b]
+    base = policy_text().replace("'^(INC|REQ|CHG)-\\\\d{3,8}$'", "'^INC\\\\d{7}$'")
+    tickets = load_policy_text(base + block.split("\n", 1)[1]).tickets
+    assert tickets.system == "servicenow" and tickets.write_back.notes
+    assert tickets.checks_for("standard").assigned_to_requester

@@ -1,0 +1,62 @@
+"""What every ticket adapter shares: one HTTP client per system, answers mapped the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import structlog
+
+log = structlog.get_logger("app.tickets")
+
+
+class TicketSystemDown(Exception):
+    """The ticket system did not give a documented answer; the message is safe to log."""
+
+
+class TicketHttp:
+    """An HTTP client to one ticket system; logs each call's status, never its content."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        auth: httpx.Auth,
+        *,
+        timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self.name = name
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            auth=auth,
+            timeout=timeout_s,
+            headers={"Accept": "application/json"},
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def call(self, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            log.warning("ticket_system_unreachable", system=self.name, error=type(exc).__name__)
+            raise TicketSystemDown(f"no answer ({type(exc).__name__})") from None
+        log.info(what, system=self.name, status=response.status_code)
+        return response
+
+
+def refuse_unless(response: httpx.Response, *statuses: int) -> None:
+    """Anything but the documented success is the system failing: say how, safely."""
+    if response.status_code in statuses:
+        return
+    if response.status_code in (401, 403):
+        raise TicketSystemDown(f"credentials refused ({response.status_code})")
+    if response.status_code == 429:
+        wait = response.headers.get("Retry-After", "")
+        later = f"; retry after {wait}s" if wait.isdigit() else ""
+        raise TicketSystemDown(f"rate limited (429{later})")
+    raise TicketSystemDown(f"status {response.status_code}")
