@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import jwt
@@ -65,6 +67,10 @@ TOKEN_EARLY_S = 300
 TOKEN_TIMEOUT_S = 10
 SILENT_RETRIES = 1
 """msrest's own retries of a call (connection failure, 502/503/504 on GET/PUT/DELETE)."""
+CONNECTOR_TIMEOUT_S = 10
+"""The longest one Bot Connector call made here (not through msrest) may take."""
+QUICK_RETRY_S = 0.2
+"""The pause before the one quick retry of a connection failure or a 502/503/504."""
 CLIENTS_KEPT = 64
 """Connector clients kept (service URL x audience); the least recently used goes first."""
 USER_AGENT = "twokey (botbuilder-python)"
@@ -305,6 +311,66 @@ class ConnectorClients(ConnectorFactory):  # type: ignore[misc]
         while len(self._kept) > CLIENTS_KEPT:
             self._kept.popitem(last=False)
         return client
+
+
+@dataclass(frozen=True)
+class ConnectorAnswer:
+    """The parts of a refused Bot Connector answer its caller acts on (429: Retry-After)."""
+
+    status_code: int
+    headers: Mapping[str, str]
+
+
+class ConnectorRefused(Exception):
+    """The Bot Connector answered an error (``response`` as msrest's errors carry it)."""
+
+    def __init__(self, response: ConnectorAnswer) -> None:
+        super().__init__(f"http_{response.status_code}")
+        self.response = response
+
+
+async def replace_activity(
+    clients: ConnectorClients,
+    service_url: str,
+    conversation: str,
+    activity_id: str,
+    activity: Mapping[str, Any],
+    audience: str | None = None,
+) -> None:
+    """PUT /v3/conversations/{id}/activities/{id} (Bot Connector "update activity") with the
+    activity as plain JSON on the shared HTTP session.
+
+    A card update is most of what a button press sends, and msrest's model serialization of
+    an Adaptive Card costs about a millisecond of CPU per call; the REST call itself is simple.
+    The same retry rule as :func:`bounded_retries` (PUT is safe to repeat): one quick retry of a
+    connection failure or a 502/503/504; anything else not 2xx raises :class:`ConnectorRefused`
+    (a 429 is the caller's to wait out)."""
+    scope = audience or clients.config.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
+    url = (
+        f"{service_url.rstrip('/')}/v3/conversations/{quote(conversation, safe='')}"
+        f"/activities/{quote(activity_id, safe='')}"
+    )
+    timeout = aiohttp.ClientTimeout(total=CONNECTOR_TIMEOUT_S)
+    for attempt in range(SILENT_RETRIES + 1):
+        last = attempt == SILENT_RETRIES
+        headers = {"Authorization": f"Bearer {await clients.tokens.token(scope)}"}
+        try:
+            async with clients.tokens.session.put(
+                url, json=activity, headers=headers, timeout=timeout
+            ) as answer:
+                await answer.read()
+                status, answer_headers = answer.status, dict(answer.headers)
+        except (aiohttp.ClientConnectionError, TimeoutError):
+            if last:
+                raise
+            await asyncio.sleep(QUICK_RETRY_S)
+            continue
+        if status < 300:
+            return
+        if status in (502, 503, 504) and not last:
+            await asyncio.sleep(QUICK_RETRY_S)
+            continue
+        raise ConnectorRefused(ConnectorAnswer(status, answer_headers))
 
 
 def bounded_retries(client: Any) -> Any:

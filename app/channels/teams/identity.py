@@ -12,6 +12,7 @@ unsure and refused by the service: never guessed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,6 +29,11 @@ from app.ports import Directory
 log = structlog.get_logger("twokey.teams.identity")
 
 PLATFORM = "teams"
+MEMBER_KEEP_S = 30.0
+"""How long a roster answer (who a Teams user is) is kept: a press or command from the same
+person within it needs no Bot Connector call. As Slack keeps users.info; a person's directory
+roles are still read for every decision."""
+MEMBERS_KEPT = 10_000
 TEAMS_DOWN = (
     "Teams did not answer when twokey asked who this is, so nothing was changed. Please try "
     "again in a minute."
@@ -72,8 +78,21 @@ class TeamsPeople:
         self.allowed_tenants = frozenset(allowed_tenants)
         self.roster_fallback = roster_fallback
         """The approvals channel's conversation id: its team's roster answers for 1:1 chats."""
+        self._members: dict[tuple[str, str], tuple[float, TeamsChannelAccount]] = {}
 
     async def member(self, turn: TurnContext, member_id: str) -> TeamsChannelAccount:
+        """The roster's answer for ``member_id``, kept :data:`MEMBER_KEEP_S` per tenant."""
+        key = (str(getattr(turn.activity.conversation, "tenant_id", "") or ""), member_id)
+        kept = self._members.get(key)
+        if kept is not None and kept[0] > time.monotonic():
+            return kept[1]
+        found = await self._look_up(turn, member_id)
+        if len(self._members) >= MEMBERS_KEPT:
+            self._members.clear()
+        self._members[key] = (time.monotonic() + MEMBER_KEEP_S, found)
+        return found
+
+    async def _look_up(self, turn: TurnContext, member_id: str) -> TeamsChannelAccount:
         try:
             return await TeamsInfo.get_member(turn, member_id)
         except ErrorResponseException as exc:

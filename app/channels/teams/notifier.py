@@ -7,8 +7,9 @@ conversation reference remembered when they installed or first messaged twokey
 (``remember_conversation``, keyed by their directory id); where there is none for the owner, the
 requester and security are told instead of a silent wait.
 
-Calls go through botbuilder's ConnectorClient with the cached connector token (auth.py); each
-call is best effort: a failure is logged by type and counted, and never undoes a decision.
+Calls go through botbuilder's kept ConnectorClient with the cached connector token (auth.py),
+except card updates, the bulk of what a press sends, which are plain JSON PUTs
+(``auth.replace_activity``: no msrest model serialization of the card); each call is best effort: a failure is logged by type and counted, and never undoes a decision.
 
 Throttling: the Bot Connector answers 429 with ``Retry-After`` when a bot sends too fast (many
 cards updated at once). msrest never retries a 429 and, left alone, retries 408/5xx up to three
@@ -41,6 +42,7 @@ from pydantic import SecretStr
 
 from app.channels.acks import told
 from app.channels.teams import replies
+from app.channels.teams.auth import replace_activity
 from app.channels.teams.cards import Card
 from app.domain.errors import TwokeyError
 from app.domain.models import PrincipalKind, Request
@@ -140,15 +142,13 @@ class TeamsNotifier:
         """Every card of this request to its stored truth."""
         told(request)
         request = await self._freshest(request)
-        now = await self.clock()
+        now = request.last_change_at  # the store's clock at this version's change
         names = await self._names(request)
         for ref in await self._refs(request.id):
             if ref.role not in replies.ROLES:
                 continue
             card = replies.card_for(ref.role, request, now, names=names)
-            activity = _card_activity(card, _summary(ref.role, request))
-            activity.id = ref.message_id
-            await self._update(ref, activity)
+            await self._update(ref, card, _summary(ref.role, request))
 
     async def notify_owner(self, request: Request, text: str) -> None:
         told(request)
@@ -195,11 +195,23 @@ class TeamsNotifier:
             return
         await self._send(channel, service_url, replies.alert_card(text, request), "alert_security")
 
-    async def _update(self, ref: MessageRef, activity: Activity) -> None:
-        async def call(client: Any) -> Any:
-            return await client.conversations.update_activity(ref.channel, ref.message_id, activity)
+    async def _update(self, ref: MessageRef, card: Card, summary: str) -> None:
+        """Replace a card in place (the Bot Connector's update activity), as plain JSON."""
+        service_url = ref.extra.get("service_url", "")
+        activity = {
+            "type": ActivityTypes.message,
+            "id": ref.message_id,
+            "summary": summary[:200],
+            "attachments": [{"contentType": replies.CARD_TYPE, "content": card}],
+        }
 
-        await self._call(f"update_{ref.role}", ref.extra.get("service_url", ""), call)
+        async def call(_client: Any) -> Any:
+            factory = self.auth.create_connector_factory(self._claims)
+            await replace_activity(
+                factory, service_url, ref.channel, ref.message_id, activity, self.scope
+            )
+
+        await self._call(f"update_{ref.role}", service_url, call)
 
     # ---- pieces ------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Connector clients are kept between turns, and replaced with their token.
+"""Connector clients and roster answers are kept between turns; clients replaced with their token.
 
 botbuilder builds two msrest clients on every turn (most of a bare bot's CPU per press); twokey
 keeps one per service URL and audience. A client kept for good would carry its token past its
@@ -12,7 +12,7 @@ import aiohttp
 from botbuilder.schema import Activity
 from botframework.connector.auth import ClaimsIdentity
 from teams_standin import APP_ID, APPROVALS, TeamsStandIn
-from teams_world import endpoints, teams_settings
+from teams_world import TeamsWorld, endpoints, teams_settings
 
 from app.channels.teams.auth import (
     TOKEN_EARLY_S,
@@ -61,3 +61,15 @@ async def test_the_user_token_client_is_kept_too(teams: TeamsStandIn, namespace:
         claims = ClaimsIdentity({"aud": APP_ID, "appid": APP_ID}, True)
         first = await auth.create_user_token_client(claims)
         assert await auth.create_user_token_client(claims) is first
+
+
+async def test_who_pressed_is_asked_of_the_roster_once_in_a_while(world: TeamsWorld) -> None:
+    """Presses by the same person in quick succession cost one roster look-up, not one each."""
+    first = await world.open_request()
+    second = await world.open_request(text="reset-mfa <at>Alice</at> INC-1235 lost-device")
+    for request in (first, second):
+        approval = await world.card(APPROVALS, request.id)
+        assert (await world.press("carol", approval, "approve"))["statusCode"] == 200
+        await world.stored(request.id, lambda r: [a.approver_id for a in r.approvals] == ["carol"])
+    carol = [m for _, m in world.teams.member_lookups if "carol" in m]
+    assert len(carol) == 1, world.teams.member_lookups
