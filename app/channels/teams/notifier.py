@@ -9,7 +9,8 @@ requester and security are told instead of a silent wait.
 
 Calls go through botbuilder's kept ConnectorClient with the cached connector token (auth.py),
 except card updates, the bulk of what a press sends, which are plain JSON PUTs
-(``auth.replace_activity``: no msrest model serialization of the card); each call is best effort: a failure is logged by type and counted, and never undoes a decision.
+(``auth.replace_activity``: no msrest model serialization of the card). Each call is best
+effort: a failure is logged by type and counted, and never undoes a decision.
 
 Throttling: the Bot Connector answers 429 with ``Retry-After`` when a bot sends too fast (many
 cards updated at once). msrest never retries a 429 and, left alone, retries 408/5xx up to three
