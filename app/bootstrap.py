@@ -199,15 +199,22 @@ def audit_key(settings: Settings, embedded: bool) -> SecretStr:
     return SecretStr(path.read_text().strip())
 
 
+def code_key_of(audit_key: SecretStr) -> bytes:
+    """The one-time code HMAC key derived from one audit key: outside Redis, the same on every
+    replica, and never the audit key itself (a code digest cannot help forge a seal)."""
+    secret = audit_key.get_secret_value().encode()
+    return hmac.new(secret, b"twokey step-up code", hashlib.sha256).digest()
+
+
 def step_up_options(
     settings: Settings, chain_key: SecretStr, connectors: list[IdentityProvider]
 ) -> StepUpOptions:
-    """One-time codes are stored as HMACs under a key derived from the audit key (outside
-    Redis, the same on every replica); the mail server is optional; a connector that can push
-    to the owner's device (Okta) runs its push verifier."""
-    code_key = hmac.new(
-        chain_key.get_secret_value().encode(), b"twokey step-up code", hashlib.sha256
-    ).digest()
+    """One-time codes are stored as HMACs under a key derived from the audit key, and checked
+    against those derived from TWOKEY_AUDIT_KEYS_PREVIOUS too (a rotation voids no live code);
+    the mail server is optional; a connector that can push to the owner's device (Okta) runs
+    its push verifier."""
+    code_key = code_key_of(chain_key)
+    previous = tuple(code_key_of(key) for key in settings.audit_keys_previous)
     mail = None
     if settings.smtp_host:
         mail = SmtpCodeSender(
@@ -223,16 +230,33 @@ def step_up_options(
     }
     if settings.duo_api_host and settings.duo_ikey and settings.duo_skey is not None:
         push["duo_push"] = DuoPush(settings.duo_api_host, settings.duo_ikey, settings.duo_skey)
-    return StepUpOptions(code_key=code_key, mail=mail, push=push)
+    return StepUpOptions(code_key=code_key, previous_code_keys=previous, mail=mail, push=push)
 
 
 def load_configured_policy(settings: Settings) -> Policy:
+    if settings.policy_path is None and playground_example(settings):
+        from app.playground.example import SOURCE, playground_policy
+
+        log.info("policy_loaded", source=SOURCE)
+        return playground_policy()
     if settings.policy_path is None:
         log.info("policy_loaded", source="example policy shipped with twokey")
         return example_policy()
     policy = load_policy(settings.policy_path)
     log.info("policy_loaded", source=str(settings.policy_path))
     return policy
+
+
+def playground_example(settings: Settings) -> bool:
+    """No policy file, and the playground will mount (loopback, no chat credentials): the
+    example gets the playground's step-up tier, so a newcomer can try one."""
+    from app.playground.web import is_loopback
+
+    return (
+        settings.playground_enabled
+        and not settings.any_chat_credential
+        and is_loopback(settings.host)
+    )
 
 
 def load_directory(

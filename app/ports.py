@@ -88,6 +88,11 @@ class GateCode(StrEnum):
     ROLE = "ROLE"
     NOT_OWNER = "NOT_OWNER"
     NOT_REQUESTER = "NOT_REQUESTER"
+    WRONG_PERSON = "WRONG_PERSON"
+    """An approver's sign-in link signed in someone else (refuse_sign_in.lua)."""
+    SIGNIN_REFUSED = "SIGNIN_REFUSED"
+    """An approver's sign-in whose identity provider answer did not hold (a bad or forged
+    ID token, another browser); ``detail`` says what did not hold."""
     # execution
     NOT_DURABLE = "NOT_DURABLE"
     """Claimed, but the claim could not be made durable in time: nothing may run."""
@@ -118,7 +123,16 @@ class GateCode(StrEnum):
         return self in _REFUSALS
 
 
-_REFUSALS = frozenset({GateCode.SOD, GateCode.ROLE, GateCode.NOT_OWNER, GateCode.NOT_REQUESTER})
+_REFUSALS = frozenset(
+    {
+        GateCode.SOD,
+        GateCode.ROLE,
+        GateCode.NOT_OWNER,
+        GateCode.NOT_REQUESTER,
+        GateCode.WRONG_PERSON,
+        GateCode.SIGNIN_REFUSED,
+    }
+)
 
 
 class GateReply(BaseModel):
@@ -313,6 +327,13 @@ class RequestStore(Protocol):
         approval's TTL (LATE), drops it."""
         ...
 
+    async def refuse_sign_in(
+        self, request_id: str, approver: str, code: GateCode, why: str, via: str
+    ) -> GateReply:
+        """A sign-in through an approver's link that does not count (WRONG_PERSON, or
+        SIGNIN_REFUSED with ``why``): audited as a refused attempt; nothing else changes."""
+        ...
+
     async def attest_step_up(
         self, request: Request, actor: str, via: str, confirmed: bool, *, flag_window_s: int
     ) -> GateReply:
@@ -321,9 +342,16 @@ class RequestStore(Protocol):
         ...
 
     async def check_step_up_code(
-        self, request: Request, actor: str, via: str, code_digest: str, *, flag_window_s: int
+        self,
+        request: Request,
+        actor: str,
+        via: str,
+        code_digests: Sequence[str],
+        *,
+        flag_window_s: int,
     ) -> GateReply:
-        """Compare a typed code's digest with the live one, in constant time: OK passes the
+        """Compare a typed code's digests (one per code key held: the current key, then the
+        keys before a rotation) with the live one, in constant time, as one try: OK passes the
         step-up gate; WRONG, FAILED (tries used up) or LOCKED (target flagged) do not."""
         ...
 

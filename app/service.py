@@ -52,6 +52,7 @@ from app.domain.models import (
     PrincipalKind,
     Request,
     RequestState,
+    TicketDetails,
 )
 from app.domain.policy import Policy, evaluate
 from app.domain.stepup import (
@@ -64,12 +65,14 @@ from app.domain.stepup import (
 )
 from app.domain.tickets import (
     Ticket,
+    details_of,
     ticket_changed,
     ticket_gone,
     ticket_in_use,
     ticket_people_gone,
     ticket_problem,
     ticket_unreadable,
+    unchecked_details,
 )
 from app.domain.words import when as when
 from app.names import NameBook
@@ -136,8 +139,13 @@ class QuotedTicket:
     """The ticket an agent quoted, as the ticket system holds it, and the person it must be
     about (the target, or an NHI's owner of record)."""
 
-    ticket: Ticket
+    ticket: Ticket | None
+    """None: the ticket system could not answer and the policy opens in its fallback tier."""
     person: Principal
+
+    @property
+    def unchecked(self) -> bool:
+        return self.ticket is None
 
 
 @dataclass
@@ -153,6 +161,9 @@ class StepUpOptions:
 
     code_key: bytes
     """Keys the digest a one-time code is stored as (never the code itself)."""
+    previous_code_keys: tuple[bytes, ...] = ()
+    """Keys codes were issued under before a rotation: typed codes are checked against these
+    too, so a code issued just before a rollout still works for its few minutes."""
     mail: CodeSender | None = None
     """Sends codes to recovery emails; without it the email_code verifier cannot start."""
     push: Mapping[str, PushVerifier] = field(default_factory=dict)
@@ -366,6 +377,7 @@ class TwoKey:
                         signals,
                         breakglass=breakglass,
                         reason_code=reason_code,
+                        ticket_unchecked=quoted is not None and quoted.unchecked,
                     )
                     if not held.admitted:  # evaluate refuses on these counts; never open anyway
                         raise VelocityLimited(say.VELOCITY_REACHED)
@@ -395,6 +407,7 @@ class TwoKey:
                     note=note,
                     justification=justification,
                     plan=plan,
+                    ticket_details=self._ticket_details(quoted, ticket, plan.tier),
                     created_at=now,
                     expires_at=now,
                 )
@@ -411,6 +424,8 @@ class TwoKey:
             raise Conflict(say.OPEN_FAILED)
         opened = reply.request
         log.info("request_opened", request=opened.id, tier=opened.plan.tier, action=action.value)
+        if quoted is not None and quoted.unchecked:
+            await self._audit_ticket_unchecked(opened, "ticket_system_unavailable_at_open")
         await self._tell("post_request", self.notifier.post_request(opened))
         if opened.plan.alert_security:
             await self._alert(opened, say.alert(opened, "opened"))
@@ -468,7 +483,14 @@ class TwoKey:
         settings = self.policy.tickets
         if not settings.checked:
             return None
-        found = await self._read_ticket(number)
+        try:
+            found = await self._read_ticket(number)
+        except Unavailable:
+            if not settings.falls_back or self.tickets is None:
+                raise
+            # tickets.on_unavailable: strictest_tier. Never a skipped check: the request opens
+            # in the fallback tier, audited, its cards saying the ticket was not checked.
+            return QuotedTicket(ticket=None, person=target)
         if found is None:
             raise NotFound(say.ticket_not_found(self._ticket_system().name, number))
         person = target
@@ -476,6 +498,29 @@ class TwoKey:
             owner = await self._directory(self.directory.get(owner_id))
             person = owner if owner is not None else target
         return QuotedTicket(ticket=found, person=person)
+
+    def _ticket_details(
+        self, quoted: QuotedTicket | None, number: str, tier: str
+    ) -> TicketDetails | None:
+        """What the approval card shows of the ticket (None when tickets are not looked up)."""
+        if quoted is None:
+            return None
+        system = self.policy.tickets.system_name
+        if quoted.ticket is None:
+            fallback = tier == self.policy.tickets.fallback_tier
+            return unchecked_details(system, number, tier, fallback=fallback)
+        return details_of(quoted.ticket, system)
+
+    async def _audit_ticket_unchecked(self, request: Request, reason: str) -> None:
+        """A ticket the system could not check, in the trail beside the request (with the
+        tier it opened in); the stored plan's reasons say it too."""
+        log.warning("ticket_unchecked", request=request.id, tier=request.plan.tier, why=reason)
+        try:
+            await self.store.annotate(
+                request.id, "ticket_unchecked", SYSTEM, reason, request.plan.tier
+            )
+        except Unavailable:
+            log.error("ticket_unchecked_unaudited", request=request.id, why=reason)
 
     def _ticket_system(self) -> TicketSystem:
         if self.tickets is None:
@@ -495,6 +540,8 @@ class TwoKey:
     ) -> None:
         """The checks the tier asks for (open, recent, the target's, the agent's); a refusal
         names the ticket's field and is audited like any refused opening."""
+        if quoted.ticket is None:
+            return  # not checked: the fallback tier, audited (`_audit_ticket_unchecked`)
         problem = ticket_problem(
             self.policy.tickets,
             quoted.ticket,
@@ -536,13 +583,19 @@ class TwoKey:
     async def _ticket_no_longer_holds(self, request: Request) -> str:
         """Re-read the ticket just before the change runs: closed, reassigned or given to
         someone else since the request opened stops it ("" when it still holds). A ticket
-        system that cannot answer stops it too (fail closed)."""
+        system that cannot answer stops it too (fail closed), except for a request that opened
+        unchecked in the fallback tier: its approvers were told and approved the strictest
+        gates, so it runs (audited); a system back by then checks the ticket in full."""
         settings = self.policy.tickets
         if not settings.checked or request.requester_id == SYSTEM:
             return ""
         try:
             found = await self._read_ticket(request.ticket)
         except Unavailable:
+            details = request.ticket_details
+            if details is not None and details.unchecked and self.tickets is not None:
+                await self._audit_ticket_unchecked(request, "ticket_system_unavailable_at_claim")
+                return ""
             return ticket_unreadable(settings.system_name, request.ticket)
         if found is None:
             return ticket_gone(settings.system_name, request.ticket)
@@ -698,6 +751,7 @@ class TwoKey:
         opening.check_active(approver, "The approver")
         if not same_person(settings, approver, claimed):
             log.warning("approver_signin_wrong_person", request=request_id, approver=approver.id)
+            await self._sign_in_refused(request_id, approver, GateCode.WRONG_PERSON, "sign_in")
             raise NotAllowed(say.approver_signin_wrong_person(request_id, approver.name))
         reply = await self.store.verify_approver(
             request_id, approver.id, PushOutcome.APPROVED.value, Verifier.OIDC_REAUTH.value
@@ -708,6 +762,38 @@ class TwoKey:
         if reply.code is not GateCode.OK:
             raise NotAllowed(say.approver_signin_refused(request, reply.code.value))
         return Decision(request=request, message=say.approver_signed_in(request, approver.name))
+
+    async def approver_signin_failed(self, request_id: str, approver_id: str, why: str) -> None:
+        """A sign-in through an approver's link whose identity provider answer did not hold
+        (a bad or forged ID token, another browser): audited and counted like any refused
+        attempt; the approval keeps waiting. Best effort: the page already says nothing changed.
+        """
+        try:
+            approver = await self._directory(self.directory.get(approver_id))
+        except TwokeyError:
+            approver = None
+        if approver is None:  # still audited; counted under the id it was bound to
+            approver = Principal(id=approver_id)
+        await self._sign_in_refused(request_id, approver, GateCode.SIGNIN_REFUSED, why)
+
+    async def _sign_in_refused(
+        self, request_id: str, approver: Principal, code: GateCode, why: str
+    ) -> None:
+        """The refused sign-in in the request's trail (refuse_sign_in.lua), toward the policy's
+        fraud.refusals; a wrong person signing in is alerted at once."""
+        via = Verifier.OIDC_REAUTH.value
+        try:
+            reply = await self.store.refuse_sign_in(request_id, approver.id, code, why, via)
+        except Unavailable:
+            log.error("approver_signin_unaudited", request=request_id, approver=approver.id)
+            return
+        if reply.request is None or not reply.code.is_refusal:
+            return  # the request is gone or finished: nothing to verify any more
+        request = reply.request
+        await self._refused(request, Caller(approver, via), code, "verify their approval of")
+        if code is GateCode.WRONG_PERSON:
+            text = say.approver_signin_wrong_person_alert(approver.name)
+            await self._alert(request, say.alert(request, text))
 
     def _in_background(self, work: Awaitable[None]) -> None:
         """Cards, messages and the execution after a step-up answered from a web page: the
@@ -918,7 +1004,7 @@ class TwoKey:
             request,
             caller.id,
             caller.via,
-            code_digest(self._code_key(), request.id, typed),
+            [code_digest(key, request.id, typed) for key in self._code_keys()],
             flag_window_s=self.policy.fraud.flag_window,
         )
         await self._after_step_up_failure(reply)
@@ -1271,6 +1357,10 @@ class TwoKey:
         if self.step_up is None:
             raise Unavailable("Step-up verification is not configured here, so nothing changed.")
         return self.step_up.code_key
+
+    def _code_keys(self) -> list[bytes]:
+        """The key codes are issued under, then the keys before a rotation (verify only)."""
+        return [self._code_key(), *(self.step_up.previous_code_keys if self.step_up else ())]
 
     # ---- execution (invariants 1, 3, 5) -----------------------------------------------------
 

@@ -56,12 +56,24 @@ IDP_DOWN = (
 STORE_DOWN = "twokey cannot reach its store right now, so nothing changed. Try again in a minute."
 
 
-class ReauthRefused(Exception):
-    """A sign-in that counts for nothing; the message says why, for the person's browser."""
+@dataclass(frozen=True)
+class SignInRefusal:
+    """A sign-in bound to an approval that did not hold: a security event for the request's
+    audit trail (``why`` is a word twokey chose, never anything the IdP or browser sent)."""
 
-    def __init__(self, message: str) -> None:
+    request_id: str
+    approver_id: str
+    why: str
+
+
+class ReauthRefused(Exception):
+    """A sign-in that counts for nothing; the message says why, for the person's browser.
+    ``refusal`` is set when it was bound to an approval and did not hold (audit it)."""
+
+    def __init__(self, message: str, refusal: SignInRefusal | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.refusal = refusal
 
 
 class _Bound(BaseModel):
@@ -240,7 +252,8 @@ class OidcReauthLinks:
             log.warning("approver_signin_other_browser", request=login.rid)
             raise ReauthRefused(
                 "This sign-in came back to a different browser than the one that opened the "
-                f"link, so nothing changed. Open the link and sign in in the same browser. {AGAIN}"
+                f"link, so nothing changed. Open the link and sign in in the same browser. {AGAIN}",
+                _refusal(login, "other_browser"),
             )
         if error is not None or not code:
             log.info("approver_signin_not_done", request=login.rid, error=error or "no_code")
@@ -248,11 +261,11 @@ class OidcReauthLinks:
                 f"The identity provider did not sign you in ({error or 'no code came back'}), "
                 f"so nothing changed. {AGAIN}"
             )
-        id_token = await self._exchange(code, login.verifier)
-        claims = await self._verified(id_token, login.nonce, login.rid)
+        id_token = await self._exchange(code, login)
+        claims = await self._verified(id_token, login)
         return SignedIn(login.rid, login.approver, claims.get(self.settings.person_claim))
 
-    async def _exchange(self, code: str, verifier: str) -> str:
+    async def _exchange(self, code: str, login: _Login) -> str:
         """The authorization code for tokens, with the PKCE verifier and client authentication
         as the IdP supports it (client_secret_basic unless it offers only client_secret_post)."""
         discovery = await self.discovery()
@@ -260,7 +273,7 @@ class OidcReauthLinks:
             "grant_type": "authorization_code",
             "code": code,
             "redirect_uri": self.redirect_uri,
-            "code_verifier": verifier,
+            "code_verifier": login.verifier,
         }
         auth: httpx.BasicAuth | None = None
         methods = discovery.token_endpoint_auth_methods_supported
@@ -283,11 +296,12 @@ class OidcReauthLinks:
             log.warning("oidc_token_refused", status=answer.status_code, error=body.get("error"))
             raise ReauthRefused(
                 "The identity provider would not confirm this sign-in (the code was refused: "
-                f"already used, or too old), so nothing changed. {AGAIN}"
+                f"already used, or too old), so nothing changed. {AGAIN}",
+                _refusal(login, "code_refused"),
             )
         return token
 
-    async def _verified(self, id_token: str, nonce: str, rid: str) -> Mapping[str, Any]:
+    async def _verified(self, id_token: str, login: _Login) -> Mapping[str, Any]:
         """The ID token's signature and claims, as OIDC Core 3.1.3.7 and RFC 9470 ask."""
         try:
             key = await self._signing_key(id_token)
@@ -301,50 +315,55 @@ class OidcReauthLinks:
                 options={"require": ["exp", "iat", "iss", "aud", "sub", "nonce"]},
             )
         except jwt.InvalidSignatureError as exc:
-            raise self._refused(rid, "signature", "its signature does not verify") from exc
+            raise self._refused(login, "signature", "its signature does not verify") from exc
         except jwt.ExpiredSignatureError as exc:
-            raise self._refused(rid, "expired", "it had run out") from exc
+            raise self._refused(login, "expired", "it had run out") from exc
         except (jwt.InvalidAudienceError, jwt.InvalidIssuerError) as exc:
-            raise self._refused(rid, "issuer", "it was not issued to twokey by its IdP") from exc
+            raise self._refused(login, "issuer", "it was not issued to twokey by its IdP") from exc
         except jwt.PyJWTError as exc:
-            raise self._refused(rid, type(exc).__name__, "it is not a valid ID token") from exc
-        self._check_claims(claims, nonce, rid)
+            log.warning("approver_signin_invalid", request=login.rid, error=type(exc).__name__)
+            raise self._refused(login, "invalid_token", "it is not a valid ID token") from exc
+        self._check_claims(claims, login)
         return claims
 
-    def _check_claims(self, claims: Mapping[str, Any], nonce: str, rid: str) -> None:
+    def _check_claims(self, claims: Mapping[str, Any], login: _Login) -> None:
         now = self._clock()
         azp = claims.get("azp")
         audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
         if (azp is not None or len(audiences) > 1) and azp != self.client_id:
-            raise self._refused(rid, "azp", "it was issued to another application")
-        if not isinstance(claims["nonce"], str) or not hmac.compare_digest(claims["nonce"], nonce):
-            raise self._refused(rid, "nonce", "it belongs to another sign-in (nonce)")
+            raise self._refused(login, "azp", "it was issued to another application")
+        nonce = claims["nonce"]
+        if not isinstance(nonce, str) or not hmac.compare_digest(nonce, login.nonce):
+            raise self._refused(login, "nonce", "it belongs to another sign-in (nonce)")
         iat = claims["iat"]
         if not isinstance(iat, int | float) or iat < now - LOGIN_TTL_S - LEEWAY_S:
-            raise self._refused(rid, "iat", "it was issued too long ago")
+            raise self._refused(login, "iat", "it was issued too long ago")
         auth_time = claims.get("auth_time")
         if not isinstance(auth_time, int | float) or isinstance(auth_time, bool):
-            raise self._refused(rid, "auth_time", "it does not say when you signed in")
+            raise self._refused(login, "auth_time", "it does not say when you signed in")
         if now - auth_time > self.settings.max_age + LEEWAY_S:
-            log.warning("approver_signin_refused", request=rid, reason="auth_time")
+            log.warning("approver_signin_refused", request=login.rid, reason="auth_time")
             raise ReauthRefused(
                 "The identity provider did not ask you to sign in again just now (your sign-in "
                 f"is older than {format_duration(self.settings.max_age)}), so it does not count "
-                f"and nothing changed. {AGAIN}"
+                f"and nothing changed. {AGAIN}",
+                _refusal(login, "auth_time"),
             )
         wanted = self.settings.acr_values
         if wanted and claims.get("acr") not in wanted:
-            log.warning("approver_signin_refused", request=rid, reason="acr")
+            log.warning("approver_signin_refused", request=login.rid, reason="acr")
             raise ReauthRefused(
                 "The identity provider did not confirm the sign-in strength this approval "
-                f"needs (acr: one of {', '.join(wanted)}), so nothing changed. {AGAIN}"
+                f"needs (acr: one of {', '.join(wanted)}), so nothing changed. {AGAIN}",
+                _refusal(login, "acr"),
             )
 
     @staticmethod
-    def _refused(rid: str, reason: str, why: str) -> ReauthRefused:
-        log.warning("approver_signin_refused", request=rid, reason=reason)
+    def _refused(login: _Login, reason: str, why: str) -> ReauthRefused:
+        log.warning("approver_signin_refused", request=login.rid, reason=reason)
         return ReauthRefused(
-            f"The identity provider's answer does not hold ({why}), so nothing changed. {AGAIN}"
+            f"The identity provider's answer does not hold ({why}), so nothing changed. {AGAIN}",
+            _refusal(login, reason),
         )
 
     # ---- discovery and keys ------------------------------------------------------------------
@@ -429,6 +448,10 @@ class OidcReauthLinks:
         except ValidationError:
             log.warning("oidc_record_unreadable", kind=kind)
             return None
+
+
+def _refusal(login: _Login, why: str) -> SignInRefusal:
+    return SignInRefusal(request_id=login.rid, approver_id=login.approver, why=why)
 
 
 def _json(answer: httpx.Response) -> dict[str, Any]:

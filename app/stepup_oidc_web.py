@@ -102,6 +102,11 @@ def mount(app: web.Application, runtime: Runtime, links: OidcReauthLinks) -> Non
                 signed.request_id, signed.approver_id, signed.claimed
             )
         except ReauthRefused as exc:
+            if exc.refusal is not None:  # bound to an approval and did not hold: audited
+                refusal = exc.refusal
+                await runtime.service.approver_signin_failed(
+                    refusal.request_id, refusal.approver_id, refusal.why
+                )
             return _forget(page(exc.message, 403))
         except Unavailable as exc:
             return _forget(page(exc.message, 503))

@@ -1,10 +1,13 @@
-"""A local ServiceNow Table API for the ``incident`` table, answering as ServiceNow documents.
+"""A local ServiceNow Table API for the ``incident`` and ``sc_req_item`` tables, answering as
+ServiceNow documents.
 
 It checks what twokey sends against the published shape (basic auth, ``sysparm_query`` of
-``number=<n>``, the fields asked for, raw values; ``PATCH /api/now/table/incident/<sys_id>``
+``number=<n>``, the fields asked for, raw values; ``PATCH /api/now/table/<table>/<sys_id>``
 with a JSON body of writable fields) and records anything else as a problem, so a test fails if
-the adapter drifts from the real API. Work notes land in the incident's journal, as on an
-instance, where a test reads them.
+the adapter drifts from the real API. A requested item names its person in ``requested_for``
+(an incident in ``caller_id``); both are references to ``sys_user`` dot-walked to ``email``,
+``user_name`` and ``name``. Work notes land in the record's journal, as on an instance, where a
+test reads them.
 """
 
 from __future__ import annotations
@@ -21,16 +24,26 @@ from aiohttp import web
 USER = "twokey.api"
 PASSWORD = "s3cret-Pa55word!"
 _QUERY = re.compile(r"number=([A-Za-z0-9_-]+)")
-_NEEDED = {
-    "number",
-    "state",
-    "opened_at",
-    "caller_id.email",
-    "caller_id.user_name",
-    "assigned_to.email",
-    "assigned_to.user_name",
-    "assignment_group.name",
-}
+CALLER = {"incident": "caller_id", "sc_req_item": "requested_for"}
+"""Each table's reference to the person the record is for."""
+
+
+def _needed(table: str) -> set[str]:
+    caller = CALLER[table]
+    return {
+        "number",
+        "state",
+        "opened_at",
+        "short_description",
+        f"{caller}.email",
+        f"{caller}.user_name",
+        f"{caller}.name",
+        "assigned_to.email",
+        "assigned_to.user_name",
+        "assignment_group.name",
+    }
+
+
 _WRITABLE = {"work_notes", "state"}
 
 
@@ -42,6 +55,8 @@ def opened(seconds_ago: float) -> str:
 @dataclass
 class ServiceNowStandIn:
     incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Requested items (``sc_req_item``, numbers RITM...)."""
     queries: list[dict[str, str]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     work_notes: dict[str, list[str]] = field(default_factory=dict)
@@ -63,25 +78,39 @@ class ServiceNowStandIn:
         assigned_to_email: str = "bob@example.com",
         assigned_to_user_name: str = "bob",
         assignment_group: str = "",
+        caller_name: str = "Alice Adams",
+        short_description: str = "Lost phone, needs MFA reset",
     ) -> None:
-        self.incidents[number] = {
-            "sys_id": f"{len(self.incidents) + 1:032x}",
+        """An incident, or a requested item when the number starts RITM."""
+        table = "sc_req_item" if number.startswith("RITM") else "incident"
+        caller = CALLER[table]
+        rows = self.table(table)
+        rows[number] = {
+            "sys_id": f"{len(self.incidents) + len(self.items) + 1:032x}",
             "number": number,
             "state": state,
             "opened_at": opened(age_s),
-            "short_description": "Lost phone, needs MFA reset",
-            "caller_id.email": caller_email,
-            "caller_id.user_name": caller_user_name,
+            "short_description": short_description,
+            f"{caller}.email": caller_email,
+            f"{caller}.user_name": caller_user_name,
+            f"{caller}.name": caller_name,
             "assigned_to.email": assigned_to_email,
             "assigned_to.user_name": assigned_to_user_name,
             "assignment_group.name": assignment_group,
         }
 
+    def table(self, name: str) -> dict[str, dict[str, Any]]:
+        return self.items if name == "sc_req_item" else self.incidents
+
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/api/now/table/incident", self._list)
-        app.router.add_patch("/api/now/table/incident/{sys_id}", self._update)
+        app.router.add_get("/api/now/table/{table}", self._list)
+        app.router.add_patch("/api/now/table/{table}/{sys_id}", self._update)
         return app
+
+    def _table(self, request: web.Request) -> str | None:
+        name = request.match_info["table"]
+        return name if name in CALLER else None
 
     def _refusal(self, request: web.Request, status: int | None) -> web.Response | None:
         if status == 429:
@@ -101,21 +130,26 @@ class ServiceNowStandIn:
         refused = self._refusal(request, self.fail_with)
         if refused is not None:
             return refused
+        table = self._table(request)
+        if table is None:
+            return _error(400, "Invalid table", f"table {request.match_info['table']} unknown")
         params = dict(request.query)
-        self.queries.append(params)
+        self.queries.append({**params, "table": table})
         query = params.get("sysparm_query")
         match = _QUERY.fullmatch(query) if query is not None else None
         fields = set(params.get("sysparm_fields", "").split(","))
+        needed = _needed(table)
         if query is not None and match is None:
             self.problems.append(f"sysparm_query is not number=<n>: {params}")
-        if query is not None and not _NEEDED <= fields:
-            self.problems.append(f"sysparm_fields lacks {sorted(_NEEDED - fields)}")
+        if query is not None and not needed <= fields:
+            self.problems.append(f"sysparm_fields lacks {sorted(needed - fields)}")
         if params.get("sysparm_display_value", "false") != "false":
             self.problems.append("display values asked for: state and opened_at must be raw")
-        if query is None:  # a listing (the read-only check): the first incident, if any
-            rows = list(self.incidents.values())[:1]
+        records = self.table(table)
+        if query is None:  # a listing (the read-only check): the first record, if any
+            rows = list(records.values())[:1]
         else:
-            row = self.incidents.get(match.group(1)) if match else None
+            row = records.get(match.group(1)) if match else None
             rows = [] if row is None else [row]
         result = [{k: v for k, v in row.items() if k in fields} for row in rows]
         return web.json_response({"result": result})
@@ -124,8 +158,11 @@ class ServiceNowStandIn:
         refused = self._refusal(request, self.fail_with or self.fail_writes_with)
         if refused is not None:
             return refused
+        table = self._table(request)
+        if table is None:
+            return _error(400, "Invalid table", f"table {request.match_info['table']} unknown")
         sys_id = request.match_info["sys_id"]
-        row = next((r for r in self.incidents.values() if r["sys_id"] == sys_id), None)
+        row = next((r for r in self.table(table).values() if r["sys_id"] == sys_id), None)
         if row is None:
             return _error(404, "No Record found", "Record doesn't exist or ACL restricts")
         if request.content_type != "application/json":

@@ -55,6 +55,8 @@ REFUSALS = {
     "ROLE": "deciding without the role it needs",
     "NOT_OWNER": "answering for someone else's account",
     "NOT_REQUESTER": "cancelling someone else's request",
+    "WRONG_PERSON": "someone else signing in through their approval link",
+    "SIGNIN_REFUSED": "a sign-in whose identity provider answer did not hold (bad or forged)",
 }
 """Gate refusals that are security events, as security reads them in an alert."""
 
@@ -575,6 +577,15 @@ def approver_signin_wrong_person(request_id: str, name: str) -> str:
         f"This link was for {name}, and the identity provider signed in someone else, so "
         f"nothing changed on {request_id}. {name} must sign in as themselves: approve again in "
         "chat for a new link."
+    )
+
+
+def approver_signin_wrong_person_alert(name: str) -> str:
+    """Security's alert: a chat session approved, and another person signed in for it."""
+    return (
+        f"someone other than {name} signed in through {name}'s single-use approval link; the "
+        "approval still waits and does not count. Check with them whether their chat account "
+        "or the link was taken"
     )
 
 

@@ -203,6 +203,26 @@ class Approval(BaseModel):
         return now < self.valid_until
 
 
+class TicketDetails(BaseModel):
+    """What the ticket system says the quoted ticket is about, read when the request opened, so
+    approvers see what the agent was asked. Outside text: cleaned and cut when captured
+    (app/domain/tickets.py ``details_of``) and escaped again by every face that shows it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    system: str = ""
+    """The ticket system's name (ServiceNow, Jira Service Management)."""
+    summary: str = ""
+    """ServiceNow ``short_description``; Jira ``summary``."""
+    caller: str = ""
+    """The caller's (Jira: reporter's) display name."""
+    group: str = ""
+    """The assignment group's name (empty where the system has none)."""
+    unchecked: str = ""
+    """Set when the ticket could not be checked at opening (``tickets.on_unavailable:
+    strictest_tier``): why, in words. The request then opened in the fallback tier."""
+
+
 class Request(BaseModel):
     """One help desk request: frozen facts plus the state of its gates."""
 
@@ -220,6 +240,8 @@ class Request(BaseModel):
     note: str = ""
     justification: str = ""
     plan: Plan
+    ticket_details: TicketDetails | None = None
+    """The ticket as its system described it at opening; None: tickets are not looked up."""
     created_at: int
     expires_at: int
 

@@ -374,7 +374,40 @@ def reference_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     problems += _lost_reason_problems(data)
     problems += oidc_reference_problems(data)
     problems += ticket_tier_problems(data, tiers)
+    problems += _ticket_fallback_problems(data, tiers)
     return problems
+
+
+def _ticket_fallback_problems(
+    data: Mapping[str, Any], tiers: Mapping[str, Any] | None
+) -> list[tuple[Loc, str]]:
+    """``tickets.fallback_tier`` opens requests whose ticket nobody could check: it must demand
+    at least the gates of every tier (what "strictest" means here), or an outage would help."""
+    section = _mapping(data.get("tickets")) or {}
+    fallback = section.get("fallback_tier")
+    if not isinstance(fallback, str) or tiers is None or fallback not in tiers:
+        return []  # unset, or an unknown name (reported by ticket_tier_problems)
+    valid: dict[str, Tier] = {}
+    for name, raw in tiers.items():
+        try:
+            valid[str(name)] = Tier.model_validate(raw)
+        except ValidationError:
+            continue  # reported by field validation
+    chosen = valid.get(fallback)
+    if chosen is None:
+        return []
+    stricter = [n for n, t in valid.items() if not chosen.demands_at_least(t)]
+    if not stricter:
+        return []
+    which = f"tier{'s' * (len(stricter) > 1)} {_listed(stricter)}"
+    return [
+        (
+            ("tickets", "fallback_tier"),
+            f"tier {fallback!r} opens requests whose ticket could not be checked, so it must "
+            f"demand at least the gates of every tier, but {which} asks for more (more "
+            "approvals, owner confirmation, or a step-up): name your strictest tier",
+        )
+    ]
 
 
 def _lost_reason_problems(data: Mapping[str, Any]) -> list[tuple[Loc, str]]:
@@ -560,8 +593,12 @@ def evaluate(
     *,
     breakglass: bool = False,
     reason_code: str = "",
+    ticket_unchecked: bool = False,
 ) -> Plan:
-    """Decide the tier and gates of a new request, with the reasons, or refuse it."""
+    """Decide the tier and gates of a new request, with the reasons, or refuse it.
+
+    ``ticket_unchecked``: the ticket system could not answer and the policy opens such a
+    request in ``tickets.fallback_tier`` (validated to demand at least every tier's gates)."""
     reasons: list[str] = []
     if breakglass:
         if policy.breakglass is None:
@@ -579,6 +616,12 @@ def evaluate(
     if escalate and not breakglass:
         tier_name = policy.strictest_tier
         reasons.append(f"velocity limit reached: escalated to tier {tier_name}")
+    fallback = policy.tickets.fallback_tier
+    if ticket_unchecked and fallback and not breakglass:
+        tier_name = fallback
+        reasons.append(f"the ticket could not be checked: tier {tier_name}")
+    elif ticket_unchecked:
+        reasons.append("the ticket could not be checked (break-glass keeps its tier)")
     tier = policy.tiers[tier_name]
     risks = _risks(policy, rule_name, breakglass, signals.target_flagged, escalate)
     owner_confirmation, approvals = tier.owner_confirmation, tier.approvals
@@ -604,7 +647,11 @@ def evaluate(
         approver_role=tier.approver_role,
         request_ttl=tier.request_ttl,
         approval_ttl=tier.approval_ttl,
-        alert_security=tier.alert_security or breakglass or signals.target_flagged or escalate,
+        alert_security=tier.alert_security
+        or breakglass
+        or signals.target_flagged
+        or escalate
+        or ticket_unchecked,
         remind_after=tier.remind_after,
         escalate_after=tier.escalate_after,
         escalate_to=tier.escalate_to,

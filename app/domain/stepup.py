@@ -332,7 +332,8 @@ class StepUpSettings(BaseModel):
     device_lost_reasons: list[str] = Field(default_factory=lambda: ["lost-device"])
     """Reason codes that say the owner's device is lost: device-based verifiers are skipped."""
     max_failures: int = Field(default=3, ge=1, le=10)
-    """Failed step-ups of one request before its target is flagged, as "this wasn't me" does."""
+    """Failed step-ups of one target (over all its requests, within fraud.flag_window) before
+    it is flagged, as "this wasn't me" does; the request where that happens locks."""
     code_ttl: Duration = CODE_TTL_MAX
     code_attempts: int = Field(default=CODE_ATTEMPTS_MAX, ge=1, le=CODE_ATTEMPTS_MAX)
     push_timeout: Duration = 2 * 60

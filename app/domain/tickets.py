@@ -12,7 +12,7 @@ decides and words, naming the ticket's fields as the ticket system calls them.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from app.domain.durations import Duration, format_duration
 from app.domain.forms import clean_text
-from app.domain.models import Principal, Request, RequestState
+from app.domain.models import Principal, Request, RequestState, TicketDetails
 
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 
@@ -35,10 +35,34 @@ INCIDENT_STATES = {
 }
 """ServiceNow's incident states out of the box (the ``state`` field's values)."""
 
+ITEM_STATES = {
+    "-5": "Pending",
+    "1": "Open",
+    "2": "Work in Progress",
+    "3": "Closed Complete",
+    "4": "Closed Incomplete",
+    "7": "Closed Skipped",
+}
+"""ServiceNow's requested item (``sc_req_item``) states out of the box: the task table's."""
+
 SYSTEM_NAMES = {"servicenow": "ServiceNow", "jira": "Jira Service Management"}
 
 DEFAULT_OPEN_STATES = {"servicenow": ["1", "2", "3"], "jira": ["new", "indeterminate"]}
 """ServiceNow: New, In Progress, On Hold. Jira: status categories To Do and In Progress."""
+
+DEFAULT_ITEM_OPEN_STATES = ["-5", "1", "2"]
+"""ServiceNow requested items: Pending, Open, Work in Progress (3 is Closed Complete there,
+On Hold on an incident: why requested items have their own list)."""
+
+SERVICENOW_TABLES = {"incident": "INC", "sc_req_item": "RITM"}
+"""The ServiceNow tables twokey reads and the number prefix each gives its records out of the
+box: a quoted number goes to the table its prefix names, and nowhere else."""
+
+ServiceNowTable = Literal["incident", "sc_req_item"]
+
+SUMMARY_MAX = 300
+"""The ticket's short description as captured for the cards (each face cuts again)."""
+NAME_MAX = 120
 
 
 class _Fields(BaseModel):
@@ -55,6 +79,12 @@ FIELD_NAMES = {
         state="state",
         opened="opened_at",
         caller="caller_id",
+        assigned="assigned_to or assignment_group",
+    ),
+    "sc_req_item": _Fields(
+        state="state",
+        opened="opened_at",
+        caller="requested_for",
         assigned="assigned_to or assignment_group",
     ),
     "jira": _Fields(state="status", opened="created", caller="reporter", assigned="assignee"),
@@ -127,6 +157,21 @@ class TicketSettings(BaseModel):
     open_states: list[str] = Field(default_factory=lambda: ["1", "2", "3"], min_length=1)
     """States that count as open. ServiceNow: incident ``state`` values (default 1, 2, 3);
     Jira: status names or status category keys (default new, indeterminate)."""
+    servicenow_tables: list[ServiceNowTable] = Field(
+        default_factory=lambda: list[ServiceNowTable](["incident"]), min_length=1
+    )
+    """ServiceNow: the tables a quoted number may be in, chosen by its prefix (INC: incident,
+    RITM: sc_req_item, the requested items of the service catalog)."""
+    item_open_states: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ITEM_OPEN_STATES), min_length=1
+    )
+    """ServiceNow requested items: ``state`` values that count as open (default -5, 1, 2)."""
+    on_unavailable: Literal["refuse", "strictest_tier"] = "refuse"
+    """The ticket system cannot answer when a request opens: refuse it (default), or open it
+    in ``fallback_tier``, audited, the cards saying the ticket could not be checked."""
+    fallback_tier: str | None = Field(default=None, min_length=1, max_length=64)
+    """The tier a request opens in when its ticket could not be checked; required by
+    ``on_unavailable: strictest_tier``, and it must demand at least every tier's gates."""
     max_age: Duration | None = None
     """A ticket opened longer ago than this is refused; unset: any age."""
     caller_must_be_target: bool = False
@@ -148,7 +193,7 @@ class TicketSettings(BaseModel):
                 return {**data, "open_states": DEFAULT_OPEN_STATES[system]}
         return data
 
-    @field_validator("open_states", mode="before")
+    @field_validator("open_states", "item_open_states", mode="before")
     @classmethod
     def _states_as_words(cls, value: object) -> object:
         if isinstance(value, list):
@@ -190,6 +235,18 @@ class TicketSettings(BaseModel):
         missing = [name for name in needs if getattr(self, name) is None]
         if missing:
             raise ValueError(f"system {self.system} needs {', '.join(missing)}")
+        if self.on_unavailable == "strictest_tier" and self.fallback_tier is None:
+            raise ValueError(
+                "on_unavailable: strictest_tier needs fallback_tier, the tier a request opens "
+                "in when its ticket cannot be checked (name your strictest tier)"
+            )
+        if self.on_unavailable == "refuse" and self.fallback_tier is not None:
+            raise ValueError(
+                "fallback_tier is used only with on_unavailable: strictest_tier; remove it, "
+                "or set on_unavailable: strictest_tier"
+            )
+        if self.system != "servicenow" and self.servicenow_tables != ["incident"]:
+            raise ValueError("servicenow_tables applies only to system: servicenow")
         return self
 
     @property
@@ -204,16 +261,23 @@ class TicketSettings(BaseModel):
     def states_open(self) -> tuple[str, ...]:
         return tuple(self.open_states)
 
-    def checks_for(self, tier: str) -> TicketChecks:
-        """The checks a request of ``tier`` gets: the tier's own choices over the section's."""
+    @property
+    def falls_back(self) -> bool:
+        """A ticket system that cannot answer opens the request in ``fallback_tier``."""
+        return self.on_unavailable == "strictest_tier" and self.fallback_tier is not None
+
+    def checks_for(self, tier: str, table: str = "") -> TicketChecks:
+        """The checks a request of ``tier`` gets: the tier's own choices over the section's
+        (``table``: a ServiceNow requested item has states of its own)."""
         own = self.tiers.get(tier)
         chosen = own.model_fields_set if own is not None else set()
 
         def pick(name: str) -> Any:
             return getattr(own, name) if own is not None and name in chosen else getattr(self, name)
 
+        states = self.item_open_states if table == "sc_req_item" else self.open_states
         return TicketChecks(
-            open_states=self.states_open,
+            open_states=tuple(states),
             max_age=pick("max_age"),
             caller_must_be_target=pick("caller_must_be_target"),
             assigned_to_requester=pick("assigned_to_requester"),
@@ -240,8 +304,17 @@ class TicketSettings(BaseModel):
             parts.append("used by one request only")
         if tier is None and self.tiers:
             parts.append(f"tiers with their own checks: {', '.join(sorted(self.tiers))}")
+        if self.system == "servicenow" and "sc_req_item" in self.servicenow_tables:
+            item_states = ", ".join(_state_words(s, "sc_req_item") for s in self.item_open_states)
+            parts.append(f"requested items (RITM) state one of {item_states}")
         if self.write_back.notes:
             parts.append("each decision and the outcome written back as a work note")
+        if self.falls_back:
+            parts.append(
+                f"{self.system_name} unreachable: opens in tier {self.fallback_tier}, audited"
+            )
+        else:
+            parts.append(f"{self.system_name} unreachable: refused")
         return "; ".join(parts)
 
 
@@ -257,16 +330,68 @@ class Ticket(BaseModel):
     opened_at: datetime | None = None
     caller_email: str = ""
     caller_user_name: str = ""
+    caller_name: str = ""
+    """The caller's (Jira: reporter's) display name, for the cards only: never matched on."""
     assigned_to_email: str = ""
     assigned_to_user_name: str = ""
     assignment_group: str = ""
     short_description: str = ""
     ref: str = ""
     """The system's own id of the record (ServiceNow ``sys_id``, Jira issue id) for writing."""
+    table: str = ""
+    """ServiceNow: the table it was read from (incident, sc_req_item); empty for Jira."""
 
 
-def _state_words(state: str) -> str:
-    name = INCIDENT_STATES.get(state)
+def servicenow_table(number: str, tables: Sequence[str]) -> str | None:
+    """The ServiceNow table a quoted number is looked up in: the only one read, or the one its
+    prefix names (INC0010001: incident, RITM0010001: sc_req_item); None when it names none of
+    them (such a number is never looked up anywhere else)."""
+    if len(tables) == 1:
+        return tables[0]
+    upper = number.upper()
+    for table in tables:
+        prefix = SERVICENOW_TABLES.get(table, "")
+        rest = upper[len(prefix) :]
+        if prefix and upper.startswith(prefix) and rest[:1].isdigit():
+            return table
+    return None
+
+
+def _captured(text: str, limit: int) -> str:
+    """Outside text kept for a card: control and format characters dropped, cut to ``limit``.
+    Escaping is each face's job (Slack mrkdwn, Adaptive Card Markdown), done when shown."""
+    kept = clean_text(text)
+    return kept if len(kept) <= limit else kept[: limit - 1].rstrip() + "…"
+
+
+def details_of(ticket: Ticket, system: str) -> TicketDetails:
+    """What the approval card shows of a checked ticket: what the agent was asked, by whom."""
+    return TicketDetails(
+        system=system,
+        summary=_captured(ticket.short_description, SUMMARY_MAX),
+        caller=_captured(ticket.caller_name, NAME_MAX),
+        group=_captured(ticket.assignment_group, NAME_MAX),
+    )
+
+
+def unchecked_details(
+    system: str, number: str, tier: str, *, fallback: bool = True
+) -> TicketDetails:
+    """A request opened without its ticket checked (``on_unavailable: strictest_tier``), in
+    the fallback tier (or, for break-glass, its own tier)."""
+    where = "the fallback tier" if fallback else "its break-glass tier"
+    return TicketDetails(
+        system=system,
+        unchecked=(
+            f"Ticket {_captured(number, 64)} could not be checked: {system} did not answer "
+            f"when the request opened, so it opened in {where} {_captured(tier, 64)}. "
+            "Make sure the ticket is real before approving."
+        ),
+    )
+
+
+def _state_words(state: str, table: str = "") -> str:
+    name = (ITEM_STATES if table == "sc_req_item" else INCIDENT_STATES).get(state)
     return f"{state} ({name})" if name else state
 
 
@@ -292,13 +417,14 @@ def ticket_problem(
 
     ``at_claim``: the re-check before the change runs, where the ticket must still be open,
     the target's and assigned to the agent; its age counted when the request opened."""
-    checks = settings.checks_for(tier)
-    fields = FIELD_NAMES[settings.system]
+    checks = settings.checks_for(tier, ticket.table)
+    fields = FIELD_NAMES[ticket.table if ticket.table in FIELD_NAMES else settings.system]
     number = ticket.number
     if not _is_open(ticket, checks.open_states):
-        wanted = ", ".join(_state_words(s) for s in checks.open_states)
+        wanted = ", ".join(_state_words(s, ticket.table) for s in checks.open_states)
+        state = _state_words(ticket.state, ticket.table)
         return (
-            f"Ticket {number} is not open: its {fields.state} is {_state_words(ticket.state)}, "
+            f"Ticket {number} is not open: its {fields.state} is {state}, "
             f"and a request needs one of {wanted}. Reopen it or quote an open ticket."
         )
     if checks.max_age is not None and not at_claim:
@@ -446,14 +572,21 @@ def ticket_tier_problems(data: Mapping[str, Any], tiers: Mapping[str, Any] | Non
     """Tiers named under ``tickets.tiers`` must be tiers the policy has (a typo would silently
     leave that tier with the section's checks)."""
     section = data.get("tickets")
-    named = section.get("tiers") if isinstance(section, Mapping) else None
-    if not isinstance(named, Mapping) or tiers is None:
+    if not isinstance(section, Mapping) or tiers is None:
         return []
-    return [
-        (("tickets", "tiers", name), f"unknown tier {name!r}; tiers: {', '.join(map(str, tiers))}")
-        for name in named
+    named = section.get("tiers")
+    known = ", ".join(map(str, tiers))
+    problems: list[Any] = [
+        (("tickets", "tiers", name), f"unknown tier {name!r}; tiers: {known}")
+        for name in (named if isinstance(named, Mapping) else ())
         if name not in tiers
     ]
+    fallback = section.get("fallback_tier")
+    if isinstance(fallback, str) and fallback not in tiers:
+        problems.append(
+            (("tickets", "fallback_tier"), f"unknown tier {fallback!r}; tiers: {known}")
+        )
+    return problems
 
 
 # ---- what people are told (the service raises or records these) -----------------------------

@@ -44,8 +44,10 @@ from app.domain.errors import (
 from app.domain.forms import NOTE_MAX, REASON_MAX, parse_request_id
 from app.domain.messages import DIRECTORY_DOWN
 from app.domain.models import Action, ChatUser, Principal, PrincipalKind, Request, RequestState
+from app.domain.stepup import Verifier
 from app.domain.words import headline, shown_state, status_sentence, when
 from app.playground.notifier import PANES, PlaygroundMailbox, PlaygroundNotifier, RevealedSecret
+from app.playground.phone import PUSH_ID, PendingPush, SimulatedPhones, SimulatedPush
 from app.runtime import Runtime, check_playground, production_wiring
 from app.service import Decision
 
@@ -142,6 +144,13 @@ class RevealBody(_Body):
     request: Annotated[str, StringConstraints(max_length=20)]
 
 
+class PushBody(_Body):
+    push: Annotated[str, StringConstraints(pattern=PUSH_ID)]
+    """Which push on the simulated phone (as the state listed it)."""
+    approve: bool
+    """Approve (true) or Deny (false), as the phone's two buttons."""
+
+
 class StateQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -217,8 +226,12 @@ def _host_name(host_header: str) -> str:
 class Playground:
     """The page and its JSON API over one runtime; every action is one service call."""
 
-    def __init__(self, runtime: Runtime, notifier: PlaygroundNotifier) -> None:
+    def __init__(
+        self, runtime: Runtime, notifier: PlaygroundNotifier, phones: SimulatedPhones | None = None
+    ) -> None:
         self.runtime = runtime
+        self.phones = phones or SimulatedPhones()
+        """The simulated phones push step-ups arrive on (owner's and approver's panes)."""
         self.service = runtime.service
         self.directory = runtime.directory
         self.notifier = notifier
@@ -240,6 +253,7 @@ class Playground:
         add_post("/playground/api/open", self.open_form)
         add_post("/playground/api/button", self.button)
         add_post("/playground/api/secret", self.reveal_secret)
+        add_post("/playground/api/push", self.answer_push)
 
     # -- the page ---------------------------------------------------------------------------
 
@@ -375,6 +389,11 @@ class Playground:
             "notes": notes,
             "messages": messages,
             "secret": self.notifier.secret_waiting(request_id, query.owner or ""),
+            "phone": {
+                pane: [_push(p) for p in self.phones.waiting(viewer, request_id)]
+                for pane, viewer in (("owner", query.owner), ("approver", query.approver))
+                if viewer and pane not in notes
+            },
             "audit": await self._audit(stored),
         }
 
@@ -510,6 +529,28 @@ class Playground:
         action, request_id = decode_button(body.button)
         who = await self._chat_user(body.viewer)
         return _decided(await press(self.service, action, who, request_id, body.reason))
+
+    async def answer_push(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, PushBody, self._answer_push)
+
+    async def _answer_push(self, body: PushBody) -> dict[str, Any]:
+        """Approve or Deny on the simulated phone: only the person it was sent to, once. The
+        service records the answer (as from Okta or Duo) and updates the cards."""
+        who = await self._chat_user(body.viewer)
+        caller = await self.service.identify(who)
+        push = self.phones.answer(body.push, caller.id, body.approve)
+        if push is None:
+            raise NotFound(
+                "This push is not waiting on your phone any more (answered, timed out, or sent "
+                "to someone else); nothing changed."
+            )
+        said = "approved" if body.approve else "denied"
+        return {  # the service records it as it would Okta's answer; the cards follow
+            "message": f"You {said} the push on your phone for {push.request_id}.",
+            "request": push.request_id,
+            "changed": True,
+            "kind": "done",
+        }
 
     async def reveal_secret(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, RevealBody, self._reveal_secret)
@@ -683,6 +724,11 @@ def _decided(decision: Decision) -> dict[str, Any]:
     }
 
 
+def _push(push: PendingPush) -> dict[str, str]:
+    """A push as the phone shows it: which app, which request (nothing typed by anyone)."""
+    return {"id": push.id, "app": push.app, "request": push.request_id}
+
+
 def _summary(request: Request, now: int) -> dict[str, Any]:
     shown = shown_state(request, now)
     words = headline(shown)
@@ -768,8 +814,16 @@ async def mount(app: web.Application, runtime: Runtime) -> None:
     runtime.notifier.add(notifier)
     step_up = runtime.service.step_up
     if step_up is not None and step_up.mail is None:  # no mail server: the simulated mailbox
-        runtime.service.step_up = dataclasses.replace(step_up, mail=PlaygroundMailbox(notifier))
-    Playground(runtime, notifier).routes(app)
+        step_up = dataclasses.replace(step_up, mail=PlaygroundMailbox(notifier))
+    phones = SimulatedPhones()
+    if step_up is not None:  # pushes nobody else runs here arrive on the simulated phone
+        simulated = {
+            v.value: SimulatedPush(phones, v) for v in (Verifier.OKTA_PUSH, Verifier.DUO_PUSH)
+        }
+        step_up = dataclasses.replace(step_up, push={**simulated, **step_up.push})
+    runtime.service.step_up = step_up
+    app.on_shutdown.append(phones.hang_up)
+    Playground(runtime, notifier, phones).routes(app)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.warning(
         "playground_ready",

@@ -93,6 +93,12 @@ class Keys:
         """Set after "this wasn't me": later requests on the target get the strictest tier."""
         return f"{self.tag(shard_of_target(target_id))}:flag:{target_id}"
 
+    def step_up_failures(self, target_id: str) -> str:
+        """Sorted set: "<request id>|<at>|<n>" -> at, the target's failed owner step-ups within
+        the fraud flag window. Per target, not per request: an attacker who fails a step-up
+        cannot start the count again by opening a new request (step_up.lua)."""
+        return f"{self.tag(shard_of_target(target_id))}:stepfail:{target_id}"
+
     def target_history(self, target_id: str) -> str:
         """Sorted set: "<request id>|<action>" -> opened at, for velocity limits per target."""
         return f"{self.tag(shard_of_target(target_id))}:hist:{target_id}"

@@ -54,6 +54,7 @@ _STATIC_FIELDS = (
     "note",
     "justification",
     "plan",
+    "ticket_details",
 )
 _SCRIPTS = (
     "open",
@@ -72,6 +73,7 @@ _SCRIPTS = (
     "withdraw_gates",
     "step_up",
     "verify_approver",
+    "refuse_sign_in",
 )
 UNAVAILABLE_MESSAGE = (
     "twokey cannot reach its database right now, so nothing was changed. "
@@ -499,6 +501,12 @@ class RedisRequestStore:
         return await self._run("verify_approver", request_id, [approver, outcome, via])
 
     @fails_closed
+    async def refuse_sign_in(
+        self, request_id: str, approver: str, code: GateCode, why: str, via: str
+    ) -> GateReply:
+        return await self._run("refuse_sign_in", request_id, [approver, code.value, why, via])
+
+    @fails_closed
     async def attest_step_up(
         self, request: Request, actor: str, via: str, confirmed: bool, *, flag_window_s: int
     ) -> GateReply:
@@ -507,9 +515,18 @@ class RedisRequestStore:
 
     @fails_closed
     async def check_step_up_code(
-        self, request: Request, actor: str, via: str, code_digest: str, *, flag_window_s: int
+        self,
+        request: Request,
+        actor: str,
+        via: str,
+        code_digests: Sequence[str],
+        *,
+        flag_window_s: int,
     ) -> GateReply:
-        return await self._step_up(request, "code", actor, via, "", code_digest, flag_window_s)
+        if not code_digests or any(not d.isalnum() for d in code_digests):
+            raise ValueError("code digests are hex strings, at least one")
+        digests = ",".join(code_digests)
+        return await self._step_up(request, "code", actor, via, "", digests, flag_window_s)
 
     async def _step_up(
         self,
@@ -540,7 +557,11 @@ class RedisRequestStore:
                 flag_window_s * 1000,
                 manager,
             ],
-            extra_keys=[self.keys.flag(request.target_id), self.keys.step_up_code(request.id)],
+            extra_keys=[
+                self.keys.flag(request.target_id),
+                self.keys.step_up_code(request.id),
+                self.keys.step_up_failures(request.target_id),
+            ],
         )
 
     @fails_closed

@@ -44,6 +44,7 @@ def ticket_system(settings: TicketSettings) -> TicketAdapter | None:
         settings.instance_url,
         _from_env(settings.username_env),
         _from_env(settings.password_env),
+        tables=settings.servicenow_tables,
     )
 
 

@@ -33,6 +33,7 @@ class _User(BaseModel):
 
     accountId: str = ""
     emailAddress: str = ""  # empty when the user's privacy settings hide it
+    displayName: str = ""  # for the approval card only, never matched on
 
 
 class _Category(BaseModel):
@@ -158,6 +159,7 @@ def _ticket(issue: _Issue) -> Ticket:
         state_category=fields.status.statusCategory.key,
         opened_at=_created(fields.created),
         caller_email=reporter.emailAddress,
+        caller_name=reporter.displayName,
         assigned_to_email=assignee.emailAddress,
         short_description=fields.summary,
         ref=issue.id,

@@ -1,46 +1,62 @@
-"""ServiceNow incidents through the Table API (basic auth): read before a request opens and
-before its change runs, with twokey's work notes written back.
+"""ServiceNow incidents and requested items through the Table API (basic auth): read before a
+request opens and before its change runs, with twokey's work notes written back.
 
-``GET /api/now/table/incident?sysparm_query=number=<n>&sysparm_fields=...`` with the caller and
+``GET /api/now/table/<table>?sysparm_query=number=<n>&sysparm_fields=...`` with the caller and
 assignee dot-walked (``caller_id.email``, ``assigned_to.user_name``, ``assignment_group.name``)
 and raw values (``sysparm_display_value=false``: ``state`` as its number, ``opened_at`` in UTC as
-``YYYY-MM-DD hh:mm:ss``). Notes: ``PATCH /api/now/table/incident/<sys_id>`` with ``work_notes``
-(internal, never shown to the caller). Logs carry the status only: never the credentials, the
-query or a note.
+``YYYY-MM-DD hh:mm:ss``). ``<table>`` is ``incident`` (INC...) or ``sc_req_item`` (RITM..., a
+service catalog requested item, whose caller is ``requested_for``), as the policy's
+``servicenow_tables`` allows. Notes: ``PATCH /api/now/table/<table>/<sys_id>`` with
+``work_notes`` (internal, never shown to the caller). Logs carry the status only: never the
+credentials, the query or a note.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from app.domain.tickets import Ticket
+from app.domain.tickets import SERVICENOW_TABLES, Ticket, servicenow_table
 from app.tickets.common import TicketHttp, TicketSystemDown, refuse_unless
 
-TABLE = "/api/now/table/incident"
-FIELDS = (
-    "sys_id",
-    "number",
-    "state",
-    "opened_at",
-    "short_description",
-    "caller_id.email",
-    "caller_id.user_name",
-    "assigned_to.email",
-    "assigned_to.user_name",
-    "assignment_group.name",
-)
+CALLER = {"incident": "caller_id", "sc_req_item": "requested_for"}
+"""The field naming the person a record is for: an incident's caller, a requested item's
+requested-for user (the Table API's names)."""
+
+
+def fields_of(table: str) -> tuple[str, ...]:
+    """The fields read from ``table``, its caller reference dot-walked to email, user name and
+    display name (the name is for the approval card only, never matched on)."""
+    caller = CALLER[table]
+    return (
+        "sys_id",
+        "number",
+        "state",
+        "opened_at",
+        "short_description",
+        f"{caller}.email",
+        f"{caller}.user_name",
+        f"{caller}.name",
+        "assigned_to.email",
+        "assigned_to.user_name",
+        "assignment_group.name",
+    )
+
+
+FIELDS = fields_of("incident")
 _NUMBER = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A ticket number that cannot change the encoded query (no ``^``, ``=``, ``,``...)."""
 _SYS_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class ServiceNowTickets:
-    """The ``TicketSystem`` port on a ServiceNow instance's ``incident`` table."""
+    """The ``TicketSystem`` port on a ServiceNow instance's ``incident`` and (where the policy
+    lists it) ``sc_req_item`` tables."""
 
     name = "ServiceNow"
 
@@ -52,7 +68,12 @@ class ServiceNowTickets:
         *,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        tables: Sequence[str] = ("incident",),
     ) -> None:
+        unknown = [t for t in tables if t not in SERVICENOW_TABLES]
+        if not tables or unknown:
+            raise ValueError(f"ServiceNow tables must be some of {', '.join(SERVICENOW_TABLES)}")
+        self._tables = tuple(tables)
         self._http = TicketHttp(
             self.name,
             instance_url,
@@ -65,17 +86,21 @@ class ServiceNowTickets:
         await self._http.aclose()
 
     async def find(self, number: str) -> Ticket | None:
-        """The incident with this number, None when ServiceNow has none."""
+        """The incident or requested item with this number, None when ServiceNow has none."""
         if not _NUMBER.fullmatch(number):
             return None  # it could not be a number ServiceNow holds; never put it in a query
+        table = servicenow_table(number, self._tables)
+        if table is None:
+            return None  # a prefix of no table the policy reads: looked up nowhere
         params = {
             "sysparm_query": f"number={number}",
-            "sysparm_fields": ",".join(FIELDS),
+            "sysparm_fields": ",".join(fields_of(table)),
             "sysparm_limit": "1",
             "sysparm_display_value": "false",
             "sysparm_exclude_reference_link": "true",
         }
-        response = await self._http.call("GET", TABLE, "ticket_lookup", params=params)
+        path = f"/api/now/table/{table}"
+        response = await self._http.call("GET", path, "ticket_lookup", params=params)
         if response.status_code == 404 and _no_record(response):
             return None  # older releases answer a query with no match this way
         refuse_unless(response, 200)
@@ -83,7 +108,7 @@ class ServiceNowTickets:
             rows = response.json()["result"]
             if not isinstance(rows, list):
                 raise TypeError("result is not a list")
-            return _ticket(rows[0]) if rows else None
+            return _ticket(rows[0], table) if rows else None
         except (ValueError, KeyError, TypeError, IndexError, ValidationError) as exc:
             what = type(exc).__name__
             raise TicketSystemDown(f"an answer it does not document ({what})") from None
@@ -96,19 +121,23 @@ class ServiceNowTickets:
         await self._update(ticket, {"state": state}, "ticket_state")
 
     async def check(self) -> list[str]:
-        """Read one incident's number (read-only): proves the URL, credentials and read ACL."""
-        params = {"sysparm_fields": "number", "sysparm_limit": "1"}
-        response = await self._http.call("GET", TABLE, "ticket_check", params=params)
-        refuse_unless(response, 200)
-        return [
-            "incident table readable with these credentials",
-            "work_notes write-back not tried (this check changes nothing)",
-        ]
+        """Read one record's number per table (read-only): proves the URL, credentials and
+        read ACLs."""
+        lines = []
+        for table in self._tables:
+            params = {"sysparm_fields": "number", "sysparm_limit": "1"}
+            path = f"/api/now/table/{table}"
+            response = await self._http.call("GET", path, "ticket_check", params=params)
+            refuse_unless(response, 200)
+            lines.append(f"{table} table readable with these credentials")
+        return [*lines, "work_notes write-back not tried (this check changes nothing)"]
 
     async def _update(self, ticket: Ticket, body: dict[str, str], what: str) -> None:
-        if not _SYS_ID.fullmatch(ticket.ref):
-            raise TicketSystemDown("the incident's sys_id is unknown")
-        response = await self._http.call("PATCH", f"{TABLE}/{ticket.ref}", what, json=body)
+        table = ticket.table or "incident"
+        if not _SYS_ID.fullmatch(ticket.ref) or table not in self._tables:
+            raise TicketSystemDown("the record's sys_id or table is unknown")
+        path = f"/api/now/table/{table}/{ticket.ref}"
+        response = await self._http.call("PATCH", path, what, json=body)
         refuse_unless(response, 200)
 
 
@@ -120,8 +149,9 @@ def _no_record(response: httpx.Response) -> bool:
         return False
 
 
-def _ticket(row: dict[str, Any]) -> Ticket:
+def _ticket(row: dict[str, Any], table: str) -> Ticket:
     opened = str(row.get("opened_at") or "")
+    caller = CALLER[table]
 
     def text(name: str) -> str:
         return str(row.get(name) or "")
@@ -132,11 +162,13 @@ def _ticket(row: dict[str, Any]) -> Ticket:
         opened_at=datetime.strptime(opened, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
         if opened
         else None,
-        caller_email=text("caller_id.email"),
-        caller_user_name=text("caller_id.user_name"),
+        caller_email=text(f"{caller}.email"),
+        caller_user_name=text(f"{caller}.user_name"),
+        caller_name=text(f"{caller}.name"),
         assigned_to_email=text("assigned_to.email"),
         assigned_to_user_name=text("assigned_to.user_name"),
         assignment_group=text("assignment_group.name"),
         short_description=text("short_description"),
         ref=text("sys_id"),
+        table=table,
     )

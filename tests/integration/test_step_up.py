@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
+from app.bootstrap import step_up_options
 from app.connectors.sandbox import SandboxDirectory
 from app.domain.errors import BadInput, NotAllowed
 from app.domain.models import Principal, RequestState
 from app.mail import SmtpCodeSender
 from app.service import StepUpOptions
+from app.settings import Settings
 from app.store.keys import shard_of_request
 from tests.helpers import Core, build_core, chat, policy_text
 from tests.smtp_inbox import Inbox
@@ -190,6 +194,93 @@ async def test_three_failed_step_ups_flag_the_target_and_lock_the_request(
     assert request is not None and request.state is RequestState.PENDING
     last_failure = [e for e in await audit(core, rid) if e["kind"] == "step_up_failed"][-1]
     assert last_failure["outcome"] == "target_flagged"
+
+
+async def fail_one_code(core: Core, mails: Inbox, rid: str) -> NotAllowed:
+    """Type the request's live code wrong until it is used up: one failed step-up."""
+    code = mails.code_for(rid)
+    for _ in range(4):
+        with pytest.raises(BadInput):
+            await core.service.verify_code(chat("alice"), rid, wrong(code))
+    with pytest.raises(NotAllowed) as failed:
+        await core.service.verify_code(chat("alice"), rid, wrong(code))
+    return failed.value
+
+
+async def test_failures_count_per_target_so_a_fresh_request_does_not_reset_them(
+    redis_client: aioredis.Redis, namespace: str, inbox: tuple[Inbox, int]
+) -> None:
+    mails, port = inbox
+    core = core_with(redis_client, namespace, port)
+    first = await core.open_mfa_reset()
+    await fail_one_code(core, mails, first)
+    await core.service.new_code(chat("alice"), first)
+    second_failure = await fail_one_code(core, mails, first)
+    assert "flagged" not in str(second_failure)
+    assert not await core.redis.exists(core.keys.flag("alice"))
+
+    fresh = await core.open_mfa_reset()  # the attacker starts over on a new request
+    third = await fail_one_code(core, mails, fresh)
+    assert "flagged" in str(third)
+    assert await core.redis.exists(core.keys.flag("alice"))
+    failed = [e for e in await audit(core, fresh) if e["kind"] == "step_up_failed"]
+    assert [(e["reason"], e["outcome"]) for e in failed] == [
+        ("email_code:code_exhausted", "target_flagged")
+    ]
+    request = await core.store.get(fresh)
+    assert request is not None and request.step_up_failures == 3
+    assert request.state is RequestState.PENDING
+    with pytest.raises(NotAllowed, match="flagged"):
+        await core.service.new_code(chat("alice"), fresh)
+    alerts = [text for kind, _, text in core.notifier.sent if kind == "alert_security"]
+    assert any("failed too often" in text for text in alerts)
+    # the count lives in the target's slot and lasts the fraud flag window (7d here)
+    ttl_ms = await core.redis.pttl(core.keys.step_up_failures("alice"))
+    assert 7 * 86400 * 1000 - 60_000 < ttl_ms <= 7 * 86400 * 1000
+
+
+def rotated_core(
+    redis_client: aioredis.Redis, namespace: str, port: int, key: str, previous: list[str]
+) -> Core:
+    """A replica as serve builds its step-up: code keys from the audit key ring."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, TWOKEY_AUDIT_KEY=key, TWOKEY_AUDIT_KEYS_PREVIOUS=previous
+    )
+    options = step_up_options(settings, SecretStr(key), [])
+    options = replace(options, mail=SmtpCodeSender("127.0.0.1", port, starttls=False))
+    return build_core(
+        redis_client,
+        namespace,
+        policy=step_up_policy(),
+        directory=directory(),
+        step_up=options,
+    )
+
+
+async def test_a_code_issued_before_an_audit_key_rotation_still_works_after_it(
+    redis_client: aioredis.Redis, namespace: str, inbox: tuple[Inbox, int]
+) -> None:
+    mails, port = inbox
+    old, new = "old-audit-key-" + "o" * 32, "new-audit-key-" + "n" * 32
+    before = rotated_core(redis_client, namespace, port, old, [])
+    rid = await before.open_mfa_reset()
+    code = mails.code_for(rid)
+
+    # the rollout: TWOKEY_AUDIT_KEY=new, TWOKEY_AUDIT_KEYS_PREVIOUS=[old]
+    after = rotated_core(redis_client, namespace, port, new, [old])
+    with pytest.raises(BadInput, match="Tries left for this code: 4"):
+        await after.service.verify_code(chat("alice"), rid, wrong(code))
+    passed = await after.service.verify_code(chat("alice"), rid, code)
+    assert passed.request.step_up_at is not None
+
+    # codes issued after it are made under the new key only: the old key alone cannot read them
+    second = await after.open_mfa_reset()
+    fresh = mails.code_for(second)
+    retired = rotated_core(redis_client, namespace, port, old, [])
+    with pytest.raises(BadInput, match="not right"):
+        await retired.service.verify_code(chat("alice"), second, fresh)
+    verified = await after.service.verify_code(chat("alice"), second, fresh)
+    assert verified.request.step_up_at is not None
 
 
 async def test_a_code_that_ran_out_is_a_failure_and_a_new_one_can_be_asked_for(

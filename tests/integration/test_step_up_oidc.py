@@ -209,6 +209,13 @@ async def test_the_approver_signs_in_again_and_only_then_the_change_runs(
         assert token not in (dump or b"")
 
 
+async def refusals(twokey: Twokey, rid: str) -> list[tuple[str, str, str, str]]:
+    """The request's refused attempts as audited: (actor, role, via, reason)."""
+    found = [e for e in await twokey.events(rid) if e["kind"] == "refused"]
+    assert all(e["outcome"] == "refused" for e in found)
+    return [(e["actor"], e["role"], e["via"], e["reason"]) for e in found]
+
+
 async def test_someone_else_signing_in_changes_nothing(twokey: Twokey) -> None:
     rid, link = await twokey.approved_by_carol()
     twokey.idp.user = {"email": "dave@example.com"}
@@ -216,6 +223,30 @@ async def test_someone_else_signing_in_changes_nothing(twokey: Twokey) -> None:
     assert page.status_code == 403
     assert "signed in someone else" in page.text and "Carol" in page.text
     await assert_nothing_changed(twokey, rid)
+    # a security event: in the request's hash-chained trail, and security is told at once
+    assert await refusals(twokey, rid) == [("carol", "", "oidc_reauth", "wrong_person:sign_in")]
+    [alert] = twokey.notifier.said("alert_security")
+    assert alert[1] == rid and "someone other than Carol" in alert[2]
+    assert "dave" not in alert[2]  # what the IdP said is not repeated into chat
+
+
+async def test_wrong_people_signing_in_count_toward_the_refusal_alert(twokey: Twokey) -> None:
+    """fraud.refusals (3 in 10 minutes by default): the third wrong sign-in is probing."""
+    rid, link = await twokey.approved_by_carol()
+    twokey.idp.user = {"email": "dave@example.com"}
+    for attempt in range(3):
+        if attempt:
+            again = await twokey.runtime.service.approve(chat("carol"), rid)
+            found = LINK.search(again.message)
+            assert found is not None
+            link = found.group(0)
+        assert (await twokey.sign_in(link)).status_code == 403
+    alerts = [text for _, _, text in twokey.notifier.said("alert_security")]
+    assert sum("someone other than Carol" in text for text in alerts) == 3
+    [often] = [text for text in alerts if "refused 3 times" in text]
+    assert "someone else signing in through their approval link" in often
+    await assert_nothing_changed(twokey, rid)
+    assert len(await refusals(twokey, rid)) == 3
 
 
 async def test_a_link_a_sign_in_and_a_code_each_work_once(twokey: Twokey) -> None:
@@ -272,20 +303,32 @@ async def test_a_link_that_ran_out_changes_nothing(twokey: Twokey) -> None:
 
 
 @pytest.mark.parametrize(
-    ("knob", "words"),
+    ("knob", "words", "audited"),
     [
-        ({"sign_with": "another key"}, "its signature does not verify"),
-        ({"claims": {"nonce": "someone-elses-nonce"}}, "belongs to another sign-in (nonce)"),
-        ({"auth_age": 10 * 60}, "did not ask you to sign in again just now"),
-        ({"claims": {"acr": None}}, "sign-in strength this approval needs"),
-        ({"claims": {"acr": "urn:test:loa:password"}}, "sign-in strength this approval needs"),
-        ({"claims": {"aud": "another-client"}}, "not issued to twokey"),
-        ({"claims": {"email": None}}, "signed in someone else"),
-        ({"deny": "access_denied"}, "did not sign you in (access_denied)"),
+        ({"sign_with": "another key"}, "its signature does not verify", "signin_refused:signature"),
+        (
+            {"claims": {"nonce": "someone-elses-nonce"}},
+            "belongs to another sign-in (nonce)",
+            "signin_refused:nonce",
+        ),
+        (
+            {"auth_age": 10 * 60},
+            "did not ask you to sign in again just now",
+            "signin_refused:auth_time",
+        ),
+        ({"claims": {"acr": None}}, "sign-in strength this approval needs", "signin_refused:acr"),
+        (
+            {"claims": {"acr": "urn:test:loa:password"}},
+            "sign-in strength this approval needs",
+            "signin_refused:acr",
+        ),
+        ({"claims": {"aud": "another-client"}}, "not issued to twokey", "signin_refused:issuer"),
+        ({"claims": {"email": None}}, "signed in someone else", "wrong_person:sign_in"),
+        ({"deny": "access_denied"}, "did not sign you in (access_denied)", None),
     ],
 )
 async def test_an_id_token_that_does_not_hold_changes_nothing(
-    twokey: Twokey, knob: dict[str, Any], words: str
+    twokey: Twokey, knob: dict[str, Any], words: str, audited: str | None
 ) -> None:
     rid, link = await twokey.approved_by_carol()
     for name, value in knob.items():
@@ -294,6 +337,11 @@ async def test_an_id_token_that_does_not_hold_changes_nothing(
     assert page.status_code == 403, page.text
     assert words in page.text
     await assert_nothing_changed(twokey, rid)
+    # a bad or forged answer is a refused attempt in the trail (the IdP saying no is not)
+    expected = [("carol", "", "oidc_reauth", audited)] if audited else []
+    assert await refusals(twokey, rid) == expected
+    wrong_person = audited == "wrong_person:sign_in"
+    assert bool(twokey.notifier.said("alert_security")) is wrong_person
 
 
 async def test_the_way_back_in_another_browser_changes_nothing(twokey: Twokey) -> None:
@@ -303,6 +351,9 @@ async def test_the_way_back_in_another_browser_changes_nothing(twokey: Twokey) -
         page = await elsewhere.get(back)
     assert page.status_code == 403 and "different browser" in page.text
     await assert_nothing_changed(twokey, rid)
+    assert await refusals(twokey, rid) == [
+        ("carol", "", "oidc_reauth", "signin_refused:other_browser")
+    ]
 
 
 async def test_the_pages_escape_and_refuse_what_twokey_did_not_send(twokey: Twokey) -> None:

@@ -195,3 +195,21 @@ async def test_a_key_that_is_not_an_issue_key_never_reaches_a_url(
         await system.aclose()
     assert found is None  # the stand-in holds no issues
     assert site.problems == []
+
+
+async def test_the_issues_summary_and_reporter_are_kept_for_the_approval_card(
+    core: Core, jira: tuple[JiraStandIn, str]
+) -> None:
+    jira[0].add(KEY)
+    opened = await core.service.open(
+        chat("bob"), chat("alice"), Action.RESET_MFA.value, KEY, "lost-device"
+    )
+    stored = await core.store.get(opened.request.id)
+    assert stored is not None and stored.ticket_details is not None
+    details = stored.ticket_details
+    assert details.system == "Jira Service Management"
+    assert (details.summary, details.caller, details.group) == (
+        "Lost phone, needs MFA reset",
+        "Alice",  # the reporter's displayName
+        "",  # Jira has no assignment group
+    )

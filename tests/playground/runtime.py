@@ -20,7 +20,8 @@ from app.audit.trail import AuditTrail
 from app.bootstrap import Runtime
 from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.notify import FanoutNotifier
-from app.policy.loader import example_policy, load_policy_text
+from app.playground.example import playground_policy
+from app.policy.loader import load_policy_text
 from app.ports import IdentityProvider
 from app.service import ServiceOptions, StepUpOptions, TwoKey
 from app.settings import Settings
@@ -56,7 +57,8 @@ def build_test_runtime(settings: Settings, *, policy: str | None = None) -> Runt
     keys = Keys(settings.namespace)
     store = RedisRequestStore(redis, keys, claim_grace_ms=settings.claim_grace * 1000)
     trail = AuditTrail(redis, keys, SecretStr(secrets.token_urlsafe(32)))
-    chosen = load_policy_text(policy, "test-policy.yaml") if policy else example_policy()
+    # as serve on its defaults: the example with the playground's step-up tier
+    chosen = load_policy_text(policy, "test-policy.yaml") if policy else playground_policy()
     directory = SandboxDirectory.example()
     connectors: list[IdentityProvider] = [SandboxConnector()]
     notifier = FanoutNotifier()

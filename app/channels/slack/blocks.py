@@ -273,6 +273,38 @@ def facts(request: Request, ctx: CardContext) -> Block:
     )
 
 
+TICKET_SUMMARY_MAX = 300
+TICKET_NAME_MAX = 120
+TICKET_UNCHECKED_MAX = 600
+
+
+def ticket_block(request: Request) -> list[Block]:
+    """What the ticket system says the agent was asked (outside text: escaped and cut like
+    anything typed), or a warning that the ticket could not be checked when it opened."""
+    details = request.ticket_details
+    if details is None:
+        return []
+    if details.unchecked:
+        warning = shown(details.unchecked, TICKET_UNCHECKED_MAX)
+        return [section(f":warning: *Ticket not checked:* {warning}")]
+    lines = []
+    if details.summary:
+        system = shown(details.system, 40) or "the ticket"
+        lines.append(f"*In {system}:* " + shown(details.summary, TICKET_SUMMARY_MAX))
+    people = []
+    if details.caller:
+        people.append("caller " + shown(details.caller, TICKET_NAME_MAX))
+    if details.group:
+        people.append("assignment group " + shown(details.group, TICKET_NAME_MAX))
+    if people:
+        lines.append(_first_up(", ".join(people)))
+    return [section("\n".join(lines))] if lines else []
+
+
+def _first_up(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def note_block(request: Request) -> list[Block]:
     if not request.note:
         return []
@@ -306,6 +338,7 @@ def status_blocks(request: Request, ctx: CardContext) -> list[Block]:
 def approval_card(request: Request, ctx: CardContext) -> list[Block]:
     """The card approvers see: risk first, facts, gates so far, and Approve / Deny while open."""
     blocks: list[Block] = [header(title_of(request)), *tier_banner(request), facts(request, ctx)]
+    blocks += ticket_block(request)
     blocks += note_block(request)
     blocks += status_blocks(request, ctx)
     if request.state is RequestState.PENDING and not request.approvals_gate_satisfied(ctx.now):

@@ -233,6 +233,31 @@ def _request_facts(request: Request, shown: Face) -> list[tuple[str, str]]:
     ]
 
 
+TICKET_SUMMARY_MAX = 300
+TICKET_UNCHECKED_MAX = 600
+
+
+def _ticket_rows(request: Request) -> list[tuple[str, str]]:
+    """What the ticket system says the agent was asked: outside text, shown literally."""
+    details = request.ticket_details
+    if details is None or details.unchecked:
+        return []
+    return [
+        ("Ticket says", plain(details.summary, TICKET_SUMMARY_MAX)),
+        ("Caller", plain(details.caller, NAME_MAX)),
+        ("Assignment group", plain(details.group, NAME_MAX)),
+    ]
+
+
+def _ticket_unchecked(request: Request) -> list[Card]:
+    """The ticket could not be checked when the request opened: said before the facts."""
+    details = request.ticket_details
+    if details is None or not details.unchecked:
+        return []
+    text = plain(details.unchecked, TICKET_UNCHECKED_MAX)
+    return [_text(f"Ticket not checked: {text}", color="Warning", weight="Bolder")]
+
+
 def _still_open(request: Request, now: int) -> bool:
     return shown_state(request, now).is_open
 
@@ -307,7 +332,9 @@ def approval_card(request: Request, now: int, names: Names | None = None) -> Car
         f"{_state_words(request, now).lower()}"
     )
     body: list[Card] = [_text(title, size="Medium", weight="Bolder"), *_risk_banner(request)]
+    body += _ticket_unchecked(request)
     rows = _request_facts(request, shown)
+    rows += _ticket_rows(request)
     rows += [
         ("Tier", _tier(request)),
         ("Owner", _owner_gate(request, now, shown)),

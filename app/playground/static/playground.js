@@ -317,6 +317,39 @@
     fillMessages("security-messages", state.messages.security);
     fillAudit(state.audit);
     showSecret(state.secret, request.disputed);
+    for (const pane of ["owner", "approver"]) fillPhone(pane, (state.phone || {})[pane]);
+  }
+
+  // ---- the simulated phone: a push step-up, answered with Approve or Deny ----------------
+
+  function fillPhone(pane, pushes) {
+    const shown = pushes || [];
+    const box = $(pane + "-phone");
+    const key = JSON.stringify(shown);
+    box.hidden = shown.length === 0;
+    if (box.dataset.shown === key) return;
+    box.dataset.shown = key;
+    const items = shown.map((push) => {
+      const item = element("li", null, "push");
+      item.appendChild(element("p", push.app + ": is this you? Approve the sign-in for twokey request " + push.request + "."));
+      for (const [label, approve] of [["Approve", true], ["Deny", false]]) {
+        const button = element("button", label);
+        button.type = "button";
+        button.dataset.answer = approve ? "approve" : "deny";
+        button.addEventListener("click", () => answerPush(pane, push.id, approve));
+        item.appendChild(button);
+      }
+      return item;
+    });
+    $(pane + "-phone-pushes").replaceChildren(...items);
+  }
+
+  async function answerPush(pane, pushId, approve) {
+    say(pane, { ok: true, kind: "info", message: "…" });
+    const body = { as: $(pane + "-as").value, push: pushId, approve };
+    const result = await api("POST", "/playground/api/push", body);
+    say(pane, result);
+    await refresh();
   }
 
   function stateQuery() {

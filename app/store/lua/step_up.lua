@@ -3,7 +3,8 @@
 -- audit event; a code never is: only its keyed digest, in its own key with its own expiry,
 -- deleted once used or exhausted.
 -- KEYS[6] target's fraud flag, KEYS[7] the request's one-time code (hash: d digest, n tries,
--- until ms). ARGV: rid, op (start|code|attest|push), actor, via, verifier, digest ('' when no
+-- until ms), KEYS[8] the target's failed step-ups (sorted set, by time, kept for the fraud flag
+-- window: counted per target, so opening a fresh request does not start the count again). ARGV: rid, op (start|code|attest|push), actor, via, verifier, digest ('' when no
 -- code; attest: yes|no; push: approved|rejected|timeout|unavailable), code ttl ms (start of a
 -- push or manager question: how long before it may be asked again), code
 -- attempts, flag window ms, manager id (start; '' if none).
@@ -11,7 +12,7 @@
 -- refusals of common.lua.
 local rid, op, actor, via, verifier = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local digest, code_ttl, attempts = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-local FLAG, CODE = KEYS[6], KEYS[7]
+local FLAG, CODE, FAILS = KEYS[6], KEYS[7], KEYS[8]
 local r = load_request()
 local now = now_ms()
 local refused = refuse_unless_open(r, rid, now, actor)
@@ -30,11 +31,31 @@ local function same_digest(a, b)
   return diff == 0
 end
 
--- One failed step-up: counted; at the policy's limit the target is flagged as "this wasn't me"
--- flags it, in the same event. The request stays blocked (it never passes once locked).
+-- A typed code arrives as its digest under each code key twokey holds (comma-separated: the
+-- current key, then those before a rotation): one try, every candidate compared.
+local function any_digest(stored, candidates)
+  local found = false
+  for candidate in string.gmatch(candidates, '[^,]+') do
+    if same_digest(stored, candidate) then found = true end
+  end
+  return found
+end
+
+-- The target's failed step-ups within the fraud flag window, this one included.
+local function count_target_failure()
+  local window = tonumber(ARGV[9])
+  redis.call('ZREMRANGEBYSCORE', FAILS, '-inf', now - window)
+  redis.call('ZADD', FAILS, now, rid .. '|' .. now .. '|' .. redis.call('ZCARD', FAILS))
+  redis.call('PEXPIRE', FAILS, window)
+  return redis.call('ZCARD', FAILS)
+end
+
+-- One failed step-up: counted for the target (whichever of its requests it was on); at the
+-- policy's limit the target is flagged as "this wasn't me" flags it, in the same event, and this
+-- request locks. The request stays blocked (it never passes once locked).
 local function fail(why, who, role)
   redis.call('DEL', CODE)
-  set(r, 'stepup_fail', num(r, 'stepup_fail') + 1)
+  set(r, 'stepup_fail', math.max(count_target_failure(), num(r, 'stepup_fail') + 1))
   set(r, 'stepup_pending', 0)
   set(r, 'stepup_changed', now)
   local outcome = 'failed'
@@ -92,7 +113,7 @@ if op == 'code' then
   local stored = redis.call('HMGET', CODE, 'd', 'n', 'until')
   if not stored[1] then return reply('NO_CODE') end
   if now >= tonumber(stored[3]) then return fail('timeout', actor, 'owner') end
-  if same_digest(stored[1], digest) then
+  if any_digest(stored[1], digest) then
     local from = r.state
     redis.call('DEL', CODE)
     set(r, 'stepup_at', now)
