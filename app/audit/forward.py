@@ -2,7 +2,8 @@
 
 Security teams keep evidence in their SIEM, not in twokey's Redis. This forwarder ships each
 shard's *sealed* events (never one that could still change) to one sink (app/audit/forward_sinks.py)
-and records how far it got in Redis, beside the shard's stream (same hash slot):
+and records how far it got in Redis, beside the shard's stream (same hash slot; the names are
+built in app/store/keys.py like every other key):
 
 * ``{ns:sNN}:audit:fwd:<sink>``: the checkpoint, a hash ``seq`` (last event the sink
   acknowledged) and ``sid`` (its stream id, where the next read starts).
@@ -329,10 +330,10 @@ class Forwarder:
         return self._sink
 
     def checkpoint_key(self, shard: int) -> str:
-        return f"{self._keys.tag(shard)}:audit:fwd:{self._sink_id}"
+        return self._keys.audit_forward_checkpoint(shard, self._sink_id)
 
     def lease_key(self, shard: int) -> str:
-        return self.checkpoint_key(shard) + ":lease"
+        return self._keys.audit_forward_lease(shard, self._sink_id)
 
     # --- one pass ----------------------------------------------------------------------------
 

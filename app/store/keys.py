@@ -88,6 +88,15 @@ class Keys:
         """List: element i is the HMAC sealing audit event seq i+1 (see app/audit/chain.py)."""
         return f"{self.tag(shard)}:audit:seals"
 
+    def audit_forward_checkpoint(self, shard: int, sink_id: str) -> str:
+        """Hash ``seq``/``sid``: the last event of this shard sink ``sink_id`` acknowledged
+        (app/audit/forward.py). The name is kept as is: a restart resumes from it."""
+        return f"{self.tag(shard)}:audit:fwd:{sink_id}"
+
+    def audit_forward_lease(self, shard: int, sink_id: str) -> str:
+        """String: the token of the one forwarder that may send this shard to ``sink_id`` now."""
+        return self.audit_forward_checkpoint(shard, sink_id) + ":lease"
+
     # --- per target (in the target's shard) --------------------------------------------------
     def flag(self, target_id: str) -> str:
         """Set after "this wasn't me": later requests on the target get the strictest tier."""

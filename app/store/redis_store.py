@@ -7,12 +7,13 @@ the Redis clock, applies the change, re-indexes the next deadline and appends th
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from importlib import resources
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -34,7 +35,14 @@ from app.domain.models import Action, Approval, Request, RequestState
 from app.domain.policy import Signals, VelocityLimit
 from app.metrics import REDIS_ERRORS, observe_gate
 from app.ports import GateCode, GateReply, Reservation
-from app.store.connect import every_primary, is_cluster, keyless
+from app.store.connect import (
+    every_primary,
+    follow_redirect,
+    is_cluster,
+    keyless,
+    on_node,
+    slot_owner,
+)
 from app.store.keys import SHARDS, Keys, new_request_id, shard_of_request, shard_of_target
 
 log = structlog.get_logger("twokey.store")
@@ -83,6 +91,9 @@ UNAVAILABLE_MESSAGE = (
 DURABLE_WAIT_MS = 1_000
 """How long a claim may wait to reach the append-only file or a replica before nothing runs
 (shorter than the client's socket timeout, 5 s in bootstrap, so the wait itself never times out)."""
+
+CLAIM_ATTEMPTS = 5
+"""Redirects and TRYAGAIN answers a Cluster claim follows before it fails closed."""
 
 CLUSTER_MOVING = (ClusterError, TryAgainError, AskError, SlotNotCoveredError)
 """A Cluster whose slots are moving or failing over, past the client's retries: unavailable
@@ -590,12 +601,36 @@ class RedisRequestStore:
         append-only file (WAITAOF) and/or copied to a replica (WAIT) where the server has them.
         A claim that cannot be made durable in time replies NOT_DURABLE: run nothing.
         """
-        if self.persistence is None or is_cluster(self.redis):
-            return await self._claim_then_wait(request_id, [actor, lease_ms, token], self.redis)
+        args: list[Any] = [actor, lease_ms, token]
+        if self.persistence is None:
+            return await self._claim_then_wait(request_id, args, self.redis)
         # WAIT and WAITAOF count the writes of the connection they are sent on: the claim and
         # its wait share one connection, or an idle pooled one would answer "durable" at once.
+        if is_cluster(self.redis):
+            return await self._claim_on_cluster(request_id, args)
         async with self.redis.client() as pinned:
-            return await self._claim_then_wait(request_id, [actor, lease_ms, token], pinned)
+            return await self._claim_then_wait(request_id, args, pinned)
+
+    async def _claim_on_cluster(self, request_id: str, args: list[Any]) -> GateReply:
+        """The claim and its wait on one connection to the primary that owns the request's slot.
+
+        A MOVED or ASK answer means the script did not run there: it runs again, followed by its
+        wait, on the node the answer points to. TRYAGAIN (the slot's keys are split between two
+        nodes mid-migration) is retried briefly. Past that the claim fails closed (Unavailable):
+        nothing runs unless the claim is shown durable on the node that holds it."""
+        node = await slot_owner(self.redis, self.keys.request(request_id))
+        asking = False
+        for attempt in range(CLAIM_ATTEMPTS):
+            async with on_node(node, asking=asking) as pinned:
+                try:
+                    return await self._claim_then_wait(
+                        request_id, args, cast(aioredis.Redis, pinned)
+                    )
+                except AskError as redirect:  # MovedError is one too
+                    node, asking = await follow_redirect(self.redis, node, redirect)
+                except TryAgainError:
+                    await asyncio.sleep(0.05 * (attempt + 1))
+        raise ClusterError("the claim's hash slot kept moving; nothing was claimed")
 
     async def _claim_then_wait(
         self, request_id: str, args: list[Any], client: aioredis.Redis
@@ -668,7 +703,7 @@ class RedisRequestStore:
 
     async def _check_cluster_persistence(self) -> Persistence:
         found = []
-        for node in every_primary(self.redis):
+        for node in await every_primary(self.redis):
             info = await keyless(self.redis, "INFO", "persistence", node=node)
             replication = await keyless(self.redis, "INFO", "replication", node=node)
             aof = str(info.get("aof_enabled", "0")) == "1"
@@ -686,6 +721,8 @@ class RedisRequestStore:
                 appendfsync = "unknown"
             replicas = int(replication.get("connected_slaves", 0) or 0)
             found.append(Persistence(aof, appendfsync, replicas, waitaof))
+        if not found:  # fail closed: "every primary is durable" must not hold for none
+            raise ClusterError("the Cluster client knows no primaries")
         self.persistence = Persistence(
             aof=all(p.aof for p in found),
             appendfsync=found[0].appendfsync if found else "unknown",

@@ -12,8 +12,11 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import re
+import signal
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -550,6 +553,63 @@ async def test_twokey_audit_forward_once_catches_up_for_cron(
     out, err = capsys.readouterr()
     assert "did not take the events" in err and HEC_TOKEN not in out + err
     await hec.start()
+
+
+async def test_twokey_audit_forward_runs_until_sigterm_then_lets_go(
+    operator_env: None,
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    namespace: str,
+    tls: Tls,
+    hec: HttpReceiver,
+    tmp_path: Path,
+) -> None:
+    """`twokey audit forward` without --once, as a sidecar runs it: a process of its own that
+    sends what is sealed while it runs, and on SIGTERM stops, releases its leases (another
+    forwarder takes over at once, not after LEASE_MS) and exits 0, its output free of secrets."""
+    await sealed_events(redis_client, keys, {4: 2})  # waiting before it starts
+    env = {
+        **os.environ,
+        "TWOKEY_AUDIT_FORWARD_URL": hec_url(hec),
+        "TWOKEY_AUDIT_FORWARD_TOKEN": HEC_TOKEN,
+        "TWOKEY_AUDIT_FORWARD_CA_FILE": str(tls.ca),
+        "TWOKEY_AUDIT_FORWARD_BATCH": "2",
+        "LOG_LEVEL": "INFO",
+    }
+    output = tmp_path / "forward.log"
+    with output.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app.cli", "audit", "forward",
+            cwd=tmp_path, env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+    leases = f"{{{namespace}:s*}}:audit:fwd:*:lease"
+    try:
+        await until(lambda: len(hec.records) == 2, seconds=20)
+        # Written and sealed while it runs (by a replica's sweeper, in a fleet): sent too.
+        await sealed_events(redis_client, keys, {4: 3, 11: 2})
+        await until(lambda: len(hec.records) == 7, seconds=20)
+        held = [key async for key in redis_client.scan_iter(leases)]
+        assert len(held) == 2, held  # shards 4 and 11, held by the running forwarder
+        assert process.returncode is None
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert [key async for key in redis_client.scan_iter(leases)] == []
+    assert by_shard(hec.records) == {4: [1, 2, 3, 4, 5], 11: [1, 2]}
+    await assert_chain_heads(redis_client, keys, hec.records)
+    text = output.read_bytes()
+    assert b"audit_forward_started" in text
+    no_secret_in(text)
+
+
+def test_the_checkpoint_and_lease_keep_their_names_beside_the_stream() -> None:
+    """Named in keys.py now; the names must not change, or a restart would resend everything."""
+    keys = Keys("tk")
+    assert keys.audit_forward_checkpoint(3, "ab12cd") == "{tk:s03}:audit:fwd:ab12cd"
+    assert keys.audit_forward_lease(3, "ab12cd") == "{tk:s03}:audit:fwd:ab12cd:lease"
 
 
 @pytest.mark.parametrize(
