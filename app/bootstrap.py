@@ -34,6 +34,7 @@ from app.connectors.registry import ConnectorWiring, wire_connectors
 from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.domain.errors import Unavailable
 from app.domain.policy import Policy
+from app.domain.stepup import Verifier, named_verifiers
 from app.duo import DuoPush
 from app.mail import SmtpCodeSender
 from app.metrics import DUE_BACKLOG, LAST_SWEEP, OPEN_REVIEWS, SWEEP_SECONDS, SWEEPS
@@ -47,6 +48,7 @@ from app.runtime import check_playground as check_playground
 from app.runtime import production_wiring as production_wiring
 from app.service import ServiceOptions, StepUpOptions, TwoKey
 from app.settings import Settings
+from app.sms import sms_sender
 from app.stepup_oidc import build_reauth
 from app.store.connect import BadRedisUrl, connect
 from app.store.directory_cache import CachedDirectory
@@ -230,7 +232,27 @@ def step_up_options(
     }
     if settings.duo_api_host and settings.duo_ikey and settings.duo_skey is not None:
         push["duo_push"] = DuoPush(settings.duo_api_host, settings.duo_ikey, settings.duo_skey)
-    return StepUpOptions(code_key=code_key, previous_code_keys=previous, mail=mail, push=push)
+    try:
+        sms = sms_sender(
+            settings.sms_webhook_url, settings.sms_webhook_secret, settings.sms_webhook_timeout
+        )
+    except ValueError as exc:  # its sentence names settings, never their values
+        raise StartupError(str(exc)) from None
+    return StepUpOptions(
+        code_key=code_key, previous_code_keys=previous, mail=mail, sms=sms, push=push
+    )
+
+
+def check_code_senders(policy: Policy, options: StepUpOptions) -> None:
+    """A policy that texts codes needs the SMS webhook: refused at start-up, not found out when
+    the first owner waits for a text that never comes."""
+    named = named_verifiers((t.step_up for t in policy.tiers.values()), policy.fraud.step_up)
+    if Verifier.SMS_CODE in named and options.sms is None:
+        raise StartupError(
+            "The policy names the step-up verifier sms_code, but no SMS webhook is configured: "
+            "set TWOKEY_SMS_WEBHOOK_URL and TWOKEY_SMS_WEBHOOK_SECRET (README: settings), or "
+            "take sms_code out of the policy."
+        )
 
 
 def load_configured_policy(settings: Settings) -> Policy:
@@ -429,6 +451,8 @@ async def build_runtime(settings: Settings) -> Runtime:
         if reauth is not None:
             closers.append(reauth.aclose)
         tickets = ticket_system(policy.tickets)
+        step_up = replace(step_up_options(settings, chain_key, connectors), reauth=reauth)
+        check_code_senders(policy, step_up)
         service = TwoKey(
             store,
             directory,
@@ -437,7 +461,7 @@ async def build_runtime(settings: Settings) -> Runtime:
             policy,
             ServiceOptions(lease_s=settings.execution_lease),
             journal=journal,
-            step_up=replace(step_up_options(settings, chain_key, connectors), reauth=reauth),
+            step_up=step_up,
             tickets=tickets,
         )
         if tickets is not None:

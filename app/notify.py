@@ -55,6 +55,9 @@ class FanoutNotifier:
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
         await self._each("notify_person", lambda n: n.notify_person(request, principal_id, text))
 
+    async def ask_manager(self, request: Request, manager_id: str) -> None:
+        await self._each("ask_manager", lambda n: n.ask_manager(request, manager_id))
+
     async def notify_approvers(self, request: Request, text: str) -> None:
         await self._each("notify_approvers", lambda n: n.notify_approvers(request, text))
 
@@ -103,6 +106,9 @@ class RecordingNotifier:
 
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
         self.sent.append(("notify_person", request.id, f"{principal_id}: {text}"))
+
+    async def ask_manager(self, request: Request, manager_id: str) -> None:
+        self.sent.append(("ask_manager", request.id, manager_id))
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         self.sent.append(("notify_approvers", request.id, text))

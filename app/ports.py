@@ -203,10 +203,12 @@ class ReauthLinks(Protocol):
 
 
 class CodeSender(Protocol):
-    """Sends a one-time step-up code to an owner's address of record (never to chat)."""
+    """Sends a one-time step-up code to an owner's address of record (never to chat): a
+    recovery email (app/mail.py) or an E.164 phone of record (app/sms.py)."""
 
     async def send_code(self, address: str, request: Request, code: str) -> None:
-        """Deliver ``code`` or raise: the caller treats any error as "not sent"."""
+        """Deliver ``code`` or raise: the caller treats any error as "not sent". Neither the
+        address nor the code may appear in what it raises or logs."""
         ...
 
 
@@ -452,7 +454,7 @@ class MessageRef(BaseModel):
 
     platform: str
     role: str
-    """owner | approvers | approver-dm | requester | security."""
+    """owner | approvers | approver-dm | requester | manager | security."""
     channel: str
     """Slack channel id, Teams conversation id, playground pane."""
     message_id: str
@@ -546,6 +548,12 @@ class Notifier(Protocol):
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
         """A direct message to one person who is asked something about this request (the
         owner's manager for a step-up attestation)."""
+        ...
+
+    async def ask_manager(self, request: Request, manager_id: str) -> None:
+        """The owner's manager of record gets a card: did you confirm it with the owner by
+        phone or in person? Yes / No buttons, kept and updated like the request's other cards
+        (role "manager"); ``request`` is the one the step-up start returned."""
         ...
 
     async def notify_approvers(self, request: Request, text: str) -> None:

@@ -61,6 +61,7 @@ from app.domain.stepup import (
     choose,
     code_digest,
     masked_email,
+    masked_phone,
     same_person,
 )
 from app.domain.tickets import (
@@ -166,6 +167,8 @@ class StepUpOptions:
     too, so a code issued just before a rollout still works for its few minutes."""
     mail: CodeSender | None = None
     """Sends codes to recovery emails; without it the email_code verifier cannot start."""
+    sms: CodeSender | None = None
+    """Texts codes to phones of record (the SMS webhook); without it sms_code cannot start."""
     push: Mapping[str, PushVerifier] = field(default_factory=dict)
     """Push verifiers by the step-up verifier they run (okta_push -> the Okta connector)."""
     reauth: ReauthLinks | None = None
@@ -1048,6 +1051,10 @@ class TwoKey:
                 address, mail, why = self._code_route(owner)
                 if address and mail is not None:
                     return await self._send_code(request, actor, via, address, mail)
+            elif verifier is Verifier.SMS_CODE:
+                phone, sms, why = self._sms_route(request, owner)
+                if phone and sms is not None:
+                    return await self._send_code(request, actor, via, phone, sms, verifier)
             elif verifier is Verifier.MANAGER:
                 manager, why = await self._attesting_manager(request, owner)
                 if manager is not None:
@@ -1079,6 +1086,23 @@ class TwoKey:
         if mail is None:
             return "", mail, "no mail server is configured to send one-time codes"
         return owner.recovery_email, mail, ""
+
+    def _sms_route(
+        self, request: Request, owner: Principal | None
+    ) -> tuple[str, CodeSender | None, str]:
+        """Where a texted code would go, or why it cannot: never for reset-mfa or a lost
+        device, whatever the frozen plan says (the phone may be the device in question)."""
+        sms = self.step_up.sms if self.step_up is not None else None
+        lost = self.policy.step_up.device_lost_reasons
+        if not choose((Verifier.SMS_CODE,), request.action, request.reason_code, lost):
+            return "", sms, "a text message is never used for reset-mfa or a lost device"
+        if owner is None:
+            return "", sms, "the directory could not be asked for the owner's phone of record"
+        if not owner.phone:
+            return "", sms, "the owner has no phone of record"
+        if sms is None:
+            return "", sms, "no SMS webhook is configured to text one-time codes"
+        return owner.phone, sms, ""
 
     def _push_route(
         self, request: Request, verifier: Verifier, owner: Principal | None
@@ -1211,13 +1235,7 @@ class TwoKey:
         if reply.code is not GateCode.OK:
             return started
         log.info("step_up_started", request=started.id, verifier=Verifier.MANAGER.value)
-        owner_name = (await self.names.for_request(started)).get(started.owner_id, started.owner_id)
-        await self._tell(
-            "notify_person",
-            self.notifier.notify_person(
-                started, manager.id, say.manager_question(started, owner_name)
-            ),
-        )
+        await self._tell("ask_manager", self.notifier.ask_manager(started, manager.id))
         await self._tell(
             "notify_owner",
             self.notifier.notify_owner(started, say.manager_will_call(started, manager.name)),
@@ -1271,12 +1289,18 @@ class TwoKey:
         return self._reply_request(reply)
 
     async def _send_code(
-        self, request: Request, actor: str, via: str, address: str, mail: CodeSender
+        self,
+        request: Request,
+        actor: str,
+        via: str,
+        address: str,
+        mail: CodeSender,
+        verifier: Verifier = Verifier.EMAIL_CODE,
     ) -> Request:
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         reply = await self.store.start_step_up(
             request,
-            Verifier.EMAIL_CODE.value,
+            verifier.value,
             actor,
             via,
             code_digest=code_digest(self._code_key(), request.id, code),
@@ -1289,25 +1313,23 @@ class TwoKey:
         try:
             await mail.send_code(address, started, code)
         except Exception as exc:  # any failure means "not sent"; the code is never logged
-            log.warning("step_up_code_not_sent", request=started.id, error=type(exc).__name__)
-            await self._tell(
-                "notify_owner", self.notifier.notify_owner(started, say.step_up_not_sent(started))
+            log.warning(
+                "step_up_code_not_sent",
+                request=started.id,
+                verifier=verifier.value,
+                error=type(exc).__name__,
             )
-            await self._tell(
-                "notify_requester",
-                self.notifier.notify_requester(started, say.step_up_not_sent(started)),
-            )
+            unsent = _code_not_sent(started, verifier)
+            await self._tell("notify_owner", self.notifier.notify_owner(started, unsent))
+            await self._tell("notify_requester", self.notifier.notify_requester(started, unsent))
             return started
-        log.info("step_up_started", request=started.id, verifier=Verifier.EMAIL_CODE.value)
-        minutes = max(1, started.plan.code_ttl // 60)
-        dm = say.step_up_code_sent(
-            started, masked_email(address), minutes, started.plan.code_attempts
-        )
+        log.info("step_up_started", request=started.id, verifier=verifier.value)
+        dm = _code_sent(started, verifier, address)
         await self._tell("notify_owner", self.notifier.notify_owner(started, dm))
         await self._tell(
             "notify_requester",
             self.notifier.notify_requester(
-                started, say.step_up_requester_waiting(started, Verifier.EMAIL_CODE.words)
+                started, say.step_up_requester_waiting(started, verifier.words)
             ),
         )
         await self._tell("update_request", self.notifier.update_request(started))
@@ -2032,3 +2054,18 @@ def _review_decision(reply: GateReply) -> Decision:
     if reply.code is GateCode.NOOP:
         return Decision(request=request, changed=False, message="That review is not open.")
     return Decision(request=request, message="Review closed.")
+
+
+def _code_sent(request: Request, verifier: Verifier, address: str) -> str:
+    """The owner's DM once a code went out: where it went (masked) and what to type."""
+    minutes, tries = max(1, request.plan.code_ttl // 60), request.plan.code_attempts
+    if verifier is Verifier.SMS_CODE:
+        return say.step_up_code_texted(request, masked_phone(address), minutes, tries)
+    return say.step_up_code_sent(request, masked_email(address), minutes, tries)
+
+
+def _code_not_sent(request: Request, verifier: Verifier) -> str:
+    """To the owner and the requester: no code went out, said plainly; nothing passes."""
+    if verifier is Verifier.SMS_CODE:
+        return say.sms_not_sent(request, max(1, request.plan.code_ttl // 60))
+    return say.step_up_not_sent(request)

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     smtp_username: str | None = Field(default=None, alias="TWOKEY_SMTP_USERNAME")
     smtp_password: SecretStr | None = Field(default=None, alias="TWOKEY_SMTP_PASSWORD")
 
+    # step-up one-time codes by text message: the customer's SMS gateway behind a signed
+    # webhook (app/sms.py checks both at start-up); unset: the sms_code verifier cannot start
+    sms_webhook_url: str | None = Field(default=None, alias="TWOKEY_SMS_WEBHOOK_URL")
+    sms_webhook_secret: SecretStr | None = Field(default=None, alias="TWOKEY_SMS_WEBHOOK_SECRET")
+    sms_webhook_timeout: float = Field(
+        default=10.0, gt=0, le=30, alias="TWOKEY_SMS_WEBHOOK_TIMEOUT"
+    )
+
     # step-up by Duo Push (a Duo Auth API application); unset: the duo_push verifier cannot start
     duo_api_host: str | None = Field(default=None, alias="TWOKEY_DUO_API_HOST")
     duo_ikey: str | None = Field(default=None, alias="TWOKEY_DUO_IKEY")

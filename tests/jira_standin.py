@@ -8,7 +8,11 @@ documents, for the parts twokey uses.
 - ``POST /rest/api/3/issue/{key}/transitions`` ``{"transition": {"id": str}}``: 204;
 - ``GET /rest/api/3/myself``, ``GET /rest/api/3/mypermissions?permissions=...``;
 - basic auth (email + API token): 401 without or with a wrong one; ``forbid`` answers 403;
-  ``rate_limited`` answers 429 with ``Retry-After``.
+  ``rate_limited`` answers 429 with ``Retry-After``;
+- OAuth 2.0 for service accounts: ``POST /oauth/token`` (auth.atlassian.com's path) with a JSON
+  ``{grant_type: client_credentials, client_id, client_secret}`` issues a bearer token, accepted
+  only through the API gateway's ``/ex/jira/{cloudId}/rest/...`` (the same paths under it), for
+  this site's cloud id; an unknown or expired token is refused with 401.
 
 Anything twokey sends outside these shapes is recorded in ``problems`` (and refused with 400).
 """
@@ -24,6 +28,10 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.token_issuer import TokenIssuer
+
+CLOUD_ID = "1324a887-45db-1bf4-1e99-ef0ff456d421"
+GATEWAY = re.compile(r"/ex/jira/([^/]+)(/.*)")
 EMAIL = "twokey-bot@example.com"
 API_TOKEN = "ATATT3xFfGF0-stand-in-token"
 _KEY = re.compile(r"[A-Z][A-Z0-9_]+-\d+")
@@ -46,6 +54,10 @@ class JiraStandIn:
     forbid: bool = False
     rate_limited: bool = False
     retry_after_s: int = 17
+    oauth: TokenIssuer = field(default_factory=lambda: TokenIssuer(lifetime_s=3600))
+    """Service-account tokens from ``/oauth/token`` (valid 60 minutes, as Atlassian says)."""
+    gateway_calls: int = 0
+    """Calls through ``/ex/jira/{cloudId}`` (accepted or not)."""
     permissions: dict[str, bool] = field(
         default_factory=lambda: {
             "BROWSE_PROJECTS": True,
@@ -83,17 +95,45 @@ class JiraStandIn:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._gate])
-        app.router.add_get("/rest/api/3/issue/{key}", self._issue)
-        app.router.add_post("/rest/api/3/issue/{key}/transitions", self._transition)
-        app.router.add_post("/rest/servicedeskapi/request/{key}/comment", self._comment)
-        app.router.add_get("/rest/api/3/myself", self._myself)
-        app.router.add_get("/rest/api/3/mypermissions", self._mypermissions)
+        for prefix in ("", "/ex/jira/{cloud_id}"):
+            app.router.add_get(f"{prefix}/rest/api/3/issue/{{key}}", self._issue)
+            app.router.add_post(f"{prefix}/rest/api/3/issue/{{key}}/transitions", self._transition)
+            app.router.add_post(
+                f"{prefix}/rest/servicedeskapi/request/{{key}}/comment", self._comment
+            )
+            app.router.add_get(f"{prefix}/rest/api/3/myself", self._myself)
+            app.router.add_get(f"{prefix}/rest/api/3/mypermissions", self._mypermissions)
+        app.router.add_post("/oauth/token", self._token)
         return app
+
+    async def _token(self, request: web.Request) -> web.Response:
+        """auth.atlassian.com's ``POST /oauth/token``: a JSON body, as Atlassian documents."""
+        body = await self._json(request)
+        if not isinstance(body, dict):
+            return web.json_response({"error": "invalid_request"}, status=400)
+        if not {"grant_type", "client_id", "client_secret"} <= set(body):
+            self.problems.append(f"token request lacks fields: {sorted(body)}")
+        status, answer = self.oauth.grant(body)
+        if status == 200:
+            answer["scope"] = "read:jira-work write:jira-work"
+        return web.json_response(answer, status=status)
 
     @web.middleware
     async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        expected = "Basic " + base64.b64encode(f"{EMAIL}:{API_TOKEN}".encode()).decode()
-        if request.headers.get("Authorization") != expected:
+        if request.path == "/oauth/token":
+            response: web.StreamResponse = await handler(request)
+            return response
+        given = request.headers.get("Authorization")
+        through_gateway = GATEWAY.fullmatch(request.path)
+        if through_gateway is not None:
+            self.gateway_calls += 1
+            if through_gateway.group(1) != CLOUD_ID:
+                return web.json_response({"errorMessages": ["Site not found."]}, status=404)
+            if not self.oauth.accepts(given):
+                return web.json_response({"code": 401, "message": "Unauthorized"}, status=401)
+        elif given != "Basic " + base64.b64encode(f"{EMAIL}:{API_TOKEN}".encode()).decode():
+            if given is not None and given.startswith("Bearer "):
+                self.problems.append(f"{request.path}: a bearer token sent to the site itself")
             return web.json_response({"errorMessages": ["You are not authenticated."]}, status=401)
         if self.rate_limited:
             return web.json_response(
@@ -105,7 +145,7 @@ class JiraStandIn:
             return web.json_response({"errorMessages": ["Forbidden."]}, status=403)
         if request.headers.get("Accept") != "application/json":
             self.problems.append(f"{request.path}: no Accept: application/json")
-        response: web.StreamResponse = await handler(request)
+        response = await handler(request)
         return response
 
     async def _issue(self, request: web.Request) -> web.Response:

@@ -1,7 +1,8 @@
 """A local ServiceNow Table API for the ``incident`` and ``sc_req_item`` tables, answering as
 ServiceNow documents.
 
-It checks what twokey sends against the published shape (basic auth, ``sysparm_query`` of
+It checks what twokey sends against the published shape (basic auth, or a bearer token from
+``POST /oauth_token.do`` with a form-encoded client credentials grant; ``sysparm_query`` of
 ``number=<n>``, the fields asked for, raw values; ``PATCH /api/now/table/<table>/<sys_id>``
 with a JSON body of writable fields) and records anything else as a problem, so a test fails if
 the adapter drifts from the real API. A requested item names its person in ``requested_for``
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.token_issuer import TokenIssuer
 
 USER = "twokey.api"
 PASSWORD = "s3cret-Pa55word!"
@@ -66,6 +69,10 @@ class ServiceNowStandIn:
     fail_writes_with: int | None = None
     """Answer every PATCH with this status (reads still work)."""
     retry_after_s: int = 30
+    oauth: TokenIssuer = field(default_factory=TokenIssuer)
+    """OAuth client credentials: the tokens ``/oauth_token.do`` issued, checked on each call."""
+    bearer_calls: int = 0
+    """Table API calls that came with a bearer token (accepted or not)."""
 
     def add(
         self,
@@ -106,7 +113,21 @@ class ServiceNowStandIn:
         app = web.Application()
         app.router.add_get("/api/now/table/{table}", self._list)
         app.router.add_patch("/api/now/table/{table}/{sys_id}", self._update)
+        app.router.add_post("/oauth_token.do", self._token)
         return app
+
+    async def _token(self, request: web.Request) -> web.Response:
+        """``POST /oauth_token.do``: form-encoded only (ServiceNow errors on JSON there)."""
+        if request.content_type != "application/x-www-form-urlencoded":
+            self.problems.append(f"token request is {request.content_type}, not a form")
+            return web.json_response({"error": "invalid_request"}, status=400)
+        form = dict(await request.post())
+        if not {"grant_type", "client_id", "client_secret"} <= set(form):
+            self.problems.append(f"token request lacks fields: {sorted(form)}")
+        status, body = self.oauth.grant(form)
+        if status == 401:  # what an instance answers to a wrong client id or secret
+            body = {"error_description": "access_denied", "error": "server_error"}
+        return web.json_response(body, status=status)
 
     def _table(self, request: web.Request) -> str | None:
         name = request.match_info["table"]
@@ -120,7 +141,12 @@ class ServiceNowStandIn:
         if status is not None:
             return _error(status, "Internal server error", "stand-in told to fail")
         expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        if request.headers.get("Authorization") != expected:
+        given = request.headers.get("Authorization")
+        if given is not None and given.startswith("Bearer "):
+            self.bearer_calls += 1
+            if not self.oauth.accepts(given):
+                return _error(401, "User Not Authenticated", "Required to provide Auth information")
+        elif given != expected:
             return _error(401, "User Not Authenticated", "Required to provide Auth information")
         if request.headers.get("Accept") != "application/json":
             self.problems.append("no Accept: application/json")

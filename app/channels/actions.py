@@ -8,7 +8,7 @@ Which verb runs which use case is written here once, so no face can wire a butto
 from __future__ import annotations
 
 from app.channels.commands import Command
-from app.channels.common import ButtonAction
+from app.channels.common import ATTEST, ButtonAction
 from app.domain.errors import BadInput
 from app.domain.models import ChatUser
 from app.service import Decision, TwoKey
@@ -37,6 +37,8 @@ async def press(
         return await service.deny(who, request_id, reason)
     if action is ButtonAction.DISPUTE:
         return await service.dispute(who, request_id)
+    if action in ATTEST:
+        return await service.attest(who, request_id, action is ButtonAction.ATTEST_YES)
     return await service.cancel(who, request_id)
 
 

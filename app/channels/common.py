@@ -23,6 +23,14 @@ class ButtonAction(StrEnum):
     DENY = "deny"
     DISPUTE = "dispute"
     CANCEL = "cancel"
+    ATTEST_YES = "attest_yes"
+    """The owner's manager confirmed it with the owner by phone or in person."""
+    ATTEST_NO = "attest_no"
+    """The owner's manager could not confirm it (the request stays blocked, security told)."""
+
+
+ATTEST = frozenset({ButtonAction.ATTEST_YES, ButtonAction.ATTEST_NO})
+"""The manager's card: which button was pressed is the answer (as typed `attest <id> yes|no`)."""
 
 
 def encode_button(action: ButtonAction, request_id: str) -> str:

@@ -69,7 +69,7 @@ from app.connectors.http import (
     parse_config,
 )
 from app.domain.errors import Unavailable
-from app.domain.models import Action, Principal, PrincipalKind, Request
+from app.domain.models import Action, Principal, PrincipalKind, Request, phone_of_record
 from app.ports import ExecutionResult, Outcome, PushOutcome, PushResult
 
 log = structlog.get_logger(__name__)
@@ -832,6 +832,9 @@ def _principal_from(user: Mapping[str, Any], groups: frozenset[str]) -> Principa
         # managerId (the manager of record asked to attest a step-up)
         recovery_email=str(profile["secondEmail"]) if profile.get("secondEmail") else None,
         manager_id=str(profile["managerId"]) if profile.get("managerId") else None,
+        # mobilePhone is free text in Okta: only an unambiguous E.164 number is a phone of
+        # record (step-up codes by text); anything else is left out, never guessed at
+        phone=phone_of_record(profile.get("mobilePhone")),
     )
 
 

@@ -32,7 +32,7 @@ from pydantic_core import ErrorDetails
 from app.connectors.base import ConnectorConfigError
 from app.connectors.checks import CheckResult, note
 from app.connectors.plugin import ConnectorPlugin
-from app.domain.models import Action, Principal, PrincipalKind, Request
+from app.domain.models import Action, PhoneNumber, Principal, PrincipalKind, Request
 from app.ports import ExecutionResult, Outcome
 
 NHI_PREFIX = "nhi:"
@@ -120,6 +120,8 @@ class PersonEntry(BaseModel):
     """Where a step-up one-time code goes: an address outside the chat account's reach."""
     manager: PersonId | None = None
     """Their manager of record (a person id here): asked to attest a step-up."""
+    phone: PhoneNumber | None = Field(default=None, repr=False)
+    """Their phone of record, E.164 in quotes ('+447700900123'): step-up codes are texted there."""
 
     def principal(self) -> Principal:
         return Principal(
@@ -131,6 +133,7 @@ class PersonEntry(BaseModel):
             disabled=self.disabled,
             recovery_email=self.recovery_email,
             manager_id=self.manager,
+            phone=self.phone,
         )
 
 

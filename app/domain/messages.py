@@ -393,6 +393,26 @@ def step_up_code_sent(request: Request, masked: str, minutes: int, tries: int) -
     )
 
 
+def step_up_code_texted(request: Request, masked: str, minutes: int, tries: int) -> str:
+    """The owner's DM when the code went by text message: where (masked), and what to type."""
+    return (
+        f"Request {request.id} ({request.action.label}) needs one more check that it is really "
+        f"you. We texted a one-time code to your phone of record {masked}; type "
+        f"`verify {request.id} <code>` here. The code works for {minutes} minutes and "
+        f"{tries} tries. Didn't ask for this? Answer \"This wasn't me\"."
+    )
+
+
+def sms_not_sent(request: Request, minutes: int) -> str:
+    """To the owner and the requester: the SMS gateway did not take the text, so no code exists
+    that anyone could type; nothing passes."""
+    return (
+        f"No code was texted for request {request.id}: the SMS gateway did not take the "
+        f"message, so nothing was sent and the request stays blocked. Type "
+        f"`verify {request.id}` in {minutes} minutes for a new one. {BREAK_GLASS_HINT}"
+    )
+
+
 def step_up_requester_waiting(request: Request, how: str) -> str:
     return f"Request {request.id}: waiting for the owner to verify themselves with {how}."
 
@@ -434,7 +454,9 @@ def no_code(request: Request) -> str:
 
 ALREADY_VERIFIED = "You are already verified for this request."
 STEP_UP_NOT_NEEDED = "This request needs no verification."
-BAD_CODE_FORMAT = "A code is the 8 digits from the email, e.g. `verify TK-4K7M2P9Q 12345678`."
+BAD_CODE_FORMAT = (
+    "A code is the 8 digits from the email or text message, e.g. `verify TK-4K7M2P9Q 12345678`."
+)
 
 
 def step_up_failed_requester(request: Request, failures: int, limit: int) -> str:
@@ -528,6 +550,7 @@ def step_up_in_progress(request: Request) -> str:
 def step_up_restarted(request: Request) -> str:
     return {
         "email_code": "A new code is on its way to your recovery email.",
+        "sms_code": "A new code is on its way to your phone of record by text message.",
         "manager": "Your manager is asked again to confirm it with you.",
         "okta_push": "A new push is on its way to Okta Verify on your phone.",
         "duo_push": "A new Duo Push is on its way to your phone.",

@@ -10,12 +10,38 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 REQUEST_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
 REQUEST_ID_PATTERN = re.compile(r"^TK-[0-9A-HJKMNP-TV-Z]{8}$")
 
 PrincipalId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_PHONE_PUNCTUATION = re.compile(r"[\s().-]")
+
+
+def _is_e164(value: str) -> str:
+    """Never echoes the value: a phone number is personal data and must not reach a log."""
+    if not _E164.fullmatch(value):
+        raise ValueError(
+            "a phone of record is written in E.164: '+', the country code and the number, "
+            "digits only, 8 to 16 characters (e.g. '+447700900123'; quote it in YAML)"
+        )
+    return value
+
+
+PhoneNumber = Annotated[str, AfterValidator(_is_e164)]
+"""A phone of record in E.164 (``+447700900123``): where step-up codes are texted."""
+
+
+def phone_of_record(raw: object) -> str | None:
+    """A directory's free-form phone attribute as E.164, or None when it is not one for sure
+    (no country code, letters, extensions): a code is never texted to a guessed number."""
+    if not isinstance(raw, str):
+        return None
+    phone = _PHONE_PUNCTUATION.sub("", raw)
+    return phone if _E164.fullmatch(phone) else None
 
 
 class Action(StrEnum):
@@ -73,6 +99,9 @@ class Principal(BaseModel):
     """An address of record outside the chat account (step-up one-time codes go there)."""
     manager_id: str | None = None
     """Their manager of record, as the directory says (asked to attest a step-up)."""
+    phone: PhoneNumber | None = Field(default=None, repr=False)
+    """Their phone of record (E.164), where step-up codes are texted (sms_code); kept out of
+    reprs, so it reaches no log line by accident."""
 
     @property
     def owner_of_record(self) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -38,6 +38,10 @@ class Verifier(StrEnum):
 
     EMAIL_CODE = "email_code"
     """A one-time code to the owner's recovery email of record, typed back into the bot."""
+    SMS_CODE = "sms_code"
+    """A one-time code texted to the owner's phone of record (the customer's SMS gateway,
+    through a signed webhook), typed back into the bot. The phone may be the lost device, or
+    the number an attacker moved to their own SIM: judged like a push (``uses_owner_device``)."""
     MANAGER = "manager"
     """The owner's manager of record attests they confirmed it with the owner by phone or in
     person; never the requester or an approver of the same request."""
@@ -51,9 +55,15 @@ class Verifier(StrEnum):
 
     @property
     def uses_owner_device(self) -> bool:
-        """Whether it relies on the owner's enrolled device (a push): useless, or worse, when
-        the device is what the request is about (reset-mfa) or is said to be lost."""
-        return self in (Verifier.OKTA_PUSH, Verifier.DUO_PUSH)
+        """Whether it relies on the owner's phone (a push, a text message): useless, or worse,
+        when the device is what the request is about (reset-mfa: a phone number is also what a
+        SIM-swapping caller already holds) or is said to be lost (whoever found it reads it)."""
+        return self in (Verifier.OKTA_PUSH, Verifier.DUO_PUSH, Verifier.SMS_CODE)
+
+    @property
+    def sends_code(self) -> bool:
+        """A one-time code the owner types back (``verify <request> <code>``)."""
+        return self in (Verifier.EMAIL_CODE, Verifier.SMS_CODE)
 
     @property
     def checks_at_the_idp(self) -> bool:
@@ -78,6 +88,7 @@ class Verifier(StrEnum):
 
 _WORDS = {
     Verifier.EMAIL_CODE: "a one-time code sent to the owner's recovery email",
+    Verifier.SMS_CODE: "a one-time code texted to the owner's phone of record",
     Verifier.MANAGER: "the owner's manager confirming it with them by phone or in person",
     Verifier.OKTA_PUSH: "a push to Okta Verify on the owner's enrolled phone",
     Verifier.DUO_PUSH: "a Duo Push to the owner's enrolled phone",
@@ -168,7 +179,8 @@ def owner_problems(verifiers: list[Verifier], where: str) -> list[str]:
         return []
     return [
         f"{where}: {', '.join(wrong)} verifies approvers only (step_up.approver); give the "
-        "owner a verifier on a second channel (okta_push, duo_push, manager, email_code)"
+        "owner a verifier on a second channel (okta_push, duo_push, manager, email_code, "
+        "sms_code)"
     ]
 
 
@@ -177,8 +189,9 @@ def device_problems(
 ) -> list[str]:
     """Why this list would offer a device-based check when it makes no sense (empty: it's fine).
 
-    A push for reset-mfa goes to the very device being replaced (or the attacker's, once
-    enrolled); for a "device lost" reason the list must hold something else to fall back on.
+    A push or a text for reset-mfa goes to the very device being replaced (or the attacker's,
+    once enrolled or once the number is ported to their SIM); for a "device lost" reason the
+    list must hold something else to fall back on.
     """
     device = [v.value for v in verifiers if v.uses_owner_device]
     if not device:
@@ -190,8 +203,9 @@ def device_problems(
         ]
     if all(v.uses_owner_device for v in verifiers):
         return [
-            f"{where}: only device-based verifiers ({', '.join(device)}); add one that does not "
-            "need the device (e.g. email_code) for reasons that say the device is lost"
+            f"{where}: only device-based verifiers ({', '.join(device)}, all reaching the "
+            "owner's phone); add one that does not need it (e.g. email_code or manager) for "
+            "reasons that say the device is lost"
         ]
     return []
 
@@ -365,10 +379,29 @@ def choose(
     return tuple(v for v in verifiers if not (device_out and v.uses_owner_device))
 
 
+def named_verifiers(
+    step_ups: Iterable[StepUp | None], fraud_step_up: Iterable[Verifier] = ()
+) -> set[Verifier]:
+    """Every owner verifier a policy could ever offer (its tiers' lists and fraud.step_up):
+    start-up refuses to run one that has nothing here to send it."""
+    named = set(fraud_step_up)
+    for step_up in step_ups:
+        if step_up is not None:
+            named.update(step_up.owner)
+            named.update(v for listed in step_up.actions.values() for v in listed)
+    return named
+
+
 def code_digest(key: bytes, request_id: str, code: str) -> str:
     """How a one-time code is stored and compared: keyed and bound to its request, so the
     stored value neither reveals the code to someone reading Redis nor fits another request."""
     return hmac.new(key, f"{request_id}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+def masked_phone(phone: str) -> str:
+    """``+44******789``: the country code and last three digits, a fixed run of stars (the
+    length is not told either); what the owner sees, and all a log line may ever hold."""
+    return f"{phone[:3]}******{phone[-3:]}" if len(phone) >= 8 else "******"
 
 
 def masked_email(address: str) -> str:

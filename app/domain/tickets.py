@@ -24,6 +24,15 @@ from app.domain.forms import clean_text
 from app.domain.models import Principal, Request, RequestState, TicketDetails
 
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+_CLOUD_ID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_OAUTH_FIELDS = ("client_id_env", "client_secret_env", "cloud_id", "token_url", "api_url")
+
+ATLASSIAN_TOKEN_URL = "https://auth.atlassian.com/oauth/token"  # noqa: S105 (a URL)
+"""Atlassian's token endpoint for a service account's OAuth 2.0 client credentials."""
+ATLASSIAN_API_URL = "https://api.atlassian.com"
+"""Atlassian's API gateway: OAuth calls go to ``/ex/jira/{cloudId}/rest/...`` there."""
 
 INCIDENT_STATES = {
     "1": "New",
@@ -154,6 +163,23 @@ class TicketSettings(BaseModel):
     """Jira: the environment variable holding the API user's email (basic auth)."""
     api_token_env: str | None = None
     """Jira: the environment variable holding that user's API token."""
+    auth: Literal["basic", "token", "oauth"] | None = None
+    """How twokey signs in. ServiceNow: ``basic`` (default; ``username_env``, ``password_env``)
+    or ``oauth`` (client credentials). Jira: ``token`` (default; ``email_env``,
+    ``api_token_env``) or ``oauth`` (a service account's OAuth 2.0 client credentials)."""
+    client_id_env: str | None = None
+    """``auth: oauth``: the environment variable holding the OAuth client id."""
+    client_secret_env: str | None = None
+    """``auth: oauth``: the environment variable holding the OAuth client secret."""
+    cloud_id: str | None = None
+    """Jira with ``auth: oauth``: the site's cloud id (a UUID); calls then go through
+    ``https://api.atlassian.com/ex/jira/{cloud_id}``, as Atlassian requires for OAuth."""
+    token_url: str | None = None
+    """``auth: oauth``, for tests and egress proxies only: where tokens are asked for instead of
+    ServiceNow's ``{instance_url}/oauth_token.do`` or ``https://auth.atlassian.com/oauth/token``."""
+    api_url: str | None = None
+    """Jira with ``auth: oauth``, for tests and egress proxies only: the API gateway instead of
+    ``https://api.atlassian.com``."""
     open_states: list[str] = Field(default_factory=lambda: ["1", "2", "3"], min_length=1)
     """States that count as open. ServiceNow: incident ``state`` values (default 1, 2, 3);
     Jira: status names or status category keys (default new, indeterminate)."""
@@ -200,7 +226,14 @@ class TicketSettings(BaseModel):
             return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         return value
 
-    @field_validator("username_env", "password_env", "email_env", "api_token_env")
+    @field_validator(
+        "username_env",
+        "password_env",
+        "email_env",
+        "api_token_env",
+        "client_id_env",
+        "client_secret_env",
+    )
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not _ENV_NAME.fullmatch(value):
@@ -226,15 +259,45 @@ class TicketSettings(BaseModel):
             raise ValueError("instance_url is the instance only, without a path")
         return value.rstrip("/")
 
+    @field_validator("cloud_id")
+    @classmethod
+    def _cloud_id(cls, value: str | None) -> str | None:
+        if value is not None and not _CLOUD_ID.fullmatch(value):
+            raise ValueError(
+                "cloud_id is the Jira site's cloud id, a UUID such as "
+                "1324a887-45db-1bf4-1e99-ef0ff456d421 (shown at "
+                "https://<site>.atlassian.net/_edge/tenant_info); not the site URL and not the "
+                "organization id"
+            )
+        return value.lower() if value is not None else None
+
+    @field_validator("token_url", "api_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        local = parts.hostname in {"localhost", "127.0.0.1", "::1"}
+        if not parts.hostname or parts.scheme not in {"https", "http"} or parts.query:
+            raise ValueError("must be a URL such as https://proxy.example.com/oauth/token")
+        if parts.scheme == "http" and not local:
+            raise ValueError("must use https (plain http only to localhost)")
+        return value.rstrip("/")
+
     @model_validator(mode="after")
     def _system_is_complete(self) -> TicketSettings:
+        self._auth_is_the_systems()
         needs = {
-            "servicenow": ("instance_url", "username_env", "password_env"),
-            "jira": ("instance_url", "email_env", "api_token_env"),
-        }.get(self.system, ())
+            ("servicenow", "basic"): ("instance_url", "username_env", "password_env"),
+            ("servicenow", "oauth"): ("instance_url", "client_id_env", "client_secret_env"),
+            ("jira", "token"): ("instance_url", "email_env", "api_token_env"),
+            ("jira", "oauth"): ("instance_url", "cloud_id", "client_id_env", "client_secret_env"),
+        }.get((self.system, self.auth_method), ())
         missing = [name for name in needs if getattr(self, name) is None]
         if missing:
-            raise ValueError(f"system {self.system} needs {', '.join(missing)}")
+            how = f" with auth: {self.auth}" if self.auth is not None else ""
+            raise ValueError(f"system {self.system}{how} needs {', '.join(missing)}")
+        self._nothing_left_over()
         if self.on_unavailable == "strictest_tier" and self.fallback_tier is None:
             raise ValueError(
                 "on_unavailable: strictest_tier needs fallback_tier, the tier a request opens "
@@ -248,6 +311,61 @@ class TicketSettings(BaseModel):
         if self.system != "servicenow" and self.servicenow_tables != ["incident"]:
             raise ValueError("servicenow_tables applies only to system: servicenow")
         return self
+
+    def _auth_is_the_systems(self) -> None:
+        """Each system has its own sign-in choices."""
+        choices = {"servicenow": ("basic", "oauth"), "jira": ("token", "oauth")}
+        if self.auth is not None and self.auth not in choices.get(self.system, ()):
+            raise ValueError(
+                "auth for system servicenow is basic (username_env, password_env) or oauth "
+                "(client_id_env, client_secret_env); for system jira, token (email_env, "
+                "api_token_env) or oauth (cloud_id, client_id_env, client_secret_env)"
+                if self.system != "none"
+                else "auth applies only with system servicenow or jira"
+            )
+
+    def _nothing_left_over(self) -> None:
+        """No setting of another sign-in left lying around: it would look like it was used."""
+        basic = ("username_env", "password_env")
+        token = ("email_env", "api_token_env")
+        unused = {
+            ("servicenow", "basic"): (*_OAUTH_FIELDS, *token),
+            ("servicenow", "oauth"): (*basic, *token),
+            ("jira", "token"): (*_OAUTH_FIELDS, *basic),
+            ("jira", "oauth"): (*basic, *token),
+        }.get((self.system, self.auth_method), ())
+        if self.system == "servicenow":
+            unused += ("cloud_id", "api_url")
+        given = [name for name in unused if getattr(self, name) is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} not used by system {self.system} with auth: "
+                f"{self.auth_method}; remove {'them' if len(given) > 1 else 'it'} (or choose "
+                "the auth that uses it)"
+            )
+
+    @property
+    def auth_method(self) -> str:
+        """The sign-in used: ``auth`` as written, else the system's default (basic, token)."""
+        if self.auth is not None:
+            return self.auth
+        return {"servicenow": "basic", "jira": "token"}.get(self.system, "none")
+
+    @property
+    def oauth_token_url(self) -> str:
+        """Where client-credentials tokens are asked for (``token_url`` overrides it)."""
+        if self.token_url is not None:
+            return self.token_url
+        if self.system == "jira":
+            return ATLASSIAN_TOKEN_URL
+        return f"{self.instance_url}/oauth_token.do"
+
+    @property
+    def jira_api_base(self) -> str:
+        """Jira's REST base: the site itself, or with OAuth the gateway's path for the site."""
+        if self.auth_method != "oauth":
+            return str(self.instance_url)
+        return f"{self.api_url or ATLASSIAN_API_URL}/ex/jira/{self.cloud_id}"
 
     @property
     def checked(self) -> bool:
@@ -307,6 +425,8 @@ class TicketSettings(BaseModel):
         if self.system == "servicenow" and "sc_req_item" in self.servicenow_tables:
             item_states = ", ".join(_state_words(s, "sc_req_item") for s in self.item_open_states)
             parts.append(f"requested items (RITM) state one of {item_states}")
+        if self.auth_method == "oauth":
+            parts.append("signs in with OAuth client credentials")
         if self.write_back.notes:
             parts.append("each decision and the outcome written back as a work note")
         if self.falls_back:

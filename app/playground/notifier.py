@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import structlog
 from pydantic import SecretStr
 
+from app.channels.attest import ManagerQuestion
 from app.domain.models import Request
 
 log = structlog.get_logger("twokey.playground")
@@ -58,9 +59,11 @@ class PlaygroundNotifier:
         self, max_messages: int = 500, max_requests: int = 50, hold_s: float = SECRET_HOLD_S
     ) -> None:
         self.hold_s = hold_s
+        self.max_requests = max_requests
         self._messages: deque[PaneMessage] = deque(maxlen=max_messages)
         self._requests: deque[str] = deque(maxlen=max_requests)
         self._secrets: dict[str, _HeldSecret] = {}
+        self._managers: dict[str, tuple[str, ManagerQuestion]] = {}
         self._seq = 0
 
     # ---- the Notifier port -----------------------------------------------------------------
@@ -88,6 +91,23 @@ class PlaygroundNotifier:
         """The playground has no pane per person: the owner's manager reads theirs in the
         approver pane, addressed to them."""
         self._say("approver", request, f"[To {principal_id}] {text}")
+
+    async def ask_manager(self, request: Request, manager_id: str) -> None:
+        """The manager's card shows in the approver pane when the pane is them; which question
+        it asked is kept here, like a chat keeps it beside the card's reference."""
+        self._managers[request.id] = (manager_id, ManagerQuestion.of(request))
+        while len(self._managers) > self.max_requests:
+            del self._managers[next(iter(self._managers))]
+        self._say(
+            "approver",
+            request,
+            f"[To {manager_id}] Did you confirm request {request.id} with the owner by phone or "
+            "in person? Pick them in this pane to see the card.",
+        )
+
+    def manager_of(self, request_id: str) -> tuple[str, ManagerQuestion] | None:
+        """Who was asked to attest this request, and the question their card asked."""
+        return self._managers.get(request_id)
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         self._say("approver", request, text)

@@ -376,9 +376,16 @@ class Playground:
             "approver": cards.approval_card(stored, now),
         }
         everyone = {p.id: p for p in await self._everyone()}
+        asked = self.notifier.manager_of(request_id)
+        manager = asked is not None and query.approver == asked[0]
+        if asked is not None and manager:  # the owner's manager: their card, in this pane
+            names = {pid: p.name for pid, p in everyone.items()}
+            shown["approver"] = cards.manager_card(stored, now, names, asked[1])
         viewers = {"agent": query.agent, "owner": query.owner, "approver": query.approver}
         notes: dict[str, str] = {}
         for pane, viewer in viewers.items():
+            if pane == "approver" and manager:
+                continue
             note = self._not_for(pane, viewer, stored, everyone)
             if note:  # what this pane's person never received stays off their screen
                 notes[pane], shown[pane], messages[pane] = note, None, []

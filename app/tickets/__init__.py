@@ -17,6 +17,7 @@ from app.store.ledger import RedisMessageLedger
 from app.tickets.common import TicketSystemDown
 from app.tickets.jira import JiraTickets
 from app.tickets.notes import NamesOf, TicketNotes
+from app.tickets.oauth import OAuthClient
 from app.tickets.servicenow import ServiceNowTickets
 
 TicketAdapter = ServiceNowTickets | JiraTickets
@@ -32,12 +33,19 @@ def ticket_system(settings: TicketSettings) -> TicketAdapter | None:
     if settings.system == "none":
         return None
     assert settings.instance_url
+    oauth = _oauth_client(settings) if settings.auth_method == "oauth" else None
     if settings.system == "jira":
+        if oauth is not None:
+            return JiraTickets(settings.jira_api_base, oauth=oauth)
         assert settings.email_env and settings.api_token_env
         return JiraTickets(
             settings.instance_url,
             _from_env(settings.email_env),
             _from_env(settings.api_token_env),
+        )
+    if oauth is not None:
+        return ServiceNowTickets(
+            settings.instance_url, oauth=oauth, tables=settings.servicenow_tables
         )
     assert settings.username_env and settings.password_env
     return ServiceNowTickets(
@@ -45,6 +53,18 @@ def ticket_system(settings: TicketSettings) -> TicketAdapter | None:
         _from_env(settings.username_env),
         _from_env(settings.password_env),
         tables=settings.servicenow_tables,
+    )
+
+
+def _oauth_client(settings: TicketSettings) -> OAuthClient:
+    """Client credentials from the variables the policy names; ServiceNow's token endpoint
+    takes a form, Atlassian's JSON (as each documents)."""
+    assert settings.client_id_env and settings.client_secret_env
+    return OAuthClient(
+        token_url=settings.oauth_token_url,
+        client_id=_from_env(settings.client_id_env),
+        client_secret=_from_env(settings.client_secret_env),
+        encoding="json" if settings.system == "jira" else "form",
     )
 
 
@@ -83,6 +103,7 @@ def _from_env(name: str) -> SecretStr:
 
 __all__ = [
     "JiraTickets",
+    "OAuthClient",
     "ServiceNowTickets",
     "TicketConfigError",
     "TicketNotes",

@@ -37,6 +37,10 @@ async def _check(
     system: TicketAdapter, settings: TicketSettings, number: str | None
 ) -> tuple[int, str]:
     lines = [f"{settings.system_name} at {settings.instance_url}:"]
+    if settings.auth_method == "oauth":
+        lines.append(f"  OAuth client credentials, tokens from {settings.oauth_token_url}")
+        if settings.system == "jira":
+            lines.append(f"  calls through {settings.jira_api_base}")
     try:
         lines += [f"  {line}" for line in await system.check()]
         if number:

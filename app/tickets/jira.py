@@ -8,7 +8,10 @@ its change runs, with twokey's internal comments written back.
 - state: ``POST /rest/api/3/issue/{key}/transitions`` with ``{"transition": {"id": ...}}`` (204);
 - check: ``GET /rest/api/3/myself`` and ``GET /rest/api/3/mypermissions`` (read-only).
 
-Basic auth with the API user's email and an API token. Logs carry the status only.
+Basic auth with the API user's email and an API token on the site; or a service account's OAuth
+2.0 client credentials (a bearer token from ``https://auth.atlassian.com/oauth/token``), the
+calls then going to ``https://api.atlassian.com/ex/jira/{cloudId}/rest/...``, the same paths
+under the gateway. Logs carry the status only.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from app.domain.tickets import Ticket
 from app.tickets.common import TicketHttp, TicketSystemDown, refuse_unless
+from app.tickets.oauth import OAuthClient
 
 FIELDS = ("summary", "status", "created", "reporter", "assignee")
 _KEY = re.compile(r"[A-Z][A-Z0-9_]{0,9}-[1-9][0-9]{0,9}")
@@ -77,19 +81,24 @@ class JiraTickets:
     def __init__(
         self,
         site_url: str,
-        email: SecretStr,
-        api_token: SecretStr,
+        email: SecretStr | None = None,
+        api_token: SecretStr | None = None,
         *,
+        oauth: OAuthClient | None = None,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._http = TicketHttp(
-            self.name,
-            site_url,
-            httpx.BasicAuth(email.get_secret_value(), api_token.get_secret_value()),
-            timeout_s=timeout_s,
-            transport=transport,
-        )
+        """Basic auth on the site with ``email`` and ``api_token``; or, with ``oauth``,
+        ``site_url`` is the gateway's ``https://api.atlassian.com/ex/jira/{cloudId}`` (Atlassian
+        accepts OAuth tokens only there)."""
+        auth: httpx.Auth | OAuthClient
+        if oauth is not None:
+            auth = oauth
+        elif email is not None and api_token is not None:
+            auth = httpx.BasicAuth(email.get_secret_value(), api_token.get_secret_value())
+        else:
+            raise ValueError("Jira needs an email and API token, or an OAuth client")
+        self._http = TicketHttp(self.name, site_url, auth, timeout_s=timeout_s, transport=transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -68,6 +68,9 @@ class TicketNotes:
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
         return None
 
+    async def ask_manager(self, request: Request, manager_id: str) -> None:
+        return None
+
     async def notify_approvers(self, request: Request, text: str) -> None:
         return None
 

@@ -1,5 +1,6 @@
-"""ServiceNow incidents and requested items through the Table API (basic auth): read before a
-request opens and before its change runs, with twokey's work notes written back.
+"""ServiceNow incidents and requested items through the Table API (basic auth, or OAuth client
+credentials from ``/oauth_token.do``): read before a request opens and before its change runs,
+with twokey's work notes written back.
 
 ``GET /api/now/table/<table>?sysparm_query=number=<n>&sysparm_fields=...`` with the caller and
 assignee dot-walked (``caller_id.email``, ``assigned_to.user_name``, ``assignment_group.name``)
@@ -23,6 +24,7 @@ from pydantic import SecretStr, ValidationError
 
 from app.domain.tickets import SERVICENOW_TABLES, Ticket, servicenow_table
 from app.tickets.common import TicketHttp, TicketSystemDown, refuse_unless
+from app.tickets.oauth import OAuthClient
 
 CALLER = {"incident": "caller_id", "sc_req_item": "requested_for"}
 """The field naming the person a record is for: an incident's caller, a requested item's
@@ -63,23 +65,28 @@ class ServiceNowTickets:
     def __init__(
         self,
         instance_url: str,
-        username: SecretStr,
-        password: SecretStr,
+        username: SecretStr | None = None,
+        password: SecretStr | None = None,
         *,
+        oauth: OAuthClient | None = None,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
         tables: Sequence[str] = ("incident",),
     ) -> None:
+        """Basic auth with ``username`` and ``password``, or OAuth client credentials."""
         unknown = [t for t in tables if t not in SERVICENOW_TABLES]
         if not tables or unknown:
             raise ValueError(f"ServiceNow tables must be some of {', '.join(SERVICENOW_TABLES)}")
         self._tables = tuple(tables)
+        auth: httpx.Auth | OAuthClient
+        if oauth is not None:
+            auth = oauth
+        elif username is not None and password is not None:
+            auth = httpx.BasicAuth(username.get_secret_value(), password.get_secret_value())
+        else:
+            raise ValueError("ServiceNow needs a username and password, or an OAuth client")
         self._http = TicketHttp(
-            self.name,
-            instance_url,
-            httpx.BasicAuth(username.get_secret_value(), password.get_secret_value()),
-            timeout_s=timeout_s,
-            transport=transport,
+            self.name, instance_url, auth, timeout_s=timeout_s, transport=transport
         )
 
     async def aclose(self) -> None:

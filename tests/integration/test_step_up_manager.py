@@ -74,9 +74,7 @@ async def test_the_manager_attests_and_only_then_the_change_runs(
 ) -> None:
     core = core_with(redis_client, namespace)
     rid = await core.open_mfa_reset()
-    asked = said(core, "notify_person")
-    assert len(asked) == 1 and asked[0].startswith("dave: ")
-    assert "by phone or in person" in asked[0] and f"attest {rid} yes" in asked[0]
+    assert said(core, "ask_manager") == ["dave"]  # a card with Yes / No (app/channels/attest.py)
     assert any("your manager Dave Diaz" in t for t in said(core, "notify_owner"))
 
     await core.service.confirm_owner(chat("alice"), rid)
@@ -120,7 +118,7 @@ async def test_a_manager_who_is_the_requester_is_never_asked(
 ) -> None:
     core = core_with(redis_client, namespace, manager="bob")  # bob opens the request
     rid = await core.open_mfa_reset()
-    assert said(core, "notify_person") == []
+    assert said(core, "ask_manager") == []
     told = " ".join(said(core, "notify_requester"))
     assert "stays blocked" in told and "part of this request" in told
     with pytest.raises(NotAllowed):
@@ -138,7 +136,7 @@ async def test_when_the_manager_cannot_attest_the_next_verifier_is_used(
         redis_client, namespace, manager="bob", verifiers="[manager, email_code]", port=port
     )
     rid = await core.open_mfa_reset()
-    assert said(core, "notify_person") == []
+    assert said(core, "ask_manager") == []
     request = await core.store.get(rid)
     assert request is not None and request.step_up_verifier == "email_code"
     assert mails.code_for(rid)

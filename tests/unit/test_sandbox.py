@@ -133,7 +133,7 @@ nhis:
     )
     assert problems[2] == (
         "people[0] 'Bob', field group: unknown field 'group' "
-        "(allowed here: disabled, display_name, email, groups, id, manager, recovery_email)"
+        "(allowed here: disabled, display_name, email, groups, id, manager, phone, recovery_email)"
     )
     assert problems[3] == "people[1], field id: required, but missing"
     assert problems[4].startswith("nhis[0] 'billing-api', field tags[0]: 'Production' must be")

@@ -43,6 +43,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from app.channels.common import ButtonAction
 from app.channels.slack import blocks as bk
 from app.channels.slack.guard import (
     REFUSED,
@@ -61,7 +62,8 @@ from app.settings import Settings
 
 log = structlog.get_logger("twokey.slack")
 
-BUTTONS = re.compile(r"^twokey\.(confirm|reject|approve|deny|dispute|cancel)$")
+BUTTONS = re.compile(r"^twokey\.(" + "|".join(a.value for a in ButtonAction) + ")$")
+"""Every twokey button, one listener: ``decode_button`` and ``press`` decide what it does."""
 BOLT_LOGGER = "twokey.slack.bolt"
 RETRY_AFTER_MOST_S = 30
 """A 429 asking to wait longer than this is not waited out inside a request: it is reported."""

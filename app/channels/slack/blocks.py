@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.channels.attest import MANAGER_ROLE, NO, YES, ManagerQuestion, manager_card_words
 from app.channels.common import ButtonAction, encode_button
 from app.domain import words
 from app.domain.forms import JUSTIFICATION_MAX, NOTE_MAX, REASON_MAX, clean_text
@@ -196,7 +197,7 @@ class CardContext:
         return Face(text=shown, when=when, names=self.names.get)
 
 
-ROLES = ("approvers", "approver-dm", "owner", "requester")
+ROLES = ("approvers", "approver-dm", "owner", "requester", MANAGER_ROLE)
 
 _STATE_ICONS = {
     RequestState.PENDING: ":hourglass_flowing_sand:",
@@ -455,7 +456,48 @@ def requester_card(request: Request, ctx: CardContext) -> list[Block]:
     return _capped(blocks)
 
 
-def card_for(role: str, request: Request, ctx: CardContext) -> list[Block]:
+def manager_card(
+    request: Request, ctx: CardContext, question: ManagerQuestion | None = None
+) -> list[Block]:
+    """The owner's manager of record: did you confirm it with them? Two buttons while the
+    question this card asked is open; the answer once given (names and labels escaped)."""
+    said = manager_card_words(request, question, ctx.now, ctx.face)
+    blocks: list[Block] = [
+        header(said.title),
+        section(f"*{said.question}*"),
+        context(said.context),
+        section(_iconed(said.answer)),
+    ]
+    if not said.buttons:  # answered or closed: where the request stands now
+        blocks.append(section(f"*{badge(request.state)}*\n{outcome_words(request, ctx)}"))
+    if said.buttons:
+        blocks.append(
+            actions(
+                "twokey.manager",
+                button(YES, ButtonAction.ATTEST_YES, request.id, style="primary"),
+                button(
+                    NO,
+                    ButtonAction.ATTEST_NO,
+                    request.id,
+                    style="danger",
+                    confirm=confirm_dialog(
+                        "You could not confirm it?",
+                        "The request stays blocked and the security team is told.",
+                        "I could not",
+                        style="danger",
+                    ),
+                ),
+            )
+        )
+    return _capped(blocks)
+
+
+def card_for(
+    role: str, request: Request, ctx: CardContext, question: ManagerQuestion | None = None
+) -> list[Block]:
+    """The card of this role; a manager's card also needs the question it asked."""
+    if role == MANAGER_ROLE:
+        return manager_card(request, ctx, question)
     if role == "owner":
         return owner_card(request, ctx)
     if role == "requester":
@@ -468,6 +510,7 @@ def notification_text(role: str, request: Request) -> str:
     subject = shown(request.target_name, 60)
     words = {
         "owner": f"Did you ask twokey to {request.action.label} for your account? ({request.id})",
+        MANAGER_ROLE: f"Did you confirm {request.action.label} with the owner? ({request.id})",
         "requester": f"Your request {request.id}: {request.action.label} for {subject}",
     }.get(role, f"Approval needed: {request.action.label} for {subject} ({request.id})")
     if request.state is not RequestState.PENDING:

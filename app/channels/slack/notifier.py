@@ -33,6 +33,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from app.channels.acks import told
+from app.channels.attest import MANAGER_ROLE, ManagerQuestion
 from app.channels.slack import blocks as bk
 from app.channels.slack.identity import SlackPeople
 from app.domain.models import Request
@@ -139,7 +140,7 @@ class SlackNotifier:
                         channel=ref.channel,
                         ts=ref.message_id,
                         text=bk.notification_text(ref.role, request),
-                        blocks=bk.card_for(ref.role, request, ctx),
+                        blocks=bk.card_for(ref.role, request, ctx, _question_of(ref)),
                     ),
                 )
                 if answer is not None and updated is not None:
@@ -159,6 +160,61 @@ class SlackNotifier:
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
         told(request)
         await self._dm(principal_id, text, "notify_person")
+
+    async def ask_manager(self, request: Request, manager_id: str) -> None:
+        """The manager's card in their DM, where the question went as text before: posted once
+        per question (whichever replica), kept on the ledger and updated like every card. A
+        card of an earlier question in the same DM is painted closed first, so it keeps no
+        button."""
+        told(request)
+        user_id = await self.people.slack_id_of(manager_id)
+        if user_id is None:
+            log.info("slack_person_unreachable", what="ask_manager")
+            return
+        question = ManagerQuestion.of(request)
+        claim = f"{request.id}:{MANAGER_ROLE}:{user_id}:{question.asked_at}"
+        if not await self.ledger.claim_once("slack-post", claim, POST_CLAIM_S):
+            return
+        ctx = await self._context(request)
+        refs = await self._refs(request.id)
+        for earlier in (r for r in refs if r.role == MANAGER_ROLE):
+            await self._slack(
+                "update_manager",
+                self.client.chat_update(
+                    channel=earlier.channel,
+                    ts=earlier.message_id,
+                    text=bk.notification_text(MANAGER_ROLE, request),
+                    blocks=bk.manager_card(request, ctx, _question_of(earlier)),
+                ),
+            )
+        channel = await self._dm_channel(user_id)
+        answer = None
+        if channel is not None:
+            answer = await self._slack(
+                "post_manager",
+                self.client.chat_postMessage(
+                    channel=channel,
+                    text=bk.notification_text(MANAGER_ROLE, request),
+                    blocks=bk.manager_card(request, ctx, question),
+                    unfurl_links=False,
+                    unfurl_media=False,
+                ),
+            )
+        if answer is None or not answer.get("ts"):
+            await self.ledger.release("slack-post", claim)
+            return
+        ref = MessageRef(
+            platform=PLATFORM,
+            role=MANAGER_ROLE,
+            channel=str(answer.get("channel") or channel),
+            message_id=str(answer["ts"]),
+            extra={"user": user_id, **question.as_extra()},
+        )
+        await self.ledger.remember(request.id, ref)
+        known = self._cards.get(request.id)
+        if known is not None:
+            kept = [r for r in known if r.name != ref.name]
+            self._cards[request.id] = [*kept, ref]
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         """Reminders and escalations: in the card's thread, shown in the channel too."""
@@ -464,6 +520,11 @@ def _error_of(exc: SlackApiError) -> str:
     if response is None:
         return "unknown"
     return str(response.get("error") or f"http_{getattr(response, 'status_code', '?')}")[:60]
+
+
+def _question_of(ref: MessageRef) -> ManagerQuestion | None:
+    """The question a manager's card asked (kept beside its reference); None for other cards."""
+    return ManagerQuestion.from_extra(ref.extra) if ref.role == MANAGER_ROLE else None
 
 
 def _approvals_card(refs: Sequence[MessageRef]) -> MessageRef | None:

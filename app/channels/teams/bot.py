@@ -45,6 +45,7 @@ from pydantic import ValidationError
 
 from app.channels.acks import Recorded, answer_on_record
 from app.channels.actions import NEEDS_REASON, press, verify
+from app.channels.attest import MANAGER_ROLE, ManagerQuestion
 from app.channels.commands import HELP_TEXT, USAGE, Command, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.teams import replies
@@ -287,8 +288,9 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
         except BadInput as exc:
             return replies.invoke_message(exc.message)
         role = replies.role_of_verb(pressed.value)
+        question = await self._question_on(turn, role, request_id)
         if refresh or repeated:
-            return await self._stored_card(role, request_id, "")
+            return await self._stored_card(role, request_id, "", question)
         recorded = Recorded()
         task = await answer_on_record(
             self._guarded_note(self._decide(turn, pressed, request_id, data)),
@@ -304,20 +306,38 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
             # result, its time the store's at that change); the rest goes on, tracked
             names = await self._names(stored)
             return replies.invoke_card(
-                replies.card_for(role, stored, stored.last_change_at, note, names)
+                replies.card_for(role, stored, stored.last_change_at, note, names, question)
             )
         if not task.done():
             log.warning("teams_answered_before_record", after_s=ANSWER_WITHIN_S)
-        return await self._stored_card(role, request_id, note)
+        return await self._stored_card(role, request_id, note, question)
 
-    async def _stored_card(self, role: str, request_id: str, note: str) -> dict[str, object]:
+    async def _stored_card(
+        self, role: str, request_id: str, note: str, question: ManagerQuestion | None = None
+    ) -> dict[str, object]:
         """The invoke response: the card re-read from the store, ``note`` on top."""
         request = await self.service.store.get(request_id)
         if request is None:
             return replies.invoke_message(note or f"No request {request_id} was found.")
         now = await self.service.store.now()
         names = await self._names(request)
-        return replies.invoke_card(replies.card_for(role, request, now, note, names))
+        return replies.invoke_card(replies.card_for(role, request, now, note, names, question))
+
+    async def _question_on(
+        self, turn: TurnContext, role: str, request_id: str
+    ) -> ManagerQuestion | None:
+        """For a manager's card, the question it asked, from its ledger reference (the card
+        pressed, else the newest asked): what the answer card shows depends on it."""
+        if role != MANAGER_ROLE:
+            return None
+        try:
+            refs = await self.ledger.messages_of(request_id, PLATFORM)
+        except TwokeyError:
+            return None
+        asked = [r for r in refs if r.role == MANAGER_ROLE]
+        pressed = [r for r in asked if r.message_id == turn.activity.reply_to_id]
+        found = [ManagerQuestion.from_extra(r.extra) for r in pressed or asked]
+        return max((q for q in found if q is not None), key=lambda q: q.asked_at, default=None)
 
     async def _names(self, request: Request) -> Mapping[str, str]:
         """Directory names for the card, waited for briefly: a cold cache must not hold up an

@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from app.channels.attest import NO, YES, ManagerQuestion, manager_card_words
 from app.channels.common import ButtonAction, encode_button
 from app.domain import words
 from app.domain.forms import REASON_MAX, clean_text
@@ -440,6 +441,28 @@ def owner_done_card(request: Request, now: int, names: Names | None = None) -> C
         dispute = _button(ButtonAction.DISPUTE, request, "This wasn't me", "destructive")
         return _card(body, [dispute])
     return _card(body)
+
+
+def manager_card(
+    request: Request, now: int, names: Names | None = None, question: ManagerQuestion | None = None
+) -> Card:
+    """To the owner's manager of record: did you confirm it with them by phone or in person?
+    Yes / No while the question this card asked is open; the answer once given."""
+    said = manager_card_words(request, question, now, face(names))
+    body: list[Card] = [
+        _text(said.title, size="Medium", weight="Bolder"),
+        _text(said.question, weight="Bolder"),
+        _text(said.context),
+        *_lines([said.answer]),
+    ]
+    if not said.buttons:
+        body.extend(_outcome(request, now, face(names)))
+        return _card(body)
+    actions = [
+        _button(ButtonAction.ATTEST_YES, request, YES, "positive"),
+        _button(ButtonAction.ATTEST_NO, request, NO, "destructive"),
+    ]
+    return _card(body, actions)
 
 
 def owner_card(request: Request, now: int, names: Names | None = None) -> Card:

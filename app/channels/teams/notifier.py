@@ -42,6 +42,7 @@ from prometheus_client import Counter
 from pydantic import SecretStr
 
 from app.channels.acks import told
+from app.channels.attest import MANAGER_ROLE, ManagerQuestion
 from app.channels.teams import replies
 from app.channels.teams.auth import replace_activity
 from app.channels.teams.cards import Card
@@ -148,7 +149,7 @@ class TeamsNotifier:
         for ref in await self._refs(request.id):
             if ref.role not in replies.ROLES:
                 continue
-            card = replies.card_for(ref.role, request, now, names=names)
+            card = replies.card_for(ref.role, request, now, names=names, question=_question_of(ref))
             await self._update(ref, card, _summary(ref.role, request))
 
     async def notify_owner(self, request: Request, text: str) -> None:
@@ -162,6 +163,47 @@ class TeamsNotifier:
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
         told(request)
         await self._tell(principal_id, text, "notify_person")
+
+    async def ask_manager(self, request: Request, manager_id: str) -> None:
+        """The manager's card in their 1:1 chat with twokey, once per question (whichever
+        replica); a card of an earlier question there is painted closed first, so it keeps no
+        button. Kept on the ledger and updated like every card of the request."""
+        told(request)
+        where = await self._one_to_one(manager_id)
+        if where is None:
+            log.info("teams_person_unreachable", what="ask_manager")
+            return
+        question = ManagerQuestion.of(request)
+        claim = f"{request.id}:{MANAGER_ROLE}:{manager_id}:{question.asked_at}"
+        try:
+            if not await self.ledger.claim_once("teams-post", claim, POST_CLAIM_S):
+                return
+        except TwokeyError:
+            return
+        now = request.last_change_at
+        names = await self._names(request)
+        for earlier in await self._refs(request.id):
+            if earlier.role == MANAGER_ROLE and earlier.extra.get("person") == manager_id:
+                card = replies.card_for(
+                    MANAGER_ROLE, request, now, names=names, question=_question_of(earlier)
+                )
+                await self._update(earlier, card, _summary(MANAGER_ROLE, request))
+        card = replies.card_for(MANAGER_ROLE, request, now, names=names, question=question)
+        sent = await self._send(where[0], where[1], card, "post_manager", request, MANAGER_ROLE)
+        if sent is None:
+            await self._release("teams-post", claim)
+            return
+        ref = MessageRef(
+            platform=PLATFORM,
+            role=MANAGER_ROLE,
+            channel=where[0],
+            message_id=sent,
+            extra={"service_url": where[1], "person": manager_id, **question.as_extra()},
+        )
+        try:
+            await self.ledger.remember(request.id, ref)
+        except TwokeyError:
+            log.error("teams_card_not_remembered", request=request.id, role=MANAGER_ROLE)
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         told(request)
@@ -428,6 +470,11 @@ def _card_activity(card: Card, summary: str) -> Activity:
     )
 
 
+def _question_of(ref: MessageRef) -> ManagerQuestion | None:
+    """The question a manager's card asked (kept beside its reference); None for other cards."""
+    return ManagerQuestion.from_extra(ref.extra) if ref.role == MANAGER_ROLE else None
+
+
 def _summary(role: str, request: Request | None) -> str:
     """The notification line (no user-typed text: the request id and the change only)."""
     if request is None:
@@ -436,4 +483,5 @@ def _summary(role: str, request: Request | None) -> str:
     return {
         "owner": f"twokey: did you ask for this? ({what}, {request.id})",
         "requester": f"twokey: your request {request.id} ({what})",
+        MANAGER_ROLE: f"twokey: did you confirm it with the owner? ({what}, {request.id})",
     }.get(role, f"twokey: approval for {what} ({request.id})")

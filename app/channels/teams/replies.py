@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from app.channels.common import ButtonAction
+from app.channels.attest import MANAGER_ROLE, ManagerQuestion
+from app.channels.common import ATTEST, ButtonAction
 from app.channels.teams import cards
 from app.channels.teams.cards import Card, Names, plain
 from app.domain.forms import NOTE_MAX
@@ -21,16 +22,24 @@ MESSAGE_TYPE = "application/vnd.microsoft.activity.message"
 OPEN_VERB = "open"
 TEXT_MAX = 2000
 
-ROLES = ("owner", "approvers", "approver-dm", "requester")
+ROLES = ("owner", "approvers", "approver-dm", "requester", MANAGER_ROLE)
 """Roles of the request cards twokey keeps updated."""
 
 
 def card_for(
-    role: str, request: Request, now: int, note: str = "", names: Names | None = None
+    role: str,
+    request: Request,
+    now: int,
+    note: str = "",
+    names: Names | None = None,
+    question: ManagerQuestion | None = None,
 ) -> Card:
     """The card of this role, rendered from the stored request; ``note`` on top (a refusal);
-    people named by their directory display names where ``names`` knows them."""
-    if role == "owner":
+    people named by their directory display names where ``names`` knows them; a manager's
+    card also needs the ``question`` it asked."""
+    if role == MANAGER_ROLE:
+        card = cards.manager_card(request, now, names, question)
+    elif role == "owner":
         card = cards.owner_card(request, now, names)
     elif role == "requester":
         card = cards.requester_status_card(request, now, names)
@@ -47,6 +56,8 @@ def role_of_verb(verb: str) -> str:
         return "owner"
     if verb == ButtonAction.CANCEL:
         return "requester"
+    if verb in ATTEST:
+        return MANAGER_ROLE
     return "approvers"
 
 

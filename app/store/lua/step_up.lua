@@ -19,6 +19,11 @@ local refused = refuse_unless_open(r, rid, now, actor)
 if refused then return refused end
 if r.needs_stepup ~= '1' then return reply('NOOP', 'not_needed') end
 
+-- The verifiers whose code the owner types back (by email or text message).
+local function sends_code(name)
+  return name == 'email_code' or name == 'sms_code'
+end
+
 local function locked()
   return num(r, 'stepup_fail') >= num(r, 'stepup_max_fail')
 end
@@ -77,10 +82,10 @@ if op == 'start' then
     if redis.call('EXISTS', CODE) == 1 then return reply('NOOP', 'code_live') end
     -- A push or a manager's answer still under way is not sent again (no push bombing):
     -- only once it could have been answered (ARGV[7] ms after it started).
-    if (r.stepup_verifier or '') ~= 'email_code' and now < num(r, 'stepup_changed') + code_ttl then
+    if not sends_code(r.stepup_verifier or '') and now < num(r, 'stepup_changed') + code_ttl then
       return reply('NOOP', 'in_progress')
     end
-    if (r.stepup_verifier or '') == 'email_code' then
+    if sends_code(r.stepup_verifier or '') then
       -- The last code ran out unused: a timed-out step-up is a failure like any other.
       local failed = fail('timeout', 'twokey', 'system')
       if locked() then return failed end
