@@ -243,9 +243,12 @@ def step_up_options(
     )
 
 
-def check_code_senders(policy: Policy, options: StepUpOptions) -> None:
-    """A policy that texts codes needs the SMS webhook: refused at start-up, not found out when
-    the first owner waits for a text that never comes."""
+def check_code_senders(
+    policy: Policy, options: StepUpOptions, *, simulated_mailbox: bool = False
+) -> None:
+    """A policy that sends codes needs their sender (the SMS webhook, a mail server): refused at
+    start-up, not found out when the first owner waits for a code that never comes. The
+    playground's simulated mailbox stands in for a mail server where it mounts."""
     named = named_verifiers((t.step_up for t in policy.tiers.values()), policy.fraud.step_up)
     if Verifier.SMS_CODE in named and options.sms is None:
         raise StartupError(
@@ -253,6 +256,25 @@ def check_code_senders(policy: Policy, options: StepUpOptions) -> None:
             "set TWOKEY_SMS_WEBHOOK_URL and TWOKEY_SMS_WEBHOOK_SECRET (README: settings), or "
             "take sms_code out of the policy."
         )
+    if Verifier.EMAIL_CODE in named and options.mail is None and not simulated_mailbox:
+        raise StartupError(
+            "The policy names the step-up verifier email_code, but no mail server is "
+            "configured: set TWOKEY_SMTP_HOST (and TWOKEY_SMTP_PORT, TWOKEY_SMTP_FROM, "
+            "TWOKEY_SMTP_STARTTLS, TWOKEY_SMTP_USERNAME and TWOKEY_SMTP_PASSWORD as your server "
+            "needs; README: settings), or take email_code out of the policy."
+        )
+
+
+def playground_mailbox(settings: Settings, policy: Policy) -> bool:
+    """Whether the playground will mount here and give one-time codes its simulated mailbox
+    (app/playground/web.py `mount`): on, loopback only, nothing real wired."""
+    from app.playground.web import is_loopback
+
+    return (
+        settings.playground_enabled
+        and not production_wiring(settings, policy)
+        and is_loopback(settings.host)
+    )
 
 
 def load_configured_policy(settings: Settings) -> Policy:
@@ -452,7 +474,7 @@ async def build_runtime(settings: Settings) -> Runtime:
             closers.append(reauth.aclose)
         tickets = ticket_system(policy.tickets)
         step_up = replace(step_up_options(settings, chain_key, connectors), reauth=reauth)
-        check_code_senders(policy, step_up)
+        check_code_senders(policy, step_up, simulated_mailbox=playground_mailbox(settings, policy))
         service = TwoKey(
             store,
             directory,

@@ -2,7 +2,8 @@
 
 The code goes to the owner's recovery address of record, a channel outside the chat account an
 attacker may hold. The standard library's SMTP client runs in a worker thread, bounded by a
-timeout; the message and the code are never logged.
+timeout; the message and the code are never logged. Any error means "not sent": the service
+then withdraws the code, so a mail server outage never counts against the owner.
 """
 
 from __future__ import annotations

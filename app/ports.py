@@ -313,6 +313,14 @@ class RequestStore(Protocol):
         first."""
         ...
 
+    async def withdraw_unsent_code(
+        self, request: Request, verifier: str, code_digest: str, *, flag_window_s: int
+    ) -> GateReply:
+        """The sender could not deliver the code stored as ``code_digest``: withdraw it, with
+        its audit event, so it is no attempt and no failure and a new one may be asked for at
+        once. OK once withdrawn; NOOP (stale) when that code is no longer the one stored."""
+        ...
+
     async def record_push(
         self, request: Request, verifier: str, outcome: str, *, flag_window_s: int
     ) -> GateReply:

@@ -24,6 +24,7 @@ from app.domain.errors import (
     AlreadyDecided,
     BadInput,
     Conflict,
+    CredentialsRefused,
     Expired,
     IdentityUnsure,
     NotAllowed,
@@ -488,8 +489,12 @@ class TwoKey:
             return None
         try:
             found = await self._read_ticket(number)
-        except Unavailable:
+        except Unavailable as exc:
             if not settings.falls_back or self.tickets is None:
+                raise
+            if isinstance(exc, CredentialsRefused):
+                # an outage may fall back; refused credentials are a broken integration, and
+                # falling back would open every request unchecked until someone noticed
                 raise
             # tickets.on_unavailable: strictest_tier. Never a skipped check: the request opens
             # in the fallback tier, audited, its cards saying the ticket was not checked.
@@ -534,6 +539,15 @@ class TwoKey:
         system = self._ticket_system()
         try:
             return await system.find(number)
+        except CredentialsRefused as exc:
+            # Not an outage: an operator must act. The adapter's text is a status, no secret.
+            log.error(
+                "ticket_system_unavailable",
+                system=system.name,
+                why="credentials_refused",
+                detail=exc.message,
+            )
+            raise CredentialsRefused(say.tickets_refused(system.name, number)) from exc
         except Exception as exc:
             log.warning("ticket_system_unavailable", system=system.name, error=type(exc).__name__)
             raise Unavailable(say.tickets_down(system.name, number)) from exc
@@ -587,18 +601,27 @@ class TwoKey:
         """Re-read the ticket just before the change runs: closed, reassigned or given to
         someone else since the request opened stops it ("" when it still holds). A ticket
         system that cannot answer stops it too (fail closed), except for a request that opened
-        unchecked in the fallback tier: its approvers were told and approved the strictest
-        gates, so it runs (audited); a system back by then checks the ticket in full."""
+        unchecked in the fallback tier while the system is still down (not refusing twokey's
+        credentials): its approvers were told and approved the strictest gates, so it runs
+        (audited); a system back by then checks the ticket in full."""
         settings = self.policy.tickets
         if not settings.checked or request.requester_id == SYSTEM:
             return ""
         try:
             found = await self._read_ticket(request.ticket)
-        except Unavailable:
+        except Unavailable as exc:
             details = request.ticket_details
-            if details is not None and details.unchecked and self.tickets is not None:
+            refused = isinstance(exc, CredentialsRefused)
+            if (
+                details is not None
+                and details.unchecked
+                and self.tickets is not None
+                and not refused
+            ):
                 await self._audit_ticket_unchecked(request, "ticket_system_unavailable_at_claim")
                 return ""
+            if isinstance(exc, CredentialsRefused):
+                return say.ticket_refused_at_claim(settings.system_name, request.ticket)
             return ticket_unreadable(settings.system_name, request.ticket)
         if found is None:
             return ticket_gone(settings.system_name, request.ticket)
@@ -1298,12 +1321,13 @@ class TwoKey:
         verifier: Verifier = Verifier.EMAIL_CODE,
     ) -> Request:
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+        digest = code_digest(self._code_key(), request.id, code)
         reply = await self.store.start_step_up(
             request,
             verifier.value,
             actor,
             via,
-            code_digest=code_digest(self._code_key(), request.id, code),
+            code_digest=digest,
             flag_window_s=self.policy.fraud.flag_window,
         )
         await self._after_step_up_failure(reply)
@@ -1319,10 +1343,7 @@ class TwoKey:
                 verifier=verifier.value,
                 error=type(exc).__name__,
             )
-            unsent = _code_not_sent(started, verifier)
-            await self._tell("notify_owner", self.notifier.notify_owner(started, unsent))
-            await self._tell("notify_requester", self.notifier.notify_requester(started, unsent))
-            return started
+            return await self._code_not_sent(started, actor, verifier, digest)
         log.info("step_up_started", request=started.id, verifier=verifier.value)
         dm = _code_sent(started, verifier, address)
         await self._tell("notify_owner", self.notifier.notify_owner(started, dm))
@@ -1334,6 +1355,45 @@ class TwoKey:
         )
         await self._tell("update_request", self.notifier.update_request(started))
         return started
+
+    async def _code_not_sent(
+        self, request: Request, actor: str, verifier: Verifier, digest: str
+    ) -> Request:
+        """A code nobody received is withdrawn (its own audit event), so a mail or SMS gateway
+        outage is no attempt and no failure against the owner, who may ask again at once; both
+        people hear plainly that nothing was sent. Should Redis not record the withdrawal, the
+        code runs out as any unused code does (fail closed) and they are told when to ask."""
+        withdrawn = False
+        try:
+            reply = await self.store.withdraw_unsent_code(
+                request, verifier.value, digest, flag_window_s=self.policy.fraud.flag_window
+            )
+        except Unavailable:
+            log.error("step_up_code_not_withdrawn", request=request.id, verifier=verifier.value)
+        else:
+            withdrawn = reply.code is GateCode.OK
+            if reply.request is not None:
+                request = reply.request
+            if not withdrawn:
+                log.warning(
+                    "step_up_code_not_withdrawn",
+                    request=request.id,
+                    verifier=verifier.value,
+                    code=reply.code.value,
+                )
+        texted, minutes = verifier is Verifier.SMS_CODE, max(1, request.plan.code_ttl // 60)
+        await self._tell(
+            "notify_requester",
+            self.notifier.notify_requester(
+                request, say.code_not_sent_requester(request, texted, withdrawn, minutes)
+            ),
+        )
+        await self._tell("update_request", self.notifier.update_request(request))
+        to_owner = say.code_not_sent_owner(request, texted, withdrawn, minutes)
+        if actor == request.owner_id:  # the owner asked just now: the answer is the refusal
+            raise Unavailable(to_owner)
+        await self._tell("notify_owner", self.notifier.notify_owner(request, to_owner))
+        return request
 
     async def _after_step_up_failure(self, reply: GateReply) -> None:
         """WRONG, FAILED, LOCKED, NO_CODE: tell who needs to know and refuse, plainly. The
@@ -2062,10 +2122,3 @@ def _code_sent(request: Request, verifier: Verifier, address: str) -> str:
     if verifier is Verifier.SMS_CODE:
         return say.step_up_code_texted(request, masked_phone(address), minutes, tries)
     return say.step_up_code_sent(request, masked_email(address), minutes, tries)
-
-
-def _code_not_sent(request: Request, verifier: Verifier) -> str:
-    """To the owner and the requester: no code went out, said plainly; nothing passes."""
-    if verifier is Verifier.SMS_CODE:
-        return say.sms_not_sent(request, max(1, request.plan.code_ttl // 60))
-    return say.step_up_not_sent(request)

@@ -6,8 +6,10 @@ the customer runs in front of their SMS gateway, signed as twokey's other outgoi
 (app/audit/forward_sinks.py): ``X-Twokey-Timestamp`` and ``X-Twokey-Signature: sha256=<hex>``,
 HMAC-SHA256 of ``<timestamp>.<body>`` under TWOKEY_SMS_WEBHOOK_SECRET, so the receiver can
 refuse forgeries and stale replays. Only a 2xx counts as sent: a timeout, a refusal or a
-redirect raises :class:`SmsNotSent` and the service tells the owner plainly that no code went
-out. The phone, the text and the code are never logged, and no error carries them.
+redirect raises :class:`SmsNotSent`, the service withdraws the code (a gateway outage never
+counts against the owner) and tells the owner plainly that no code went out. A text the gateway
+sent after all (a late answer) then holds a dead code: typing it finds none, it never passes.
+The phone, the text and the code are never logged, and no error carries them.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -487,13 +487,23 @@ class Forwarder:
         ceiling = min(cap, base * float(2 ** min(failures - 1, 30)))
         return ceiling / 2 + ceiling / 2 * secrets.randbelow(1001) / 1000
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Forward until ``stopping`` is set; then release the leases and close the sink."""
+    async def run(
+        self, stopping: asyncio.Event, seal: Callable[[], Awaitable[int]] | None = None
+    ) -> None:
+        """Forward until ``stopping`` is set; then release the leases and close the sink.
+
+        ``seal`` (`twokey audit forward` without serve: ``AuditTrail.seal_all``) runs first on
+        every pass, so events are sealed within the window even with no sweeper running. It runs
+        whether or not the sink answers (passes are at most ``backoff_cap_s`` apart, well inside
+        the 5-minute window), and its failure never stops forwarding what is already sealed.
+        """
         log.info("audit_forward_started", sink=self._sink.kind, target=self._sink.target)
         failures = 0
         try:
             while not stopping.is_set():
                 delay = self._interval
+                if seal is not None:
+                    await _seal_due(seal)
                 try:
                     await self.forward_once()
                     failures = 0
@@ -522,6 +532,16 @@ class Forwarder:
                 await self._release(keys=[self.lease_key(shard)], args=[self._token])
         self._held.clear()
         await self._sink.aclose()
+
+
+async def _seal_due(seal: Callable[[], Awaitable[int]]) -> None:
+    """One sealing step, as the sweeper runs it: a failure is logged, never raised."""
+    try:
+        await seal()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # Redis down, a script error: the next pass tries again
+        log.error("audit_forward_seal_failed", error=type(exc).__name__)
 
 
 async def forward_until_stopped(

@@ -1,8 +1,10 @@
 """`twokey audit forward [--once]`: the forwarder as a command, for cron or a sidecar.
 
 `twokey serve` already forwards in the background when TWOKEY_AUDIT_FORWARD_URL is set; this
-is for deployments that ship from a CronJob instead, or want to catch up by hand. It shares the
-checkpoint and the leases with every running replica, so it never sends what they sent.
+is for deployments that ship from a CronJob or a sidecar instead, or want to catch up by hand.
+Both modes seal what is due first, as the sweeper does, so they work with no `serve` running.
+It shares the checkpoint and the leases with every running replica, so it never sends what they
+sent.
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ async def forward_command(
         return 2
     forwarder = Forwarder.from_config(redis, Keys(settings.namespace), config)
     if not once:
-        await forwarder.run(_stop_on_signal())
+        # Seals what is due on every pass, as the sweeper does: a sidecar with no `twokey serve`
+        # running must still seal, or nothing new would ever be forwarded (sealing is safe from
+        # several processes at once: app/audit/trail.py, AuditTrail.seal).
+        await forwarder.run(_stop_on_signal(), seal=trail.seal_all)
         return 0
     try:
         await trail.seal_all()  # what a sweep would seal now is forwarded now, too

@@ -70,6 +70,14 @@ class Unavailable(TwokeyError):
     code = "unavailable"
 
 
+class CredentialsRefused(Unavailable):
+    """A system twokey relies on answered, but refused twokey's own credentials (HTTP 401/403,
+    an OAuth client refused): an operator must fix the integration, waiting will not. Still an
+    Unavailable, so every path that fails closed on an outage fails closed on this too."""
+
+    code = "credentials_refused"
+
+
 class Conflict(TwokeyError):
     """Optimistic check failed (state moved under us); the caller may retry."""
 

@@ -29,6 +29,24 @@ def tickets_down(system: str, number: str) -> str:
     )
 
 
+def tickets_refused(system: str, number: str) -> str:
+    """The ticket system answered but refused twokey's own credentials: not the agent's doing
+    and not passing, so no "try again"; nothing was opened."""
+    return (
+        f"{system} refused twokey's credentials, so ticket {number} cannot be checked and "
+        f"nothing was opened. An operator must fix twokey's {system} integration "
+        "(`twokey tickets check` says what is wrong); trying again will not help until then."
+    )
+
+
+def ticket_refused_at_claim(system: str, number: str) -> str:
+    """At the claim: the re-check was refused for twokey's credentials, so the change stops."""
+    return (
+        f"{system} refused twokey's credentials when ticket {number} was re-checked, so the "
+        f"change was stopped: an operator must fix twokey's {system} integration"
+    )
+
+
 def ticket_not_found(system: str, number: str) -> str:
     return (
         f"Ticket {number} was not found in {system} (no ticket has that number): "
@@ -403,13 +421,40 @@ def step_up_code_texted(request: Request, masked: str, minutes: int, tries: int)
     )
 
 
-def sms_not_sent(request: Request, minutes: int) -> str:
-    """To the owner and the requester: the SMS gateway did not take the text, so no code exists
-    that anyone could type; nothing passes."""
+def _not_sent(request: Request, texted: bool) -> str:
+    if texted:
+        return (
+            f"No code was texted for request {request.id}: the SMS gateway did not take the "
+            "message, so nothing was sent"
+        )
     return (
-        f"No code was texted for request {request.id}: the SMS gateway did not take the "
-        f"message, so nothing was sent and the request stays blocked. Type "
-        f"`verify {request.id}` in {minutes} minutes for a new one. {BREAK_GLASS_HINT}"
+        f"No code was emailed for request {request.id}: the mail server did not take the "
+        "message, so nothing was sent"
+    )
+
+
+def code_not_sent_owner(request: Request, texted: bool, withdrawn: bool, minutes: int) -> str:
+    """To the owner: no code went out, so there is nothing to type; a withdrawn code counts
+    for nothing against them and a new one may be asked for at once."""
+    if withdrawn:
+        return (
+            f"{_not_sent(request, texted)} and nothing counts against you. Type "
+            f"`verify {request.id}` to ask for a new code now; if that fails too, tell the "
+            "help desk."
+        )
+    return (
+        f"{_not_sent(request, texted)}. Type `verify {request.id}` in {minutes} minutes for "
+        "a new code; if that fails too, tell the help desk."
+    )
+
+
+def code_not_sent_requester(request: Request, texted: bool, withdrawn: bool, minutes: int) -> str:
+    """To the requester: no code reached the owner, so the request stays blocked, and what
+    happens next."""
+    when = "at once" if withdrawn else f"in {minutes} minutes"
+    return (
+        f"{_not_sent(request, texted)} and the request stays blocked. The owner can ask for a "
+        f"new code {when} with `verify {request.id}`. {BREAK_GLASS_HINT}"
     )
 
 
@@ -422,13 +467,6 @@ def step_up_unavailable(request: Request, why: str) -> str:
     return (
         f"Request {request.id} needs the owner to verify themselves on a second channel, but "
         f"{why}. It stays blocked. {BREAK_GLASS_HINT}"
-    )
-
-
-def step_up_not_sent(request: Request) -> str:
-    return (
-        f"The one-time code for request {request.id} could not be sent. Type "
-        f"`verify {request.id}` in 10 minutes for a new one."
     )
 
 
@@ -482,16 +520,6 @@ NOTHING_TO_ATTEST = "This request is not waiting for a manager's confirmation."
 MANAGER_DENIED_ALERT = (
     "the owner's manager did not confirm it with the owner; the request stays blocked"
 )
-
-
-def manager_question(request: Request, owner_name: str) -> str:
-    """To the owner's manager of record: one plain question, and how to answer it."""
-    return (
-        f"Request {request.id}: the help desk was asked to {request.action.label} for "
-        f"{owner_name} (ticket {request.ticket}). Did you confirm with {owner_name} by phone or "
-        f"in person that they asked for this? Call them on a number you already know, not one "
-        f"given in chat. Then answer `attest {request.id} yes` or `attest {request.id} no`."
-    )
 
 
 def manager_will_call(request: Request, manager_name: str) -> str:

@@ -498,6 +498,14 @@ class RedisRequestStore:
         )
 
     @fails_closed
+    async def withdraw_unsent_code(
+        self, request: Request, verifier: str, code_digest: str, *, flag_window_s: int
+    ) -> GateReply:
+        return await self._step_up(
+            request, "unsent", "twokey", verifier, verifier, code_digest, flag_window_s
+        )
+
+    @fails_closed
     async def record_push(
         self, request: Request, verifier: str, outcome: str, *, flag_window_s: int
     ) -> GateReply:

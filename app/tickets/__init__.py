@@ -14,7 +14,7 @@ from app.domain.tickets import TicketSettings
 from app.notify import FanoutNotifier
 from app.store.keys import Keys
 from app.store.ledger import RedisMessageLedger
-from app.tickets.common import TicketSystemDown
+from app.tickets.common import TicketCredentialsRefused, TicketSystemDown
 from app.tickets.jira import JiraTickets
 from app.tickets.notes import NamesOf, TicketNotes
 from app.tickets.oauth import OAuthClient
@@ -106,6 +106,7 @@ __all__ = [
     "OAuthClient",
     "ServiceNowTickets",
     "TicketConfigError",
+    "TicketCredentialsRefused",
     "TicketNotes",
     "TicketSystemDown",
     "ticket_system",

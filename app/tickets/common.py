@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import structlog
 
-from app.tickets.errors import TicketSystemDown
+from app.tickets.errors import TicketCredentialsRefused, TicketSystemDown
 from app.tickets.oauth import BearerTokens, OAuthClient, bearer
 
 log = structlog.get_logger("app.tickets")
@@ -73,7 +73,7 @@ def refuse_unless(response: httpx.Response, *statuses: int) -> None:
     if response.status_code in statuses:
         return
     if response.status_code in (401, 403):
-        raise TicketSystemDown(f"credentials refused ({response.status_code})")
+        raise TicketCredentialsRefused(f"credentials refused ({response.status_code})")
     if response.status_code == 429:
         wait = response.headers.get("Retry-After", "")
         later = f"; retry after {wait}s" if wait.isdigit() else ""
@@ -81,4 +81,4 @@ def refuse_unless(response: httpx.Response, *statuses: int) -> None:
     raise TicketSystemDown(f"status {response.status_code}")
 
 
-__all__ = ["TicketHttp", "TicketSystemDown", "refuse_unless"]
+__all__ = ["TicketCredentialsRefused", "TicketHttp", "TicketSystemDown", "refuse_unless"]

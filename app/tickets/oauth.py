@@ -28,7 +28,7 @@ import httpx
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from app.tickets.errors import TicketSystemDown
+from app.tickets.errors import TicketCredentialsRefused, TicketSystemDown
 
 log = structlog.get_logger("app.tickets")
 
@@ -115,7 +115,7 @@ class BearerTokens:
             raise TicketSystemDown(f"its token endpoint gave no answer ({what})") from None
         log.info("ticket_token_request", system=self.system, status=response.status_code)
         if response.status_code in (400, 401, 403):
-            raise TicketSystemDown(
+            raise TicketCredentialsRefused(
                 f"credentials refused by the token endpoint ({response.status_code}"
                 f"{_error_code(response)}): check the OAuth client id and secret"
             )

@@ -605,6 +605,61 @@ async def test_twokey_audit_forward_runs_until_sigterm_then_lets_go(
     no_secret_in(text)
 
 
+async def test_twokey_audit_forward_alone_seals_what_is_due_with_no_serve_running(
+    operator_env: None,
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    namespace: str,
+    tls: Tls,
+    hec: HttpReceiver,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A SIEM sidecar with no `twokey serve` replica (so no sweeper): events written while it
+    runs are never sealed by anyone else. The command seals what is due on every pass, as the
+    sweeper and --once do, so they reach the receiver; the chain it sealed then verifies."""
+    await append(redis_client, keys, 6, 2)  # written, not sealed, before it starts
+    env = {
+        **os.environ,
+        "TWOKEY_AUDIT_FORWARD_URL": hec_url(hec),
+        "TWOKEY_AUDIT_FORWARD_TOKEN": HEC_TOKEN,
+        "TWOKEY_AUDIT_FORWARD_CA_FILE": str(tls.ca),
+        "TWOKEY_AUDIT_FORWARD_BATCH": "2",
+        "LOG_LEVEL": "INFO",
+    }
+    output = tmp_path / "forward.log"
+    with output.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "app.cli", "audit", "forward",
+            cwd=tmp_path, env=env, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        await until(lambda: len(hec.records) == 2, seconds=20)
+        # Written while it runs, as the gate scripts write them; nobody else seals them.
+        await append(redis_client, keys, 6, 3)
+        await append(redis_client, keys, 14, 2)
+        await until(lambda: len(hec.records) == 7, seconds=20)
+        assert process.returncode is None
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert by_shard(hec.records) == {6: [1, 2, 3, 4, 5], 14: [1, 2]}
+    assert await redis_client.llen(keys.seals(6)) == 5
+    assert await redis_client.llen(keys.seals(14)) == 2
+    await assert_chain_heads(redis_client, keys, hec.records)
+    text = output.read_bytes()
+    assert b"audit_sealed" in text  # the command sealed them itself
+    no_secret_in(text)
+
+    siem = tmp_path / "siem.jsonl"
+    siem.write_text("".join(json.dumps(r) + "\n" for r in hec.records))
+    assert await twokey("audit", "verify", "--anchor", str(siem)) == 0
+    assert "7 chain heads recorded outside Redis all match" in capsys.readouterr().out
+
+
 def test_the_checkpoint_and_lease_keep_their_names_beside_the_stream() -> None:
     """Named in keys.py now; the names must not change, or a restart would resend everything."""
     keys = Keys("tk")

@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
-from app.bootstrap import step_up_options
+from app.bootstrap import StartupError, build_runtime, check_code_senders, step_up_options
 from app.connectors.sandbox import SandboxDirectory
-from app.domain.errors import BadInput, NotAllowed
+from app.domain.errors import BadInput, NotAllowed, Unavailable
 from app.domain.models import Principal, RequestState
 from app.mail import SmtpCodeSender
+from app.policy.loader import load_policy_text
+from app.ports import GateCode
 from app.service import StepUpOptions
 from app.settings import Settings
 from app.store.keys import shard_of_request
@@ -337,15 +346,176 @@ async def test_no_recovery_email_or_no_mail_server_keeps_the_request_blocked(
         assert core.connector.changes == []
 
 
+def free_port() -> int:
+    with socket.socket() as probe:  # a port nothing listens on (until a test starts a server)
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RefusingInbox(Inbox):
+    """A mail server that answers 451 (try later) while ``refusing``, as a failing relay does."""
+
+    refusing = True
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.refusing:
+            return "451 4.3.0 Try again later"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def told(core: Core, kind: str) -> list[str]:
+    return [str(item) for item in core.notifier.sent if item[0] == kind]
+
+
+async def assert_nothing_counted(core: Core, rid: str, verifier: str, outages: int) -> None:
+    """Codes that never went out: each withdrawn with its audit event, none a failure."""
+    events = await audit(core, rid)
+    unsent = [e for e in events if e["kind"] == "step_up_not_sent"]
+    assert [(e["reason"], e["outcome"]) for e in unsent] == [
+        (f"{verifier}:not_sent", "not_sent")
+    ] * outages
+    assert not [e for e in events if e["kind"] == "step_up_failed"]
+    request = await core.store.get(rid)
+    assert request is not None and request.state is RequestState.PENDING
+    assert request.step_up_failures == 0 and request.step_up_at is None
+    assert not await core.redis.exists(core.keys.flag(request.target_id))
+    assert await core.redis.zcard(core.keys.step_up_failures(request.target_id)) == 0
+    assert not await core.redis.exists(core.keys.step_up_code(rid))
+
+
 async def test_mail_server_down_tells_owner_and_requester_and_changes_nothing(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
     core = core_with(redis_client, namespace, 9)  # nothing listens on the discard port
     rid = await core.open_mfa_reset()
-    told = [str(s) for s in core.notifier.sent if s[0] in ("notify_owner", "notify_requester")]
-    assert sum("could not be sent" in t for t in told) == 2
+    owner, requester = told(core, "notify_owner"), told(core, "notify_requester")
+    assert sum("No code was emailed" in t and "nothing counts against you" in t for t in owner) == 1
+    assert sum(f"`verify {rid}` to ask for a new code now" in t for t in owner) == 1
+    assert sum("stays blocked" in t and "at once" in t for t in requester) == 1
+    assert not any("a***@example.net" in t for t in owner)  # no "we sent" DM
+    await assert_nothing_counted(core, rid, "email_code", 1)
+
+
+async def test_mail_server_down_three_times_counts_nothing_and_a_code_works_once_it_is_back(
+    redis_client: aioredis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    core = core_with(redis_client, namespace, port)
+    caplog.set_level(logging.DEBUG)
+    with capture_logs() as logs:
+        rid = await core.open_mfa_reset()  # nothing listens: not sent, withdrawn
+        for _ in range(2):  # asked again at once, twice: no code's life to wait out
+            with pytest.raises(Unavailable, match="nothing counts against you"):
+                await core.service.new_code(chat("alice"), rid)
+        with pytest.raises(BadInput, match="No code is waiting"):  # a guess is no attempt
+            await core.service.verify_code(chat("alice"), rid, "12345678")
+    await assert_nothing_counted(core, rid, "email_code", 3)
+    assert len([t for t in told(core, "notify_requester") if "No code was emailed" in t]) == 3
+    assert [e["event"] for e in logs].count("step_up_code_not_sent") == 3
+
+    mails = Inbox()
+    controller = Controller(mails, hostname="127.0.0.1", port=port)
+    controller.start()  # the mail server is back
+    try:
+        restarted = await core.service.new_code(chat("alice"), rid)
+        assert "on its way" in restarted.message and len(mails.messages) == 1
+        code = mails.code_for(rid)
+        await core.service.confirm_owner(chat("alice"), rid)
+        await core.service.approve(chat("carol"), rid)
+        done = await core.service.verify_code(chat("alice"), rid, code)
+    finally:
+        controller.stop()
+    assert done.request.state is RequestState.COMPLETED
+    assert [c.request_id for c in core.connector.changes] == [rid]
+    ours = [r.getMessage() for r in caplog.records if not r.name.startswith("mail.log")]
+    said = json.dumps(await audit(core, rid)) + str(logs) + str(ours) + str(core.notifier.sent)
+    assert code not in said  # (aiosmtpd's own debug log, the stand-in server's, does hold it)
+
+
+async def test_a_refusing_mail_server_is_not_sent_and_counts_nothing(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    mails = RefusingInbox()
+    port = free_port()
+    controller = Controller(mails, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        core = core_with(redis_client, namespace, port)
+        rid = await core.open_mfa_reset()
+        await assert_nothing_counted(core, rid, "email_code", 1)
+        mails.refusing = False
+        await core.service.new_code(chat("alice"), rid)
+        decided = await core.service.verify_code(chat("alice"), rid, mails.code_for(rid))
+    finally:
+        controller.stop()
+    assert decided.request.step_up_at is not None
+
+
+async def test_only_the_code_whose_sending_failed_is_withdrawn(
+    redis_client: aioredis.Redis, namespace: str, inbox: tuple[Inbox, int]
+) -> None:
+    mails, port = inbox
+    core = core_with(redis_client, namespace, port)
+    rid = await core.open_mfa_reset()
     request = await core.store.get(rid)
-    assert request is not None and request.state is RequestState.PENDING
+    assert request is not None
+    stale = await core.store.withdraw_unsent_code(
+        request, "email_code", "0" * 64, flag_window_s=3600
+    )
+    assert (stale.code, stale.detail) == (GateCode.NOOP, "stale")
+    assert await core.redis.exists(core.keys.step_up_code(rid))
+    assert "step_up_not_sent" not in [e["kind"] for e in await audit(core, rid)]
+    decided = await core.service.verify_code(chat("alice"), rid, mails.code_for(rid))
+    assert decided.request.step_up_at is not None
+
+
+# ---- start-up: email_code needs a mail server -----------------------------------------------
+
+
+def test_start_up_refuses_email_code_without_a_mail_server() -> None:
+    policy = load_policy_text(step_up_policy(), "p.yaml")
+    with pytest.raises(StartupError, match="TWOKEY_SMTP_HOST") as refused:
+        check_code_senders(policy, StepUpOptions(code_key=CODE_KEY))
+    assert "email_code" in str(refused.value)
+    mail = SmtpCodeSender("127.0.0.1", 25)
+    check_code_senders(policy, StepUpOptions(code_key=CODE_KEY, mail=mail))
+    check_code_senders(policy, StepUpOptions(code_key=CODE_KEY), simulated_mailbox=True)
+    check_code_senders(load_policy_text(policy_text()), StepUpOptions(code_key=CODE_KEY))
+
+
+def email_settings(tmp_path: Path, redis_url: str, namespace: str, **more: Any) -> Settings:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(step_up_policy())
+    return Settings(
+        _env_file=None,
+        REDIS_URL=redis_url,
+        TWOKEY_NAMESPACE=namespace,
+        TWOKEY_AUDIT_KEY="step-up-test-audit-key-long-enough",
+        TWOKEY_ACCEPT_EVICTION_RISK=True,
+        TWOKEY_POLICY=str(policy),
+        TWOKEY_DATA_DIR=str(tmp_path / "data"),
+        **more,
+    )
+
+
+@pytest.mark.parametrize(
+    "more", [{"TWOKEY_PLAYGROUND": False}, {"HOST": "0.0.0.0"}], ids=["no-playground", "public"]
+)
+async def test_twokey_refuses_to_start_with_email_code_and_no_mail_server(
+    tmp_path: Path, redis_url: str, namespace: str, more: dict[str, Any]
+) -> None:
+    with pytest.raises(StartupError, match="set TWOKEY_SMTP_HOST"):
+        await build_runtime(email_settings(tmp_path, redis_url, namespace, **more))
+
+
+async def test_the_playground_mailbox_or_a_mail_server_lets_it_start(
+    tmp_path: Path, redis_url: str, namespace: str
+) -> None:
+    """On loopback with no chat credentials the playground mounts and gives codes its simulated
+    mailbox, so the same policy starts; so does any deployment with TWOKEY_SMTP_HOST set."""
+    for more in ({}, {"TWOKEY_PLAYGROUND": False, "TWOKEY_SMTP_HOST": "127.0.0.1"}):
+        runtime = await build_runtime(email_settings(tmp_path, redis_url, namespace, **more))
+        await runtime.close()
 
 
 async def test_asking_for_a_code_once_verified_sends_nothing(

@@ -29,7 +29,7 @@ from app.bootstrap import StartupError, check_code_senders
 from app.connector_setup import check_policy_file
 from app.connectors.okta import _principal_from
 from app.connectors.sandbox import DirectoryFileError, SandboxDirectory, parse_directory
-from app.domain.errors import BadInput, NotAllowed
+from app.domain.errors import BadInput, NotAllowed, Unavailable
 from app.domain.models import Action, Principal, RequestState, phone_of_record
 from app.domain.stepup import masked_phone
 from app.mail import SmtpCodeSender
@@ -389,6 +389,95 @@ async def test_receiver_down_or_refusing_means_not_sent_said_plainly_and_nothing
     assert receiver.texts == []
 
 
+async def test_gateway_down_three_times_counts_nothing_and_a_code_works_once_it_is_back(
+    redis_client: aioredis.Redis,
+    namespace: str,
+    gateway: tuple[SmsGateway, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An SMS gateway outage must never flag an innocent owner: three codes that did not go
+    out (refused, rate-limited, no answer in time) are no attempts and no failures, though
+    three failures flag the target; the owner asks again at once, and the fourth works."""
+    receiver, url = gateway
+    core = core_with(redis_client, namespace, url, timeout_s=0.3)
+    caplog.set_level(logging.DEBUG)
+    receiver.status = 503
+    with capture_logs() as logs:
+        rid = await open_unlock(core)
+        for status, delay in ((429, 0.0), (503, 1.0)):  # asked again at once, each time
+            receiver.status, receiver.delay_s = status, delay
+            with pytest.raises(Unavailable, match="nothing counts against you") as refused:
+                await core.service.new_code(chat("alice"), rid)
+            assert "No code was texted" in str(refused.value)
+        with pytest.raises(BadInput, match="No code is waiting"):  # a guess is no attempt
+            await core.service.verify_code(chat("alice"), rid, "12345678")
+    assert receiver.texts == []
+    assert [e.get("reason") for e in logs if e["event"] == "sms_code_not_sent"] == [
+        "the webhook answered 503",
+        "the webhook answered 429",
+        "timeout",
+    ]
+
+    events = await audit(core, rid)
+    unsent = [e for e in events if e["kind"] == "step_up_not_sent"]
+    assert [(e["actor"], e["reason"], e["outcome"]) for e in unsent] == [
+        ("twokey", "sms_code:not_sent", "not_sent")
+    ] * 3
+    assert not [e for e in events if e["kind"] == "step_up_failed"]
+    request = await core.store.get(rid)
+    assert request is not None and request.step_up_failures == 0
+    assert not await core.redis.exists(core.keys.flag("alice"))
+    assert await core.redis.zcard(core.keys.step_up_failures("alice")) == 0
+    assert not await core.redis.exists(core.keys.step_up_code(rid))
+    owner = told(core, "notify_owner")
+    assert sum(f"`verify {rid}` to ask for a new code now" in t for t in owner) == 1  # at open
+    requester = [t for t in told(core, "notify_requester") if "No code was texted" in t]
+    assert len(requester) == 3 and all("at once" in t and "break-glass" in t for t in requester)
+
+    receiver.status, receiver.delay_s = 200, 0.0  # the gateway is back
+    restarted = await core.service.new_code(chat("alice"), rid)
+    assert "by text message" in restarted.message
+    code = receiver.code_for(rid)
+    await core.service.confirm_owner(chat("alice"), rid)
+    await core.service.approve(chat("carol"), rid)
+    done = await core.service.verify_code(chat("alice"), rid, code)
+    assert done.request.state is RequestState.COMPLETED
+    assert [c.request_id for c in core.connector.changes] == [rid]
+    said = json.dumps(await audit(core, rid)) + str(logs) + caplog.text + str(core.notifier.sent)
+    assert code not in said and PHONE not in said
+
+
+async def test_a_texted_code_never_typed_still_runs_out_as_a_failure_after_an_outage(
+    redis_client: aioredis.Redis, namespace: str, gateway: tuple[SmsGateway, str]
+) -> None:
+    """Withdrawing unsent codes changes nothing for a code that went out: left unused, it runs
+    out and counts as a failed step-up when the next one is asked for, as before."""
+    receiver, url = gateway
+    core = core_with(redis_client, namespace, url)
+    receiver.status = 503
+    rid = await open_unlock(core)  # not sent: withdrawn
+    receiver.status = 200
+    await core.service.new_code(chat("alice"), rid)  # sent
+    receiver.code_for(rid)
+    with pytest.raises(BadInput, match="still live"):
+        await core.service.new_code(chat("alice"), rid)
+    await core.redis.pexpire(core.keys.step_up_code(rid), 1)  # never typed: it runs out
+    await asyncio.sleep(0.05)
+    await core.service.new_code(chat("alice"), rid)
+    request = await core.store.get(rid)
+    assert request is not None and request.step_up_failures == 1
+    assert await core.redis.zcard(core.keys.step_up_failures("alice")) == 1
+    kinds = [(e["kind"], e["reason"]) for e in await audit(core, rid) if "step_up" in e["kind"]]
+    assert kinds == [
+        ("step_up_started", "sms_code"),
+        ("step_up_not_sent", "sms_code:not_sent"),
+        ("step_up_started", "sms_code"),
+        ("step_up_failed", "sms_code:timeout"),
+        ("step_up_started", "sms_code"),
+    ]
+    assert len(receiver.texts) == 2
+
+
 async def test_a_receiver_that_does_not_answer_in_time_means_not_sent(
     redis_client: aioredis.Redis, namespace: str, gateway: tuple[SmsGateway, str]
 ) -> None:
@@ -448,8 +537,12 @@ def test_start_up_refuses_a_policy_that_texts_codes_without_the_webhook() -> Non
     with pytest.raises(StartupError, match="TWOKEY_SMS_WEBHOOK_URL"):
         check_code_senders(policy, StepUpOptions(code_key=CODE_KEY))
     sender = WebhookSmsSender("https://sms.example.com/send", SecretStr(SECRET))
-    check_code_senders(policy, StepUpOptions(code_key=CODE_KEY, sms=sender))
-    check_code_senders(load_policy_text(sms_policy("[email_code]")), StepUpOptions(CODE_KEY))
+    mail = SmtpCodeSender("127.0.0.1", 25)
+    check_code_senders(policy, StepUpOptions(code_key=CODE_KEY, sms=sender, mail=mail))
+    with pytest.raises(StartupError, match="TWOKEY_SMTP_HOST"):  # its fallback needs one too
+        check_code_senders(policy, StepUpOptions(code_key=CODE_KEY, sms=sender))
+    email_only = load_policy_text(sms_policy("[email_code]"))
+    check_code_senders(email_only, StepUpOptions(CODE_KEY), simulated_mailbox=True)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,13 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from app.domain.errors import NotAllowed, NotFound, PolicyError, Unavailable
+from app.domain.errors import (
+    CredentialsRefused,
+    NotAllowed,
+    NotFound,
+    PolicyError,
+    Unavailable,
+)
 from app.domain.models import Action, Request, RequestState
 from app.notify import FanoutNotifier, RecordingNotifier
 from app.policy.loader import load_policy_text
@@ -176,12 +182,24 @@ async def test_refused_credentials_fail_closed_and_never_reach_the_logs(
     system = ServiceNowTickets(url, _secret(USER), _secret("wrong-" + PASSWORD))
     core = build_core(redis_client, namespace, policy=tickets_policy(url), tickets=system)
     try:
-        with capture_logs() as logs, pytest.raises(Unavailable):
+        with capture_logs() as logs, pytest.raises(CredentialsRefused) as refused:
             await open_on(core)
     finally:
         await system.aclose()
-    assert PASSWORD not in repr(logs)
-    assert any(entry["event"] == "ticket_system_unavailable" for entry in logs)
+    # The agent is told the cause, not "cannot be reached": waiting will not fix it.
+    words = refused.value.message
+    assert words == (
+        f"ServiceNow refused twokey's credentials, so ticket {TICKET} cannot be checked and "
+        "nothing was opened. An operator must fix twokey's ServiceNow integration "
+        "(`twokey tickets check` says what is wrong); trying again will not help until then."
+    )
+    assert "cannot be reached" not in words and "try again in a minute" not in words
+    assert isinstance(refused.value, Unavailable)  # every fail-closed path still applies
+    assert core.notifier.sent == []
+    assert await _opened(core) == []
+    assert PASSWORD not in repr(logs) + words
+    (entry,) = [e for e in logs if e["event"] == "ticket_system_unavailable"]
+    assert entry["why"] == "credentials_refused" and entry["detail"] == "credentials refused (401)"
 
 
 async def test_a_policy_naming_a_system_with_none_connected_refuses(
@@ -525,6 +543,17 @@ def _failed_writes() -> float:
         )
         or 0.0
     )
+
+
+async def _opened(core: Core) -> list[str]:
+    """Every request the audit trail says was opened (any shard)."""
+    opened = []
+    for shard in range(16):
+        for _, fields in await core.redis.xrange(core.keys.audit(shard)):
+            event = json.loads(fields["e"])
+            if event["kind"] in ("opened", "breakglass_opened"):
+                opened.append(event["rid"])
+    return opened
 
 
 async def _refused_opens(core: Core) -> list[tuple[str, str, str]]:

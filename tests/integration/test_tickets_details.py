@@ -143,6 +143,25 @@ async def test_down_at_opening_opens_in_the_fallback_tier_audited_and_said(
         assert ("alert_security", request_id) in [s[:2] for s in core.notifier.sent]
 
 
+async def test_refused_credentials_never_fall_back_even_with_a_fallback_tier(
+    redis_client: aioredis.Redis,
+    namespace: str,
+    standin: tuple[ServiceNowStandIn, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An outage may open in the fallback tier; a broken integration (credentials refused)
+    would otherwise open every request unchecked until someone noticed: it refuses."""
+    snow, url = standin
+    snow.add(TICKET)
+    monkeypatch.setenv("TWOKEY_TEST_SN_USER", USER)
+    monkeypatch.setenv("TWOKEY_TEST_SN_PASSWORD", "not-" + PASSWORD)
+    async with connected(redis_client, namespace, policy(url, FALLBACK)) as core:
+        with pytest.raises(Unavailable, match="refused twokey's credentials"):
+            await _open(core)
+        assert await _events(core, "opened") == []
+        assert await _events(core, "ticket_unchecked") == []
+
+
 async def test_fallback_never_lets_a_made_up_ticket_through_once_servicenow_answers(
     redis_client: aioredis.Redis, namespace: str, standin: tuple[ServiceNowStandIn, str], env: None
 ) -> None:

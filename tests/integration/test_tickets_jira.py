@@ -17,7 +17,13 @@ from app.domain.errors import NotAllowed, NotFound, Unavailable
 from app.domain.models import Action, RequestState
 from app.notify import FanoutNotifier
 from app.policy.loader import load_policy_text
-from app.tickets import JiraTickets, TicketSystemDown, ticket_system, write_back
+from app.tickets import (
+    JiraTickets,
+    TicketCredentialsRefused,
+    TicketSystemDown,
+    ticket_system,
+    write_back,
+)
 from tests.helpers import Core, build_core, chat, policy_text
 from tests.jira_standin import API_TOKEN, EMAIL, JiraStandIn
 
@@ -155,12 +161,36 @@ async def test_jira_refusing_fails_closed(
         await system.aclose()
 
 
+async def test_credentials_refused_at_the_claim_stop_the_change_saying_so(
+    core: Core, jira: tuple[JiraStandIn, str]
+) -> None:
+    """Jira stops accepting twokey's API user (403) after the request opened: the re-check at
+    the claim fails closed, and the cards say the credentials were refused, not "unreachable"."""
+    site, _ = jira
+    site.add(KEY)
+    opened = await core.service.open(
+        chat("bob"), chat("alice"), Action.RESET_MFA.value, KEY, "lost-device"
+    )
+    site.forbid = True
+    await core.service.confirm_owner(chat("alice"), opened.request.id)
+    with capture_logs() as logs:
+        final = (await core.service.approve(chat("carol"), opened.request.id)).request
+    assert final.state is RequestState.FAILED
+    assert final.outcome_detail == (
+        f"Jira Service Management refused twokey's credentials when ticket {KEY} was "
+        "re-checked, so the change was stopped: an operator must fix twokey's Jira Service "
+        "Management integration; nothing was changed"
+    )
+    assert core.connector.changes == []
+    assert API_TOKEN not in repr(logs) + final.outcome_detail
+
+
 async def test_a_wrong_token_is_refused_with_401(jira: tuple[JiraStandIn, str]) -> None:
     site, url = jira
     site.add(KEY)
     system = JiraTickets(url, SecretStr(EMAIL), SecretStr("not-the-token"))
     try:
-        with pytest.raises(TicketSystemDown, match=r"credentials refused \(401\)"):
+        with pytest.raises(TicketCredentialsRefused, match=r"credentials refused \(401\)"):
             await system.find(KEY)
         with pytest.raises(TicketSystemDown, match="401"):
             await system.check()

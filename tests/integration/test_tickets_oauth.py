@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from app.cli import main
-from app.domain.errors import Unavailable
+from app.domain.errors import CredentialsRefused
 from app.domain.models import Action, Request, RequestState
 from app.notify import FanoutNotifier
 from app.policy.loader import load_policy_text
@@ -27,6 +27,7 @@ from app.tickets import (
     JiraTickets,
     OAuthClient,
     ServiceNowTickets,
+    TicketCredentialsRefused,
     TicketNotes,
     TicketSystemDown,
     ticket_system,
@@ -208,7 +209,7 @@ async def test_a_second_401_is_the_credentials_refused_never_a_loop(
     instance.add(INCIDENT)
     instance.oauth.lifetime_s = 0  # every token is dead on arrival
     async with servicenow(url) as system:
-        with pytest.raises(TicketSystemDown, match=r"credentials refused \(401\)"):
+        with pytest.raises(TicketCredentialsRefused, match=r"credentials refused \(401\)"):
             await system.find(INCIDENT)
     assert instance.oauth.requests == 2  # the first token and one renewal, no more
 
@@ -224,14 +225,22 @@ async def test_servicenow_refusing_the_client_secret_fails_closed_naming_service
     monkeypatch.setenv("TWOKEY_TEST_OAUTH_SECRET", "not-the-" + CLIENT_SECRET)
     with capture_logs() as logs:
         async with connected(redis_client, namespace, servicenow_policy(url)) as core:
-            with pytest.raises(Unavailable, match=f"ServiceNow .*ticket {INCIDENT}.*nothing was"):
+            with pytest.raises(CredentialsRefused) as refused:
                 await core.service.open(
                     chat("bob"), chat("alice"), Action.RESET_MFA.value, INCIDENT, "lost-device"
                 )
             assert core.notifier.sent == []
+    words = refused.value.message
+    assert words.startswith(
+        f"ServiceNow refused twokey's credentials, so ticket {INCIDENT} cannot be checked and "
+        "nothing was opened. An operator must fix twokey's ServiceNow integration"
+    )
+    assert "cannot be reached" not in words
     assert instance.bearer_calls == 0 and instance.oauth.requests == 1
-    assert any(e["event"] == "ticket_system_unavailable" for e in logs)
-    assert CLIENT_SECRET not in repr(logs)
+    (entry,) = [e for e in logs if e["event"] == "ticket_system_unavailable"]
+    assert entry["why"] == "credentials_refused"
+    assert "credentials refused by the token endpoint (401" in entry["detail"]
+    assert CLIENT_SECRET not in repr(logs) + words
 
 
 async def test_tickets_check_says_servicenow_refused_the_client_credentials(
@@ -298,13 +307,18 @@ async def test_jira_refusing_the_client_secret_fails_closed_naming_jira(
     monkeypatch.setenv("TWOKEY_TEST_OAUTH_SECRET", "not-the-" + CLIENT_SECRET)
     with capture_logs() as logs:
         async with connected(redis_client, namespace, jira_policy(url)) as core:
-            with pytest.raises(Unavailable, match="Jira Service Management cannot be reached"):
+            with pytest.raises(CredentialsRefused) as refused:
                 await core.service.open(
                     chat("bob"), chat("alice"), Action.RESET_MFA.value, ISSUE, "lost-device"
                 )
             assert core.notifier.sent == []
+    assert refused.value.message.startswith(
+        f"Jira Service Management refused twokey's credentials, so ticket {ISSUE} cannot be "
+        "checked and nothing was opened. An operator must fix twokey's Jira Service Management "
+        "integration"
+    )
     assert site.gateway_calls == 0
-    assert CLIENT_SECRET not in repr(logs)
+    assert CLIENT_SECRET not in repr(logs) + refused.value.message
     async with jira_oauth(url, secret=WRONG) as system:
         with pytest.raises(TicketSystemDown, match=r"credentials refused .*401 access_denied"):
             await system.check()

@@ -1,13 +1,15 @@
 -- The owner's step-up gate: start a verifier, check a one-time code, record a manager's
--- attestation. Each outcome (started, wrong code, failed, passed) is written here with its
--- audit event; a code never is: only its keyed digest, in its own key with its own expiry,
+-- attestation. Each outcome (started, not sent, wrong code, failed, passed) is written here with
+-- its audit event; a code never is: only its keyed digest, in its own key with its own expiry,
 -- deleted once used or exhausted.
 -- KEYS[6] target's fraud flag, KEYS[7] the request's one-time code (hash: d digest, n tries,
 -- until ms), KEYS[8] the target's failed step-ups (sorted set, by time, kept for the fraud flag
--- window: counted per target, so opening a fresh request does not start the count again). ARGV: rid, op (start|code|attest|push), actor, via, verifier, digest ('' when no
+-- window: counted per target, so opening a fresh request does not start the count again). ARGV: rid, op (start|code|attest|push|unsent), actor, via, verifier, digest ('' when no
 -- code; attest: yes|no; push: approved|rejected|timeout|unavailable), code ttl ms (start of a
 -- push or manager question: how long before it may be asked again), code
 -- attempts, flag window ms, manager id (start; '' if none).
+-- op unsent: the sender could not deliver the code whose digest is ARGV[6] (SMTP or the SMS
+-- gateway down or refusing); it is withdrawn as if never started (no attempt, no failure).
 -- Replies OK, NOOP, WRONG (detail: tries left), FAILED (detail: why), LOCKED, NO_CODE, and the
 -- refusals of common.lua.
 local rid, op, actor, via, verifier = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -108,6 +110,22 @@ if op == 'start' then
   end
   reindex(r, rid)
   append_event(r, rid, now, 'step_up_started', actor, 'system', via, from, verifier, 'started')
+  return reply('OK')
+end
+
+if op == 'unsent' then
+  -- A code nobody received cannot time out against the owner: an SMTP or SMS gateway outage
+  -- must never count toward flagging their account. Only the very code whose sending failed is
+  -- withdrawn (its digest), never a later one; the owner may ask for a new one at once.
+  local stored = redis.call('HGET', CODE, 'd')
+  if not stored or not same_digest(stored, digest) then return reply('NOOP', 'stale') end
+  redis.call('DEL', CODE)
+  if r.stepup_pending == '1' and r.stepup_verifier == verifier then
+    set(r, 'stepup_pending', 0)
+    set(r, 'stepup_changed', now)
+  end
+  append_event(r, rid, now, 'step_up_not_sent', actor, 'system', via, r.state,
+    verifier .. ':not_sent', 'not_sent')
   return reply('OK')
 end
 
