@@ -367,8 +367,9 @@ class TwoKey:
         held = await self.store.reserve_requester(caller.id, request_id, action, velocity)
         reply: GateReply | None = None
         ticket_held = False
+        used = _ticket_mark(quoted, ticket)
         try:
-            ticket_held = await self._use_ticket(caller, target, action, ticket, request_id)
+            ticket_held = await self._use_ticket(caller, target, action, ticket, request_id, used)
             for _attempt in range(self.options.open_retries):
                 now = await self.store.now()
                 signals = await self.store.signals(target.id, caller.id, velocity, now)
@@ -423,7 +424,7 @@ class TwoKey:
             if reply is None or reply.code is not GateCode.OK:
                 await self._release(caller.id, request_id, action)
                 if ticket_held:
-                    await self._release_ticket(ticket, request_id)
+                    await self._release_ticket(used, request_id)
         if reply is None or reply.request is None or reply.code is not GateCode.OK:
             raise Conflict(say.OPEN_FAILED)
         opened = reply.request
@@ -575,15 +576,22 @@ class TwoKey:
             raise refusal
 
     async def _use_ticket(
-        self, caller: Caller, target: Principal, action: Action, number: str, request_id: str
+        self,
+        caller: Caller,
+        target: Principal,
+        action: Action,
+        number: str,
+        request_id: str,
+        mark: str,
     ) -> bool:
-        """One ticket, one request (``tickets.one_request_per_ticket``): marked atomically, so
-        two agents quoting the same ticket at once cannot both open. True when marked here."""
+        """One ticket, one request (``tickets.one_request_per_ticket``): ``mark`` (see
+        ``_ticket_mark``) is set atomically, so two agents quoting the same ticket at once
+        cannot both open. True when marked here."""
         settings = self.policy.tickets
         if not (settings.checked and settings.one_request_per_ticket):
             return False
         keep_ms = max(self.policy.retention, 86_400) * 1000
-        holder = await self.store.use_ticket(settings.system, number, request_id, keep_ms)
+        holder = await self.store.use_ticket(settings.system, mark, request_id, keep_ms)
         if holder != request_id:
             refusal = NotAllowed(ticket_in_use(number, holder))
             await self._audit_refused_open(caller, target, action, number, refusal, "ticket_reused")
@@ -632,14 +640,17 @@ class TwoKey:
             return "the directory could not be reached to re-check the ticket's people"
         if requester is None or person is None:
             return ticket_people_gone(request.ticket)
+        # a ticket first read now (the request opened unchecked) gets every check, its age
+        # taken as of the request's opening; one checked at open is re-checked for changes
+        first_read = request.ticket_details is not None and bool(request.ticket_details.unchecked)
         problem = ticket_problem(
             settings,
             found,
             person,
-            await self.store.now() / 1000,
+            request.created_at / 1000 if first_read else await self.store.now() / 1000,
             requester=requester,
             tier=request.plan.tier,
-            at_claim=True,
+            at_claim=not first_read,
         )
         return ticket_changed(problem) if problem else ""
 
@@ -727,7 +738,7 @@ class TwoKey:
         route = self._approver_route(request)
         if isinstance(route, ReauthLinksRoute):
             url = await route.links.link_for(request, caller.principal)
-            return Decision(request=request, message=say.approver_link_sent(request, url))
+            return await self._tell_approver(request, caller, say.approver_link_sent(request, url))
         pusher = route
         if pusher is None or not caller.principal.email:
             reply = await self.store.verify_approver(
@@ -741,7 +752,14 @@ class TwoKey:
         self._pushes.add(task)
         task.add_done_callback(self._pushes.discard)
         app = Verifier(pusher.verifier).app
-        return Decision(request=request, message=say.approver_push_sent(request, app))
+        return await self._tell_approver(request, caller, say.approver_push_sent(request, app))
+
+    async def _tell_approver(self, request: Request, caller: Caller, text: str) -> Decision:
+        """What the approver must do next (sign in through the link, approve the push), sent
+        to them privately: a face may already have answered their press with the card (which
+        says only "waiting for their verification"), so the answer alone could be lost."""
+        await self._tell("notify_person", self.notifier.notify_person(request, caller.id, text))
+        return Decision(request=request, message=text, on_cards=True)
 
     async def _await_approver_push(
         self, request: Request, approver: Principal, pusher: PushVerifier
@@ -836,8 +854,8 @@ class TwoKey:
         self, reply: GateReply, approver: Principal, *, tell_approver: bool = True
     ) -> None:
         """After verify_approver.lua: cards, the approver told of a failed push (a sign-in
-        page says it itself), the requester of a counted approval, and the execution once
-        every gate holds."""
+        page says it itself), the requester of an approval that unblocked the request (a step
+        on the way is on their card), and the execution once every gate holds."""
         if reply.request is None:
             return
         after = reply.request
@@ -850,8 +868,9 @@ class TwoKey:
                     "notify_person", self.notifier.notify_person(after, approver.id, text)
                 )
             return
-        text = say.requester_decision(after, approver.name, by_owner=False)
-        await self._tell("notify_requester", self.notifier.notify_requester(after, text))
+        if after.state is not RequestState.PENDING:
+            text = say.requester_decision(after, approver.name, by_owner=False)
+            await self._tell("notify_requester", self.notifier.notify_requester(after, text))
         if after.state is RequestState.READY:
             await self.execute(after.id, actor=approver.id)
 
@@ -2061,6 +2080,16 @@ class TwoKey:
             await call
         except Exception as exc:
             log.error("notify_failed", what=what, error=type(exc).__name__)
+
+
+def _ticket_mark(quoted: QuotedTicket | None, number: str) -> str:
+    """What marks a ticket as used: the system's own id of the record when it was read (a
+    moved Jira issue keeps its id under a new key, so two keys of one issue cannot back two
+    requests), else the number as quoted."""
+    found = quoted.ticket if quoted is not None else None
+    if found is None or not found.ref:
+        return number
+    return f"id:{found.table}:{found.ref}"
 
 
 SHOWN_ON_CARDS = frozenset({"approved", "denied", "cancelled"})

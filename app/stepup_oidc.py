@@ -349,6 +349,14 @@ class OidcReauthLinks:
                 f"and nothing changed. {AGAIN}",
                 _refusal(login, "auth_time"),
             )
+        if self.settings.person_claim == "email" and claims.get("email_verified") is not True:
+            # an address anyone could set on their own IdP account names nobody
+            raise self._refused(
+                login,
+                "email_unverified",
+                "it does not say the email address is verified (email_verified); an IdP that "
+                "never says so is matched by its id instead (matches: id)",
+            )
         wanted = self.settings.acr_values
         if wanted and claims.get("acr") not in wanted:
             log.warning("approver_signin_refused", request=login.rid, reason="acr")

@@ -58,6 +58,8 @@ class JiraStandIn:
     """Service-account tokens from ``/oauth/token`` (valid 60 minutes, as Atlassian says)."""
     gateway_calls: int = 0
     """Calls through ``/ex/jira/{cloudId}`` (accepted or not)."""
+    moved: dict[str, str] = field(default_factory=dict)
+    """Old issue key -> the key the issue has now."""
     permissions: dict[str, bool] = field(
         default_factory=lambda: {
             "BROWSE_PROJECTS": True,
@@ -65,6 +67,12 @@ class JiraStandIn:
             "TRANSITION_ISSUES": True,
         }
     )
+
+    def move(self, old: str, new: str) -> None:
+        """The issue ``old`` moved to another project: Jira answers its old key with the issue
+        under its new key."""
+        self.issues[new] = {**self.issues.pop(old), "key": new}
+        self.moved[old] = new
 
     def add(
         self,
@@ -155,7 +163,7 @@ class JiraStandIn:
         asked = set(request.query.get("fields", "").split(","))
         if not asked or not asked <= _ALLOWED_FIELDS:
             self.problems.append(f"fields asked for: {sorted(asked)}")
-        issue = self.issues.get(key)
+        issue = self.issues.get(self.moved.get(key, key))
         if issue is None:
             return _not_found()
         kept = {name: value for name, value in issue["fields"].items() if name in asked}

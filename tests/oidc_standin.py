@@ -175,6 +175,7 @@ class OidcStandIn:
             "auth_time": now - self.auth_age,
             "nonce": pending.nonce,
             **({"acr": pending.acr} if pending.acr else {}),
+            "email_verified": True,  # as Okta and Google say of a verified address
             **self.user,
         }
         for name, value in self.claims.items():

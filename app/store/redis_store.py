@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import wraps
@@ -89,6 +90,9 @@ UNAVAILABLE_MESSAGE = (
 )
 
 DURABLE_WAIT_MS = 1_000
+PERSISTENCE_FRESH_S = 30.0
+"""How long what :meth:`RedisRequestStore.check_persistence` found is trusted by claims: a
+replica that was away (and so not waited on) is waited on again once it is back."""
 """How long a claim may wait to reach the append-only file or a replica before nothing runs
 (shorter than the client's socket timeout, 5 s in bootstrap, so the wait itself never times out)."""
 
@@ -230,6 +234,8 @@ class RedisRequestStore:
         self.shards = SHARDS
         self.persistence: Persistence | None = None
         """Set by :meth:`check_persistence`; until then claims are not waited on."""
+        self.persistence_checked_at = 0.0
+        """time.monotonic() of the last check; claims check again past PERSISTENCE_FRESH_S."""
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(_load_script_text(name)) for name in _SCRIPTS
         }
@@ -612,6 +618,9 @@ class RedisRequestStore:
         args: list[Any] = [actor, lease_ms, token]
         if self.persistence is None:
             return await self._claim_then_wait(request_id, args, self.redis)
+        if time.monotonic() - self.persistence_checked_at > PERSISTENCE_FRESH_S:
+            # a weaker deployment seen once (a replica away) must not be trusted for good
+            await self.check_persistence()
         # WAIT and WAITAOF count the writes of the connection they are sent on: the claim and
         # its wait share one connection, or an idle pooled one would answer "durable" at once.
         if is_cluster(self.redis):
@@ -707,6 +716,7 @@ class RedisRequestStore:
         self.persistence = Persistence(
             aof=aof, appendfsync=appendfsync, replicas=replicas, waitaof=waitaof
         )
+        self.persistence_checked_at = time.monotonic()
         return self.persistence
 
     async def _check_cluster_persistence(self) -> Persistence:
@@ -737,6 +747,7 @@ class RedisRequestStore:
             replicas=min((p.replicas for p in found), default=0),
             waitaof=all(p.waitaof for p in found),
         )
+        self.persistence_checked_at = time.monotonic()
         return self.persistence
 
     @fails_closed

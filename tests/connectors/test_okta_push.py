@@ -282,6 +282,9 @@ async def test_an_approval_counts_once_the_approver_approved_the_push(
     await core.service.confirm_owner(chat("alice"), rid)
     decided = await core.service.approve(chat("carol"), rid)
     assert "approve the push from Okta Verify" in decided.message
+    # told privately too: a face may have answered the press with the card alone
+    told = [t for _, r, t in core.notifier.said("notify_person") if r == rid]
+    assert told == [f"carol: {decided.message}"]
     assert decided.request.state is RequestState.PENDING
     assert [a.approver_id for a in decided.request.approvals_unverified] == ["carol"]
     assert decided.request.approvals == ()

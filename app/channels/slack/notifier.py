@@ -130,7 +130,9 @@ class SlackNotifier:
         if self._older_than_painted(request):
             return
         ctx = await self._context(request)
-        refs = await self._refs(request.id)
+        # a manager's card is added outside the cards every request has (ask_manager, on
+        # whichever replica asked): while a manager is asked, read where the cards are afresh
+        refs = await self._refs(request.id, fresh=request.step_up_verifier == "manager")
         updated = _UPDATED.get()
         for ref in refs:
             if ref.role in bk.ROLES:
@@ -481,9 +483,10 @@ class SlackNotifier:
         self._painted[request.id] = request.events
         return False
 
-    async def _refs(self, request_id: str) -> list[MessageRef]:
-        """The request's cards: from memory once all were known here, else from the ledger."""
-        known = self._cards.get(request_id)
+    async def _refs(self, request_id: str, *, fresh: bool = False) -> list[MessageRef]:
+        """The request's cards: from memory once all were known here, else (or ``fresh``)
+        from the ledger."""
+        known = None if fresh else self._cards.get(request_id)
         if known is not None:
             return list(known)
         return await self.ledger.messages_of(request_id, PLATFORM)
