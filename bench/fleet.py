@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
+from bench.interleave import open_pending
 from bench.slack import _listen, _standin_path, load, serve_standin
 
 SECRET = "bench-signing-secret-0123456789abcdef"  # bench.slack signs clicks with this one
@@ -47,7 +48,7 @@ def serve_replica(
     from slack_standin import APP_ID, BOT_TOKEN, TEAM
     from slack_world import slack_policy  # type: ignore[import-not-found]
 
-    from app.domain.models import Action, ChatUser
+    from app.domain.models import ChatUser
     from app.logs import configure_logging
     from app.settings import Settings
     from app.web import RUNTIME, create_app
@@ -81,16 +82,7 @@ def serve_replica(
             runtime = app[RUNTIME]
             bob = ChatUser(platform="slack", user_id="U0BOB", email="bob@example.com")
             alice = ChatUser(platform="slack", user_id="U0ALICE", email="alice@example.com")
-            gate = asyncio.Semaphore(8)
-
-            async def one() -> str:
-                async with gate:
-                    decision = await runtime.service.open(
-                        bob, alice, Action.UNLOCK.value, "INC-1000", "locked-out"
-                    )
-                    return decision.request.id
-
-            ids = list(await asyncio.gather(*(one() for _ in range(seed))))
+            ids = await open_pending(runtime.service, bob, alice, seed)
         ready.put((port, ids, os.getpid()))
         await asyncio.Event().wait()
 

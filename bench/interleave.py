@@ -42,6 +42,21 @@ class Interleaved(Protocol):
     async def segment(self, app: str, n: int, concurrency: int) -> Any: ...
 
 
+async def open_pending(service: Any, bob: Any, alice: Any, count: int) -> list[str]:
+    """``count`` pending unlock requests bob opens for alice, 8 at a time: every click or press
+    a benchmark sends is the first approval of its own request."""
+    from app.domain.models import Action
+
+    gate = asyncio.Semaphore(8)
+
+    async def one() -> str:
+        async with gate:
+            decision = await service.open(bob, alice, Action.UNLOCK.value, "INC-1000", "locked-out")
+            return str(decision.request.id)
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
 def p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[max(0, int(len(ordered) * 0.99) - 1)]

@@ -54,6 +54,7 @@ from bench.interleave import (
     completion_line,
     completions,
     drained,
+    open_pending,
     p99,
     ratio_line,
     rounds,
@@ -181,7 +182,7 @@ def serve_twokey(
     from slack_standin import APP_ID, BOT_TOKEN, TEAM
     from slack_world import slack_policy  # type: ignore[import-not-found]
 
-    from app.domain.models import Action, ChatUser
+    from app.domain.models import ChatUser
     from app.logs import configure_logging
     from app.settings import Settings
     from app.web import RUNTIME, create_app
@@ -212,16 +213,7 @@ def serve_twokey(
         runtime = app[RUNTIME]
         bob = ChatUser(platform="slack", user_id="U0BOB", email="bob@example.com")
         alice = ChatUser(platform="slack", user_id="U0ALICE", email="alice@example.com")
-        gate = asyncio.Semaphore(8)
-
-        async def one() -> str:
-            async with gate:
-                decision = await runtime.service.open(
-                    bob, alice, Action.UNLOCK.value, "INC-1000", "locked-out"
-                )
-                return decision.request.id
-
-        ids = list(await asyncio.gather(*(one() for _ in range(requests))))
+        ids = await open_pending(runtime.service, bob, alice, requests)
         ready.put((port, ids, os.getpid()))
         await asyncio.Event().wait()
 

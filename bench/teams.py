@@ -51,6 +51,7 @@ from bench.interleave import (
     completion_line,
     completions,
     drained,
+    open_pending,
     p99,
     ratio_line,
     rounds,
@@ -194,7 +195,7 @@ def serve_twokey(
     from teams_world import endpoints, teams_policy
 
     from app.channels.teams.app import TEAMS_ENDPOINTS
-    from app.domain.models import Action, ChatUser
+    from app.domain.models import ChatUser
     from app.logs import configure_logging
     from app.web import RUNTIME, create_app
 
@@ -229,16 +230,7 @@ def serve_twokey(
         runtime = app[RUNTIME]
         bob = ChatUser(platform="teams", user_id="aad-bob", email="bob@example.com")
         alice = ChatUser(platform="teams", user_id="aad-alice", email="alice@example.com")
-        gate = asyncio.Semaphore(8)
-
-        async def one() -> str:
-            async with gate:
-                decision = await runtime.service.open(
-                    bob, alice, Action.UNLOCK.value, "INC-1000", "locked-out"
-                )
-                return decision.request.id
-
-        ids = list(await asyncio.gather(*(one() for _ in range(requests))))
+        ids = await open_pending(runtime.service, bob, alice, requests)
         assert APPROVALS in runtime.policy.channels.approvals.values()
         ready.put((port, ids, os.getpid()))
         await asyncio.Event().wait()
