@@ -1,4 +1,4 @@
-"""What every channel shares: button actions and their codec.
+"""What every channel shares: button actions and their codec, and who-is-who kept briefly.
 
 Message references are the MessageLedger port's ``MessageRef`` (app/ports.py); which use case a
 button runs is app/channels/actions.py.
@@ -9,7 +9,9 @@ everything a decision rests on comes from the stored request, never from the cli
 
 from __future__ import annotations
 
+import time
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from app.domain.errors import BadInput
 from app.domain.forms import parse_request_id
@@ -47,3 +49,30 @@ def decode_button(value: str) -> tuple[ButtonAction, str]:
         return ButtonAction(action), parse_request_id(request_id)
     except ValueError as exc:
         raise BadInput("This button is not one of twokey's.") from exc
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class KeptAnswers(Generic[K, V]):
+    """A platform's answers about people (Slack users.info, the Teams roster), each kept for
+    ``seconds``: a burst of clicks by one person asks the platform once. Bounded: past
+    ``most`` answers it starts afresh."""
+
+    def __init__(self, seconds: float, most: int = 10_000) -> None:
+        self.seconds = seconds
+        self.most = most
+        self._kept: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> V | None:
+        """The answer kept for ``key`` while it is fresh, else None."""
+        kept = self._kept.get(key)
+        if kept is not None and kept[0] > time.monotonic():
+            return kept[1]
+        return None
+
+    def keep(self, key: K, answer: V) -> None:
+        if len(self._kept) >= self.most:
+            self._kept.clear()
+        self._kept[key] = (time.monotonic() + self.seconds, answer)

@@ -17,6 +17,7 @@ import structlog
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from app.channels.common import KeptAnswers
 from app.channels.slack.guard import Tenancy
 from app.domain.errors import IdentityUnsure, Unavailable
 from app.domain.models import ChatUser
@@ -88,7 +89,7 @@ class SlackPeople:
         self.cache_s = cache_s
         self._slack_ids: dict[str, tuple[float, str | None]] = {}
         self.user_s = user_s
-        self._users: dict[str, tuple[float, ChatUser]] = {}
+        self._users: KeptAnswers[str, ChatUser] = KeptAnswers(user_s, USERS_MOST)
 
     async def chat_user(self, user_id: str, *, who: str = "You") -> ChatUser:
         """users.info for one Slack user; refuse another organisation's member outright.
@@ -100,13 +101,11 @@ class SlackPeople:
         remember = who == "You" and self.user_s > 0
         if remember:
             kept = self._users.get(user_id)
-            if kept is not None and kept[0] > time.monotonic():
-                return kept[1]
+            if kept is not None:
+                return kept
         person = await self._users_info(user_id, who)
         if remember:
-            if len(self._users) >= USERS_MOST:
-                self._users.clear()
-            self._users[user_id] = (time.monotonic() + self.user_s, person)
+            self._users.keep(user_id, person)
         return person
 
     async def _users_info(self, user_id: str, who: str) -> ChatUser:

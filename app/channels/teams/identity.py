@@ -12,7 +12,6 @@ unsure and refused by the service: never guessed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +21,7 @@ from botbuilder.core.teams import TeamsInfo
 from botbuilder.schema import ErrorResponseException
 from botbuilder.schema.teams import TeamsChannelAccount
 
+from app.channels.common import KeptAnswers
 from app.domain.errors import IdentityUnsure, Unavailable
 from app.domain.models import ChatUser
 from app.ports import Directory
@@ -78,18 +78,18 @@ class TeamsPeople:
         self.allowed_tenants = frozenset(allowed_tenants)
         self.roster_fallback = roster_fallback
         """The approvals channel's conversation id: its team's roster answers for 1:1 chats."""
-        self._members: dict[tuple[str, str], tuple[float, TeamsChannelAccount]] = {}
+        self._members: KeptAnswers[tuple[str, str], TeamsChannelAccount] = KeptAnswers(
+            MEMBER_KEEP_S, MEMBERS_KEPT
+        )
 
     async def member(self, turn: TurnContext, member_id: str) -> TeamsChannelAccount:
         """The roster's answer for ``member_id``, kept :data:`MEMBER_KEEP_S` per tenant."""
         key = (str(getattr(turn.activity.conversation, "tenant_id", "") or ""), member_id)
         kept = self._members.get(key)
-        if kept is not None and kept[0] > time.monotonic():
-            return kept[1]
+        if kept is not None:
+            return kept
         found = await self._look_up(turn, member_id)
-        if len(self._members) >= MEMBERS_KEPT:
-            self._members.clear()
-        self._members[key] = (time.monotonic() + MEMBER_KEEP_S, found)
+        self._members.keep(key, found)
         return found
 
     async def _look_up(self, turn: TurnContext, member_id: str) -> TeamsChannelAccount:
