@@ -21,11 +21,12 @@ import structlog
 from aiohttp import web
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity, ActivityTypes
-from botframework.connector.auth import BotFrameworkAuthentication
+from botframework.connector.auth import BotFrameworkAuthentication, ClaimsIdentity
 
 from app.channels.teams.auth import (
     REFUSED,
     BotConfig,
+    ConnectorClients,
     ConnectorTokens,
     Endpoints,
     TeamsAuthError,
@@ -163,6 +164,12 @@ class TeamsChannel:
             return web.json_response(payload if payload is not None else {}, status=status)
         return web.Response(status=200)
 
+    async def close(self) -> None:
+        """Close the kept connector clients (their HTTP sessions) as the server stops."""
+        clients = self.auth.create_connector_factory(ClaimsIdentity({}, True))
+        if isinstance(clients, ConnectorClients):
+            await clients.close()
+
     async def _learn_service_url(self, tenant: str, service_url: str) -> None:
         """Remember the tenant's service URL, so twokey can post into channels proactively."""
         if self._service_urls.get(tenant) == service_url:
@@ -182,6 +189,7 @@ async def mount(app: web.Application, runtime: Runtime) -> None:
     runtime.closers.append(session.close)
     endpoints = app.get(TEAMS_ENDPOINTS) or Endpoints()
     channel = TeamsChannel(runtime, session, endpoints)
+    runtime.closers.append(channel.close)
     runtime.notifier.add(channel.notifier)
     app.router.add_post("/api/messages", channel.messages)
     log.info(

@@ -24,6 +24,7 @@ the public cloud in production; tests point it at local stand-ins, never switchi
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -73,6 +74,9 @@ QUICK_RETRY_S = 0.2
 """The pause before the one quick retry of a connection failure or a 502/503/504."""
 CLIENTS_KEPT = 64
 """Connector clients kept (service URL x audience); the least recently used goes first."""
+RETIRE_AFTER_S = 120.0
+"""A replaced connector client is closed this long after (a call still under way on it ends
+first: msrest gives a call at most 100 s)."""
 USER_AGENT = "twokey (botbuilder-python)"
 
 REFUSED = Counter(
@@ -200,6 +204,13 @@ class ConnectorTokens(ServiceClientCredentialsFactory):  # type: ignore[misc]
             self._tokens[scope] = (self.clock() + max(lifetime - TOKEN_EARLY_S, 30), token)
             return token
 
+    def forget(self, scope: str, token: str) -> None:
+        """Drop the cached token for ``scope`` if it is still ``token`` (the Bot Connector
+        refused it: revoked, or the app's secret rotated), so the next call fetches a new one."""
+        cached = self._tokens.get(scope)
+        if cached is not None and cached[1] == token:
+            del self._tokens[scope]
+
     async def _fetch(self, scope: str) -> tuple[str, float]:
         full_scope = scope if scope.endswith("/.default") else f"{scope}/.default"
         if self.config.APP_TYPE == "UserAssignedMSI":
@@ -292,10 +303,13 @@ class ConnectorClients(ConnectorFactory):  # type: ignore[misc]
         self.config = config
         self.tokens = tokens
         self._kept: OrderedDict[tuple[str, str], tuple[str, Any]] = OrderedDict()
+        self._retired: list[tuple[float, Any]] = []
         self.built = 0
         """How many clients were built (tests: turns reuse the kept one)."""
 
     async def create(self, service_url: str, audience: str | None = None) -> Any:
+        if self._retired:
+            await self._close_retired()
         scope = audience or self.config.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
         token = await self.tokens.token(scope)
         key = (service_url, scope)
@@ -303,14 +317,44 @@ class ConnectorClients(ConnectorFactory):  # type: ignore[misc]
         if kept is not None and kept[0] == token:
             self._kept.move_to_end(key)
             return kept[1]
+        if kept is not None:
+            self._retire(kept[1])
         client = bounded_retries(ConnectorClient(BearerToken(token), base_url=service_url))
         client.config.add_user_agent(USER_AGENT)
         self.built += 1
         self._kept[key] = (token, client)
         self._kept.move_to_end(key)
         while len(self._kept) > CLIENTS_KEPT:
-            self._kept.popitem(last=False)
+            self._retire(self._kept.popitem(last=False)[1][1])
         return client
+
+    async def close(self) -> None:
+        """Close every client, kept or retired (the server is stopping)."""
+        everything = [client for _, client in self._kept.values()]
+        everything += [client for _, client in self._retired]
+        self._kept.clear()
+        self._retired.clear()
+        for client in everything:
+            await _close_client(client)
+
+    def _retire(self, client: Any) -> None:
+        """A replaced client keeps its HTTP session (and its sockets) open until
+        :data:`RETIRE_AFTER_S` has passed, for calls still under way on it."""
+        self._retired.append((self.tokens.clock() + RETIRE_AFTER_S, client))
+
+    async def _close_retired(self) -> None:
+        now = self.tokens.clock()
+        due = [client for when, client in self._retired if when <= now]
+        self._retired = [(when, client) for when, client in self._retired if when > now]
+        for client in due:
+            await _close_client(client)
+
+
+async def _close_client(client: Any) -> None:
+    try:
+        await client.__aexit__(None, None, None)
+    except Exception as exc:  # closing is tidying up: never let it fail a call
+        log.warning("teams_client_not_closed", error=type(exc).__name__)
 
 
 @dataclass(frozen=True)
@@ -345,32 +389,97 @@ async def replace_activity(
     The same retry rule as :func:`bounded_retries` (PUT is safe to repeat): one quick retry of a
     connection failure or a 502/503/504; anything else not 2xx raises :class:`ConnectorRefused`
     (a 429 is the caller's to wait out)."""
-    scope = audience or clients.config.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
-    url = (
-        f"{service_url.rstrip('/')}/v3/conversations/{quote(conversation, safe='')}"
-        f"/activities/{quote(activity_id, safe='')}"
+    path = f"{_conversation_path(conversation)}/activities/{quote(activity_id, safe='')}"
+    await _connector_json(clients, "PUT", service_url, path, activity, audience)
+
+
+async def send_to_conversation(
+    clients: ConnectorClients,
+    service_url: str,
+    conversation: str,
+    activity: Mapping[str, Any],
+    audience: str | None = None,
+) -> str | None:
+    """POST /v3/conversations/{id}/activities (Bot Connector "send to conversation") as plain
+    JSON on the shared HTTP session; the new activity's id, if the connector named one.
+
+    msrest sends through ``requests`` in a worker thread, which costs more CPU than the message
+    itself. A POST is not safe to repeat once sent (Teams would show the message twice), so
+    only a connection that never opened is tried once more."""
+    answer = await _connector_json(
+        clients,
+        "POST",
+        service_url,
+        f"{_conversation_path(conversation)}/activities",
+        activity,
+        audience,
     )
+    sent = answer.get("id") if isinstance(answer, dict) else None
+    return str(sent) if sent else None
+
+
+def _conversation_path(conversation: str) -> str:
+    return f"/v3/conversations/{quote(conversation, safe='')}"
+
+
+async def _connector_json(
+    clients: ConnectorClients,
+    method: str,
+    service_url: str,
+    path: str,
+    body: Mapping[str, Any],
+    audience: str | None,
+) -> Any:
+    """One Bot Connector REST call with the connector token; its JSON answer (None if empty).
+
+    Retries once, after :data:`QUICK_RETRY_S`: a connection that never opened (any method), and
+    for PUT a dropped connection or a 502/503/504, as msrest's bounded policy does. A 401 is
+    tried once more with a newly fetched token (the cached one may have been revoked before its
+    expiry): nothing was done on a 401, so even a POST is safe to repeat."""
+    scope = audience or clients.config.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
+    url = f"{service_url.rstrip('/')}{path}"
+    repeatable = method != "POST"
     timeout = aiohttp.ClientTimeout(total=CONNECTOR_TIMEOUT_S)
-    for attempt in range(SILENT_RETRIES + 1):
-        last = attempt == SILENT_RETRIES
-        headers = {"Authorization": f"Bearer {await clients.tokens.token(scope)}"}
+    retried = token_renewed = False
+    while True:
+        token = await clients.tokens.token(scope)
+        headers = {"Authorization": f"Bearer {token}"}
         try:
-            async with clients.tokens.session.put(
-                url, json=activity, headers=headers, timeout=timeout
+            async with clients.tokens.session.request(
+                method, url, json=body, headers=headers, timeout=timeout
             ) as answer:
-                await answer.read()
+                raw = await answer.read()
                 status, answer_headers = answer.status, dict(answer.headers)
-        except (aiohttp.ClientConnectionError, TimeoutError):
-            if last:
+        except aiohttp.ClientConnectorError:
+            if retried:
                 raise
+            retried = True
+            await asyncio.sleep(QUICK_RETRY_S)
+            continue
+        except (aiohttp.ClientConnectionError, TimeoutError):
+            if retried or not repeatable:
+                raise
+            retried = True
             await asyncio.sleep(QUICK_RETRY_S)
             continue
         if status < 300:
-            return
-        if status in (502, 503, 504) and not last:
+            return _json_or_none(raw)
+        if status == 401 and not token_renewed:
+            token_renewed = True
+            clients.tokens.forget(scope, token)
+            continue
+        if status in (502, 503, 504) and repeatable and not retried:
+            retried = True
             await asyncio.sleep(QUICK_RETRY_S)
             continue
         raise ConnectorRefused(ConnectorAnswer(status, answer_headers))
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except ValueError:
+        return None
 
 
 def bounded_retries(client: Any) -> Any:

@@ -7,17 +7,19 @@ conversation reference remembered when they installed or first messaged twokey
 (``remember_conversation``, keyed by their directory id); where there is none for the owner, the
 requester and security are told instead of a silent wait.
 
-Calls go through botbuilder's kept ConnectorClient with the cached connector token (auth.py),
-except card updates, the bulk of what a press sends, which are plain JSON PUTs
-(``auth.replace_activity``: no msrest model serialization of the card). Each call is best
-effort: a failure is logged by type and counted, and never undoes a decision.
+What the notifier sends (card updates and new messages) goes out as plain JSON on the shared HTTP
+session with the cached connector token (``auth.replace_activity``, ``auth.send_to_conversation``):
+msrest would serialize each card through its models and send a new message through ``requests``
+in a worker thread. Each call is best effort: a failure is logged by type and counted, and never
+undoes a decision.
 
 Throttling: the Bot Connector answers 429 with ``Retry-After`` when a bot sends too fast (many
 cards updated at once). msrest never retries a 429 and, left alone, retries 408/5xx up to three
 times silently (honouring a 503's ``Retry-After`` for up to six hours, in a worker thread). So
-each client's msrest retry policy is replaced (``auth.bounded_retries``): at most
-:data:`SILENT_RETRIES` quick retry, only of connection failures and 502/503/504 on calls that are
-safe to repeat (GET, PUT, DELETE: never a POST, which could post a message twice). A 429 is
+the same bounded rule applies to the calls made here and to msrest's clients
+(``auth.bounded_retries``, used for the bot's own replies): at most :data:`SILENT_RETRIES` quick
+retry, of a connection that never opened, and of a dropped connection or a 502/503/504 only for
+calls safe to repeat (GET, PUT, DELETE: never a POST, which could post a message twice). A 429 is
 twokey's to handle: wait what ``Retry-After`` says and try again, while the waits of one call
 add up to at most :data:`THROTTLE_WAIT_S`; past that the call gives up and logs
 ``teams_call_gave_up`` (the next change re-renders every card anyway).
@@ -36,7 +38,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import structlog
-from botbuilder.schema import Activity, ActivityTypes, Attachment
+from botbuilder.schema import ActivityTypes
 from botframework.connector.auth import BotFrameworkAuthentication, ClaimsIdentity
 from prometheus_client import Counter
 from pydantic import SecretStr
@@ -44,7 +46,7 @@ from pydantic import SecretStr
 from app.channels.acks import told
 from app.channels.attest import MANAGER_ROLE, ManagerQuestion
 from app.channels.teams import replies
-from app.channels.teams.auth import replace_activity
+from app.channels.teams.auth import replace_activity, send_to_conversation
 from app.channels.teams.cards import Card
 from app.domain.errors import TwokeyError
 from app.domain.models import PrincipalKind, Request
@@ -241,17 +243,11 @@ class TeamsNotifier:
     async def _update(self, ref: MessageRef, card: Card, summary: str) -> None:
         """Replace a card in place (the Bot Connector's update activity), as plain JSON."""
         service_url = ref.extra.get("service_url", "")
-        activity = {
-            "type": ActivityTypes.message,
-            "id": ref.message_id,
-            "summary": summary[:200],
-            "attachments": [{"contentType": replies.CARD_TYPE, "content": card}],
-        }
+        activity = {**_card_activity(card, summary), "id": ref.message_id}
 
-        async def call(_client: Any) -> Any:
-            factory = self.auth.create_connector_factory(self._claims)
+        async def call(clients: Any) -> Any:
             await replace_activity(
-                factory, service_url, ref.channel, ref.message_id, activity, self.scope
+                clients, service_url, ref.channel, ref.message_id, activity, self.scope
             )
 
         await self._call(f"update_{ref.role}", service_url, call)
@@ -311,12 +307,13 @@ class TeamsNotifier:
     ) -> str | None:
         text = summary or (_summary(role, request) if request is not None else "twokey")
         activity = _card_activity(card, text)
-        answer = await self._call(
-            what,
-            service_url,
-            lambda c: c.conversations.send_to_conversation(conversation, activity),
-        )
-        sent = getattr(answer, "id", None)
+
+        async def call(clients: Any) -> str | None:
+            return await send_to_conversation(
+                clients, service_url, conversation, activity, self.scope
+            )
+
+        sent = await self._call(what, service_url, call)
         return str(sent) if sent else None
 
     async def _tell(self, principal_id: str, text: str, what: str) -> None:
@@ -400,12 +397,6 @@ class TeamsNotifier:
             return stored
         return request
 
-    async def _client(self, service_url: str) -> Any:
-        """The kept connector client for this service URL (a new one once its token is
-        replaced: a client kept here for good would outlive its token)."""
-        factory = self.auth.create_connector_factory(self._claims)
-        return await factory.create(service_url, self.scope)
-
     async def _call(
         self, what: str, service_url: str, call: Callable[[Any], Awaitable[Any]]
     ) -> Any:
@@ -416,7 +407,7 @@ class TeamsNotifier:
         waited = 0.0
         for attempt in range(THROTTLE_TRIES):
             try:
-                return await call(await self._client(service_url))
+                return await call(self.auth.create_connector_factory(self._claims))
             except Exception as exc:
                 response = getattr(exc, "response", None)
                 status = getattr(response, "status_code", None)
@@ -462,12 +453,13 @@ def retry_after(response: Any, default: float) -> float:
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
-def _card_activity(card: Card, summary: str) -> Activity:
-    return Activity(
-        type=ActivityTypes.message,
-        summary=summary[:200],
-        attachments=[Attachment(content_type=replies.CARD_TYPE, content=card)],
-    )
+def _card_activity(card: Card, summary: str) -> dict[str, Any]:
+    """A message activity carrying one Adaptive Card, as the Bot Connector's JSON."""
+    return {
+        "type": ActivityTypes.message,
+        "summary": summary[:200],
+        "attachments": [{"contentType": replies.CARD_TYPE, "content": card}],
+    }
 
 
 def _question_of(ref: MessageRef) -> ManagerQuestion | None:

@@ -53,6 +53,22 @@ def dm_of(person: str) -> str:
     return f"a:dm-{person}"
 
 
+def activity_problem(activity: Any) -> str:
+    """What the Bot Connector would refuse in an activity a bot sends (its REST reference: an
+    Activity object with a ``type``; each attachment a ``contentType``); "" when none."""
+    if not isinstance(activity, dict):
+        return "the body is not an Activity object"
+    if activity.get("type") != "message":
+        return "type must be 'message'"
+    attachments = activity.get("attachments", [])
+    if not isinstance(attachments, list):
+        return "attachments must be a list"
+    for attachment in attachments:
+        if not isinstance(attachment, dict) or not attachment.get("contentType"):
+            return "each attachment needs a contentType"
+    return ""
+
+
 @dataclass
 class Message:
     conversation: str
@@ -102,6 +118,12 @@ class TeamsStandIn:
         self.retry_after = "1"
         self.update_attempts: list[tuple[float, str, str, int]] = []
         """Every card update asked for: (monotonic time, conversation, activity, status)."""
+        self.throttle_sends = 0
+        """Answer this many new messages 429 with ``Retry-After: retry_after``."""
+        self.fail_sends = 0
+        """Answer this many new messages 502 (the message is not kept)."""
+        self.send_attempts: list[tuple[float, str, int, str]] = []
+        """Every new message asked for: (monotonic time, conversation, status, its JSON)."""
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -212,7 +234,27 @@ class TeamsStandIn:
     async def _send(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return web.json_response({"error": {"code": "Unauthorized"}}, status=401)
-        message = self._store(request.match_info["cid"], await request.json())
+        cid = request.match_info["cid"]
+        activity = await request.json()
+        sent = json.dumps(activity, sort_keys=True)
+        if self.throttle_sends > 0:
+            self.throttle_sends -= 1
+            self.send_attempts.append((time.monotonic(), cid, 429, sent))
+            return web.json_response(
+                {"error": {"code": "Throttled"}},
+                status=429,
+                headers={"Retry-After": self.retry_after},
+            )
+        if self.fail_sends > 0:
+            self.fail_sends -= 1
+            self.send_attempts.append((time.monotonic(), cid, 502, sent))
+            return web.json_response({"error": {"code": "ServiceError"}}, status=502)
+        problem = activity_problem(activity)
+        if problem:
+            self.send_attempts.append((time.monotonic(), cid, 400, sent))
+            return web.json_response({"error": {"code": "BadArgument", "message": problem}}, 400)
+        self.send_attempts.append((time.monotonic(), cid, 200, sent))
+        message = self._store(cid, activity)
         return web.json_response({"id": message.id})
 
     async def _reply(self, request: web.Request) -> web.Response:
@@ -236,10 +278,14 @@ class TeamsStandIn:
         if self.fail_updates:
             self.update_attempts.append((time.monotonic(), cid, aid, 502))
             return web.json_response({"error": {"code": "ServiceError"}}, status=502)
+        activity = await request.json()
+        problem = activity_problem(activity)
+        if problem:
+            self.update_attempts.append((time.monotonic(), cid, aid, 400))
+            return web.json_response({"error": {"code": "BadArgument", "message": problem}}, 400)
         self.update_attempts.append((time.monotonic(), cid, aid, 200))
         for message in self.messages.get(cid, []):
             if message.id == aid:
-                activity = await request.json()
                 message.activity = activity
                 message.versions.append(activity)
                 self.updates.append((cid, aid))

@@ -15,6 +15,7 @@ from teams_standin import APP_ID, APPROVALS, TeamsStandIn
 from teams_world import TeamsWorld, endpoints, teams_settings
 
 from app.channels.teams.auth import (
+    RETIRE_AFTER_S,
     TOKEN_EARLY_S,
     ConnectorClients,
     ConnectorTokens,
@@ -54,6 +55,48 @@ async def test_turns_share_one_client_until_its_token_is_replaced(
         ]
 
 
+def pooled_connections(client: object) -> int:
+    """Sockets the msrest client's requests session keeps open to the Bot Connector."""
+    session = client.config.pipeline._sender.driver.session  # type: ignore[attr-defined]
+    return sum(len(adapter.poolmanager.pools) for adapter in session.adapters.values())
+
+
+async def test_a_replaced_client_is_closed_once_calls_on_it_are_over(
+    teams: TeamsStandIn, namespace: str
+) -> None:
+    """Each hourly token replacement leaves a client behind: its sockets are released after
+    RETIRE_AFTER_S (not at once: a call may still be under way on it), and all at shutdown."""
+    now = [1_000.0]
+    config = bot_config(teams_settings(namespace), endpoints(teams))
+    async with aiohttp.ClientSession() as session:
+        tokens = ConnectorTokens(config, session, clock=lambda: now[0])
+        factory = authentication(config, tokens).create_connector_factory(
+            ClaimsIdentity({"aud": APP_ID}, True)
+        )
+        url = teams.url + "/"
+        first = await factory.create(url)
+        await first.conversations.send_to_conversation(
+            APPROVALS, Activity(type="message", text="1")
+        )
+        assert pooled_connections(first) == 1
+
+        now[0] += 3599 - TOKEN_EARLY_S + 1
+        second = await factory.create(url)
+        assert second is not first
+        assert pooled_connections(first) == 1, "kept open for calls still under way"
+
+        now[0] += RETIRE_AFTER_S
+        assert await factory.create(url) is second
+        assert pooled_connections(first) == 0
+
+        await second.conversations.send_to_conversation(
+            APPROVALS, Activity(type="message", text="2")
+        )
+        assert pooled_connections(second) == 1
+        await factory.close()
+        assert pooled_connections(second) == 0
+
+
 async def test_the_user_token_client_is_kept_too(teams: TeamsStandIn, namespace: str) -> None:
     config = bot_config(teams_settings(namespace), endpoints(teams))
     async with aiohttp.ClientSession() as session:
@@ -73,3 +116,19 @@ async def test_who_pressed_is_asked_of_the_roster_once_in_a_while(world: TeamsWo
     await world.stored(request.id, lambda r: [a.approver_id for a in r.approvals] == ["carol"])
     carol = [m for _, m in world.teams.member_lookups if "carol" in m]
     assert len(carol) == 1, world.teams.member_lookups
+
+
+async def test_a_revoked_connector_token_is_replaced_at_once(world: TeamsWorld) -> None:
+    """The Bot Connector stops taking the cached token before it expires (revoked, or the app's
+    secret rotated): the refused card update fetches a new token and lands, not an hour later."""
+    request = await world.open_request()
+    approval = await world.card(APPROVALS, request.id)
+    fetched = len(world.teams.issued)
+    world.teams.issued.clear()
+    answer = await world.press("carol", approval, "approve")
+    assert answer["statusCode"] == 200
+    await world.teams.until(
+        lambda: (m := world.teams.find(APPROVALS, request.id)) and "Carol" in m.text
+    )
+    assert world.teams.unauthorized, "the old token was refused at least once"
+    assert len(world.teams.issued) >= 1 and fetched >= 1

@@ -8,6 +8,7 @@ import asyncio
 import email.utils
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -143,3 +144,61 @@ def answered_429(retry_after_header: str) -> requests.Response:
     answer.status_code = 429
     answer.headers["Retry-After"] = retry_after_header
     return answer
+
+
+def sends_to(world: TeamsWorld, conversation: str, status: int) -> list[tuple[float, str]]:
+    """(when, JSON) of each new message to ``conversation`` the stand-in answered ``status``."""
+    return [(t, b) for t, c, s, b in world.teams.send_attempts if c == conversation and s == status]
+
+
+async def approved(world: TeamsWorld, before_approval: Callable[[], None]) -> None:
+    """alice confirms and carol approves a new request; ``before_approval`` runs between."""
+    request = await world.open_request()
+    approval = await world.card(APPROVALS, request.id)
+    await confirm(world, request)
+    await settled(world)
+    before_approval()
+    answer = await world.press("carol", approval, "approve")
+    assert answer["statusCode"] == 200
+    await world.stored(request.id, lambda r: r.state.value == "completed")
+    await world.teams.until(lambda: sends_to(world, dm_of("bob"), 200))
+    await asyncio.sleep(1.5)
+
+
+async def test_a_throttled_message_is_waited_out_and_sent_once(world: TeamsWorld) -> None:
+    def throttle() -> None:
+        world.teams.throttle_sends = 1
+        world.teams.retry_after = "1"
+
+    await approved(world, throttle)
+    (throttled_at, message), *_ = [(t, b) for t, _c, s, b in world.teams.send_attempts if s == 429]
+    landed = [t for t, _c, s, b in world.teams.send_attempts if s == 200 and b == message]
+    assert len(landed) == 1
+    assert landed[0] - throttled_at >= 0.9
+
+
+async def test_a_new_message_answered_502_is_not_sent_again(world: TeamsWorld) -> None:
+    """A POST may have reached Teams before the 502: sending it again could show it twice."""
+
+    def fail_one() -> None:
+        world.teams.fail_sends = 1
+
+    failed_before = failed_total_sends("http_502")
+    await approved(world, fail_one)
+    ((_, message),) = [(t, b) for t, _c, s, b in world.teams.send_attempts if s == 502]
+    assert not [b for _t, _c, s, b in world.teams.send_attempts if s == 200 and b == message]
+    assert failed_total_sends("http_502") == failed_before + 1
+    assert sends_to(world, dm_of("bob"), 200)  # the other messages still went
+
+
+def failed_total_sends(error: str) -> float:
+    """Failed new messages of every purpose (the notifier names each call)."""
+    total = 0.0
+    for metric in REGISTRY.collect():
+        if metric.name != "twokey_teams_calls_failed":
+            continue
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.labels.get("error") == error:
+                if not sample.labels.get("what", "").startswith("update_"):
+                    total += sample.value
+    return total
