@@ -55,8 +55,10 @@ class FanoutNotifier:
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
         await self._each("notify_person", lambda n: n.notify_person(request, principal_id, text))
 
-    async def ask_manager(self, request: Request, manager_id: str) -> None:
-        await self._each("ask_manager", lambda n: n.ask_manager(request, manager_id))
+    async def ask_manager(self, request: Request, manager_id: str) -> bool:
+        """True when at least one channel put the card before the manager."""
+        reached = await self._each("ask_manager", lambda n: n.ask_manager(request, manager_id))
+        return any(answer is True for answer in reached)
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         await self._each("notify_approvers", lambda n: n.notify_approvers(request, text))
@@ -91,6 +93,8 @@ class RecordingNotifier:
         """(what, request id or '', text) in order."""
         self.secrets_delivered: list[tuple[str, str]] = []
         """(request id, owner id) for each secret handed to the owner."""
+        self.unreachable: set[str] = set()
+        """Directory ids of managers no chat reaches (tests: the manager's card goes nowhere)."""
 
     async def post_request(self, request: Request) -> None:
         self.sent.append(("post_request", request.id, request.state.value))
@@ -107,8 +111,9 @@ class RecordingNotifier:
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
         self.sent.append(("notify_person", request.id, f"{principal_id}: {text}"))
 
-    async def ask_manager(self, request: Request, manager_id: str) -> None:
+    async def ask_manager(self, request: Request, manager_id: str) -> bool:
         self.sent.append(("ask_manager", request.id, manager_id))
+        return manager_id not in self.unreachable
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         self.sent.append(("notify_approvers", request.id, text))

@@ -318,7 +318,9 @@ class RequestStore(Protocol):
     ) -> GateReply:
         """The sender could not deliver the code stored as ``code_digest``: withdraw it, with
         its audit event, so it is no attempt and no failure and a new one may be asked for at
-        once. OK once withdrawn; NOOP (stale) when that code is no longer the one stored."""
+        once. OK once withdrawn; NOOP (stale) when that code is no longer the one stored.
+        ``verifier`` "manager": the manager's card reached no chat; ``code_digest`` is then the
+        question's start (``step_up_changed_at``), so only that very question is withdrawn."""
         ...
 
     async def record_push(
@@ -558,10 +560,12 @@ class Notifier(Protocol):
         owner's manager for a step-up attestation)."""
         ...
 
-    async def ask_manager(self, request: Request, manager_id: str) -> None:
+    async def ask_manager(self, request: Request, manager_id: str) -> bool:
         """The owner's manager of record gets a card: did you confirm it with the owner by
         phone or in person? Yes / No buttons, kept and updated like the request's other cards
-        (role "manager"); ``request`` is the one the step-up start returned."""
+        (role "manager"); ``request`` is the one the step-up start returned. True when the card
+        is in the manager's chat (posted now, or for this question by another replica): the
+        owner is told to expect their call only then."""
         ...
 
     async def notify_approvers(self, request: Request, text: str) -> None:

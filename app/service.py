@@ -1277,19 +1277,46 @@ class TwoKey:
         if reply.code is not GateCode.OK:
             return started
         log.info("step_up_started", request=started.id, verifier=Verifier.MANAGER.value)
-        await self._tell("ask_manager", self.notifier.ask_manager(started, manager.id))
-        await self._tell(
-            "notify_owner",
-            self.notifier.notify_owner(started, say.manager_will_call(started, manager.name)),
-        )
-        await self._tell(
-            "notify_requester",
-            self.notifier.notify_requester(
-                started, say.step_up_requester_waiting(started, Verifier.MANAGER.words)
-            ),
-        )
+        if await self._manager_reached(started, manager):
+            to_owner = say.manager_will_call(started, manager.name)
+            to_requester = say.step_up_requester_waiting(started, Verifier.MANAGER.words)
+        else:
+            started = await self._manager_not_asked(started)
+            to_owner = say.manager_unreachable_owner(started, manager.name)
+            to_requester = say.manager_unreachable_requester(started, manager.name)
+        await self._tell("notify_owner", self.notifier.notify_owner(started, to_owner))
+        await self._tell("notify_requester", self.notifier.notify_requester(started, to_requester))
         await self._tell("update_request", self.notifier.update_request(started))
         return started
+
+    async def _manager_not_asked(self, request: Request) -> Request:
+        """The manager's card reached no chat: the question is withdrawn (its own audit event,
+        no failure), so the owner may ask again at once once the manager can be reached.
+        Should Redis not record it, the question lapses as an unanswered one does."""
+        log.warning("manager_unreachable", request=request.id)
+        asked_at = str(request.step_up_changed_at or "")
+        try:
+            reply = await self.store.withdraw_unsent_code(
+                request,
+                Verifier.MANAGER.value,
+                asked_at,
+                flag_window_s=self.policy.fraud.flag_window,
+            )
+        except Unavailable:
+            log.error("manager_question_not_withdrawn", request=request.id)
+            return request
+        if reply.code is not GateCode.OK:
+            log.warning("manager_question_not_withdrawn", request=request.id, code=reply.code.value)
+        return reply.request or request
+
+    async def _manager_reached(self, request: Request, manager: Principal) -> bool:
+        """Whether the manager's card reached them: the owner is told to expect a call only
+        then (a call they were promised and that never comes is one a caller could fake)."""
+        try:
+            return await self.notifier.ask_manager(request, manager.id)
+        except Exception as exc:
+            log.error("notify_failed", what="ask_manager", error=type(exc).__name__)
+            return False
 
     async def attest(self, manager: ChatUser, request_id: str, confirmed: bool) -> Decision:
         """The owner's manager of record answers "did you confirm it with them?"; the script

@@ -530,6 +530,27 @@ def manager_will_call(request: Request, manager_name: str) -> str:
     )
 
 
+def manager_unreachable_owner(request: Request, manager_name: str) -> str:
+    """To the owner when the manager's card reached no chat: no call is coming yet."""
+    return (
+        f"Request {request.id} ({request.action.label}) needs one more check that it is really "
+        f"you: your manager {manager_name} must confirm it with you, but twokey could not reach "
+        "them in chat, so nobody is calling you about it yet. Once they have opened twokey, "
+        f"type `verify {request.id}` to ask them again. Didn't ask for this? Answer \"This "
+        "wasn't me\"."
+    )
+
+
+def manager_unreachable_requester(request: Request, manager_name: str) -> str:
+    """To the requester: the manager's check cannot happen yet, so the request stays blocked."""
+    return (
+        f"Request {request.id} needs the owner's manager {manager_name} to confirm it with the "
+        "owner, but twokey could not reach them in chat (they may never have opened twokey). "
+        f"It stays blocked. Once they have, the owner can type `verify {request.id}` to ask "
+        f"them again. {BREAK_GLASS_HINT}"
+    )
+
+
 def manager_denied(request: Request) -> str:
     return (
         f"Recorded: you did not confirm request {request.id}. It stays blocked and security "

@@ -92,7 +92,7 @@ class PlaygroundNotifier:
         approver pane, addressed to them."""
         self._say("approver", request, f"[To {principal_id}] {text}")
 
-    async def ask_manager(self, request: Request, manager_id: str) -> None:
+    async def ask_manager(self, request: Request, manager_id: str) -> bool:
         """The manager's card shows in the approver pane when the pane is them; which question
         it asked is kept here, like a chat keeps it beside the card's reference."""
         self._managers[request.id] = (manager_id, ManagerQuestion.of(request))
@@ -104,6 +104,7 @@ class PlaygroundNotifier:
             f"[To {manager_id}] Did you confirm request {request.id} with the owner by phone or "
             "in person? Pick them in this pane to see the card.",
         )
+        return True
 
     def manager_of(self, request_id: str) -> tuple[str, ManagerQuestion] | None:
         """Who was asked to attest this request, and the question their card asked."""

@@ -68,8 +68,8 @@ class TicketNotes:
     async def notify_person(self, request: Request, principal_id: str, text: str) -> None:
         return None
 
-    async def ask_manager(self, request: Request, manager_id: str) -> None:
-        return None
+    async def ask_manager(self, request: Request, manager_id: str) -> bool:
+        return False  # a ticket is not where a manager is asked
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         return None

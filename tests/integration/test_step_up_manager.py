@@ -177,3 +177,34 @@ people:
         )
     )
     assert ok.principals[0].manager_id == "erin"
+
+
+async def test_an_unreachable_manager_is_never_promised_to_call(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """No chat reaches the manager: the owner is not told to expect their call (a promised
+    call that never comes is one a caller could fake), the requester hears why it is blocked,
+    and once the manager is reachable the owner's `verify` asks them again."""
+    core = core_with(redis_client, namespace)
+    core.notifier.unreachable.add("dave")
+    rid = await core.open_mfa_reset()
+    assert said(core, "ask_manager") == ["dave"]
+    to_owner = said(core, "notify_owner")
+    assert not any("Expect their call" in t for t in to_owner), to_owner
+    assert any("nobody is calling you about it yet" in t for t in to_owner), to_owner
+    assert any(
+        "could not reach them in chat" in t and "stays blocked" in t
+        for t in said(core, "notify_requester")
+    )
+    withdrawn = [e for e in await audit(core, rid) if e["kind"] == "step_up_not_sent"]
+    assert [(e["reason"], e["outcome"]) for e in withdrawn] == [("manager:not_reached", "not_sent")]
+    await core.service.confirm_owner(chat("alice"), rid)
+    pending = await core.service.approve(chat("carol"), rid)
+    assert pending.request.state is RequestState.PENDING and core.connector.changes == []
+
+    core.notifier.unreachable.clear()
+    await core.service.new_code(chat("alice"), rid)
+    assert said(core, "ask_manager") == ["dave", "dave"]
+    assert any("Expect their call" in t for t in said(core, "notify_owner"))
+    done = await core.service.attest(chat("dave"), rid, confirmed=True)
+    assert done.request.state is RequestState.COMPLETED

@@ -36,6 +36,7 @@ from app.channels.acks import told
 from app.channels.attest import MANAGER_ROLE, ManagerQuestion
 from app.channels.slack import blocks as bk
 from app.channels.slack.identity import SlackPeople
+from app.domain.errors import TwokeyError
 from app.domain.models import Request
 from app.ports import MessageLedger, MessageRef
 from app.service import TwoKey
@@ -163,7 +164,7 @@ class SlackNotifier:
         told(request)
         await self._dm(principal_id, text, "notify_person")
 
-    async def ask_manager(self, request: Request, manager_id: str) -> None:
+    async def ask_manager(self, request: Request, manager_id: str) -> bool:
         """The manager's card in their DM, where the question went as text before: posted once
         per question (whichever replica), kept on the ledger and updated like every card. A
         card of an earlier question in the same DM is painted closed first, so it keeps no
@@ -172,11 +173,11 @@ class SlackNotifier:
         user_id = await self.people.slack_id_of(manager_id)
         if user_id is None:
             log.info("slack_person_unreachable", what="ask_manager")
-            return
+            return False
         question = ManagerQuestion.of(request)
         claim = f"{request.id}:{MANAGER_ROLE}:{user_id}:{question.asked_at}"
         if not await self.ledger.claim_once("slack-post", claim, POST_CLAIM_S):
-            return
+            return True  # another replica is posting this very question
         ctx = await self._context(request)
         refs = await self._refs(request.id)
         for earlier in (r for r in refs if r.role == MANAGER_ROLE):
@@ -204,7 +205,7 @@ class SlackNotifier:
             )
         if answer is None or not answer.get("ts"):
             await self.ledger.release("slack-post", claim)
-            return
+            return False
         ref = MessageRef(
             platform=PLATFORM,
             role=MANAGER_ROLE,
@@ -212,11 +213,15 @@ class SlackNotifier:
             message_id=str(answer["ts"]),
             extra={"user": user_id, **question.as_extra()},
         )
-        await self.ledger.remember(request.id, ref)
+        try:
+            await self.ledger.remember(request.id, ref)
+        except TwokeyError:  # the card is before them all the same; only its updates are lost
+            log.error("slack_card_not_remembered", request=request.id, role=MANAGER_ROLE)
         known = self._cards.get(request.id)
         if known is not None:
             kept = [r for r in known if r.name != ref.name]
             self._cards[request.id] = [*kept, ref]
+        return True
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         """Reminders and escalations: in the card's thread, shown in the channel too."""

@@ -166,7 +166,7 @@ class TeamsNotifier:
         told(request)
         await self._tell(principal_id, text, "notify_person")
 
-    async def ask_manager(self, request: Request, manager_id: str) -> None:
+    async def ask_manager(self, request: Request, manager_id: str) -> bool:
         """The manager's card in their 1:1 chat with twokey, once per question (whichever
         replica); a card of an earlier question there is painted closed first, so it keeps no
         button. Kept on the ledger and updated like every card of the request."""
@@ -174,14 +174,14 @@ class TeamsNotifier:
         where = await self._one_to_one(manager_id)
         if where is None:
             log.info("teams_person_unreachable", what="ask_manager")
-            return
+            return False
         question = ManagerQuestion.of(request)
         claim = f"{request.id}:{MANAGER_ROLE}:{manager_id}:{question.asked_at}"
         try:
             if not await self.ledger.claim_once("teams-post", claim, POST_CLAIM_S):
-                return
+                return True  # another replica is posting this very question
         except TwokeyError:
-            return
+            return False
         now = request.last_change_at
         names = await self._names(request)
         for earlier in await self._refs(request.id):
@@ -194,7 +194,7 @@ class TeamsNotifier:
         sent = await self._send(where[0], where[1], card, "post_manager", request, MANAGER_ROLE)
         if sent is None:
             await self._release("teams-post", claim)
-            return
+            return False
         ref = MessageRef(
             platform=PLATFORM,
             role=MANAGER_ROLE,
@@ -206,6 +206,7 @@ class TeamsNotifier:
             await self.ledger.remember(request.id, ref)
         except TwokeyError:
             log.error("teams_card_not_remembered", request=request.id, role=MANAGER_ROLE)
+        return True
 
     async def notify_approvers(self, request: Request, text: str) -> None:
         told(request)

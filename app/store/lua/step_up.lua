@@ -10,6 +10,7 @@
 -- attempts, flag window ms, manager id (start; '' if none).
 -- op unsent: the sender could not deliver the code whose digest is ARGV[6] (SMTP or the SMS
 -- gateway down or refusing); it is withdrawn as if never started (no attempt, no failure).
+-- With verifier manager: no chat reached the manager; ARGV[6] is the question's start (ms).
 -- Replies OK, NOOP, WRONG (detail: tries left), FAILED (detail: why), LOCKED, NO_CODE, and the
 -- refusals of common.lua.
 local rid, op, actor, via, verifier = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -110,6 +111,22 @@ if op == 'start' then
   end
   reindex(r, rid)
   append_event(r, rid, now, 'step_up_started', actor, 'system', via, from, verifier, 'started')
+  return reply('OK')
+end
+
+if op == 'unsent' and verifier == 'manager' then
+  -- The manager's card reached no chat: nobody was asked, so the question is withdrawn as if
+  -- never asked (no failure) and the owner may ask again at once. Only the very question that
+  -- started at ARGV[6] (ms), never a later one.
+  if r.stepup_pending ~= '1' or r.stepup_verifier ~= 'manager'
+      or (r.stepup_changed or '') ~= digest then
+    return reply('NOOP', 'stale')
+  end
+  set(r, 'stepup_pending', 0)
+  set(r, 'stepup_changed', now)
+  reindex(r, rid)
+  append_event(r, rid, now, 'step_up_not_sent', actor, 'system', via, r.state,
+    'manager:not_reached', 'not_sent')
   return reply('OK')
 end
 

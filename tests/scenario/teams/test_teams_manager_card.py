@@ -19,11 +19,8 @@ STEP_UP = "    step_up: {owner: [manager]}\n"
 QUESTION = "Did you confirm it with them?"
 
 
-@pytest.fixture
-async def stepped(
-    teams: TeamsStandIn, redis_client: aioredis.Redis, namespace: str
-) -> AsyncIterator[TeamsWorld]:
-    policy = (
+def stepped_policy() -> str:
+    return (
         teams_policy()
         .replace(
             "  standard:\n    label: Standard\n", "  standard:\n    label: Standard\n" + STEP_UP
@@ -33,7 +30,13 @@ async def stepped(
             "  strictest:\n    label: Flagged target\n" + STEP_UP,
         )
     )
-    world = await start_world(teams, redis_client, namespace, policy=policy)
+
+
+@pytest.fixture
+async def stepped(
+    teams: TeamsStandIn, redis_client: aioredis.Redis, namespace: str
+) -> AsyncIterator[TeamsWorld]:
+    world = await start_world(teams, redis_client, namespace, policy=stepped_policy())
     world.runtime.service.step_up = StepUpOptions(code_key=b"teams-manager-card-test-key")
     try:
         yield world
@@ -73,3 +76,28 @@ async def test_someone_else_pressing_is_refused_and_nothing_changes(stepped: Tea
         "attest_yes",
         "attest_no",
     }
+
+
+async def test_a_manager_teams_cannot_reach_is_never_promised_to_the_owner(
+    teams: TeamsStandIn, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """Dave never opened twokey in Teams: no card can reach him, so Alice is not told to
+    expect his call (one that never comes is one a caller could fake); Bob hears it stays
+    blocked and why."""
+    everyone_but_dave = ("alice", "bob", "carol", "erin", "frank", "ivan")
+    world = await start_world(
+        teams, redis_client, namespace, policy=stepped_policy(), install=everyone_but_dave
+    )
+    world.runtime.service.step_up = StepUpOptions(code_key=b"teams-manager-card-test-key")
+    try:
+        request = await world.open_request()
+        to_alice = await world.card(dm_of("alice"), request.id, "nobody is calling you")
+        assert "could not reach them in chat" in to_alice.text
+        await world.card(dm_of("bob"), request.id, "stays blocked")
+        alice_saw = " ".join(m.text for m in world.teams.messages.get(dm_of("alice"), []))
+        assert "Expect their call" not in alice_saw
+        assert dm_of("dave") not in world.teams.messages
+        stored = await world.runtime.store.get(request.id)
+        assert stored is not None and stored.state is RequestState.PENDING
+    finally:
+        await stop_world(world)
