@@ -1087,16 +1087,21 @@ class TwoKey:
         except Unavailable:
             owner = None
         reasons: list[str] = []
-        for name in request.plan.owner_step_up:
+        unsent: Verifier | None = None
+        names = request.plan.owner_step_up
+        for place, name in enumerate(names):
             verifier = Verifier(name)
-            if verifier is Verifier.EMAIL_CODE:
-                address, mail, why = self._code_route(owner)
-                if address and mail is not None:
-                    return await self._send_code(request, actor, via, address, mail)
-            elif verifier is Verifier.SMS_CODE:
-                phone, sms, why = self._sms_route(request, owner)
-                if phone and sms is not None:
-                    return await self._send_code(request, actor, via, phone, sms, verifier)
+            if verifier in (Verifier.EMAIL_CODE, Verifier.SMS_CODE):
+                address, sender, why = self._code_sender(verifier, request, owner)
+                if address and sender is not None:
+                    more = place < len(names) - 1
+                    sent = await self._send_code(
+                        request, actor, via, address, sender, verifier, fall_back=more
+                    )
+                    if sent is not None:
+                        return sent
+                    unsent = unsent or verifier
+                    why = say.code_not_taken(verifier is Verifier.SMS_CODE)
             elif verifier is Verifier.MANAGER:
                 manager, why = await self._attesting_manager(request, owner)
                 if manager is not None:
@@ -1108,6 +1113,12 @@ class TwoKey:
                 if pusher is not None and owner is not None:
                     return await self._send_push(request, actor, via, owner, pusher, verifier)
             reasons.append(why)
+        if unsent is not None:  # nothing after the code that went nowhere could start either
+            try:
+                request = await self.store.get(request.id) or request
+            except Unavailable:
+                pass  # the words need only the request's id and plan
+            return await self._code_not_sent(request, actor, unsent, withdrawn=True)
         why = "; ".join(reasons) or "none of the verifiers the policy names is available here"
         log.warning("step_up_unavailable", request=request.id)
         await self._tell(
@@ -1117,6 +1128,14 @@ class TwoKey:
         if actor != SYSTEM:
             raise NotAllowed(say.step_up_unavailable(request, why))
         return request
+
+    def _code_sender(
+        self, verifier: Verifier, request: Request, owner: Principal | None
+    ) -> tuple[str, CodeSender | None, str]:
+        """Where a one-time code of this kind would go and what sends it, or why it cannot."""
+        if verifier is Verifier.SMS_CODE:
+            return self._sms_route(request, owner)
+        return self._code_route(owner)
 
     def _code_route(self, owner: Principal | None) -> tuple[str, CodeSender | None, str]:
         """Where a code would go, or why it cannot."""
@@ -1365,7 +1384,12 @@ class TwoKey:
         address: str,
         mail: CodeSender,
         verifier: Verifier = Verifier.EMAIL_CODE,
-    ) -> Request:
+        *,
+        fall_back: bool = False,
+    ) -> Request | None:
+        """Start a code step-up and send the code. None: it could not be sent, was withdrawn,
+        and ``fall_back`` says the plan names another verifier to try (an SMS gateway outage
+        then falls back to email, say)."""
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         digest = code_digest(self._code_key(), request.id, code)
         reply = await self.store.start_step_up(
@@ -1389,7 +1413,10 @@ class TwoKey:
                 verifier=verifier.value,
                 error=type(exc).__name__,
             )
-            return await self._code_not_sent(started, actor, verifier, digest)
+            withdrawn, started = await self._withdraw_unsent(started, verifier, digest)
+            if withdrawn and fall_back:
+                return None
+            return await self._code_not_sent(started, actor, verifier, withdrawn)
         log.info("step_up_started", request=started.id, verifier=verifier.value)
         dm = _code_sent(started, verifier, address)
         await self._tell("notify_owner", self.notifier.notify_owner(started, dm))
@@ -1402,13 +1429,12 @@ class TwoKey:
         await self._tell("update_request", self.notifier.update_request(started))
         return started
 
-    async def _code_not_sent(
-        self, request: Request, actor: str, verifier: Verifier, digest: str
-    ) -> Request:
+    async def _withdraw_unsent(
+        self, request: Request, verifier: Verifier, digest: str
+    ) -> tuple[bool, Request]:
         """A code nobody received is withdrawn (its own audit event), so a mail or SMS gateway
-        outage is no attempt and no failure against the owner, who may ask again at once; both
-        people hear plainly that nothing was sent. Should Redis not record the withdrawal, the
-        code runs out as any unused code does (fail closed) and they are told when to ask."""
+        outage is no attempt and no failure against the owner, who may ask again at once.
+        Should Redis not record the withdrawal, the code runs out as any unused code does."""
         withdrawn = False
         try:
             reply = await self.store.withdraw_unsent_code(
@@ -1427,6 +1453,13 @@ class TwoKey:
                     verifier=verifier.value,
                     code=reply.code.value,
                 )
+        return withdrawn, request
+
+    async def _code_not_sent(
+        self, request: Request, actor: str, verifier: Verifier, withdrawn: bool
+    ) -> Request:
+        """Both people hear plainly that nothing was sent, and when the owner may ask again
+        (at once if the code was withdrawn, else once it runs out: fail closed)."""
         texted, minutes = verifier is Verifier.SMS_CODE, max(1, request.plan.code_ttl // 60)
         await self._tell(
             "notify_requester",

@@ -421,6 +421,13 @@ def step_up_code_texted(request: Request, masked: str, minutes: int, tries: int)
     )
 
 
+def code_not_taken(texted: bool) -> str:
+    """Why a code step-up went on to the next verifier (said to the requester with the rest)."""
+    if texted:
+        return "the SMS gateway did not take the one-time code"
+    return "the mail server did not take the one-time code"
+
+
 def _not_sent(request: Request, texted: bool) -> str:
     if texted:
         return (

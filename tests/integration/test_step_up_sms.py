@@ -365,6 +365,34 @@ async def test_a_lost_device_reason_never_texts_the_phone(
     assert texts.texts == []
 
 
+async def test_gateway_down_falls_back_to_the_emailed_code_and_counts_nothing(
+    redis_client: aioredis.Redis,
+    namespace: str,
+    gateway: tuple[SmsGateway, str],
+    inbox: tuple[Inbox, int],
+) -> None:
+    """[sms_code, email_code] with the SMS gateway down: the text is withdrawn (no failure) and
+    the code goes by email instead, which the owner uses; nobody is told a text went out."""
+    receiver, url = gateway
+    mails, port = inbox
+    receiver.status = 503
+    core = core_with(redis_client, namespace, url, mail_port=port)
+    rid = await open_unlock(core)
+    assert receiver.texts == [] and len(mails.messages) == 1
+    request = await core.store.get(rid)
+    assert request is not None and request.step_up_verifier == "email_code"
+    assert request.step_up_failures == 0
+    unsent = [e for e in await audit(core, rid) if e["kind"] == "step_up_not_sent"]
+    assert [e["reason"] for e in unsent] == ["sms_code:not_sent"]
+    said = told(core, "notify_owner", "notify_requester")
+    assert not any("We texted" in t or "No code was texted" in t for t in said), said
+    await core.service.confirm_owner(chat("alice"), rid)
+    await core.service.approve(chat("carol"), rid)
+    done = await core.service.verify_code(chat("alice"), rid, mails.code_for(rid))
+    assert done.request.state is RequestState.COMPLETED
+    assert [c.request_id for c in core.connector.changes] == [rid]
+
+
 async def test_receiver_down_or_refusing_means_not_sent_said_plainly_and_nothing_passes(
     redis_client: aioredis.Redis, namespace: str, gateway: tuple[SmsGateway, str]
 ) -> None:
