@@ -6,12 +6,16 @@ appear in a repr or a log line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_PUBLIC_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
+"""TWOKEY_PUBLIC_URL's path: nothing a browser would rewrite, nor a cookie attribute (;)."""
 
 
 class Settings(BaseSettings):
@@ -77,7 +81,8 @@ class Settings(BaseSettings):
 
     # where people's browsers reach twokey (approvers' sign-in links: step_up.oidc)
     public_url: str | None = Field(default=None, alias="TWOKEY_PUBLIC_URL")
-    """e.g. https://twokey.example.com; https, or plain http on localhost only."""
+    """e.g. https://twokey.example.com; https, or plain http on localhost only. A path (e.g.
+    https://tools.example.com/twokey) is a reverse proxy's prefix, stripped before twokey."""
 
     # timing
     sweep_interval: float = Field(default=1.0, gt=0, le=60, alias="TWOKEY_SWEEP_INTERVAL")
@@ -128,6 +133,12 @@ class Settings(BaseSettings):
             raise ValueError("TWOKEY_PUBLIC_URL must use https (plain http only on localhost)")
         if parts.query or parts.fragment or parts.username or parts.password:
             raise ValueError("TWOKEY_PUBLIC_URL takes no query, fragment or credentials")
+        if not _PUBLIC_PATH.fullmatch(parts.path) or {".", ".."} & set(parts.path.split("/")):
+            # the path becomes cookie Paths and redirect URIs: it must read the same to browsers
+            raise ValueError(
+                "TWOKEY_PUBLIC_URL's path (a reverse proxy's prefix) takes only letters, digits "
+                "and -._~ between single slashes, e.g. https://tools.example.com/twokey"
+            )
         return value.strip().rstrip("/")
 
     @property

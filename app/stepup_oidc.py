@@ -182,6 +182,18 @@ class OidcReauthLinks:
         return self.public_url + CALLBACK_PATH
 
     @property
+    def cookie_path(self) -> str:
+        """The callback's path as browsers see it, under TWOKEY_PUBLIC_URL's own path (a reverse
+        proxy may publish twokey under a prefix it strips): the binding cookie then reaches the
+        way back, and no other page of the host."""
+        return urlsplit(self.public_url).path + CALLBACK_PATH
+
+    @property
+    def secure(self) -> bool:
+        """Browsers reach twokey over https: its cookies must never travel over plain http."""
+        return urlsplit(self.public_url).scheme == "https"
+
+    @property
     def issuer(self) -> str:
         assert self.settings.issuer is not None  # OidcReauth refuses an incomplete section
         return self.settings.issuer

@@ -64,8 +64,11 @@ def page(message: str, status: int, title: str = "twokey sign-in") -> web.Respon
 
 
 def mount(app: web.Application, runtime: Runtime, links: OidcReauthLinks) -> None:
-    """Add the two routes for the running core and this verifier."""
-    secure = links.public_url.startswith("https://")
+    """Add the two routes for the running core and this verifier. They are served at the root
+    even when TWOKEY_PUBLIC_URL has a path: the reverse proxy publishing it strips that prefix.
+    The cookie's Path is the callback as browsers reach it (links.cookie_path), with no Domain:
+    it reaches the way back and no other page of the host."""
+    secure = links.secure
 
     async def start(request: web.Request) -> web.StreamResponse:
         token = request.match_info.get("token", "")
@@ -82,18 +85,23 @@ def mount(app: web.Application, runtime: Runtime, links: OidcReauthLinks) -> Non
             COOKIE,
             started.cookie,
             max_age=LOGIN_TTL_S,
-            path=CALLBACK_PATH,
+            path=links.cookie_path,
             secure=secure,
             httponly=True,
             samesite="Lax",  # sent on the IdP's top-level redirect back, not on embeds
         )
         return answer
 
+    def forget(answer: web.Response) -> web.Response:
+        """The browser's binding cookie is used once, whatever happened."""
+        answer.del_cookie(COOKIE, path=links.cookie_path)
+        return answer
+
     async def callback(request: web.Request) -> web.StreamResponse:
         try:
             query = Callback.model_validate(dict(request.query))
         except ValidationError:
-            return _forget(page(f"This page was not reached from a twokey sign-in. {AGAIN}", 400))
+            return forget(page(f"This page was not reached from a twokey sign-in. {AGAIN}", 400))
         try:
             signed = await links.finish(
                 query.state, query.code, query.error, request.cookies.get(COOKIE)
@@ -107,14 +115,14 @@ def mount(app: web.Application, runtime: Runtime, links: OidcReauthLinks) -> Non
                 await runtime.service.approver_signin_failed(
                     refusal.request_id, refusal.approver_id, refusal.why
                 )
-            return _forget(page(exc.message, 403))
+            return forget(page(exc.message, 403))
         except Unavailable as exc:
-            return _forget(page(exc.message, 503))
+            return forget(page(exc.message, 503))
         except (NotFound, Conflict) as exc:
-            return _forget(page(exc.message, 409))
+            return forget(page(exc.message, 409))
         except TwokeyError as exc:
-            return _forget(page(exc.message, 403))
-        return _forget(page(decision.message, 200, "Approval verified"))
+            return forget(page(exc.message, 403))
+        return forget(page(decision.message, 200, "Approval verified"))
 
     app.router.add_get(START_PATH + "{token}", start)
     app.router.add_get(CALLBACK_PATH, callback)
@@ -122,9 +130,3 @@ def mount(app: web.Application, runtime: Runtime, links: OidcReauthLinks) -> Non
 
 def _is_token(token: str) -> bool:
     return re.fullmatch(LINK_TOKEN_SHAPE, token) is not None
-
-
-def _forget(answer: web.Response) -> web.Response:
-    """The browser's binding cookie is used once, whatever happened."""
-    answer.del_cookie(COOKIE, path=CALLBACK_PATH)
-    return answer

@@ -112,7 +112,19 @@ async def test_twokey_refuses_to_start_without_the_public_url_or_the_secret(
 
 @pytest.mark.parametrize(
     "url",
-    ["http://twokey.example.com", "ftp://x", "https://u:p@twokey.example.com", "https://t/?a"],
+    [
+        "http://twokey.example.com",
+        "ftp://x",
+        "https://u:p@twokey.example.com",
+        "https://t/?a",
+        # the path becomes the sign-in cookie's Path: nothing a browser rewrites or reads as more
+        "https://t/twokey;Domain=example.com",
+        "https://t/a/../twokey",
+        "https://t/./twokey",
+        "https://t//twokey",
+        "https://t/two key",
+        "https://t/two%20key",
+    ],
 )
 def test_the_public_url_is_checked(url: str) -> None:
     with pytest.raises(ValueError, match="TWOKEY_PUBLIC_URL"):
@@ -120,3 +132,11 @@ def test_the_public_url_is_checked(url: str) -> None:
     assert Settings(TWOKEY_PUBLIC_URL="https://twokey.example.com/").public_url == (
         "https://twokey.example.com"
     )
+
+
+@pytest.mark.parametrize(
+    "url", ["https://tools.example.com/twokey", "https://tools.example.com/twokey/"]
+)
+def test_a_public_url_under_a_path_is_taken_with_or_without_its_trailing_slash(url: str) -> None:
+    """A reverse proxy's prefix: the same links, redirect URI and cookie either way."""
+    assert Settings(TWOKEY_PUBLIC_URL=url).public_url == "https://tools.example.com/twokey"
