@@ -67,7 +67,7 @@ from app.connectors.http import (
     rate_limit_wait,
 )
 from app.domain.errors import Unavailable
-from app.domain.models import Action, Principal, PrincipalKind, Request
+from app.domain.models import Action, Principal, PrincipalKind, Request, phone_of_record
 from app.ports import ExecutionResult, Outcome
 
 log = structlog.get_logger(__name__)
@@ -78,7 +78,8 @@ ENTRA_ACTIONS = frozenset(
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 _TOKEN_REFRESH_MARGIN = 120.0
 _PAGES = 50
-_USER_FIELDS = "id,displayName,mail,userPrincipalName,accountEnabled,userType"
+_USER_FIELDS = "id,displayName,mail,userPrincipalName,accountEnabled,userType,mobilePhone"
+"""Graph returns only a default set of user properties: every one read here is asked for."""
 _PLAIN_EMAIL = re.compile(r"^[^\s\"\\@]+@[^\s\"\\@]+$")
 
 # ---- configuration ----------------------------------------------------------------------------
@@ -891,6 +892,10 @@ def _principal_from(
         groups=groups,
         tags=tags,
         disabled=user.get("accountEnabled") is False,
+        # mobilePhone is free text (up to 64 characters) on the user resource; its
+        # authentication phoneMethods are what the person registered for MFA, never read here.
+        # Only an unambiguous E.164 number is a phone of record; anything else is left out.
+        phone=phone_of_record(user.get("mobilePhone")),
     )
 
 

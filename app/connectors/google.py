@@ -72,7 +72,7 @@ from app.connectors.http import (
     parse_config,
 )
 from app.domain.errors import Unavailable
-from app.domain.models import Action, Principal, PrincipalKind, Request
+from app.domain.models import Action, Principal, PrincipalKind, Request, phone_of_record
 from app.ports import ExecutionResult, Outcome
 
 log = structlog.get_logger(__name__)
@@ -635,6 +635,22 @@ def _addresses(user: Mapping[str, Any]) -> set[str]:
     return found
 
 
+def _mobile_of_record(user: Mapping[str, Any]) -> str | None:
+    """The user's ``mobile`` entry of ``phones`` (the primary one when several), as E.164.
+
+    ``phones`` is what an admin recorded (users cannot edit it); ``recoveryPhone`` is the
+    user's own and is never read. Mobiles with different numbers and no primary among them,
+    or a number that is not unambiguous E.164, give none: a code is never texted to a guess.
+    """
+    phones = user.get("phones")
+    if not isinstance(phones, list):
+        return None
+    mobiles = [p for p in phones if isinstance(p, dict) and p.get("type") == "mobile"]
+    chosen = [p for p in mobiles if p.get("primary") is True] or mobiles
+    numbers = {phone_of_record(p.get("value")) for p in chosen}
+    return numbers.pop() if len(numbers) == 1 else None
+
+
 def _principal_from(user: Mapping[str, Any], groups: frozenset[str]) -> Principal:
     tags = set()
     if user.get("isAdmin"):
@@ -651,6 +667,7 @@ def _principal_from(user: Mapping[str, Any], groups: frozenset[str]) -> Principa
         groups=groups,
         tags=frozenset(tags),
         disabled=bool(user.get("suspended") or user.get("archived")),
+        phone=_mobile_of_record(user),
     )
 
 

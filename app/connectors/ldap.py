@@ -53,7 +53,7 @@ from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_en
 from app.connectors.checks import CheckResult, missing, note, works
 from app.connectors.plugin import ConnectorPlugin, in_words
 from app.domain.errors import IdentityUnsure, Unavailable
-from app.domain.models import Action, Principal, PrincipalKind, Request
+from app.domain.models import Action, Principal, PrincipalKind, Request, phone_of_record
 from app.ports import ExecutionResult, Outcome
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ _PAGED_RESULTS = "1.2.840.113556.1.4.319"
 _AD_ACCOUNT_DISABLED = 0x2
 _OPENLDAP_DISABLED = "000001010000Z"
 """ppolicy's "locked by an administrator, for good": how OpenLDAP disables an account."""
+_PHONE_ATTRIBUTE = "mobile"
+"""The phone of record: RFC 4524's ``mobile`` (inetOrgPerson), which AD's user class has too."""
 
 _SUCCESS = 0
 _SIZE_LIMIT_EXCEEDED = 4
@@ -638,7 +640,13 @@ class LdapConnector:
 
     def _user_attributes(self) -> list[str]:
         cfg = self.config
-        wanted = {cfg.id_attribute, cfg.mail_attribute, cfg.display_name_attribute, "cn"}
+        wanted = {
+            cfg.id_attribute,
+            cfg.mail_attribute,
+            cfg.display_name_attribute,
+            "cn",
+            _PHONE_ATTRIBUTE,
+        }
         if cfg.flavor == "ad":
             wanted |= {"userAccountControl", "lockoutTime"}
         else:
@@ -749,6 +757,7 @@ class LdapConnector:
             email=mails[0] if mails else None,
             groups=frozenset(self._groups(conn, entry["dn"])),
             disabled=self._disabled(attrs),
+            phone=_phone_of_record(attrs),
         )
 
     def _disabled(self, attrs: Mapping[str, Any]) -> bool:
@@ -969,6 +978,16 @@ def _values(attrs: Mapping[str, Any], name: str) -> list[str]:
     return [
         item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item) for item in items
     ]
+
+
+def _phone_of_record(attrs: Mapping[str, Any]) -> str | None:
+    """``mobile`` as E.164 when every value is the same unambiguous number; else none.
+
+    The attribute is multi-valued in RFC 4524: two different numbers (or one that is not
+    E.164) leave the person without a phone of record rather than texting a guess.
+    """
+    numbers = {phone_of_record(value) for value in _values(attrs, _PHONE_ATTRIBUTE)}
+    return numbers.pop() if len(numbers) == 1 else None
 
 
 def _modify(conn: Connection, dn: str, changes: Mapping[str, Any]) -> bool:

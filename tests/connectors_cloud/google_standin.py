@@ -224,6 +224,10 @@ class WorkspaceUser:
     archived: bool = False
     enrolled_2sv: bool = True
     groups: list[dict[str, Any]] = field(default_factory=list)
+    phones: list[dict[str, Any]] = field(default_factory=list)
+    """``phones``: what an admin recorded, as UserPhone entries (value, type, primary, ...)."""
+    recovery_phone: str | None = None
+    """``recoveryPhone``: the one the user set themselves (E.164, as Google requires)."""
     password: str | None = None
     hash_function: str | None = None
     change_password_at_next_login: bool = False
@@ -232,6 +236,16 @@ class WorkspaceUser:
 
     def resource(self) -> dict[str, Any]:
         given, _, family = self.full_name.partition(" ")
+        # the document types ``phones`` as "any"; its entries are UserPhone objects
+        drift = schema_problems(
+            self.phones, {"type": "array", "items": {"$ref": "UserPhone"}}, "phones", request=False
+        )
+        assert not drift, f"the stand-in's phones drifted: {drift}"
+        optional: dict[str, Any] = {}
+        if self.phones:  # Google leaves out what was never set
+            optional["phones"] = [dict(phone) for phone in self.phones]
+        if self.recovery_phone is not None:
+            optional["recoveryPhone"] = self.recovery_phone
         return {
             "kind": "admin#directory#user",
             "id": self.id,
@@ -252,6 +266,7 @@ class WorkspaceUser:
             ],
             "customerId": "C01abc234",
             "orgUnitPath": "/",
+            **optional,
         }
 
 

@@ -62,6 +62,8 @@ USER_PROPERTIES = frozenset(
         "proxyAddresses",
         "createdDateTime",
         "department",
+        "mobilePhone",
+        "businessPhones",
     }
 )
 _ODATA_LIST = frozenset({"$filter", "$select", "$top", "$count", "$orderby", "$search"})
@@ -194,6 +196,8 @@ class GraphUser:
     mail: str | None = None
     enabled: bool = True
     user_type: str = "Member"
+    mobile_phone: str | None = None
+    """``mobilePhone``: free text, as whoever set it typed it (null when unset)."""
     member_of: list[dict[str, Any]] = field(default_factory=list)
     methods: list[dict[str, Any]] = field(default_factory=list)
     password: str | None = None
@@ -201,13 +205,15 @@ class GraphUser:
     sessions_revoked: int = 0
 
     def resource(self, select: list[str] | None) -> dict[str, Any]:
-        full = {
+        full: dict[str, Any] = {
             "id": self.id,
             "displayName": self.display_name,
             "mail": self.mail,
             "userPrincipalName": self.upn,
             "accountEnabled": self.enabled,
             "userType": self.user_type,
+            "mobilePhone": self.mobile_phone,
+            "businessPhones": [],
         }
         if not select:
             return full

@@ -36,6 +36,9 @@ CLIENT_ID = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
 CLIENT_SECRET = "Qx8~client-secret-for-tests~7hF2"
 ALICE_ID = "6ea91a8d-e32e-41a1-b7bd-d2d185eed0e0"
 HELPDESK_GROUP = "3f1e5a2b-0000-4000-8000-00000000a001"
+ALICE_MOBILE = "+1 425 555 0109"
+"""Alice's ``mobilePhone`` as an admin typed it; her phone of record is its E.164 form."""
+ALICE_PHONE = "+14255550109"
 
 
 @pytest.fixture
@@ -47,6 +50,7 @@ async def graph() -> AsyncIterator[GraphStandIn]:
             display_name="Alice Adams",
             upn="alice@contoso.com",
             mail="alice@contoso.com",
+            mobile_phone=ALICE_MOBILE,
             member_of=[group("Staff"), group("Helpdesk", HELPDESK_GROUP)],
             methods=[method("passwordAuthenticationMethod", PASSWORD_METHOD_ID)],
         )
@@ -556,6 +560,57 @@ async def test_get_unknown_is_none_and_search_skips_groups(
     query = graph.calls("GET", "^/v1.0/users$")[0].query
     assert query["$top"] == "5"
     assert "startswith(displayName,'Ali')" in query["$filter"]
+
+
+async def test_mobile_phone_is_asked_for_and_becomes_the_phone_of_record(
+    entra: EntraConnector, graph: GraphStandIn
+) -> None:
+    by_id = await entra.get(ALICE_ID)
+    (by_email,) = await entra.find_by_email("alice@contoso.com")
+    (picked,) = await entra.search("Ali")
+
+    assert by_id is not None
+    assert by_id.phone == by_email.phone == picked.phone == ALICE_PHONE
+    assert ALICE_PHONE not in repr(by_id)
+    user_reads = graph.calls("GET", "^/v1.0/users(/[^/]+)?$")
+    assert len(user_reads) == 3
+    for call in user_reads:
+        assert "mobilePhone" in call.query["$select"].split(",")
+
+
+@pytest.mark.parametrize(
+    "mobile",
+    ["425 555 0109", "+1 425 555 0109 x12", "+1 425 555 0109, +1 425 555 0110", "", None],
+)
+async def test_a_mobile_phone_that_is_not_plain_e164_gives_no_phone_of_record(
+    entra: EntraConnector, graph: GraphStandIn, mobile: str | None
+) -> None:
+    graph.users[ALICE_ID].mobile_phone = mobile
+
+    alice = await entra.get(ALICE_ID)
+
+    assert alice is not None and alice.phone is None
+
+
+async def test_a_phone_registered_for_mfa_is_not_a_phone_of_record(
+    entra: EntraConnector, graph: GraphStandIn
+) -> None:
+    """The phone authentication method is the person's own registration: never read."""
+    graph.users[ALICE_ID].mobile_phone = None
+    graph.users[ALICE_ID].methods.append(
+        method(
+            "phoneAuthenticationMethod",
+            MOBILE,
+            phoneNumber="+1 4255550123",
+            phoneType="mobile",
+            smsSignInState="notAllowedByPolicy",
+        )
+    )
+
+    alice = await entra.get(ALICE_ID)
+
+    assert alice is not None and alice.phone is None
+    assert graph.calls("GET", "/authentication/") == []
 
 
 async def test_directory_trouble_is_unavailable_never_a_partial_answer(

@@ -34,6 +34,9 @@ KEY_ID = "5f1c0ffee0ddba11ab1ec0de5eed5a1tfeed0001"
 ADMIN = "twokey-admin@example.com"
 ALICE_ID = "104857600000000000001"
 ALICE = Principal(id=ALICE_ID, display_name="Alice Adams", email="alice@example.com")
+ALICE_MOBILE = "+44 7700 900123"
+"""Alice's mobile as her admin typed it into her profile; her phone of record is its E.164."""
+ALICE_PHONE = "+447700900123"
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +83,11 @@ async def workspace(private_key: rsa.RSAPrivateKey) -> AsyncIterator[GoogleStand
             primary_email="alice@example.com",
             full_name="Alice Adams",
             aliases=["a.adams@example.com"],
+            phones=[
+                {"value": "+44 20 7946 0000", "type": "work"},
+                {"value": ALICE_MOBILE, "type": "mobile", "primary": True},
+            ],
+            recovery_phone="+447700900999",
             groups=[
                 workspace_group("staff@example.com", "Staff"),
                 workspace_group("helpdesk@example.com", "Helpdesk"),
@@ -481,6 +489,68 @@ async def test_search_asks_users_list_of_the_customer(
     assert listing.query == {"customer": "my_customer", "query": "alice", "maxResults": "5"}
     assert await google.search("name:'x' OR isAdmin=true") == []
     assert len(workspace.calls("directory.users.list")) == 1
+
+
+async def test_the_admin_recorded_mobile_is_the_phone_of_record_never_the_recovery_phone(
+    google: GoogleConnector, workspace: GoogleStandIn
+) -> None:
+    by_id = await google.get(ALICE_ID)
+    (by_email,) = await google.find_by_email("alice@example.com")
+    (picked,) = await google.search("alice")
+
+    assert by_id is not None
+    assert by_id.phone == by_email.phone == picked.phone == ALICE_PHONE
+    assert ALICE_PHONE not in repr(by_id)
+
+    workspace.users[ALICE_ID].phones = [{"value": "+44 20 7946 0000", "type": "work"}]
+    alice = await google.get(ALICE_ID)
+
+    assert alice is not None and alice.phone is None, "the user's own recoveryPhone is not one"
+
+
+def _mobile(value: str, primary: bool | None = None) -> dict[str, object]:
+    entry: dict[str, object] = {"value": value, "type": "mobile"}
+    if primary is not None:
+        entry["primary"] = primary
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("phones", "expected"),
+    [
+        ([_mobile("+44 7700 900123"), _mobile("+44 7700 900456")], None),
+        ([_mobile("+44 7700 900456"), _mobile("+44 7700 900123", primary=True)], ALICE_PHONE),
+        ([_mobile("+44 7700 900123"), _mobile("+44 (7700) 900-123", primary=False)], ALICE_PHONE),
+        ([_mobile("07700 900123")], None),
+        ([_mobile("+44 7700 900123 ext. 4")], None),
+        ([_mobile("07700 900123", primary=True), _mobile("+44 7700 900123")], None),
+        ([{"value": "+44 7700 900123", "type": "custom", "customType": "mobile"}], None),
+        ([{"value": "+44 7700 900123", "type": "work_mobile"}], None),
+        ([], None),
+    ],
+    ids=[
+        "two-mobiles-no-primary",
+        "primary-mobile-wins",
+        "one-number-written-twice",
+        "no-country-code",
+        "extension",
+        "primary-not-e164",
+        "custom-type",
+        "work-mobile",
+        "no-phones",
+    ],
+)
+async def test_only_an_unambiguous_e164_mobile_is_a_phone_of_record(
+    google: GoogleConnector,
+    workspace: GoogleStandIn,
+    phones: list[dict[str, object]],
+    expected: str | None,
+) -> None:
+    workspace.users[ALICE_ID].phones = phones
+
+    alice = await google.get(ALICE_ID)
+
+    assert alice is not None and alice.phone == expected
 
 
 async def test_directory_trouble_is_unavailable_never_a_partial_answer(

@@ -174,7 +174,7 @@ attributetype ( 1.2.840.113556.1.4.8 NAME 'userAccountControl'
   EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
 objectclass ( 1.2.840.113556.1.5.9 NAME 'user' SUP organizationalPerson STRUCTURAL
   MAY ( sAMAccountName $ unicodePwd $ pwdLastSet $ lockoutTime $ userAccountControl $
-        displayName $ mail ) )
+        displayName $ mail $ mobile ) )
 """
 
 
@@ -294,11 +294,24 @@ def seed_ldif() -> str:
             "cn: reader",
             f"userPassword: {READER_PASSWORD}",
         ),
-        _person("alice", "Alice Liddell", "alice@example.org"),
-        _person("bob", "Bob Locked", "bob@example.org", f"pwdAccountLockedTime: {LOCKED_AT}"),
+        _person("alice", "Alice Liddell", "alice@example.org", "mobile: +44 7700 900123"),
+        _person(
+            "bob",
+            "Bob Locked",
+            "bob@example.org",
+            f"pwdAccountLockedTime: {LOCKED_AT}",
+            "mobile: +44 7700 900111",  # two numbers: no phone of record
+            "mobile: +44 7700 900222",
+        ),
         _person("erin", "Erin Disabled", "erin@example.org", "pwdAccountLockedTime: 000001010000Z"),
-        _person("twin1", "Twin One", "shared@example.org"),
-        _person("twin2", "Twin Two", "shared@example.org"),
+        _person("twin1", "Twin One", "shared@example.org", "mobile: 07700 900333"),
+        _person(
+            "twin2",
+            "Twin Two",
+            "shared@example.org",
+            "mobile: +44 (7700) 900444",  # one number written two ways
+            "mobile: +447700900444",
+        ),
         _person("frank", "Frank Two Ids", "frank@example.org", "uid: fjones"),
         _person("star*", "Star Wildcard", "star@example.org"),
         _person("starlight", "Star Light", "starlight@example.org"),
@@ -315,6 +328,7 @@ def seed_ldif() -> str:
             "userAccountControl: 512",
             "lockoutTime: 133500000000000000",
             "pwdLastSet: 133400000000000000",
+            "mobile: +1 425 555 0100",
         ),
         _ad_user("dan", "Dan Gone", "dan@ad.example.org", "userAccountControl: 514"),
         _group("ad-helpdesk", f"cn=Carol Jones,{AD_USERS}"),

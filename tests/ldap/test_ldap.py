@@ -393,6 +393,33 @@ async def test_search_for_pickers(slapd: Slapd, service_password: str) -> None:
     assert await connector.find_nhi("alice") is None
 
 
+async def test_mobile_is_the_phone_of_record(slapd: Slapd, service_password: str) -> None:
+    connector = build(openldap(slapd))
+
+    (by_mail,) = await connector.find_by_email("alice@example.org")
+    by_id = await connector.get("alice")
+    picked = await connector.search("alice")
+
+    assert by_id is not None
+    assert [by_mail.phone, by_id.phone, *(p.phone for p in picked)] == ["+447700900123"] * 3
+    assert "900123" not in repr(by_id)
+
+
+async def test_several_mobiles_or_one_not_in_e164_give_no_phone_of_record(
+    slapd: Slapd, service_password: str
+) -> None:
+    connector = build(openldap(slapd))
+
+    people = {p.id: p for p in await connector.find_by_email("shared@example.org")}
+    bob = await connector.get("bob")
+    starlight = await connector.get("starlight")
+
+    assert bob is not None and bob.phone is None, "two different numbers are ambiguous"
+    assert people["twin1"].phone is None, "no country code"
+    assert people["twin2"].phone == "+447700900444", "one number written two ways is one"
+    assert starlight is not None and starlight.phone is None, "no mobile at all"
+
+
 async def test_nesting_deeper_than_allowed_is_an_error_not_a_partial_answer(
     slapd: Slapd, service_password: str
 ) -> None:
@@ -448,6 +475,16 @@ async def test_ad_look_ups_and_disabled_accounts(slapd: Slapd, service_password:
     assert dan is not None and dan.disabled
     assert reset.outcome is Outcome.FAILED and "disabled" in reset.detail
     assert slapd.raw(DAN_DN, "unicodePwd") == []
+
+
+async def test_ad_mobile_is_the_phone_of_record(slapd: Slapd, service_password: str) -> None:
+    connector = build(active_directory(slapd))
+
+    carol = await connector.get("carol")
+    dan = await connector.get("dan")
+
+    assert carol is not None and carol.phone == "+14255550100"
+    assert dan is not None and dan.phone is None
 
 
 async def test_ad_never_sends_a_password_in_the_clear(slapd: Slapd, service_password: str) -> None:
