@@ -110,7 +110,10 @@ class Runtime:
         self.stop_accepting()
         for task in self.tasks:
             self.inflight.track(task)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
         clean = await self.inflight.drain(within)
+        await self.service.stop_pushes(deadline - loop.time())
         for task in self.tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 clean = False

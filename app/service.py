@@ -100,6 +100,10 @@ log = structlog.get_logger("twokey.service")
 
 APPROVERS_MAX = 500
 """How many directory entries are read to find a request's approvers."""
+PUSH_ABANDONED = "twokey stopped while waiting for the answer"
+"""Why a push counts for nothing: the replica polling it stopped (``TwoKey.stop_pushes``)."""
+PUSH_RECORD_S = 5.0
+"""How long a stopping replica waits for its abandoned pushes to be recorded and told."""
 T = TypeVar("T")
 
 
@@ -764,11 +768,7 @@ class TwoKey:
     async def _await_approver_push(
         self, request: Request, approver: Principal, pusher: PushVerifier
     ) -> None:
-        try:
-            result = await pusher.push_step_up(approver, request, request.plan.push_timeout)
-        except Exception as exc:  # a broken verifier never passes anything
-            log.error("push_failed", request=request.id, error=type(exc).__name__)
-            result = PushResult(outcome=PushOutcome.UNAVAILABLE, detail="the push failed")
+        result = await self._push_answer(pusher, approver, request)
         try:
             reply = await self.store.verify_approver(
                 request.id, approver.id, result.outcome.value, pusher.verifier
@@ -1222,11 +1222,7 @@ class TwoKey:
     ) -> None:
         """Wait for the device's answer, record it (its own audit event), tell people, and
         run the change if that was the last gate."""
-        try:
-            result = await pusher.push_step_up(owner, request, request.plan.push_timeout)
-        except Exception as exc:  # a broken verifier never passes anything
-            log.error("push_failed", request=request.id, error=type(exc).__name__)
-            result = PushResult(outcome=PushOutcome.UNAVAILABLE, detail="the push failed")
+        result = await self._push_answer(pusher, owner, request)
         try:
             reply = await self.store.record_push(
                 request,
@@ -1235,9 +1231,15 @@ class TwoKey:
                 flag_window_s=self.policy.fraud.flag_window,
             )
             if reply.code is GateCode.FAILED and reply.detail == "unavailable":
-                text = say.push_unavailable(request, result.detail)
-                await self._tell("notify_owner", self.notifier.notify_owner(request, text))
-                await self._tell("notify_requester", self.notifier.notify_requester(request, text))
+                if result.detail == PUSH_ABANDONED:
+                    to_owner = say.push_abandoned_owner(request)
+                    to_requester = say.push_abandoned_requester(request)
+                else:
+                    to_owner = to_requester = say.push_unavailable(request, result.detail)
+                await self._tell("notify_owner", self.notifier.notify_owner(request, to_owner))
+                await self._tell(
+                    "notify_requester", self.notifier.notify_requester(request, to_requester)
+                )
                 return
             await self._after_step_up_failure(reply)
             if reply.code is not GateCode.OK or reply.request is None:
@@ -1254,10 +1256,38 @@ class TwoKey:
         except TwokeyError as exc:  # refused or failed: the owner hears it in plain words
             await self._tell("notify_owner", self.notifier.notify_owner(request, exc.message))
 
+    @staticmethod
+    async def _push_answer(pusher: PushVerifier, person: Principal, request: Request) -> PushResult:
+        """What the person's device answered. A broken verifier passes nothing; a push still
+        waiting when this replica stops (``stop_pushes``) is recorded as abandoned: no failure
+        against anyone, and a new one may be asked for at once (approving the old one on the
+        phone then changes nothing)."""
+        try:
+            return await pusher.push_step_up(person, request, request.plan.push_timeout)
+        except asyncio.CancelledError:
+            log.warning("push_abandoned", request=request.id)
+            return PushResult(outcome=PushOutcome.UNAVAILABLE, detail=PUSH_ABANDONED)
+        except Exception as exc:
+            log.error("push_failed", request=request.id, error=type(exc).__name__)
+            return PushResult(outcome=PushOutcome.UNAVAILABLE, detail="the push failed")
+
     async def settle_pushes(self) -> None:
-        """Wait for every push under way (tests, and a graceful stop)."""
+        """Wait for every push under way (tests)."""
         while self._pushes:
             await asyncio.gather(*list(self._pushes), return_exceptions=True)
+
+    async def stop_pushes(self, within: float) -> None:
+        """A stopping replica: pushes under way get ``within`` seconds to be answered; the rest
+        are abandoned and recorded so (see ``_push_answer``), and their people told to ask
+        again, instead of waiting out a push no replica still polls."""
+        pending = set(self._pushes)
+        if not pending:
+            return
+        _, left = await asyncio.wait(pending, timeout=max(within, 0.0))
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left, timeout=PUSH_RECORD_S)
 
     async def _attesting_manager(
         self, request: Request, owner: Principal | None

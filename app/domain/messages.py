@@ -596,6 +596,23 @@ def push_unavailable(request: Request, detail: str) -> str:
     )
 
 
+def push_abandoned_owner(request: Request) -> str:
+    """To the owner: the push on their phone no longer counts, and how to get a new one."""
+    return (
+        f"twokey restarted while waiting for your answer to the push for request {request.id}: "
+        "that push no longer counts (approving it now changes nothing). Type "
+        f"`verify {request.id}` for a new one."
+    )
+
+
+def push_abandoned_requester(request: Request) -> str:
+    return (
+        f"Request {request.id}: twokey restarted while waiting for the owner's push, so it "
+        f"counts for nothing. The owner can ask for a new one with `verify {request.id}`; it "
+        "stays blocked until then."
+    )
+
+
 def step_up_in_progress(request: Request) -> str:
     return (
         f"Request {request.id} is still waiting for the last check (a push or your manager's "

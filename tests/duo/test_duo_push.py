@@ -119,3 +119,64 @@ async def test_the_owner_approves_a_duo_push_and_then_the_change_runs(
     ]
     assert [(e["actor"], e["reason"]) for e in passed] == [("alice", "duo_push")]
     assert duo.refused == []
+
+
+async def test_a_push_still_waiting_when_twokey_stops_counts_for_nothing_and_can_be_asked_again(
+    duo: DuoStandIn, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """The replica polling a push stops before the owner answers: the push is recorded as
+    abandoned (no failure against the owner), both people are told, and the owner gets a new
+    push at once, instead of waiting out a push nobody polls any more."""
+    duo.enroll("alice@example.com", ["waiting"])
+    verifier = DuoPush(API_HOST, IKEY, SecretStr(SKEY), base_url=duo.base_url, poll_interval=0.05)
+    policy = (
+        policy_text()
+        .replace(
+            "  standard:\n    label: Standard\n",
+            "  standard:\n    label: Standard\n    step_up: {owner: [duo_push, email_code], "
+            "actions: {reset-mfa: [email_code]}}\n",
+        )
+        .replace(
+            "  strictest:\n    label: Flagged target\n",
+            "  strictest:\n    label: Flagged target\n    step_up: {owner: [email_code]}\n",
+        )
+    )
+    core = build_core(
+        redis_client,
+        namespace,
+        policy=policy,
+        directory=SandboxDirectory.example(),
+        step_up=StepUpOptions(code_key=b"d" * 32, push={"duo_push": verifier}),
+    )
+    try:
+        opened = await core.service.open(
+            chat("bob"), chat("alice"), "unlock", "INC-1234", "locked-out"
+        )
+        rid = opened.request.id
+        await core.service.stop_pushes(0.2)  # the owner has not answered yet
+
+        request = await core.store.get(rid)
+        assert request is not None and request.state is RequestState.PENDING
+        assert request.step_up_failures == 0 and request.step_up_at is None
+        entries = await core.redis.xrange(core.keys.audit(shard_of_request(rid)))
+        events = [json.loads(f["e"]) for _, f in entries if json.loads(f["e"])["rid"] == rid]
+        failed = [e for e in events if e["kind"] == "step_up_failed"]
+        assert [(e["reason"], e["outcome"]) for e in failed] == [
+            ("duo_push:unavailable", "unavailable")
+        ]
+        owner = [t for what, _, t in core.notifier.sent if what == "notify_owner"]
+        assert any("no longer counts" in t and f"verify {rid}" in t for t in owner), owner
+        requester = [t for what, _, t in core.notifier.sent if what == "notify_requester"]
+        assert any("counts for nothing" in t for t in requester), requester
+
+        duo.enroll("alice@example.com", ["allow"])
+        again = await core.service.new_code(chat("alice"), rid)
+        assert again.request.step_up_verifier == "duo_push"
+        await core.service.confirm_owner(chat("alice"), rid)
+        await core.service.approve(chat("carol"), rid)
+        await core.service.settle_pushes()
+    finally:
+        await verifier.aclose()
+    assert len(duo.pushes) == 2
+    done = await core.store.get(rid)
+    assert done is not None and done.state is RequestState.COMPLETED
