@@ -270,14 +270,10 @@ def check_code_senders(
 
 def playground_mailbox(settings: Settings, policy: Policy) -> bool:
     """Whether the playground will mount here and give one-time codes its simulated mailbox
-    (app/playground/web.py `mount`): on, loopback only, nothing real wired."""
-    from app.playground.web import is_loopback
+    (app/playground/web.py: the same rule its ``mount`` follows)."""
+    from app.playground.web import why_not_mounted
 
-    return (
-        settings.playground_enabled
-        and not production_wiring(settings, policy)
-        and is_loopback(settings.host)
-    )
+    return why_not_mounted(settings, policy) is None
 
 
 def load_configured_policy(settings: Settings) -> Policy:

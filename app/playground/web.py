@@ -44,12 +44,14 @@ from app.domain.errors import (
 from app.domain.forms import NOTE_MAX, REASON_MAX, parse_request_id
 from app.domain.messages import DIRECTORY_DOWN
 from app.domain.models import Action, ChatUser, Principal, PrincipalKind, Request, RequestState
+from app.domain.policy import Policy
 from app.domain.stepup import Verifier
 from app.domain.words import headline, shown_state, status_sentence, when
 from app.playground.notifier import PANES, PlaygroundMailbox, PlaygroundNotifier, RevealedSecret
 from app.playground.phone import PUSH_ID, PendingPush, SimulatedPhones, SimulatedPush
 from app.runtime import Runtime, check_playground, production_wiring
 from app.service import Decision
+from app.settings import Settings
 
 log = structlog.get_logger("twokey.playground")
 
@@ -180,6 +182,26 @@ def _validation_words(exc: ValidationError) -> str:
 
 
 # ---- where it may run -----------------------------------------------------------------------
+
+
+def why_not_mounted(settings: Settings, policy: Policy) -> str | None:
+    """Why the playground does not mount on this server (words for the log); None when it
+    does. The one rule: ``mount`` follows it, and start-up asks it whether one-time codes will
+    have the playground's simulated mailbox (bootstrap.playground_mailbox)."""
+    if not settings.playground_enabled:
+        return "TWOKEY_PLAYGROUND is off, or chat credentials are set"
+    real = production_wiring(settings, policy)
+    if real:
+        return (
+            f"this deployment is wired to production ({'; '.join(real)}); the playground runs "
+            "only without chat credentials and with sandbox connectors."
+        )
+    if not is_loopback(settings.host):
+        return (
+            "the playground lets anyone act as anyone; it runs on a loopback address only "
+            "(HOST=127.0.0.1). Set TWOKEY_PLAYGROUND=false to silence this."
+        )
+    return None
 
 
 def is_loopback(host: str) -> bool:
@@ -801,21 +823,9 @@ async def mount(app: web.Application, runtime: Runtime) -> None:
     """
     settings = runtime.settings
     check_playground(settings, runtime.policy)
-    real = production_wiring(settings, runtime.policy)
-    if real:
-        log.warning(
-            "playground_not_mounted",
-            reason=f"this deployment is wired to production ({'; '.join(real)}); the "
-            "playground runs only without chat credentials and with sandbox connectors.",
-        )
-        return
-    if not is_loopback(settings.host):
-        log.warning(
-            "playground_not_mounted",
-            host=settings.host,
-            reason="the playground lets anyone act as anyone; it runs on a loopback address "
-            "only (HOST=127.0.0.1). Set TWOKEY_PLAYGROUND=false to silence this.",
-        )
+    refused = why_not_mounted(settings, runtime.policy)
+    if refused is not None:
+        log.warning("playground_not_mounted", host=settings.host, reason=refused)
         return
     notifier = PlaygroundNotifier()
     runtime.notifier.add(notifier)
