@@ -18,12 +18,18 @@ with a script that checks the lease is still ours. Hence:
 
 * **Nothing lost**: the checkpoint never passes an event the sink did not acknowledge (syslog:
   flushed to the connection; see forward_sinks).
-* **Repeats bounded**: a crash (or a lease that expired mid-send) between the sink's
-  acknowledgement and the checkpoint write re-sends that one batch, at most
+* **Repeats bounded**: a crash between the sink's acknowledgement and the checkpoint write (or
+  a send abandoned because its lease could not be renewed) re-sends that one batch, at most
   TWOKEY_AUDIT_FORWARD_BATCH events per shard.
 * **In order per shard**: one holder per shard, batches in seq order, and a batch is never
   sent before the previous one was acknowledged. A gap or a malformed seq stops that shard
   (logged, counted) rather than be skipped.
+
+A send can outlast the lease (a slow SIEM), so while one is under way the lease is renewed every
+third of it, only if still ours; a renewal that finds it taken stops, and that batch is not
+committed. A send whose lease was not confirmed for ``SEND_UNCONFIRMED`` of it (Redis
+unreachable) is abandoned before the lease can lapse, uncommitted; ``SEND_LIMIT_S`` bounds any
+send.
 
 Each record is the event as written plus ``shard``, ``chain`` (the shard tag), ``stream_id`` and
 ``mac``, its seal: a chain head, so the SIEM's copy anchors ``twokey audit verify --anchor``.
@@ -64,7 +70,15 @@ from app.store.keys import SHARDS, Keys
 log = structlog.get_logger("twokey.audit.forward")
 
 LEASE_MS = 30_000
-"""How long a forwarder keeps a shard without renewing it: over three send timeouts."""
+"""How long a forwarder keeps a shard without renewing it (renewed while a send is under way)."""
+RENEW_EVERY = 1 / 3
+"""Of the lease: how often a send under way renews it."""
+SEND_UNCONFIRMED = 3 / 4
+"""Of the lease: a send whose lease was not confirmed ours for this long is abandoned, so it ends
+before the lease can lapse and another forwarder begin; this outlasts one failed renewal."""
+SEND_LIMIT_S = 120.0
+"""The longest one batch may take, lease renewed or not: a receiver slower than this is failing
+(counted as ``unreachable``), not merely slow."""
 INTERVAL_S = 1.0
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
@@ -98,10 +112,21 @@ redis.call('HSET', KEYS[2], 'seq', ARGV[2], 'sid', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
+# KEYS: lease. ARGV: token, lease ms. 1 renewed; 0 the lease is not ours (any more): never retaken.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+class LeaseUnconfirmed(RedisError):
+    """A send was abandoned because its lease could not be renewed in time (Redis unreachable or
+    too slow): failing closed, before the lease could lapse. A RedisError, so callers treat it
+    as Redis trouble (``run`` counts it as ``redis``; the CLI says Redis is unavailable)."""
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -253,6 +278,17 @@ class Progress(NamedTuple):
     sealed: int
 
 
+@dataclass
+class HeldLease:
+    """One send's hold on its shard, shared with the task renewing it."""
+
+    confirmed: float
+    """Loop time at which the last successful hold or renewal was *issued*: the lease lasts at
+    least until this plus the lease (Redis set it no earlier)."""
+    lost: bool = False
+    """A renewal found the lease not ours: whatever the send does, it is not committed."""
+
+
 @dataclass(frozen=True)
 class Batch:
     """The next sealed events of a shard after its checkpoint, as records ready to send."""
@@ -307,14 +343,17 @@ class Forwarder:
         interval_s: float = INTERVAL_S,
         backoff_base_s: float = BACKOFF_BASE_S,
         backoff_cap_s: float = BACKOFF_CAP_S,
+        send_limit_s: float = SEND_LIMIT_S,
     ) -> None:
         self._redis, self._keys, self._sink, self._sink_id = redis, keys, sink, sink_id
         self._batch, self._lease_ms, self._interval = batch, lease_ms, interval_s
         self._backoff = (backoff_base_s, backoff_cap_s)
+        self._send_limit = send_limit_s
         self._token = secrets.token_hex(12)
         self._held: set[int] = set()
         self._hold = redis.register_script(_HOLD)
         self._advance = redis.register_script(_ADVANCE)
+        self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self._blocked: dict[int, int] = {}
 
@@ -398,7 +437,9 @@ class Forwarder:
     async def _forward_shard(self, shard: int) -> int:
         """Batches of one shard, each acknowledged before the checkpoint moves past it."""
         sent = 0
+        loop = asyncio.get_running_loop()
         for _ in range(MAX_BATCHES_PER_PASS):
+            lease = HeldLease(confirmed=loop.time())
             if not await self._take(shard):
                 return sent
             batch = await self._next_batch(shard)
@@ -407,7 +448,13 @@ class Forwarder:
                 return sent
             if not batch.records:
                 return sent
-            await self._sink.send(batch.records)
+            acknowledged = await self._send_holding(shard, batch.records, lease)
+            if lease.lost:  # the holder now sends this batch; committing it here could skip one
+                self._held.discard(shard)
+                if acknowledged:
+                    AUDIT_FORWARDED.labels(self._sink.kind).inc(len(batch.records))
+                    sent += len(batch.records)
+                return sent
             last = batch.records[-1]
             assert batch.last_stream_id is not None  # set with every non-empty batch
             moved = await self._advance(
@@ -423,6 +470,79 @@ class Forwarder:
             if len(batch.records) < self._batch:
                 return sent
         return sent
+
+    async def _send_holding(self, shard: int, records: list[Record], lease: HeldLease) -> bool:
+        """Send one batch while a task renews its lease; True once the receiver acknowledged it.
+
+        False only when the lease was lost and the send then cut short. A send is cut when its
+        lease went unconfirmed for ``SEND_UNCONFIRMED`` of it (raises LeaseUnconfirmed, unless
+        lost) or after ``send_limit_s`` (raises SinkError): cut, it is never committed."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        unconfirmed_s = self._lease_ms * SEND_UNCONFIRMED / 1000
+
+        def deadline() -> float:  # moves on with every renewal, up to the limit
+            return min(lease.confirmed + unconfirmed_s, started + self._send_limit)
+
+        sending = asyncio.create_task(self._sink.send(records))
+        renewing = asyncio.create_task(self._keep_lease(shard, lease))
+        try:
+            while not sending.done() and loop.time() < deadline():
+                await asyncio.wait([sending], timeout=deadline() - loop.time())
+        finally:
+            renewing.cancel()
+            sending.cancel()  # no-op once done
+            await asyncio.gather(renewing, sending, return_exceptions=True)
+        if not sending.cancelled():
+            sending.result()  # SinkError: not acknowledged
+            return True
+        if lease.lost:
+            return False
+        if loop.time() >= started + self._send_limit:
+            raise SinkError(
+                "unreachable", f"{self._sink.kind}: no answer within {self._send_limit:g} s"
+            )
+        log.warning(
+            "audit_forward_send_abandoned",
+            shard=shard,
+            sink=self._sink.kind,
+            why="the lease could not be renewed (Redis unreachable or slow)",
+            unconfirmed_s=round(loop.time() - lease.confirmed, 3),
+        )
+        raise LeaseUnconfirmed(
+            f"shard {shard}: lease not renewed for {unconfirmed_s:g} s; the send was abandoned"
+        )
+
+    async def _keep_lease(self, shard: int, lease: HeldLease) -> None:
+        """Renew the lease every third of it, only while ours, until cancelled (the send ended).
+
+        A failed renewal is tried again a third later (the send's deadline does not move); one
+        that finds the lease taken marks it lost and stops: never take a shard back mid-send."""
+        loop = asyncio.get_running_loop()
+        every = self._lease_ms * RENEW_EVERY / 1000
+        attempted = lease.confirmed
+        while True:
+            await asyncio.sleep(max(attempted + every - loop.time(), 0.0))
+            attempted = loop.time()
+            try:
+                ours = await self._renew(
+                    keys=[self.lease_key(shard)], args=[self._token, self._lease_ms]
+                )
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "audit_forward_lease_renew_failed", shard=shard, error=type(exc).__name__
+                )
+                continue
+            if int(ours) != 1:
+                lease.lost = True
+                log.warning(
+                    "audit_forward_lease_lost",
+                    shard=shard,
+                    during="send",
+                    hint="this batch is not committed here; the shard's holder sends it",
+                )
+                return
+            lease.confirmed = attempted
 
     async def _take(self, shard: int) -> bool:
         """Hold (or keep holding) the shard's lease; False when another forwarder has it."""

@@ -39,7 +39,8 @@ from pydantic import SecretStr
 RETRY_AFTER_CAP_S = 600.0
 """A receiver asking for more than this is asked again after this long."""
 SEND_TIMEOUT_S = 10.0
-"""Per batch: well inside the forwarder's lease, so a slow receiver never lets two send."""
+"""Per step of a send (connect, write, each read): a receiver that stops answering fails the
+batch. The forwarder bounds the whole send and renews its lease meanwhile (forward.py)."""
 SYSLOG_PRI = 13 * 8 + 6
 """Facility 13 (log audit), severity 6 (informational)."""
 SD_ID = "twokey@32473"

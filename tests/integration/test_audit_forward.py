@@ -132,6 +132,8 @@ class HttpReceiver:
     """Answer this many next requests 429 with Retry-After: 1."""
     hold: asyncio.Event | None = None
     """Record, then wait for this before answering (a forwarder crashing meanwhile)."""
+    delay_s: float = 0.0
+    """Record, then take this long to answer (a slow SIEM)."""
     received: asyncio.Event = field(default_factory=asyncio.Event)
     runner: web.AppRunner | None = None
 
@@ -162,6 +164,8 @@ class HttpReceiver:
         self.received.set()
         if self.hold is not None:
             await self.hold.wait()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         return web.json_response({"text": "Success", "code": 0})
 
 
