@@ -54,6 +54,15 @@ def note(what: str, detail: str) -> CheckResult:
     return CheckResult(CheckStatus.NOTE, what, detail)
 
 
+def phone_note(attribute: str, lock: str) -> CheckResult:
+    """The reminder for ``phone_of_record: true``: a read-only check cannot see who may edit
+    the attribute, and a number the owner set themselves makes a texted code prove nothing."""
+    return note(
+        f"phone of record read from {attribute}",
+        f"make sure people cannot edit it: {lock}",
+    )
+
+
 @dataclass(frozen=True)
 class ConnectorReport:
     """Every line checked for one configured connector."""

@@ -44,7 +44,7 @@ from app.connectors.base import (
     secret_from_env,
     temporary_password,
 )
-from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
+from app.connectors.checks import CheckResult, CheckStatus, missing, note, phone_note, works
 from app.connectors.http import (
     AnswerLost,
     Attempts,
@@ -137,6 +137,12 @@ class EntraConfig(BaseModel, LimitsFromSettings):
     group_key: Literal["id", "name"] = "id"
     """What the policy's group names mean. ``id`` (object ids) by default: Entra display
     names are not unique, and ordinary users may be allowed to create groups."""
+    phone_of_record: bool = False
+    """Read ``mobilePhone`` as the phone of record (step-up codes by text, ``sms_code``). Off by
+    default: Entra may let people edit their own mobilePhone, so a code texted to a number the
+    account holder (or whoever holds their session) set proves nothing. Turn on only once users
+    cannot edit it (tenant user settings, no role or app that writes it for them), or for users
+    synced from on-premises AD (read-only in Entra) where SELF may not write ``mobile``."""
     timeout: Timeout = 15.0
     max_attempts: Attempts = 3
     max_rate_limit_wait: RateLimitWait = 30.0
@@ -640,6 +646,13 @@ class EntraConnector(HttpConnector[EntraConfig]):
             results.append(groups)
         elif users.status is CheckStatus.OK:
             results.append(note("read a user's groups", "Graph lists no user to read groups of"))
+        if self.config.phone_of_record:
+            results.append(
+                phone_note(
+                    "mobilePhone",
+                    "users must not be allowed to edit it (or be synced from on-premises)",
+                )
+            )
         return results
 
     def _check_permissions(self) -> list[CheckResult]:
@@ -756,7 +769,11 @@ class EntraConnector(HttpConnector[EntraConfig]):
         if not isinstance(users, list):
             raise Unavailable("the Entra directory answered a user search with no list")
         found = [user for user in users if isinstance(user, dict) and user.get("id")]
-        return [_principal_from(user, frozenset(), frozenset()) for user in found[:limit]]
+        read_phone = self.config.phone_of_record
+        return [
+            _principal_from(user, frozenset(), frozenset(), read_phone=read_phone)
+            for user in found[:limit]
+        ]
 
     async def memberships(self, user_id: str) -> tuple[frozenset[str], frozenset[str]]:
         """(groups, tags): every group and directory role, direct or through nested groups.
@@ -782,7 +799,7 @@ class EntraConnector(HttpConnector[EntraConfig]):
 
     async def _principal(self, user: Mapping[str, Any]) -> Principal:
         groups, tags = await self.memberships(str(user["id"]))
-        return _principal_from(user, groups, tags)
+        return _principal_from(user, groups, tags, read_phone=self.config.phone_of_record)
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -879,8 +896,9 @@ class EntraConnector(HttpConnector[EntraConfig]):
 
 
 def _principal_from(
-    user: Mapping[str, Any], groups: frozenset[str], tags: frozenset[str]
+    user: Mapping[str, Any], groups: frozenset[str], tags: frozenset[str], *, read_phone: bool
 ) -> Principal:
+    """The person; ``mobilePhone`` is read only when the operator made it admin-only."""
     if str(user.get("userType") or "") == "Guest":
         tags = tags | {"guest"}
     email = user.get("mail") or user.get("userPrincipalName")
@@ -895,7 +913,7 @@ def _principal_from(
         # mobilePhone is free text (up to 64 characters) on the user resource; its
         # authentication phoneMethods are what the person registered for MFA, never read here.
         # Only an unambiguous E.164 number is a phone of record; anything else is left out.
-        phone=phone_of_record(user.get("mobilePhone")),
+        phone=phone_of_record(user.get("mobilePhone")) if read_phone else None,
     )
 
 

@@ -50,7 +50,7 @@ from ldap3.utils.dn import parse_dn
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from app.connectors.base import ConnectorConfigError, EnvVarName, secret_from_env, wrong_request
-from app.connectors.checks import CheckResult, missing, note, works
+from app.connectors.checks import CheckResult, missing, note, phone_note, works
 from app.connectors.plugin import ConnectorPlugin, in_words
 from app.domain.errors import IdentityUnsure, Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request, phone_of_record
@@ -142,6 +142,13 @@ class LdapConfig(BaseModel):
     connect_timeout: float = Field(default=5.0, gt=0, le=60)
     operation_timeout: int = Field(default=10, ge=1, le=120)
     """Whole seconds to wait for each answer (ldap3 sets the socket option in whole seconds)."""
+    phone_of_record: bool = False
+    """Read ``mobile`` as the phone of record (step-up codes by text, ``sms_code``). Off by
+    default: AD grants SELF write on Personal-Information (which holds ``mobile``) and many
+    OpenLDAP ACLs say ``by self write``, so a code texted to a number the account holder (or
+    whoever holds their session) set proves nothing. Turn on only once people cannot write
+    their own ``mobile``: in AD, remove SELF's write on it; in OpenLDAP, no ``by self write``
+    reaches it."""
 
     @model_validator(mode="before")
     @classmethod
@@ -507,6 +514,13 @@ class LdapConnector:
         except Exception as exc:  # fail closed on anything ldap3 lets through
             return [missing(what, _exception_words(exc, [self._secret()]))]
         results.append(self._check_changes())
+        if cfg.phone_of_record:
+            lock = (
+                "remove SELF's write on mobile (Personal-Information)"
+                if cfg.flavor == "ad"
+                else "no ACL may give `by self write` on mobile"
+            )
+            results.append(phone_note(_PHONE_ATTRIBUTE, lock))
         return results
 
     def _check_base(self, conn: Connection, label: str, base: str) -> CheckResult:
@@ -645,8 +659,9 @@ class LdapConnector:
             cfg.mail_attribute,
             cfg.display_name_attribute,
             "cn",
-            _PHONE_ATTRIBUTE,
         }
+        if cfg.phone_of_record:
+            wanted.add(_PHONE_ATTRIBUTE)
         if cfg.flavor == "ad":
             wanted |= {"userAccountControl", "lockoutTime"}
         else:
@@ -757,7 +772,7 @@ class LdapConnector:
             email=mails[0] if mails else None,
             groups=frozenset(self._groups(conn, entry["dn"])),
             disabled=self._disabled(attrs),
-            phone=_phone_of_record(attrs),
+            phone=_phone_of_record(attrs) if cfg.phone_of_record else None,
         )
 
     def _disabled(self, attrs: Mapping[str, Any]) -> bool:

@@ -48,7 +48,7 @@ from app.connectors.base import (
     only_supported,
     secret_from_env,
 )
-from app.connectors.checks import CheckResult, CheckStatus, missing, note, works
+from app.connectors.checks import CheckResult, CheckStatus, missing, note, phone_note, works
 from app.connectors.http import (
     Attempts,
     Clock,
@@ -114,6 +114,11 @@ class OktaConfig(BaseModel, LimitsFromSettings):
     max_rate_limit_wait: RateLimitWait = 30.0
     push_poll_interval: float = Field(default=4.0, ge=1.0, le=30.0)
     """Seconds between polls of an Okta Verify push transaction (step-up verifier okta_push)."""
+    phone_of_record: bool = False
+    """Read ``mobilePhone`` as the phone of record (step-up codes by text, ``sms_code``). Off by
+    default: Okta lets people edit their own profile, so a code texted to a number the account
+    holder (or whoever holds their session) typed in proves nothing. Turn on only once the
+    profile attribute's user permission is read-only (Profile Editor, mobilePhone)."""
 
     @field_validator("org_url")
     @classmethod
@@ -628,6 +633,10 @@ class OktaConnector(HttpConnector[OktaConfig]):
         elif users.status is CheckStatus.OK:
             results.append(note("read a user's groups", "Okta lists no user to read groups of"))
         results.append(self._check_changes())
+        if self.config.phone_of_record:
+            results.append(
+                phone_note("mobilePhone", "its user permission must be read-only in Okta")
+            )
         return results
 
     async def _check_sign_in(self) -> CheckResult:
@@ -722,7 +731,8 @@ class OktaConnector(HttpConnector[OktaConfig]):
         users = await self._read_list(
             "/api/v1/users", {"q": text, "limit": str(max(1, min(limit, 200)))}
         )
-        return [_principal_from(user, frozenset()) for user in users]
+        read_phone = self.config.phone_of_record
+        return [_principal_from(user, frozenset(), read_phone=read_phone) for user in users]
 
     async def groups_of(self, user_id: str) -> frozenset[str]:
         """The user's Okta groups, by name or id as configured, following Okta's pages."""
@@ -763,7 +773,8 @@ class OktaConnector(HttpConnector[OktaConfig]):
         return None
 
     async def _principal(self, user: Mapping[str, Any]) -> Principal:
-        return _principal_from(user, await self.groups_of(str(user["id"])))
+        groups = await self.groups_of(str(user["id"]))
+        return _principal_from(user, groups, read_phone=self.config.phone_of_record)
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -815,7 +826,10 @@ class OktaConnector(HttpConnector[OktaConfig]):
         )
 
 
-def _principal_from(user: Mapping[str, Any], groups: frozenset[str]) -> Principal:
+def _principal_from(
+    user: Mapping[str, Any], groups: frozenset[str], *, read_phone: bool
+) -> Principal:
+    """The person; ``mobilePhone`` is read only when the operator made it admin-only."""
     profile = user.get("profile") or {}
     full_name = " ".join(
         str(part) for part in (profile.get("firstName"), profile.get("lastName")) if part
@@ -834,7 +848,7 @@ def _principal_from(user: Mapping[str, Any], groups: frozenset[str]) -> Principa
         manager_id=str(profile["managerId"]) if profile.get("managerId") else None,
         # mobilePhone is free text in Okta: only an unambiguous E.164 number is a phone of
         # record (step-up codes by text); anything else is left out, never guessed at
-        phone=phone_of_record(profile.get("mobilePhone")),
+        phone=phone_of_record(profile.get("mobilePhone")) if read_phone else None,
     )
 
 

@@ -16,6 +16,7 @@ from jwt.algorithms import RSAAlgorithm
 from openapi_core import OpenAPI
 
 from app.connectors.base import ConnectorConfigError
+from app.connectors.checks import CheckStatus
 from app.connectors.okta import OktaConnector, build
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind
@@ -479,6 +480,24 @@ async def test_search_is_for_pickers_and_reads_no_groups(
     assert await connector.find_nhi("svc-backup") is None
 
 
+async def test_mobile_phone_is_the_phone_of_record_only_when_the_operator_says_it_is_admin_only(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    """People may edit their own Okta profile: a number they typed proves nothing by default."""
+    okta.users["00ualice0001"]["profile"]["mobilePhone"] = "+44 7700 900123"
+    default, locked = connect(okta), connect(okta, phone_of_record=True)
+
+    for connector, phone in ((default, None), (locked, "+447700900123")):
+        by_id = await connector.get("00ualice0001")
+        [by_email] = await connector.find_by_email("alice@example.com")
+        [picked] = await connector.search("ali")
+        assert by_id is not None
+        assert [by_id.phone, by_email.phone, picked.phone] == [phone] * 3
+    assert not [line for line in await default.check() if "phone of record" in line.what]
+    (reminder,) = [line for line in await locked.check() if "phone of record" in line.what]
+    assert reminder.status is CheckStatus.NOTE and "read-only" in reminder.detail
+
+
 async def test_a_directory_refusal_is_unavailable_not_nobody(
     okta: OktaStandIn, connect: ConnectorFactory
 ) -> None:
@@ -639,6 +658,8 @@ def test_settings_are_checked_with_words_an_operator_can_act_on(
         ({"type": "okta", "org_url": "https://acme.okta.com"}, "set api_token_env"),
         ({**base, "actions": ["rotate-secret"]}, "Okta cannot perform rotate-secret"),
         ({**base, "api_token_env": "OKTA_API_TOKEN_MISSING"}, "OKTA_API_TOKEN_MISSING is not set"),
+        ({**base, "phone_of_record": "maybe"}, "phone_of_record"),
+        ({**base, "phone_of_records": True}, "phone_of_records: Extra inputs are not permitted"),
     ]
     for config, words in cases:
         with pytest.raises(ConnectorConfigError, match=words):

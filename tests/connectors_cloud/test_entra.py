@@ -15,6 +15,7 @@ import pytest
 import structlog
 
 from app.connectors.base import ConnectorConfigError
+from app.connectors.checks import CheckStatus
 from app.connectors.entra import EntraConnector, build
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Plan, Principal, PrincipalKind, Request
@@ -562,9 +563,24 @@ async def test_get_unknown_is_none_and_search_skips_groups(
     assert "startswith(displayName,'Ali')" in query["$filter"]
 
 
-async def test_mobile_phone_is_asked_for_and_becomes_the_phone_of_record(
+async def test_mobile_phone_is_not_a_phone_of_record_unless_the_operator_locked_it(
     entra: EntraConnector, graph: GraphStandIn
 ) -> None:
+    """People may edit their own mobilePhone by default: a code texted there proves nothing."""
+    by_id = await entra.get(ALICE_ID)
+    (by_email,) = await entra.find_by_email("alice@contoso.com")
+    (picked,) = await entra.search("Ali")
+
+    assert graph.users[ALICE_ID].mobile_phone == ALICE_MOBILE
+    assert by_id is not None
+    assert [by_id.phone, by_email.phone, picked.phone] == [None] * 3
+    assert not [line for line in await entra.check() if "phone of record" in line.what]
+
+
+async def test_mobile_phone_is_asked_for_and_becomes_the_phone_of_record(
+    make: Make, graph: GraphStandIn
+) -> None:
+    entra = make(phone_of_record=True)
     by_id = await entra.get(ALICE_ID)
     (by_email,) = await entra.find_by_email("alice@contoso.com")
     (picked,) = await entra.search("Ali")
@@ -576,6 +592,8 @@ async def test_mobile_phone_is_asked_for_and_becomes_the_phone_of_record(
     assert len(user_reads) == 3
     for call in user_reads:
         assert "mobilePhone" in call.query["$select"].split(",")
+    (reminder,) = [line for line in await entra.check() if "phone of record" in line.what]
+    assert reminder.status is CheckStatus.NOTE and "must not be allowed" in reminder.detail
 
 
 @pytest.mark.parametrize(
@@ -583,17 +601,17 @@ async def test_mobile_phone_is_asked_for_and_becomes_the_phone_of_record(
     ["425 555 0109", "+1 425 555 0109 x12", "+1 425 555 0109, +1 425 555 0110", "", None],
 )
 async def test_a_mobile_phone_that_is_not_plain_e164_gives_no_phone_of_record(
-    entra: EntraConnector, graph: GraphStandIn, mobile: str | None
+    make: Make, graph: GraphStandIn, mobile: str | None
 ) -> None:
     graph.users[ALICE_ID].mobile_phone = mobile
 
-    alice = await entra.get(ALICE_ID)
+    alice = await make(phone_of_record=True).get(ALICE_ID)
 
     assert alice is not None and alice.phone is None
 
 
 async def test_a_phone_registered_for_mfa_is_not_a_phone_of_record(
-    entra: EntraConnector, graph: GraphStandIn
+    make: Make, graph: GraphStandIn
 ) -> None:
     """The phone authentication method is the person's own registration: never read."""
     graph.users[ALICE_ID].mobile_phone = None
@@ -607,7 +625,7 @@ async def test_a_phone_registered_for_mfa_is_not_a_phone_of_record(
         )
     )
 
-    alice = await entra.get(ALICE_ID)
+    alice = await make(phone_of_record=True).get(ALICE_ID)
 
     assert alice is not None and alice.phone is None
     assert graph.calls("GET", "/authentication/") == []

@@ -623,11 +623,13 @@ def test_the_sandbox_directory_reads_a_phone_of_record_and_refuses_a_bad_one() -
 
 
 def test_okta_mobile_phone_becomes_the_phone_of_record_only_when_unambiguous() -> None:
-    def okta(mobile: object) -> Principal:
+    def okta(mobile: object, read_phone: bool = True) -> Principal:
         profile = {"email": "a@example.com", "mobilePhone": mobile}
-        return _principal_from({"id": "00u1", "status": "ACTIVE", "profile": profile}, frozenset())
+        user = {"id": "00u1", "status": "ACTIVE", "profile": profile}
+        return _principal_from(user, frozenset(), read_phone=read_phone)
 
     assert okta("+44 7700 900-789").phone == PHONE
+    assert okta("+44 7700 900-789", read_phone=False).phone is None  # phone_of_record off
     assert okta("(+44) 7700.900.789").phone == PHONE
     for unusable in ("07700 900789", "+44 7700 900789 ext 2", "", None, 447700900789):
         assert okta(unusable).phone is None

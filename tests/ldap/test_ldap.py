@@ -16,6 +16,7 @@ from ldap3.utils import log as ldap3_log
 from pydantic import ValidationError
 
 from app.connectors.base import ConnectorConfigError
+from app.connectors.checks import CheckStatus
 from app.connectors.ldap import (
     IN_CHAIN,
     LdapConfig,
@@ -393,8 +394,25 @@ async def test_search_for_pickers(slapd: Slapd, service_password: str) -> None:
     assert await connector.find_nhi("alice") is None
 
 
-async def test_mobile_is_the_phone_of_record(slapd: Slapd, service_password: str) -> None:
+async def test_mobile_is_no_phone_of_record_unless_the_operator_locked_it(
+    slapd: Slapd, service_password: str
+) -> None:
+    """OpenLDAP ACLs often say ``by self write``: a number people set proves nothing."""
     connector = build(openldap(slapd))
+
+    (by_mail,) = await connector.find_by_email("alice@example.org")
+    by_id = await connector.get("alice")
+    picked = await connector.search("alice")
+    checked = await connector.check()
+
+    assert slapd.read(ALICE_DN, "mobile")["mobile"] == ["+44 7700 900123"]
+    assert by_id is not None and picked
+    assert [by_mail.phone, by_id.phone, *(p.phone for p in picked)] == [None] * 3
+    assert not [line for line in checked if "phone of record" in line.what]
+
+
+async def test_mobile_is_the_phone_of_record(slapd: Slapd, service_password: str) -> None:
+    connector = build(openldap(slapd, phone_of_record=True))
 
     (by_mail,) = await connector.find_by_email("alice@example.org")
     by_id = await connector.get("alice")
@@ -403,12 +421,14 @@ async def test_mobile_is_the_phone_of_record(slapd: Slapd, service_password: str
     assert by_id is not None
     assert [by_mail.phone, by_id.phone, *(p.phone for p in picked)] == ["+447700900123"] * 3
     assert "900123" not in repr(by_id)
+    (reminder,) = [line for line in await connector.check() if "phone of record" in line.what]
+    assert reminder.status is CheckStatus.NOTE and "by self write" in reminder.detail
 
 
 async def test_several_mobiles_or_one_not_in_e164_give_no_phone_of_record(
     slapd: Slapd, service_password: str
 ) -> None:
-    connector = build(openldap(slapd))
+    connector = build(openldap(slapd, phone_of_record=True))
 
     people = {p.id: p for p in await connector.find_by_email("shared@example.org")}
     bob = await connector.get("bob")
@@ -477,14 +497,21 @@ async def test_ad_look_ups_and_disabled_accounts(slapd: Slapd, service_password:
     assert slapd.raw(DAN_DN, "unicodePwd") == []
 
 
-async def test_ad_mobile_is_the_phone_of_record(slapd: Slapd, service_password: str) -> None:
-    connector = build(active_directory(slapd))
+async def test_ad_mobile_is_the_phone_of_record_only_once_self_may_not_write_it(
+    slapd: Slapd, service_password: str
+) -> None:
+    """AD lets SELF write Personal-Information (``mobile``) by default: off unless turned on."""
+    default = await build(active_directory(slapd)).get("carol")
+    connector = build(active_directory(slapd, phone_of_record=True))
 
     carol = await connector.get("carol")
     dan = await connector.get("dan")
 
+    assert default is not None and default.phone is None
     assert carol is not None and carol.phone == "+14255550100"
     assert dan is not None and dan.phone is None
+    (reminder,) = [line for line in await connector.check() if "phone of record" in line.what]
+    assert reminder.status is CheckStatus.NOTE and "SELF" in reminder.detail
 
 
 async def test_ad_never_sends_a_password_in_the_clear(slapd: Slapd, service_password: str) -> None:
