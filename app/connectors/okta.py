@@ -119,6 +119,11 @@ class OktaConfig(BaseModel, LimitsFromSettings):
     default: Okta lets people edit their own profile, so a code texted to a number the account
     holder (or whoever holds their session) typed in proves nothing. Turn on only once the
     profile attribute's user permission is read-only (Profile Editor, mobilePhone)."""
+    recovery_email_of_record: bool = False
+    """Read ``secondEmail`` as the recovery email of record (step-up codes by email,
+    ``email_code``). Off by default for the same reason: people can set their own secondary
+    email in Okta, and a code mailed to an address whoever holds their session just typed in
+    proves nothing. Turn on only once ``secondEmail``'s user permission is read-only."""
 
     @field_validator("org_url")
     @classmethod
@@ -637,6 +642,14 @@ class OktaConnector(HttpConnector[OktaConfig]):
             results.append(
                 phone_note("mobilePhone", "its user permission must be read-only in Okta")
             )
+        if self.config.recovery_email_of_record:
+            results.append(
+                note(
+                    "recovery email of record read from secondEmail",
+                    "make sure people cannot edit it: its user permission must be read-only "
+                    "in Okta",
+                )
+            )
         return results
 
     async def _check_sign_in(self) -> CheckResult:
@@ -731,8 +744,7 @@ class OktaConnector(HttpConnector[OktaConfig]):
         users = await self._read_list(
             "/api/v1/users", {"q": text, "limit": str(max(1, min(limit, 200)))}
         )
-        read_phone = self.config.phone_of_record
-        return [_principal_from(user, frozenset(), read_phone=read_phone) for user in users]
+        return [self._person(user, frozenset()) for user in users]
 
     async def groups_of(self, user_id: str) -> frozenset[str]:
         """The user's Okta groups, by name or id as configured, following Okta's pages."""
@@ -774,7 +786,16 @@ class OktaConnector(HttpConnector[OktaConfig]):
 
     async def _principal(self, user: Mapping[str, Any]) -> Principal:
         groups = await self.groups_of(str(user["id"]))
-        return _principal_from(user, groups, read_phone=self.config.phone_of_record)
+        return self._person(user, groups)
+
+    def _person(self, user: Mapping[str, Any], groups: frozenset[str]) -> Principal:
+        """The person, with the addresses of record this org made admin-only (config)."""
+        return _principal_from(
+            user,
+            groups,
+            read_phone=self.config.phone_of_record,
+            read_recovery_email=self.config.recovery_email_of_record,
+        )
 
     # -- calls ------------------------------------------------------------------------------
 
@@ -827,9 +848,14 @@ class OktaConnector(HttpConnector[OktaConfig]):
 
 
 def _principal_from(
-    user: Mapping[str, Any], groups: frozenset[str], *, read_phone: bool
+    user: Mapping[str, Any],
+    groups: frozenset[str],
+    *,
+    read_phone: bool,
+    read_recovery_email: bool = False,
 ) -> Principal:
-    """The person; ``mobilePhone`` is read only when the operator made it admin-only."""
+    """The person; ``mobilePhone`` and ``secondEmail`` are read only when the operator made
+    them admin-only (a code sent where the account holder chose proves nothing)."""
     profile = user.get("profile") or {}
     full_name = " ".join(
         str(part) for part in (profile.get("firstName"), profile.get("lastName")) if part
@@ -844,7 +870,11 @@ def _principal_from(
         disabled=user.get("status") not in _SIGNED_IN_STATUSES,
         # Okta's base profile: secondEmail (an address of record for step-up codes) and
         # managerId (the manager of record asked to attest a step-up)
-        recovery_email=str(profile["secondEmail"]) if profile.get("secondEmail") else None,
+        recovery_email=(
+            str(profile["secondEmail"])
+            if read_recovery_email and profile.get("secondEmail")
+            else None
+        ),
         manager_id=str(profile["managerId"]) if profile.get("managerId") else None,
         # mobilePhone is free text in Okta: only an unambiguous E.164 number is a phone of
         # record (step-up codes by text); anything else is left out, never guessed at

@@ -498,6 +498,27 @@ async def test_mobile_phone_is_the_phone_of_record_only_when_the_operator_says_i
     assert reminder.status is CheckStatus.NOTE and "read-only" in reminder.detail
 
 
+async def test_second_email_is_the_recovery_email_only_when_the_operator_says_it_is_admin_only(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    """Same as the phone: an emailed code to an address its owner typed in proves nothing."""
+    okta.users["00ualice0001"]["profile"]["secondEmail"] = "alice.home@example.net"
+    default = connect(okta)
+    locked = connect(okta, recovery_email_of_record=True)
+
+    for connector, address in ((default, None), (locked, "alice.home@example.net")):
+        by_id = await connector.get("00ualice0001")
+        [by_email] = await connector.find_by_email("alice@example.com")
+        [picked] = await connector.search("ali")
+        assert by_id is not None
+        assert [by_id.recovery_email, by_email.recovery_email, picked.recovery_email] == [
+            address
+        ] * 3
+    assert not [line for line in await default.check() if "secondEmail" in line.what]
+    (reminder,) = [line for line in await locked.check() if "secondEmail" in line.what]
+    assert reminder.status is CheckStatus.NOTE and "read-only" in reminder.detail
+
+
 async def test_a_directory_refusal_is_unavailable_not_nobody(
     okta: OktaStandIn, connect: ConnectorFactory
 ) -> None:
@@ -659,6 +680,7 @@ def test_settings_are_checked_with_words_an_operator_can_act_on(
         ({**base, "actions": ["rotate-secret"]}, "Okta cannot perform rotate-secret"),
         ({**base, "api_token_env": "OKTA_API_TOKEN_MISSING"}, "OKTA_API_TOKEN_MISSING is not set"),
         ({**base, "phone_of_record": "maybe"}, "phone_of_record"),
+        ({**base, "recovery_email_of_record": "maybe"}, "recovery_email_of_record"),
         ({**base, "phone_of_records": True}, "phone_of_records: Extra inputs are not permitted"),
     ]
     for config, words in cases:
