@@ -45,6 +45,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from app.channels.common import ButtonAction
 from app.channels.slack import blocks as bk
+from app.channels.slack.acking import answer_at_ack
 from app.channels.slack.guard import (
     REFUSED,
     Deliveries,
@@ -157,7 +158,8 @@ class SlackChannel:
             name=BOLT_LOGGER,
             client=self.client,
             signing_secret=self.signing_secret,
-            process_before_response=False,
+            # Bolt awaits each listener; answer_at_ack returns at its ack (acking.py)
+            process_before_response=True,
             before_authorize=TenancyGate(self.tenancy),
             # Bolt re-checks the signature and logs a failure *with the body* at INFO (reachable
             # when a request passes our check just inside the 5-minute bound): WARNING and up.
@@ -168,24 +170,30 @@ class SlackChannel:
         async def on_command(
             ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
         ) -> None:
-            inflight.track()
-            await handlers.command(ack, body, respond, _retry(request))
+            retry = _retry(request)
+            await answer_at_ack(
+                ack, lambda acking: handlers.command(acking, body, respond, retry), inflight
+            )
 
         async def on_button(ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest) -> None:
-            inflight.track()
-            await handlers.button(ack, body, _retry(request))
+            retry = _retry(request)
+            await answer_at_ack(ack, lambda acking: handlers.button(acking, body, retry), inflight)
 
         async def on_form(
             ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], request: AsyncBoltRequest
         ) -> None:
-            inflight.track()
-            await handlers.form_submitted(ack, body, view, _retry(request))
+            retry = _retry(request)
+            await answer_at_ack(
+                ack, lambda acking: handlers.form_submitted(acking, body, view, retry), inflight
+            )
 
         async def on_deny(
             ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], request: AsyncBoltRequest
         ) -> None:
-            inflight.track()
-            await handlers.deny_submitted(ack, body, view, _retry(request))
+            retry = _retry(request)
+            await answer_at_ack(
+                ack, lambda acking: handlers.deny_submitted(acking, body, view, retry), inflight
+            )
 
         async def on_nhi_search(ack: AsyncAck, body: dict[str, Any]) -> None:
             await handlers.nhi_options(ack, body)
