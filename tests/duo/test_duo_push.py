@@ -18,7 +18,7 @@ from app.service import StepUpOptions
 from app.store.keys import shard_of_request
 from tests.connectors import RecordingSleep, request_for
 from tests.duo.duo_standin import API_HOST, IKEY, SKEY, DuoStandIn
-from tests.helpers import build_core, chat, policy_text
+from tests.helpers import Core, build_core, chat, policy_text
 
 ALICE = Principal(id="alice", email="alice@example.com", display_name="Alice Adams")
 
@@ -73,11 +73,8 @@ async def test_a_wrong_secret_key_is_refused_by_duo_and_passes_nothing(duo: DuoS
     assert duo.refused == ["/auth/v2/auth: bad signature"] and duo.pushes == []
 
 
-async def test_the_owner_approves_a_duo_push_and_then_the_change_runs(
-    duo: DuoStandIn, redis_client: aioredis.Redis, namespace: str
-) -> None:
-    duo.enroll("alice@example.com", ["waiting", "allow"])
-    verifier = pusher(duo)
+def duo_core(redis_client: aioredis.Redis, namespace: str, verifier: DuoPush) -> Core:
+    """The service with Duo Push first for the standard tier (email after it)."""
     policy = (
         policy_text()
         .replace(
@@ -90,13 +87,21 @@ async def test_the_owner_approves_a_duo_push_and_then_the_change_runs(
             "  strictest:\n    label: Flagged target\n    step_up: {owner: [email_code]}\n",
         )
     )
-    core = build_core(
+    return build_core(
         redis_client,
         namespace,
         policy=policy,
         directory=SandboxDirectory.example(),
         step_up=StepUpOptions(code_key=b"d" * 32, push={"duo_push": verifier}),
     )
+
+
+async def test_the_owner_approves_a_duo_push_and_then_the_change_runs(
+    duo: DuoStandIn, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    duo.enroll("alice@example.com", ["waiting", "allow"])
+    verifier = pusher(duo)
+    core = duo_core(redis_client, namespace, verifier)
     try:
         opened = await core.service.open(
             chat("bob"), chat("alice"), "unlock", "INC-1234", "locked-out"
@@ -129,25 +134,7 @@ async def test_a_push_still_waiting_when_twokey_stops_counts_for_nothing_and_can
     push at once, instead of waiting out a push nobody polls any more."""
     duo.enroll("alice@example.com", ["waiting"])
     verifier = DuoPush(API_HOST, IKEY, SecretStr(SKEY), base_url=duo.base_url, poll_interval=0.05)
-    policy = (
-        policy_text()
-        .replace(
-            "  standard:\n    label: Standard\n",
-            "  standard:\n    label: Standard\n    step_up: {owner: [duo_push, email_code], "
-            "actions: {reset-mfa: [email_code]}}\n",
-        )
-        .replace(
-            "  strictest:\n    label: Flagged target\n",
-            "  strictest:\n    label: Flagged target\n    step_up: {owner: [email_code]}\n",
-        )
-    )
-    core = build_core(
-        redis_client,
-        namespace,
-        policy=policy,
-        directory=SandboxDirectory.example(),
-        step_up=StepUpOptions(code_key=b"d" * 32, push={"duo_push": verifier}),
-    )
+    core = duo_core(redis_client, namespace, verifier)
     try:
         opened = await core.service.open(
             chat("bob"), chat("alice"), "unlock", "INC-1234", "locked-out"
