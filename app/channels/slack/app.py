@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 import structlog
@@ -30,7 +31,9 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -145,7 +148,12 @@ class SlackChannel:
         self.deliveries = Deliveries(runtime.ledger)
         self.inflight: InFlight = runtime.inflight
         self.handlers = SlackHandlers(
-            runtime.service, self.people, self.client, self.deliveries, inflight=self.inflight
+            runtime.service,
+            self.people,
+            self.client,
+            self.deliveries,
+            inflight=self.inflight,
+            api_url=settings.slack_api_url,
         )
         secret = settings.slack_signing_secret
         self.signing_secret = secret.get_secret_value() if secret is not None else ""
@@ -247,10 +255,34 @@ class SlackChannel:
         headers: dict[str, str | Sequence[str]] = {
             name: request.headers.getall(name) for name in request.headers
         }
-        answer = await self.bolt.async_dispatch(
-            AsyncBoltRequest(body=text, query=request.query_string, headers=headers)
-        )
+        try:
+            bolt_request = bolt_request_of(text, request.query_string, headers)
+        except ValueError:
+            REFUSED.labels("invalid_body").inc()
+            log.warning("slack_request_refused", reason="invalid_body", length=len(body))
+            return web.json_response({"ok": False, "error": "invalid_body"}, status=400)
+        answer = await self.bolt.async_dispatch(bolt_request)
         return await to_aiohttp_response(answer)
+
+
+def bolt_request_of(
+    text: str, query: str, headers: dict[str, str | Sequence[str]]
+) -> AsyncBoltRequest:
+    """The Bolt request for a verified body; ValueError when it is neither a form nor JSON.
+
+    Bolt reads any form whose bytes contain "payload" as an interaction (``payload=<json>``)
+    and, finding no such field, as empty: a slash command from a channel, workspace or person
+    whose name has "payload" in it, or with that word in its text, was dropped as if from
+    another app. Such a form is read as the fields it has.
+    """
+    bolt_request = AsyncBoltRequest(body=text, query=query, headers=headers)
+    if not isinstance(bolt_request.body, dict):
+        raise ValueError("not an object")
+    if not bolt_request.body and "payload" in text:
+        fields = dict(parse_qsl(text, keep_blank_values=True))
+        bolt_request.body = fields
+        bolt_request.context = build_async_context(AsyncBoltContext({}), fields)
+    return bolt_request
 
 
 def _retry(request: AsyncBoltRequest) -> str | None:

@@ -9,6 +9,7 @@
 * :class:`Deliveries` lets each ``trigger_id`` (or ``event_id``) be acted on once (a claim on
   the MessageLedger port): a replayed signed request, a Slack retry (``X-Slack-Retry-Num``) or
   a double submit opens nothing twice.
+* :func:`is_slack_hook` says which ``response_url`` a reply may be POSTed to (Slack's only).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hmac
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from prometheus_client import Counter
@@ -173,7 +175,9 @@ class TenancyGate(AsyncMiddleware):
         next: Callable[[], Awaitable[BoltResponse]],
     ) -> BoltResponse:
         body = req.body if isinstance(req.body, dict) else {}
-        if body.get("type") in ("url_verification", "ssl_check") or body.get("ssl_check"):
+        if body.get("type") == "url_verification" or body.get("ssl_check") == "1":
+            # only what Bolt answers itself (the challenge, the ssl check) and no listener sees:
+            # any other "ssl_check" value would carry a command past the allow-list
             return await next()
         origin = origin_of(body)
         problem = await self.tenancy.serves(origin)
@@ -246,6 +250,29 @@ class Deliveries:
             retry=retry,
             kind=body.get("type") or ("command" if "command" in body else None),
         )
+
+
+SLACK_HOOK_HOSTS = frozenset({"hooks.slack.com", "hooks.slack-gov.com"})
+"""Where Slack's ``response_url``s point (commercial Slack and GovSlack)."""
+
+
+def is_slack_hook(url: object, api_url: str) -> bool:
+    """Whether a payload's ``response_url`` may be followed: https to Slack's hooks host, or the
+    origin of ``SLACK_API_URL`` (a proxy, the test stand-in). Anything else is never POSTed to:
+    the payload names it, and twokey must not be made to send a reply (with request details) to
+    an arbitrary host, inside its network or out of it."""
+    if not isinstance(url, str) or len(url) > 2000:
+        return False
+    try:
+        to, api = urlsplit(url), urlsplit(api_url)
+        port, api_port = to.port, api.port
+    except ValueError:
+        return False
+    if to.username is not None or to.password is not None or not to.hostname:
+        return False
+    if to.scheme == "https" and to.hostname in SLACK_HOOK_HOSTS and port in (None, 443):
+        return True
+    return (to.scheme, to.hostname, port) == (api.scheme, api.hostname, api_port)
 
 
 def first_header(values: Iterable[str] | None) -> str | None:

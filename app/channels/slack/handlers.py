@@ -34,7 +34,7 @@ from app.channels.actions import NEEDS_REASON, press, verify
 from app.channels.commands import USAGE, Command, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.slack import blocks as bk
-from app.channels.slack.guard import Deliveries
+from app.channels.slack.guard import Deliveries, is_slack_hook
 from app.channels.slack.identity import SlackPeople
 from app.channels.slack.notifier import noting_updated_cards
 from app.delivery import Repeated, carried
@@ -65,6 +65,13 @@ NHI_SEARCH_S = 2.0
 """Picker options are answered inside the ack, so the directory gets at most this long."""
 
 Blocks = list[bk.Block]
+
+
+def typed(text: str) -> str:
+    """A command's text as typed: Slack sends a typed ``&``, ``<`` and ``>`` as ``&amp;``,
+    ``&lt;`` and ``&gt;``. Decoded once here, the request keeps what the person typed and every
+    card escapes it once (not twice: ``R&amp;amp;D``); mentions arrive raw and are kept."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def target_of(token: str) -> tuple[str, str]:
@@ -193,6 +200,7 @@ class SlackHandlers:
         *,
         slots: int = AFTER_ACK_SLOTS,
         inflight: InFlight | None = None,
+        api_url: str = "https://slack.com/api/",
     ) -> None:
         self.service = service
         self.people = people
@@ -202,6 +210,8 @@ class SlackHandlers:
         """Decisions worked on at once; the rest wait, parked, in order."""
         self.inflight = inflight if inflight is not None else InFlight()
         """Work a stopping replica must finish before its clients close."""
+        self.api_url = api_url
+        """Besides Slack's hooks host, the one origin a ``response_url`` may point to."""
 
     # ---- /twokey ----------------------------------------------------------------------------
 
@@ -209,7 +219,7 @@ class SlackHandlers:
         self, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond, retry: str | None = None
     ) -> None:
         try:
-            command = parse_command(str(body.get("text") or ""))
+            command = parse_command(typed(str(body.get("text") or "")))
         except BadInput as exc:
             usage = "" if USAGE in exc.message else f"\n{USAGE}"
             await ack(response_type="ephemeral", text=bk.shown(exc.message + usage, 2900))
@@ -274,7 +284,11 @@ class SlackHandlers:
 
     async def _respond(self, url: str, text: str, reply: Blocks) -> int:
         """An ephemeral answer through a ``response_url``, on the Web API client's HTTP session
-        (kept-alive connections; Bolt's ``respond`` opens a new session for each answer)."""
+        (kept-alive connections; Bolt's ``respond`` opens a new session for each answer).
+        A url off Slack is not followed (0: the person is answered another way)."""
+        if not is_slack_hook(url, self.api_url):
+            log.warning("slack_response_url_refused")
+            return 0
         sent = await AsyncWebhookClient(
             url=url, timeout=RESPOND_TIMEOUT_S, session=self.client.session
         ).send_dict(

@@ -177,3 +177,45 @@ async def test_bolts_own_signature_check_never_logs_the_body(
     assert answer.status == 401
     assert MARKER not in caplog.text
     assert headers["X-Slack-Signature"] not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("channel_name", "payload-team"),
+        ("text", "reset-mfa <@U0ALICE> INC-1234 lost-device payload"),
+    ],
+    ids=["channel-name", "note"],
+)
+async def test_a_command_mentioning_payload_is_still_a_command(
+    world: SlackWorld, field: str, value: str
+) -> None:
+    """Bolt reads any form whose bytes contain "payload" as an interaction, finds none and
+    parses the command as empty: it was silently dropped (refused as "another app")."""
+    form = world.command_form("U0BOB", "reset-mfa <@U0ALICE> INC-1234 lost-device")
+    form[field] = value
+    response = await world.signed(form)
+    assert response.status == 200
+    assert "opened" in await world.receipt(form)
+    assert len(await world.runtime.store.open_requests()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"payload=not-json", "application/x-www-form-urlencoded"),
+        (b"payload=", "application/x-www-form-urlencoded"),
+        (b"token=x&command=%2Ftwokey&text=help", "application/json"),
+        (b"{not json", "application/json"),
+    ],
+    ids=["payload-not-json", "payload-empty", "form-sent-as-json", "broken-json"],
+)
+async def test_a_signed_but_malformed_body_is_a_400_not_a_500(
+    world: SlackWorld, body: bytes, content_type: str
+) -> None:
+    response = await world.post(body, {**signed_headers(body), "Content-Type": content_type})
+    assert response.status == 400
+    assert (await response.json())["error"] == "invalid_body"
+    await asyncio.sleep(0.1)
+    assert world.slack.calls == []
+    assert await world.keys_in_namespace() == []

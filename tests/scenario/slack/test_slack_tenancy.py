@@ -106,3 +106,19 @@ async def test_a_slow_auth_test_never_delays_the_ack(
         assert request.requester_id == "bob"
     finally:
         await stop_world(world)
+
+
+async def test_an_ssl_check_field_does_not_carry_a_command_past_the_allow_list(
+    world: SlackWorld,
+) -> None:
+    """Only Slack's own ``ssl_check=1`` (answered by Bolt, seen by no listener) skips the
+    allow-list; a command from another workspace with any other value there is refused."""
+    for value in ("0", "true"):
+        form = world.command_form(
+            "U0BOB", "reset-mfa <@U0ALICE> INC-1234 lost-device", team=OTHER_TEAM
+        )
+        response = await world.signed({**form, "ssl_check": value})
+        assert "not served" in await response.text()
+    await asyncio.sleep(0.2)
+    assert world.slack.of("users.info") == []
+    assert await world.runtime.store.open_requests() == []

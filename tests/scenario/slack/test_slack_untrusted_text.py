@@ -147,3 +147,87 @@ async def test_a_button_value_that_is_not_twokeys_is_refused(world: SlackWorld) 
     )
     stored = await world.runtime.store.get(request.id)
     assert stored is not None and stored.approvals == () and stored.owner_confirmed_at is None
+
+
+async def test_slacks_escaped_command_text_is_shown_as_typed_not_escaped_twice(
+    world: SlackWorld,
+) -> None:
+    """Slack sends a typed ``&``, ``<``, ``>`` in a command as ``&amp;``, ``&lt;``, ``&gt;``:
+    they are decoded once, stored as typed, and escaped once on every card."""
+    typed = "R&amp;D laptop &lt;!channel&gt; &lt;https://evil.example|bank.com&gt; &amp;lt;"
+    request = await world.open_request(f"reset-mfa <@U0ALICE|alice> INC-1234 lost-device {typed}")
+    assert request.note == "R&D laptop <!channel> <https://evil.example|bank.com> &lt;"
+    card = world.card(request.id, "approvers")
+    assert card is not None
+    assert (
+        "R&amp;D laptop &lt;!channel&gt; &lt;https://evil.example|bank.com&gt; &amp;lt;"
+        in json.dumps(card.blocks, ensure_ascii=False)
+    )
+    sent = world.slack.everything_sent()
+    assert "&amp;amp;" not in sent
+    for raw in ("<!channel>", "<https://evil.example|bank.com>"):
+        assert raw not in sent, raw
+
+
+async def test_a_response_url_off_slack_is_never_followed(world: SlackWorld) -> None:
+    """Whatever a payload names as its response_url, twokey POSTs only to Slack's hooks host
+    (or SLACK_API_URL's origin): an answer is never sent to another host (SSRF, or a way to
+    read replies for someone holding only the signing secret)."""
+    from aiohttp import web
+
+    posted: list[str] = []
+
+    async def collect(request: web.Request) -> web.Response:
+        posted.append(await request.text())
+        return web.Response(text="ok")
+
+    elsewhere = web.Application()
+    elsewhere.router.add_post("/{path:.*}", collect)
+    runner = web.AppRunner(elsewhere)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        form = world.command_form("U0BOB", "reset-mfa <@U0ALICE> INC-1234 lost-device")
+        form["response_url"] = f"http://127.0.0.1:{port}/latest/meta-data"
+        assert (await world.signed(form)).status == 200
+        receipt = await world.ephemeral_to("U0BOB")
+        assert "opened" in receipt
+        request = await world.open_request()  # and a click with such a url
+        card = world.card(request.id, "approvers")
+        assert card is not None
+        payload = world.click_payload("U0GRACE", card, "approve")
+        payload["response_url"] = f"http://user@127.0.0.1:{port}/x"
+        world.slack.fail("chat.postEphemeral", "channel_not_found")
+        await world.interact(payload)
+        await world.slack.until(lambda: world.slack.dm_of("U0GRACE"))
+        await asyncio.sleep(0.2)
+        assert posted == []
+    finally:
+        await runner.cleanup()
+
+
+def test_which_response_urls_are_slacks() -> None:
+    from app.channels.slack.guard import is_slack_hook
+
+    api = "https://slack.com/api/"
+    for url in (
+        "https://hooks.slack.com/commands/T0TWOKEY/1234/abcd",
+        "https://hooks.slack-gov.com/actions/T0TWOKEY/1234/abcd",
+        "https://slack.com/api/anything",
+    ):
+        assert is_slack_hook(url, api), url
+    for url in (
+        "http://hooks.slack.com/commands/T0TWOKEY/1234/abcd",
+        "https://hooks.slack.com.evil.example/commands/x",
+        "https://hooks.slack.com@evil.example/x",
+        "https://user@hooks.slack.com/x",
+        "https://hooks.slack.com:8443/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1/x",
+        "file:///etc/passwd",
+        "",
+        None,
+    ):
+        assert not is_slack_hook(url, api), url
