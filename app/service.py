@@ -252,6 +252,8 @@ class TwoKey:
         if len(matches) > 1:
             raise IdentityUnsure(say.several_with_email(who, len(matches)))
         principal = matches[0]
+        if principal.kind is not PrincipalKind.HUMAN:  # a service account's mailbox: no person
+            raise IdentityUnsure(say.not_a_person(who))
         opening.check_active(principal, who)
         return Caller(principal=principal, via=via)
 
@@ -296,7 +298,7 @@ class TwoKey:
         self.policy.check_ticket(form.ticket)
         self.policy.check_reason(form.reason_code)
         caller = await self.identify(requester)
-        opening.check_may_request(self.policy, caller.principal, breakglass=False)
+        await self._may_request(caller, target, form.action, form.ticket, breakglass=False)
         subject = await self.find_target(target)
         return await self._open(
             caller,
@@ -330,7 +332,7 @@ class TwoKey:
             )
         self.policy.check_ticket(form.ticket)
         caller = await self.identify(requester)
-        opening.check_may_request(self.policy, caller.principal, breakglass=True)
+        await self._may_request(caller, target, form.action, form.ticket, breakglass=True)
         subject = await self.find_target(target)
         return await self._open(
             caller,
@@ -356,7 +358,15 @@ class TwoKey:
         breakglass: bool,
     ) -> Decision:
         self._check_action_fits(action, target)
-        sod.check_may_open(caller.principal, target)
+        try:
+            sod.check_may_open(caller.principal, target)
+        except SeparationOfDuties as refusal:  # an agent on their own (or their own NHI's) account
+            await self._audit_refused_open(caller, target, action, ticket, refusal, "sod")
+            await self._alert(
+                None,
+                say.refused_open(caller.principal.name, action.label, target.name, refusal.message),
+            )
+            raise
         self._connector_for(action, target)
         owner_id = await self._reachable_owner(target)
         try:
@@ -449,6 +459,36 @@ class TwoKey:
             opened = (await self.execute(opened.id)).request or opened
         return Decision(request=opened, message=say.receipt(opened))
 
+    async def _may_request(
+        self,
+        caller: Caller,
+        target: ChatUser | str,
+        action: Action,
+        ticket: str,
+        *,
+        breakglass: bool,
+    ) -> None:
+        """The role check before opening. A refusal is a security event like any refused
+        opening: audited (with the target when it can be named), and a break-glass attempt by
+        someone without the break-glass role is alerted too."""
+        try:
+            opening.check_may_request(self.policy, caller.principal, breakglass=breakglass)
+        except TwokeyError as refusal:
+            subject: Principal | None = None
+            try:
+                subject = await self.find_target(target)
+            except TwokeyError:  # still audited, the target left unnamed
+                pass
+            reason = "breakglass_role" if breakglass else "role"
+            await self._audit_refused_open(caller, subject, action, ticket, refusal, reason)
+            if breakglass:
+                whom = subject.name if subject is not None else "an account it could not resolve"
+                await self._alert(
+                    None,
+                    say.refused_open(caller.principal.name, action.label, whom, refusal.message),
+                )
+            raise
+
     async def _release(self, requester_id: str, request_id: str, action: Action) -> None:
         """Best effort: a place left held counts against the requester, never for them."""
         try:
@@ -459,21 +499,23 @@ class TwoKey:
     async def _audit_refused_open(
         self,
         caller: Caller,
-        target: Principal,
+        target: Principal | None,
         action: Action,
         ticket: str,
         refusal: TwokeyError,
         reason: str | None = None,
     ) -> None:
-        """The policy refused to open it (a velocity limit, ...): a security event in the trail."""
+        """The policy refused to open it (a velocity limit, ...): a security event in the trail.
+        ``target`` None: refused before the target could be resolved (recorded unnamed)."""
         if reason is None:
             reason = "velocity" if isinstance(refusal, VelocityLimited) else "policy"
+        target_id = target.id if target is not None else ""
         try:
             await self.store.audit_refused_open(
-                target.id, caller.id, caller.via, "requester", ticket, action.value, reason
+                target_id, caller.id, caller.via, "requester", ticket, action.value, reason
             )
         except Unavailable:
-            log.error("refused_open_unaudited", target=target.id, actor=caller.id, reason=reason)
+            log.error("refused_open_unaudited", target=target_id, actor=caller.id, reason=reason)
 
     async def _reachable_owner(self, target: Principal) -> str:
         """The owner of record must be a live directory person, or nobody could confirm."""
@@ -1836,6 +1878,11 @@ class TwoKey:
             return ExecutionResult(
                 outcome=Outcome.FAILED, detail="the account is no longer in the directory"
             )
+        if target.owner_of_record != request.owner_id:
+            # An NHI handed to a new owner since it opened: the confirmation came from, and a
+            # new secret would go to, someone who no longer owns it (invariants 2 and 5).
+            log.warning("owner_changed", request=request.id, target=request.target_id)
+            return ExecutionResult(outcome=Outcome.FAILED, detail=say.owner_changed(target.name))
         try:
             connector = self._connector_for(request.action, target)
         except NotAllowed as exc:

@@ -99,6 +99,13 @@ def a_bot(who: str) -> str:
     return f"{who}: bots cannot take part in a two-person rule."
 
 
+def not_a_person(who: str) -> str:
+    return (
+        f"{who}: this chat account's email belongs to a non-human identity (a service account) "
+        "in the directory, and only people can take part in a two-person rule."
+    )
+
+
 def a_guest(who: str) -> str:
     return f"{who}: guest accounts cannot request, confirm or approve identity changes."
 
@@ -225,6 +232,15 @@ def refused_often(
 
 def refused_open(requester: str, action_label: str, target: str, why: str) -> str:
     return f"Refused request by {requester} to {action_label} for {target}: {why}"
+
+
+def owner_changed(target: str) -> str:
+    """Why a request on an NHI handed to a new owner since it opened does not run."""
+    return (
+        f"the owner of record of {target} changed since the request opened, so the old "
+        "owner's confirmation no longer counts; nothing was changed. Open a new request for "
+        "the new owner to confirm"
+    )
 
 
 # ---- the sweeper --------------------------------------------------------------------------------

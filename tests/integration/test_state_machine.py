@@ -1,9 +1,12 @@
 """Random interleavings of every gate action by random people, checked after every step.
 
-Hypothesis drives open / confirm / reject / approve / deny / cancel / sweep / wait (the clock
-advancing for real: approvals last 1 s) against the real store on Redis. After each step:
-nothing executed without every gate valid at the claim, no separation-of-duties violation, at
-most one execution per request, one audit event per change, and the audit chain verifies.
+Hypothesis drives open / break-glass / confirm / reject / approve / deny / cancel / sweep /
+wait (the clock advancing for real: approvals last 1 s) against the real store on Redis, each
+person acting from Slack or from a Teams account whose email differs only in case (one person,
+two chat accounts), on people and on an NHI. After each step: nothing executed without every
+gate valid at the claim, no separation-of-duties violation (by person), at most one execution
+per request, a secret only ever to the owner of record, one audit event per change, and the
+audit chain verifies.
 """
 
 from __future__ import annotations
@@ -26,20 +29,29 @@ from pydantic import SecretStr
 
 from app.audit.trail import AuditTrail
 from app.domain.errors import TwokeyError
-from app.domain.models import RequestState, may_move
+from app.domain.models import ChatUser, RequestState, may_move
 from app.store.keys import SHARDS
 from tests.helpers import build_core, chat, policy_text
 
-PEOPLE = ["alice", "bob", "carol", "dave", "frank", "grace", "heidi"]
+PEOPLE = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan"]
 REQUESTERS = ["bob", "heidi", "carol"]
 TARGETS = ["alice", "grace", "bob"]
+NHIS = ["nhi:billing-api", "nhi:ci-deployer"]
 ACTIONS = ["unlock", "reset-password", "reset-mfa", "revoke-sessions"]
+PLATFORMS = ["slack", "teams"]
 EXECUTED = {
     RequestState.EXECUTING,
     RequestState.COMPLETED,
     RequestState.FAILED,
     RequestState.INTERRUPTED,
 }
+
+
+def account(person: str, platform: str) -> ChatUser:
+    """One person's chat account: on Teams with their email in upper case (same person)."""
+    if platform == "teams":
+        return ChatUser(platform="teams", user_id=f"aad-{person}", email=f"{person}@EXAMPLE.COM")
+    return chat(person)
 
 
 class TwoKeyMachine(RuleBasedStateMachine):
@@ -83,46 +95,87 @@ class TwoKeyMachine(RuleBasedStateMachine):
         requester=st.sampled_from(REQUESTERS),
         subject=st.sampled_from(TARGETS),
         action=st.sampled_from(ACTIONS),
+        platform=st.sampled_from(PLATFORMS),
     )
-    def open(self, requester: str, subject: str, action: str) -> str:
-        decision = self.run(
-            self.core.service.open(chat(requester), chat(subject), action, "INC-1000", "locked-out")
+    def open(self, requester: str, subject: str, action: str, platform: str) -> str:
+        opened = self.run(
+            self.core.service.open(
+                chat(requester), account(subject, platform), action, "INC-1000", "locked-out"
+            )
         )
-        rid = decision.request.id if decision is not None else "TK-00000000"  # type: ignore[attr-defined]
-        if decision is not None:
-            self.ids.append(rid)
+        return self._opened(opened)
+
+    @rule(
+        target=requests,
+        requester=st.sampled_from(REQUESTERS),
+        nhi=st.sampled_from(NHIS),
+        platform=st.sampled_from(PLATFORMS),
+    )
+    def open_nhi(self, requester: str, nhi: str, platform: str) -> str:
+        opened = self.run(
+            self.core.service.open(
+                account(requester, platform), nhi, "rotate-secret", "INC-1001", "scheduled-rotation"
+            )
+        )
+        return self._opened(opened)
+
+    @rule(
+        target=requests,
+        requester=st.sampled_from(["erin", "bob"]),
+        subject=st.sampled_from(TARGETS),
+        platform=st.sampled_from(PLATFORMS),
+    )
+    def breakglass(self, requester: str, subject: str, platform: str) -> str:
+        opened = self.run(
+            self.core.service.breakglass(
+                account(requester, platform),
+                account(subject, "slack"),
+                "unlock",
+                "INC-1002",
+                "production outage, the on-call engineer is locked out",
+            )
+        )
+        return self._opened(opened)
+
+    def _opened(self, decision: object) -> str:
+        if decision is None:
+            return "TK-00000000"
+        rid: str = decision.request.id  # type: ignore[attr-defined]
+        self.ids.append(rid)
         return rid
 
-    @rule(rid=requests, who=st.sampled_from(PEOPLE))
-    def confirm(self, rid: str, who: str) -> None:
-        self.run(self.core.service.confirm_owner(chat(who), rid))
+    @rule(rid=requests, who=st.sampled_from(PEOPLE), platform=st.sampled_from(PLATFORMS))
+    def confirm(self, rid: str, who: str, platform: str) -> None:
+        self.run(self.core.service.confirm_owner(account(who, platform), rid))
 
-    @rule(rid=requests, who=st.sampled_from(PEOPLE))
-    def reject(self, rid: str, who: str) -> None:
-        self.run(self.core.service.reject_by_owner(chat(who), rid))
+    @rule(rid=requests, who=st.sampled_from(PEOPLE), platform=st.sampled_from(PLATFORMS))
+    def reject(self, rid: str, who: str, platform: str) -> None:
+        self.run(self.core.service.reject_by_owner(account(who, platform), rid))
 
-    @rule(rid=requests, who=st.sampled_from(PEOPLE))
-    def approve(self, rid: str, who: str) -> None:
-        self.run(self.core.service.approve(chat(who), rid))
+    @rule(rid=requests, who=st.sampled_from(PEOPLE), platform=st.sampled_from(PLATFORMS))
+    def approve(self, rid: str, who: str, platform: str) -> None:
+        self.run(self.core.service.approve(account(who, platform), rid))
 
     @rule(rid=requests, who=st.sampled_from(PEOPLE))
     def approve_twice_at_once(self, rid: str, who: str) -> None:
+        """The same person at once from both chat accounts: one approval at most."""
+
         async def both() -> None:
             await asyncio.gather(
-                self.core.service.approve(chat(who), rid),
-                self.core.service.approve(chat(who), rid),
+                self.core.service.approve(account(who, "slack"), rid),
+                self.core.service.approve(account(who, "teams"), rid),
                 return_exceptions=True,
             )
 
         self.run(both())
 
-    @rule(rid=requests, who=st.sampled_from(PEOPLE))
-    def deny(self, rid: str, who: str) -> None:
-        self.run(self.core.service.deny(chat(who), rid, "not convinced"))
+    @rule(rid=requests, who=st.sampled_from(PEOPLE), platform=st.sampled_from(PLATFORMS))
+    def deny(self, rid: str, who: str, platform: str) -> None:
+        self.run(self.core.service.deny(account(who, platform), rid, "not convinced"))
 
-    @rule(rid=requests, who=st.sampled_from(PEOPLE))
-    def cancel(self, rid: str, who: str) -> None:
-        self.run(self.core.service.cancel(chat(who), rid))
+    @rule(rid=requests, who=st.sampled_from(PEOPLE), platform=st.sampled_from(PLATFORMS))
+    def cancel(self, rid: str, who: str, platform: str) -> None:
+        self.run(self.core.service.cancel(account(who, platform), rid))
 
     @rule()
     def sweep(self) -> None:
@@ -154,6 +207,8 @@ class TwoKeyMachine(RuleBasedStateMachine):
             approvers = [a.approver_id for a in request.approvals]
             assert len(set(approvers)) == len(approvers)
             assert not {request.requester_id, request.target_id, request.owner_id} & set(approvers)
+            # separation of duties at the opening too: never on one's own or owned account
+            assert request.requester_id not in (request.target_id, request.owner_id)
             # invariant 3: at most one execution, and only after a claim
             assert executions.get(rid, 0) <= 1
             if executions.get(rid, 0):
@@ -166,10 +221,14 @@ class TwoKeyMachine(RuleBasedStateMachine):
                 assert request.approvals_gate_satisfied(at)
             else:
                 assert request.state not in EXECUTED
+            # invariant 5: a secret only ever to the request's owner of record
+            for got, owner in self.core.notifier.secrets_delivered:
+                if got == rid:
+                    assert owner == request.owner_id
             # invariant 4: one event per change, in order, counted on the request
             mine = events.get(rid, [])
             assert request.events == len(mine)
-            assert mine[0]["kind"] == "opened"
+            assert mine[0]["kind"] == ("breakglass_opened" if request.plan.breakglass else "opened")
             # every recorded state change is one the transition table allows
             for event in mine[1:]:
                 source, target = RequestState(event["from"]), RequestState(event["to"])
