@@ -14,6 +14,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+CONCURRENCIES: tuple[int, ...] = (1, 32)
+"""The loads each round runs (``--concurrency`` of each bench narrows it, e.g. to profile one)."""
+
+
+def concurrencies(text: str) -> tuple[int, ...]:
+    """``--concurrency 1,32``: positive whole numbers, comma-separated."""
+    found = tuple(int(part) for part in text.split(",") if part.strip())
+    if not found or min(found) < 1:
+        raise ValueError("--concurrency takes positive whole numbers, e.g. 1,32")
+    return found
+
 
 @dataclass(frozen=True)
 class Apps:
@@ -40,6 +51,20 @@ class Interleaved(Protocol):
     async def warm(self, concurrency: int) -> None: ...
 
     async def segment(self, app: str, n: int, concurrency: int) -> Any: ...
+
+
+def count_redis_trips(trips: Any) -> None:
+    """In the app's process: count every command sent to Redis in ``trips`` (a shared
+    ``multiprocessing.Value``; a pipeline or a script call counts once)."""
+    import redis.asyncio.connection as connection
+
+    sent = connection.AbstractConnection.send_packed_command
+
+    async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+        trips.value += 1
+        await sent(self, command, check_health)
+
+    connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
 
 
 async def open_pending(service: Any, bob: Any, alice: Any, count: int) -> list[str]:
@@ -81,7 +106,7 @@ async def rounds(bench: Interleaved, apps: Apps, per_app: int, count: int) -> li
     done: list[dict[str, Any]] = []
     half = per_app // 2
     for number in range(count):
-        for concurrency in (1, 32):
+        for concurrency in CONCURRENCIES:
             await bench.warm(concurrency)
             segments = [await bench.segment(app, half, concurrency) for app in apps.order]
             done.append({"round": number + 1, "concurrency": concurrency, "segments": segments})

@@ -1,6 +1,7 @@
 """Signed Slack button clicks: twokey against a bare Bolt app that only acks, interleaved.
 
-    .venv/bin/python -m bench.slack [--clicks 500] [--rounds 6] [--redis-url redis://...]
+    .venv/bin/python -m bench.slack [--clicks 500] [--rounds 6] [--concurrency 1,32]
+                                      [--redis-url redis://...]
 
 Five processes: this one (the load generator), one Slack Web API stand-in
 (tests/scenario/slack) that every app talks to, two identical bare Bolt ``AsyncApp``s on
@@ -49,10 +50,12 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from bench import interleave
 from bench.interleave import (
     Apps,
     completion_line,
     completions,
+    count_redis_trips,
     drained,
     open_pending,
     p99,
@@ -170,15 +173,7 @@ def serve_twokey(
 
     ``trips`` counts the commands (a pipeline or script counts once) sent to Redis."""
     _standin_path()
-    import redis.asyncio.connection as connection
-
-    sent = connection.AbstractConnection.send_packed_command
-
-    async def counted(self: Any, command: Any, check_health: bool = True) -> None:
-        trips.value += 1
-        await sent(self, command, check_health)
-
-    connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    count_redis_trips(trips)
     from slack_standin import APP_ID, BOT_TOKEN, TEAM
     from slack_world import slack_policy  # type: ignore[import-not-found]
 
@@ -461,7 +456,7 @@ async def run(bench: Bench, clicks: int, count: int) -> None:
 def report(bench: Bench, done: list[dict[str, Any]], updated: dict[str, float]) -> None:
     """Per concurrency: median per-round ratio beside the floor; completion; costs per click."""
     print()
-    for concurrency in (1, 32):
+    for concurrency in interleave.CONCURRENCIES:
         print(ratio_line(done, APPS, concurrency))
         for app in (BARE, TWOKEY, BARE2):
             mine = [s for s in bench.segments if s.app == app and s.concurrency == concurrency]
@@ -499,7 +494,11 @@ if __name__ == "__main__":
     parser.add_argument("--clicks", type=int, default=500, help="clicks per app per round")
     parser.add_argument("--rounds", type=int, default=6, help="rounds per concurrency")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument(
+        "--concurrency", type=interleave.concurrencies, default=interleave.CONCURRENCIES
+    )
     args = parser.parse_args()
+    interleave.CONCURRENCIES = args.concurrency
     if args.redis_url:
         main(args.clicks, args.rounds, args.redis_url)
     else:

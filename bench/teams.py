@@ -1,6 +1,7 @@
 """Teams button presses (Action.Execute): twokey against a bare botbuilder bot, interleaved.
 
-    .venv/bin/python -m bench.teams [--invokes 300] [--rounds 4] [--redis-url redis://...]
+    .venv/bin/python -m bench.teams [--invokes 300] [--rounds 4] [--concurrency 1,32]
+                                      [--redis-url redis://...]
 
 Five processes: this one (the load generator), one Bot Framework stand-in
 (tests/scenario/teams: OpenID metadata and keys, the token endpoint, the Bot Connector) that
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing as mp
 import os
 import re
 import secrets
@@ -46,10 +48,12 @@ from typing import Any
 
 import aiohttp
 
+from bench import interleave
 from bench.interleave import (
     Apps,
     completion_line,
     completions,
+    count_redis_trips,
     drained,
     open_pending,
     p99,
@@ -187,10 +191,13 @@ def serve_bare(standin_url: str, ready: Queue[Any]) -> None:
 
 
 def serve_twokey(
-    standin_url: str, token: str, redis_url: str, requests: int, ready: Queue[Any]
+    standin_url: str, token: str, redis_url: str, requests: int, trips: Any, ready: Queue[Any]
 ) -> None:
-    """twokey as deployed: create_app with Teams mounted, real Redis, the sandbox IdP."""
+    """twokey as deployed: create_app with Teams mounted, real Redis, the sandbox IdP.
+
+    ``trips`` counts the commands (a pipeline or script counts once) sent to Redis."""
     _standin_path()
+    count_redis_trips(trips)
     from teams_standin import APPROVALS
     from teams_world import endpoints, teams_policy
 
@@ -303,6 +310,9 @@ class Segment:
     cpu_app: float
     cpu_standin: float
     calls: int
+    trips: int
+    wall: float
+    """Seconds from before the segment's first press until its after-answer work drained."""
 
 
 async def load(
@@ -351,7 +361,17 @@ class Bench:
     token: str
     standin_pid: int
     bench_url: str
+    trips: Any
     segments: list[Segment] = field(default_factory=list)
+    background: float = 0.0
+    """Redis commands per second twokey sends with nobody pressing (sweeper, audit sealer)."""
+
+    async def idle(self, seconds: float = 5.0) -> None:
+        """Measure the background Redis traffic, to take it out of the per-press count."""
+        await drained(lambda: calls_made(self.session, self.bench_url))
+        before, began = self.trips.value, time.perf_counter()
+        await asyncio.sleep(seconds)
+        self.background = (self.trips.value - before) / (time.perf_counter() - began)
 
     def url(self, app: str) -> str:
         return f"http://127.0.0.1:{self.ports[app]}/api/messages"
@@ -360,6 +380,7 @@ class Bench:
         ids = _take(self.ids if app == TWOKEY else [], presses)
         await drained(lambda: calls_made(self.session, self.bench_url))
         calls = await calls_made(self.session, self.bench_url)
+        trips, began = self.trips.value, time.perf_counter()
         app_cpu, standin_cpu = cpu_s(self.pids[app]), cpu_s(self.standin_pid)
         latencies, sent_at, elapsed, failed = await load(
             self.session, self.url(app), self.standin_url, self.token, ids, concurrency
@@ -375,6 +396,8 @@ class Bench:
             cpu_s(self.pids[app]) - app_cpu,
             cpu_s(self.standin_pid) - standin_cpu,
             await calls_made(self.session, self.bench_url) - calls,
+            self.trips.value - trips,
+            time.perf_counter() - began,
         )
         self.segments.append(found)
         return found
@@ -396,7 +419,7 @@ def _take(ids: list[str], n: int) -> list[str]:
 def report(bench: Bench, done: list[dict[str, Any]], updated: dict[str, float]) -> None:
     """Per concurrency: median per-round ratio beside the floor; completion; costs per press."""
     print()
-    for concurrency in (1, 32):
+    for concurrency in interleave.CONCURRENCIES:
         print(ratio_line(done, APPS, concurrency))
         for app in (BARE, TWOKEY, BARE2):
             mine = [s for s in bench.segments if s.app == app and s.concurrency == concurrency]
@@ -409,15 +432,26 @@ def report(bench: Bench, done: list[dict[str, Any]], updated: dict[str, float]) 
                 f"{sum(s.cpu_app for s in mine) / n * 1000:5.2f} ms + stand-in "
                 f"{sum(s.cpu_standin for s in mine) / n * 1000:5.2f} ms  "
                 f"Bot Connector {sum(s.calls for s in mine) / n:4.2f} calls/press"
+                + (
+                    f"  Redis {_presses_trips(mine, bench.background) / n:4.2f} round trips/press"
+                    if app == TWOKEY
+                    else ""
+                )
             )
         done_in = completions(bench.segments, TWOKEY, updated, concurrency)
         if done_in:
             print(completion_line(done_in, "press", "presses"))
 
 
+def _presses_trips(segments: list[Segment], background: float) -> float:
+    """Redis commands the presses caused: all sent during the segments, less the background."""
+    return sum(s.trips - background * s.wall for s in segments)
+
+
 async def run(bench: Bench, presses: int, count: int) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
         bench.session = session
+        await bench.idle()
         done = await rounds(bench, APPS, presses, count)
         async with session.get(f"{bench.bench_url}/bench") as response:
             updated: dict[str, float] = (await response.json())["updated"]
@@ -430,7 +464,8 @@ def main(presses: int, count: int, redis_url: str) -> None:
     bare, (bare_port, _, bare_pid) = start(serve_bare, standin_url)
     bare2, (bare2_port, _, bare2_pid) = start(serve_bare, standin_url)
     needed = count * 2 * (WARMUP + presses)
-    twokey, (port, ids, pid) = start(serve_twokey, standin_url, token, redis_url, needed)
+    trips = mp.get_context("spawn").Value("q", 0, lock=False)
+    twokey, (port, ids, pid) = start(serve_twokey, standin_url, token, redis_url, needed, trips)
     try:
         asyncio.run(
             run(
@@ -443,6 +478,7 @@ def main(presses: int, count: int, redis_url: str) -> None:
                     token=token,
                     standin_pid=standin_pid,
                     bench_url=bench_url,
+                    trips=trips,
                 ),
                 presses,
                 count,
@@ -459,7 +495,11 @@ if __name__ == "__main__":
     parser.add_argument("--invokes", type=int, default=300, help="presses per bot per round")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per concurrency")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument(
+        "--concurrency", type=interleave.concurrencies, default=interleave.CONCURRENCIES
+    )
     args = parser.parse_args()
+    interleave.CONCURRENCIES = args.concurrency
     if args.redis_url:
         main(args.invokes, args.rounds, args.redis_url)
     else:
