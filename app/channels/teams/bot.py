@@ -51,6 +51,7 @@ from app.channels.common import ButtonAction, decode_button
 from app.channels.teams import replies
 from app.channels.teams.cards import Card
 from app.channels.teams.identity import PLATFORM, TeamsPeople
+from app.delivery import Delivery, Repeated, carried
 from app.domain.errors import BadInput, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, human_error
 from app.domain.models import Action, ChatUser, Request
@@ -61,6 +62,9 @@ from app.service import Decision, TwoKey
 log = structlog.get_logger("twokey.teams.bot")
 
 ACTIVITY_KEEP_S = 24 * 3600
+ACTIVITY_SCOPE = "teams-activity"
+"""Each activity id is acted on once (``claim_once`` scope; a press's id checked by its gate
+script)."""
 """How long an activity id is remembered: longer than the Bot Framework retries one."""
 ANSWER_WITHIN_S = 5.0
 """The latest a press is answered while its decision is not yet on record: it is then answered
@@ -131,9 +135,13 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
-        if activity.type in (ActivityTypes.message, ActivityTypes.invoke) and activity.id:
+        if (
+            activity.type in (ActivityTypes.message, ActivityTypes.invoke)
+            and activity.id
+            and not _checked_with_its_decision(activity)
+        ):
             try:
-                first = await self.ledger.claim_once("teams-activity", activity.id, ACTIVITY_KEEP_S)
+                first = await self.ledger.claim_once(ACTIVITY_SCOPE, activity.id, ACTIVITY_KEEP_S)
             except TwokeyError:
                 first = False  # cannot tell: act on nothing (a press still renders)
             turn_context.turn_state["twokey.repeat"] = not first
@@ -293,13 +301,15 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
             return await self._stored_card(role, request_id, "", question)
         recorded = Recorded()
         task = await answer_on_record(
-            self._guarded_note(self._decide(turn, pressed, request_id, data)),
+            self._deciding_once(turn, pressed, request_id, data),
             recorded,
             self.inflight,
             ANSWER_WITHIN_S,
             "twokey-teams-decision",
         )
         note = task.result() if task.done() else ""
+        if note is None:  # this activity was acted on before: the card as it stands
+            return await self._stored_card(role, request_id, "", question)
         stored = recorded.request
         if stored is not None and stored.id == request_id:
             # on record: the card of the request the service told of (its gate script's
@@ -366,9 +376,39 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
             return ""  # the card re-rendered from the stored request says what happened
         return decision.message
 
+    async def _deciding_once(
+        self, turn: TurnContext, pressed: ButtonAction, request_id: str, data: Mapping[str, Any]
+    ) -> str | None:
+        """The decision behind a press, acted on once per activity id: the gate script checks
+        (and marks) the id with the decision, in the same round trip (app/delivery.py). None:
+        a redelivery, which changes nothing. A press refused before any gate script claims the
+        id itself, so a redelivery of it is not refused (and audited) twice."""
+        activity_id = str(turn.activity.id or "")
+        delivery = None
+        if activity_id:
+            delivery = Delivery(ACTIVITY_SCOPE, activity_id, ACTIVITY_KEEP_S, request_id)
+        with carried(delivery):
+            try:
+                note = await self._guarded_note(self._decide(turn, pressed, request_id, data))
+            except Repeated:
+                log.info("teams_activity_repeated")
+                return None
+        if delivery is not None and not delivery.taken:
+            try:
+                first = await self.ledger.claim_once(
+                    ACTIVITY_SCOPE, activity_id, ACTIVITY_KEEP_S, near=request_id
+                )
+            except TwokeyError:
+                first = True  # the refusal stands either way; it is only said once more
+            if not first:
+                return None
+        return note
+
     async def _guarded_note(self, work: Awaitable[str]) -> str:
         try:
             return await work
+        except Repeated:
+            raise
         except TwokeyError as exc:
             log.info("teams_refused", code=exc.code)
             return exc.message
@@ -491,3 +531,15 @@ def _tenant_of(activity: Activity) -> str:
     data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
     tenant = (data.get("tenant") or {}).get("id") if isinstance(data.get("tenant"), dict) else None
     return str(tenant or getattr(activity.conversation, "tenant_id", None) or "")
+
+
+def _checked_with_its_decision(activity: Activity) -> bool:
+    """A button press that decides (an ``adaptiveCard/action`` invoke, not the request form,
+    not a refresh): its activity id is checked by the gate script with the decision instead of
+    a claim of its own first (``TwokeyBot._deciding_once``); a refresh only renders."""
+    if activity.type != ActivityTypes.invoke or activity.name != "adaptiveCard/action":
+        return False
+    value = _object(activity.value)
+    if value.get("trigger") == "automatic":
+        return True
+    return str(_object(value.get("action")).get("verb") or "") != replies.OPEN_VERB

@@ -45,6 +45,7 @@ from pydantic import SecretStr
 
 from app.channels.acks import told
 from app.channels.attest import MANAGER_ROLE, ManagerQuestion
+from app.channels.common import KeptAnswers
 from app.channels.teams import replies
 from app.channels.teams.auth import replace_activity, send_to_conversation
 from app.channels.teams.cards import Card
@@ -58,6 +59,10 @@ log = structlog.get_logger("twokey.teams.notifier")
 PLATFORM = "teams"
 POST_CLAIM_S = 60
 SERVICE_KEY = "service:"
+CARDS_KEPT = 10_000
+"""Requests whose cards are kept in memory (past that the memory starts afresh)."""
+CHATS_KEPT_S = 60.0
+"""How long a person's 1:1 chat with twokey, once read from the ledger, is kept in memory."""
 """Ledger key prefix: the service URL last seen for a tenant (``service:<tenant id>``)."""
 
 THROTTLE_WAIT_S = 15.0
@@ -108,6 +113,9 @@ class TeamsNotifier:
         self.names = names
         """Directory display names for a request's cards (``TwoKey.names.for_request``)."""
         self._claims = ClaimsIdentity({"aud": app_id}, True)
+        self._chats: KeptAnswers[str, tuple[str, str]] = KeptAnswers(CHATS_KEPT_S)
+        self._cards: dict[str, list[MessageRef]] = {}
+        """Request id -> its cards, for requests whose every card this replica posted."""
         self.throttle_wait_s = THROTTLE_WAIT_S
 
     # ---- the port ----------------------------------------------------------------------------
@@ -116,8 +124,9 @@ class TeamsNotifier:
         """The approval card(s), the owner's "did you ask for this?" and the requester's receipt."""
         told(request)
         now = await self.clock()
-        refs = await self._refs(request.id)
+        refs = await self._refs(request.id, fresh=True)
         names = await self._names(request)
+        posted: list[MessageRef | None] = []
         for role, person in self._people(request):
             if any(r.role == role and r.extra.get("person") == person for r in refs):
                 continue
@@ -126,21 +135,27 @@ class TeamsNotifier:
                 if role == "owner":
                     await self._owner_unreachable(request)
                 continue
-            await self._post(request, role, where, now, person, names)
+            posted.append(await self._post(request, role, where, now, person, names))
         channel = request.plan.approval_channels.get(PLATFORM)
         if channel and not any(r.role == "approvers" for r in refs):
             service_url = await self._service_url()
             if service_url is None:
                 log.warning("teams_service_url_unknown", request=request.id)
             else:
-                await self._post(request, "approvers", (channel, service_url), now, "", names)
+                where = (channel, service_url)
+                posted.append(await self._post(request, "approvers", where, now, "", names))
         if request.plan.dm_approvers:
             for approver in await self._approvers(request):
                 if any(r.role == "approver-dm" and r.extra.get("person") == approver for r in refs):
                     continue
                 where = await self._one_to_one(approver)
                 if where is not None:
-                    await self._post(request, "approver-dm", where, now, approver, names)
+                    posted.append(
+                        await self._post(request, "approver-dm", where, now, approver, names)
+                    )
+        if all(ref is not None for ref in posted):
+            # every card it gets is posted, and only a manager's card is ever added later
+            self._keep_cards(request.id, [*refs, *(ref for ref in posted if ref is not None)])
 
     async def update_request(self, request: Request, note: str = "") -> None:
         """Every card of this request to its stored truth."""
@@ -148,7 +163,9 @@ class TeamsNotifier:
         request = await self._freshest(request)
         now = request.last_change_at  # the store's clock at this version's change
         names = await self._names(request)
-        for ref in await self._refs(request.id):
+        # a manager's card is added outside the cards every request has (ask_manager, on
+        # whichever replica asked): while a manager is asked, read where the cards are afresh
+        for ref in await self._refs(request.id, fresh=request.step_up_verifier == "manager"):
             if ref.role not in replies.ROLES:
                 continue
             card = replies.card_for(ref.role, request, now, names=names, question=_question_of(ref))
@@ -184,7 +201,8 @@ class TeamsNotifier:
             return False
         now = request.last_change_at
         names = await self._names(request)
-        for earlier in await self._refs(request.id):
+        self._cards.pop(request.id, None)  # a card is added: read its cards from the ledger
+        for earlier in await self._refs(request.id, fresh=True):
             if earlier.role == MANAGER_ROLE and earlier.extra.get("person") == manager_id:
                 card = replies.card_for(
                     MANAGER_ROLE, request, now, names=names, question=_question_of(earlier)
@@ -269,21 +287,22 @@ class TeamsNotifier:
         now: int,
         person: str,
         names: Mapping[str, str],
-    ) -> None:
-        """Post one card once (whichever replica), and remember where it went."""
+    ) -> MessageRef | None:
+        """Post one card once (whichever replica), and remember where it went. None when this
+        call did not post it (another replica does, or the Bot Connector refused it)."""
         conversation, service_url = where
         try:
             if not await self.ledger.claim_once(
                 "teams-post", f"{request.id}:{role}:{person or conversation}", POST_CLAIM_S
             ):
-                return
+                return None
         except TwokeyError:
-            return
+            return None
         card = replies.card_for(role, request, now, names=names)
         sent = await self._send(conversation, service_url, card, f"post_{role}", request, role)
         if sent is None:
             await self._release("teams-post", f"{request.id}:{role}:{person or conversation}")
-            return
+            return None
         ref = MessageRef(
             platform=PLATFORM,
             role=role,
@@ -295,6 +314,7 @@ class TeamsNotifier:
             await self.ledger.remember(request.id, ref)
         except TwokeyError:
             log.error("teams_card_not_remembered", request=request.id, role=role)
+        return ref
 
     async def _send(
         self,
@@ -334,14 +354,23 @@ class TeamsNotifier:
         await self.alert_security(request, text)
 
     async def _one_to_one(self, principal_id: str) -> tuple[str, str] | None:
-        """The person's 1:1 chat with twokey (conversation id, service URL), if they have one."""
+        """The person's 1:1 chat with twokey (conversation id, service URL), if they have one.
+
+        Kept :data:`CHATS_KEPT_S` once found (a person's 1:1 chat with a bot keeps its id): the
+        requester is told of each decision, and each telling would otherwise read it again.
+        Someone not found yet is asked again next time (they may install twokey meanwhile)."""
+        kept = self._chats.get(principal_id)
+        if kept is not None:
+            return kept
         try:
             ref = await self.ledger.conversation_of(PLATFORM, principal_id)
         except TwokeyError:
             return None
         if not ref or not ref.get("conversation") or not ref.get("service_url"):
             return None
-        return ref["conversation"], ref["service_url"]
+        found = ref["conversation"], ref["service_url"]
+        self._chats.keep(principal_id, found)
+        return found
 
     async def _service_url(self) -> str | None:
         try:
@@ -376,11 +405,21 @@ class TeamsNotifier:
             log.warning("directory_unavailable", error=type(exc).__name__)
             return {}
 
-    async def _refs(self, request_id: str) -> list[MessageRef]:
+    async def _refs(self, request_id: str, *, fresh: bool = False) -> list[MessageRef]:
+        """The request's cards: from memory when this replica posted all of them (cards are
+        only ever added, each once), else (or ``fresh``) from the ledger."""
+        known = None if fresh else self._cards.get(request_id)
+        if known is not None:
+            return list(known)
         try:
             return await self.ledger.messages_of(request_id, PLATFORM)
         except TwokeyError:
             return []
+
+    def _keep_cards(self, request_id: str, refs: list[MessageRef]) -> None:
+        if len(self._cards) >= CARDS_KEPT:
+            self._cards.clear()
+        self._cards[request_id] = list(refs)
 
     async def _release(self, scope: str, key: str) -> None:
         try:

@@ -153,3 +153,39 @@ def _first(message):  # type: ignore[no-untyped-def]
     from teams_standin import Message
 
     return Message(message.conversation, message.id, message.versions[0], message.versions)
+
+
+async def trail_of(world: TeamsWorld, request_id: str) -> list[dict[str, object]]:
+    """The request's audit events, as written."""
+    from app.store.keys import shard_of_request
+
+    stream = world.runtime.store.keys.audit(shard_of_request(request_id))
+    events = [json.loads(fields["e"]) for _, fields in await world.redis.xrange(stream)]
+    return [e for e in events if e["rid"] == request_id]
+
+
+async def test_a_press_delivered_twice_at_once_is_one_approval_and_no_refusal(
+    world: TeamsWorld,
+) -> None:
+    """The activity id is checked by the approval's own gate script: the second delivery of
+    carol's press changes nothing and is not audited as a refused second approval."""
+    request = await world.open_request()
+    approval = await world.card(APPROVALS, request.id)
+    press = world.press_activity("carol", approval, "approve")
+    answers = await asyncio.gather(world.post(press), world.post(press))
+    assert [a.status for a in answers] == [200, 200]
+    await world.stored(request.id, lambda r: len(r.approvals) == 1)
+    kinds = [e["kind"] for e in await trail_of(world, request.id)]
+    assert kinds.count("approved") == 1 and "refused" not in kinds, kinds
+
+
+async def test_a_refused_press_delivered_again_is_audited_once(world: TeamsWorld) -> None:
+    """bob may not approve his own request: refused and audited once, however often Teams
+    delivers that press."""
+    request = await world.open_request()
+    approval = await world.card(APPROVALS, request.id)
+    press = world.press_activity("bob", approval, "approve")
+    for _ in range(3):
+        assert (await world.post(press)).status == 200
+    refused = [e for e in await trail_of(world, request.id) if e["kind"] == "refused"]
+    assert len(refused) == 1, refused
