@@ -407,10 +407,17 @@ class RequestStore(Protocol):
         ...
 
     async def withdraw_gates(
-        self, request_id: str, approvers: Sequence[str], owner: bool, why: str
+        self,
+        request_id: str,
+        approvers: Sequence[str],
+        owner: bool,
+        why: str,
+        *,
+        step_up: bool = False,
     ) -> GateReply:
         """Stop counting gates whose givers lost the standing to give them (disabled, role
-        removed): each withdrawal audited, the request back to pending if it was ready."""
+        removed; ``step_up``: the manager who attested is disabled or no longer the owner's
+        manager): each withdrawal audited, the request back to pending if it was ready."""
         ...
 
     async def record_result(

@@ -1794,9 +1794,13 @@ class TwoKey:
         if request is None or request.state is not RequestState.READY:
             return None
         lapsed, owner_lapsed, why = await self._lapsed_givers(request)
-        if not lapsed and not owner_lapsed:
+        step_up_lapsed, step_up_why = await self._attestation_lapsed(request)
+        if not lapsed and not owner_lapsed and not step_up_lapsed:
             return None
-        reply = await self.store.withdraw_gates(request_id, lapsed, owner_lapsed, why)
+        why = " ".join(part for part in (why, step_up_why) if part)
+        reply = await self.store.withdraw_gates(
+            request_id, lapsed, owner_lapsed, why, step_up=step_up_lapsed
+        )
         final = reply.request or request
         log.warning("gates_withdrawn", request=request_id, approvers=len(lapsed))
         await self._tell("update_request", self.notifier.update_request(final))
@@ -1809,6 +1813,27 @@ class TwoKey:
         if reply.code is not GateCode.OK:
             return reply
         return reply.model_copy(update={"code": GateCode.WITHDRAWN})
+
+    async def _attestation_lapsed(self, request: Request) -> tuple[bool, str]:
+        """A manager's attestation counts only while they are an active person and still the
+        owner's manager of record (invariant 3): a manager who left, or was moved off the
+        owner, must not keep a step-up they gave standing; the owner then verifies again."""
+        manager_id = request.step_up_manager
+        if request.step_up_verifier != Verifier.MANAGER.value or not manager_id:
+            return False, ""
+        if request.step_up_at is None:
+            return False, ""
+        manager = await self._directory(self.directory.get(manager_id))
+        if manager is None or manager.disabled:
+            name = manager.name if manager else manager_id
+            return True, f"{name}'s attestation no longer counts (disabled in the directory)."
+        owner = await self._directory(self.directory.get(request.owner_id))
+        if owner is None or owner.manager_id != manager.id:
+            return True, (
+                f"{manager.name}'s attestation no longer counts (no longer the owner's manager "
+                "of record)."
+            )
+        return False, ""
 
     async def _lapsed_givers(self, request: Request) -> tuple[list[str], bool, str]:
         roles = self.deciding_roles(request)

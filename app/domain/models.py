@@ -298,6 +298,8 @@ class Request(BaseModel):
     """How many audit events this request has written (one per change)."""
     step_up_verifier: str = ""
     """The owner step-up under way or passed (a `Verifier` value); empty: none started."""
+    step_up_manager: str = ""
+    """The manager asked to attest (verifier ``manager``); empty otherwise."""
     step_up_at: int | None = None
     """When the owner's step-up passed (it counts for ``plan.step_up_ttl``)."""
     step_up_failures: int = 0

@@ -173,6 +173,7 @@ def request_from_hash(flat: dict[str, str]) -> Request:
         disputed_at=opt("disputed_at"),
         events=int(flat.get("events", "0")),
         step_up_verifier=flat.get("stepup_verifier", ""),
+        step_up_manager=flat.get("stepup_manager", ""),
         step_up_at=opt("stepup_at"),
         step_up_failures=int(flat.get("stepup_fail", "0") or 0),
         step_up_changed_at=opt("stepup_changed"),
@@ -782,10 +783,17 @@ class RedisRequestStore:
 
     @fails_closed
     async def withdraw_gates(
-        self, request_id: str, approvers: Sequence[str], owner: bool, why: str
+        self,
+        request_id: str,
+        approvers: Sequence[str],
+        owner: bool,
+        why: str,
+        *,
+        step_up: bool = False,
     ) -> GateReply:
         ids = ",".join(a for a in approvers if a and "," not in a)
-        return await self._run("withdraw_gates", request_id, [ids, "1" if owner else "0", why])
+        flags = ["1" if owner else "0", why, "1" if step_up else "0"]
+        return await self._run("withdraw_gates", request_id, [ids, *flags])
 
     @fails_closed
     async def record_result(

@@ -208,3 +208,45 @@ async def test_an_unreachable_manager_is_never_promised_to_call(
     assert any("Expect their call" in t for t in said(core, "notify_owner"))
     done = await core.service.attest(chat("dave"), rid, confirmed=True)
     assert done.request.state is RequestState.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("who", "change", "words"),
+    [
+        ("dave", {"disabled": True}, "disabled in the directory"),
+        ("alice", {"manager_id": "erin"}, "no longer the owner's manager of record"),
+    ],
+    ids=["manager-disabled", "manager-no-longer-theirs"],
+)
+async def test_an_attestation_stops_counting_when_the_manager_loses_standing(
+    redis_client: aioredis.Redis,
+    namespace: str,
+    who: str,
+    change: dict[str, object],
+    words: str,
+) -> None:
+    """Invariant 3 for the step-up: dave attested, then left (or alice moved to another
+    manager) before the change ran: his attestation is withdrawn at the claim, nothing runs,
+    and alice verifies again (her manager of record now is asked)."""
+    from tests.integration.test_execution_faults import LiveDirectory, events_of
+
+    directory = LiveDirectory()
+    directory.change("alice", manager_id="dave")
+    core = build_core(
+        redis_client,
+        namespace,
+        policy=manager_policy(),
+        directory=directory,
+        step_up=StepUpOptions(code_key=b"m" * 32),
+    )
+    rid = await core.open_mfa_reset()
+    await core.service.attest(chat("dave"), rid, confirmed=True)
+    await core.service.confirm_owner(chat("alice"), rid)
+    directory.change(who, **change)
+    await core.service.approve(chat("carol"), rid)  # the last gate: it would now run
+
+    request = await core.store.get(rid)
+    assert request is not None and request.state is RequestState.PENDING
+    assert request.step_up_at is None and core.connector.changes == []
+    assert words in request.gate_note
+    assert "step_up_withdrawn" in await events_of(core, rid)
