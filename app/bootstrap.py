@@ -39,7 +39,7 @@ from app.duo import DuoPush
 from app.mail import SmtpCodeSender
 from app.metrics import DUE_BACKLOG, LAST_SWEEP, OPEN_REVIEWS, SWEEP_SECONDS, SWEEPS
 from app.notify import FanoutNotifier
-from app.policy.loader import example_policy, load_policy
+from app.policy.loader import PolicyFileError, example_policy, load_policy
 from app.ports import Directory, IdentityProvider, MessageLedger, PushVerifier
 from app.runtime import CHAT_CREDENTIALS as CHAT_CREDENTIALS
 from app.runtime import InFlight as InFlight
@@ -183,7 +183,11 @@ def audit_key(settings: Settings, embedded: bool) -> SecretStr:
     """The audit HMAC key never lives in Redis; on embedded defaults one is made once on disk."""
     if settings.audit_key is not None:
         if len(settings.audit_key.get_secret_value()) < MIN_KEY_LENGTH:
-            raise StartupError(f"TWOKEY_AUDIT_KEY must be at least {MIN_KEY_LENGTH} characters.")
+            raise StartupError(
+                f"TWOKEY_AUDIT_KEY must be at least {MIN_KEY_LENGTH} characters: set it to a "
+                "long random string kept in your secret store (e.g. the output of `python3 -c "
+                "'import secrets; print(secrets.token_urlsafe(48))'`)."
+            )
         return settings.audit_key
     if not embedded:
         raise StartupError(
@@ -192,16 +196,23 @@ def audit_key(settings: Settings, embedded: bool) -> SecretStr:
             "string kept in your secret store."
         )
     path = settings.data_dir / "audit.key"
-    if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-        log.warning(
-            "audit_key_generated",
-            path=str(path),
-            note="for trying twokey only; set TWOKEY_AUDIT_KEY in production",
-        )
-    return SecretStr(path.read_text().strip())
+    try:
+        if not path.exists():
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+            log.warning(
+                "audit_key_generated",
+                path=str(path),
+                note="for trying twokey only; set TWOKEY_AUDIT_KEY in production",
+            )
+        return SecretStr(path.read_text().strip())
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+        raise StartupError(
+            f"Cannot keep the generated audit key in {path}: {reason}. Set TWOKEY_DATA_DIR "
+            "to a folder twokey can write to, or set TWOKEY_AUDIT_KEY."
+        ) from None
 
 
 def code_key_of(audit_key: SecretStr) -> bytes:
@@ -285,9 +296,26 @@ def load_configured_policy(settings: Settings) -> Policy:
     if settings.policy_path is None:
         log.info("policy_loaded", source="example policy shipped with twokey")
         return example_policy()
-    policy = load_policy(settings.policy_path)
+    try:
+        policy = load_policy(settings.policy_path)
+    except PolicyFileError as exc:
+        raise StartupError(policy_file_unusable(str(settings.policy_path), exc)) from None
     log.info("policy_loaded", source=str(settings.policy_path))
     return policy
+
+
+def policy_file_unusable(path: str, exc: PolicyFileError) -> str:
+    """Why the policy TWOKEY_POLICY names cannot be used, every mistake listed, and what to do."""
+    count = f"{len(exc.problems)} problem" + ("s" if len(exc.problems) != 1 else "")
+    lines = "\n".join(f"  {problem}" for problem in exc.problems)
+    if any(problem.line is None for problem in exc.problems):  # the file cannot be read
+        todo = (
+            "Point TWOKEY_POLICY at your policy file (a YAML file twokey can read), or unset it "
+            "to run the example policy."
+        )
+    else:
+        todo = f"Fix the file (`twokey policy check {path}` lists the mistakes again)."
+    return f"TWOKEY_POLICY={path} cannot be used ({count}):\n{lines}\n{todo}"
 
 
 def playground_example(settings: Settings) -> bool:
@@ -358,6 +386,30 @@ def check_not_demo_defaults(settings: Settings, directory: Directory) -> None:
         )
 
 
+REDIS_SCHEMES = (
+    "redis://, rediss:// (TLS), unix://, redis+sentinel://, rediss+sentinel://, "
+    "redis+cluster:// or rediss+cluster://"
+)
+
+
+def _bad_redis_url(url: str, exc: Exception) -> str:
+    """Why REDIS_URL cannot be used, without its password."""
+    scheme = urlsplit(url).scheme
+    known = {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"}
+    if scheme not in known | {"redis+cluster", "rediss+cluster"}:
+        return (
+            f"REDIS_URL cannot be used: it must start with {REDIS_SCHEMES}, e.g. "
+            "redis://redis.internal:6379/0 (README: Settings)."
+        )
+    if isinstance(exc, BadRedisUrl):  # its words name no password
+        return f"REDIS_URL cannot be used: {exc}"
+    return (
+        "REDIS_URL cannot be used: it is not a valid URL. Check that the port is a number "
+        "(1 to 65535) and percent-encode special characters in the user name and password "
+        "(e.g. # as %23, / as %2F, @ as %40)."
+    )
+
+
 def _without_password(url: str) -> str:
     """A Redis URL fit for a log line or an error: any password replaced by ***."""
     parts = urlsplit(url)
@@ -367,14 +419,39 @@ def _without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _refused_credentials(exc: BaseException) -> bool:
+    """Whether Redis answered but refused the user name or password (not: unreachable)."""
+    from redis.exceptions import AuthenticationError, AuthorizationError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, AuthenticationError | AuthorizationError):
+            return True
+        if any(word in str(seen) for word in ("WRONGPASS", "NOAUTH", "invalid password")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 async def check_redis(store: RedisRequestStore, settings: Settings) -> None:
     """Refuse to run where Redis could silently evict pending approvals."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisClusterException
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     try:
         policy = await store.check_eviction_policy()
-    except Unavailable as exc:
+    except (Unavailable, RedisConnectionError, RedisTimeoutError, RedisClusterException) as exc:
         where = _without_password(settings.redis_url or "the embedded Valkey")
+        if _refused_credentials(exc):
+            raise StartupError(
+                f"Redis at {where} refused twokey's credentials: put the right user name and "
+                "password in REDIS_URL (redis://USER:PASSWORD@host:6379/0, special characters "
+                "percent-encoded), or give that ACL user the right to log in."
+            ) from exc
+        tls = " (rediss://: does that port speak TLS?)" if where.startswith("rediss") else ""
         raise StartupError(
-            f"Cannot reach Redis at {where}: check REDIS_URL and that Redis is running."
+            f"Cannot reach Redis at {where}: check REDIS_URL{tls} and that Redis is running."
         ) from exc
     if policy == "unknown" and not settings.accept_eviction_risk:
         raise StartupError(
@@ -438,7 +515,14 @@ async def build_runtime(settings: Settings) -> Runtime:
     closers: list[Callable[[], Awaitable[None]]] = []
     url = settings.redis_url
     if url is None:
-        embedded = await asyncio.to_thread(start_embedded_valkey, settings.data_dir)
+        try:
+            embedded = await asyncio.to_thread(start_embedded_valkey, settings.data_dir)
+        except OSError as exc:
+            raise StartupError(
+                f"Cannot start the embedded Valkey in {settings.data_dir / 'valkey'}: "
+                f"{exc.strerror or exc}. Set TWOKEY_DATA_DIR to a folder twokey can write "
+                "to, or set REDIS_URL to your own Redis."
+            ) from None
         url = embedded.connection_url
     try:
         try:
@@ -446,7 +530,7 @@ async def build_runtime(settings: Settings) -> Runtime:
                 url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
             )
         except (BadRedisUrl, ValueError) as exc:
-            raise StartupError(f"REDIS_URL cannot be used: {exc}") from None
+            raise StartupError(_bad_redis_url(url, exc)) from None
         keys = Keys(settings.namespace)
         store = RedisRequestStore(redis, keys, claim_grace_ms=settings.claim_grace * 1000)
         await check_redis(store, settings)

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from app.audit.chain import ChainHead
 from app.bootstrap import Runtime, StartupError, build_runtime
@@ -26,10 +27,17 @@ from app.domain.errors import TwokeyError
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.domain.policy import Signals
 from app.logs import configure_logging, scrub_event
-from app.settings import Settings
+from app.settings import Settings, setting_problems
 
 EXIT_REFUSED = 3
 """`policy explain`: the request would be refused (0: it would open; 1 and 2: cannot tell)."""
+DESCRIPTION = (
+    "twokey puts a two-person rule in front of help-desk identity changes. `twokey serve` runs "
+    "the bot; the other commands check the policy, its connectors and ticket system, read "
+    "requests, close break-glass reviews, and verify, export, forward or report on the audit "
+    "trail. Settings come from the environment or a .env file (README.md: Settings; "
+    "`twokey COMMAND --help` for each command)."
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -104,7 +112,7 @@ def _with_log_level(parser: argparse.ArgumentParser, *, top: bool = False) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="twokey", description=__doc__)
+    parser = argparse.ArgumentParser(prog="twokey", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"twokey {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the bot (Slack, Teams, playground, sweeper)")
@@ -279,8 +287,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
-    except ValidationError as exc:
-        print(f"twokey: bad setting: {exc}", file=sys.stderr)
+    except (ValidationError, SettingsError) as exc:
+        for problem in setting_problems(exc):
+            print(f"twokey: bad setting: {problem}.", file=sys.stderr)
+        print(
+            "twokey: settings come from the environment or .env (README: Settings).",
+            file=sys.stderr,
+        )
         return 2
     _setup_logging(settings, args)
     try:
@@ -319,6 +332,10 @@ def serve(settings: Settings) -> int:
     from app.playground.web import is_loopback
     from app.web import STOPPED, create_app
 
+    incomplete = settings.incomplete_chat_credentials()
+    if incomplete is not None:
+        print(f"twokey: {incomplete}", file=sys.stderr)
+        return 2
     where = f"http://{settings.host}:{settings.port}"
 
     def started(_: object) -> None:
@@ -334,8 +351,49 @@ def serve(settings: Settings) -> int:
     app = create_app(settings)
     # On SIGTERM aiohttp waits this long for requests still being answered (each is bounded by
     # Slack's 3 s ack); the work they were answered for then gets its own grace in the cleanup.
-    web.run_app(app, host=settings.host, port=settings.port, print=started, shutdown_timeout=5.0)
+    try:
+        web.run_app(
+            app, host=settings.host, port=settings.port, print=started, shutdown_timeout=5.0
+        )
+    except OSError as exc:
+        cannot = _cannot_listen(settings, exc)
+        if cannot is None:
+            raise
+        print(f"twokey: {cannot}", file=sys.stderr)
+        return 2
     return 0 if app[STOPPED].clean else 1
+
+
+def _cannot_listen(settings: Settings, exc: OSError) -> str | None:
+    """The server could not open its port (start-up already ran, and was undone): the reason
+    in words naming HOST and PORT, or None for any other error."""
+    import errno
+    import socket
+
+    where = f"{settings.host}:{settings.port}"
+    if isinstance(exc, socket.gaierror):
+        return (
+            f"cannot listen on HOST={settings.host}: no such address here. Set HOST to an "
+            "address of this machine: 127.0.0.1 (this machine only) or 0.0.0.0 (every network)."
+        )
+    if "bind" not in str(exc):
+        return None
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the address is already in use (another twokey, or "
+            "another program, listens there). Stop it, or set PORT to a free port."
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"cannot listen on {where}: HOST={settings.host} is not an address of this "
+            "machine. Set HOST to 127.0.0.1 (this machine only) or 0.0.0.0 (every network)."
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"cannot listen on {where}: not allowed (ports below 1024 need privileges). Set "
+            "PORT to 1024 or above, e.g. 3000."
+        )
+    return f"cannot listen on {where}: {exc.strerror or exc}. Check HOST and PORT."
 
 
 async def _with_runtime(

@@ -6,13 +6,14 @@ appear in a repr or a log line.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 _PUBLIC_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
 """TWOKEY_PUBLIC_URL's path: nothing a browser would rewrite, nor a cookie attribute (;)."""
@@ -119,6 +120,36 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis_url(cls, value: object) -> object:
+        """An empty REDIS_URL is a mistake (a secret that did not arrive), not "embedded"."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(
+                "REDIS_URL is set but empty: set it to your Redis (e.g. "
+                "redis://redis.internal:6379/0), or unset it to run an embedded Valkey "
+                "(for trying twokey only)"
+            )
+        return value
+
+    @field_validator(
+        "policy_path", "directory_path", "data_dir", "audit_forward_ca_file", mode="before"
+    )
+    @classmethod
+    def _path_given(cls, value: object) -> object:
+        """An empty path would silently mean the current folder."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is set but empty: give a path, or unset it for the default")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if not isinstance(logging.getLevelName(level), int):
+            raise ValueError("should be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
@@ -155,6 +186,49 @@ class Settings(BaseSettings):
             return self.playground
         return not self.any_chat_credential
 
+    def incomplete_chat_credentials(self) -> str | None:
+        """A chat channel half configured: without this, Slack or Teams would simply stay off
+        (or fail later) while the operator believes it is served. None when nothing is amiss."""
+        slack_set = [
+            name
+            for name, value in (
+                ("SLACK_BOT_TOKEN", self.slack_bot_token),
+                ("SLACK_SIGNING_SECRET", self.slack_signing_secret),
+                ("SLACK_APP_TOKEN", self.slack_app_token),
+            )
+            if value is not None
+        ]
+        if slack_set and self.slack_bot_token is None:
+            return (
+                f"{' and '.join(slack_set)} {'is' if len(slack_set) == 1 else 'are'} set but "
+                "SLACK_BOT_TOKEN is not: Slack needs the Bot User OAuth Token (xoxb-..., on your "
+                "Slack app's OAuth & Permissions page) too; set it, or unset "
+                f"{' and '.join(slack_set)} to run without Slack."
+            )
+        if slack_set == ["SLACK_BOT_TOKEN"]:
+            return (
+                "SLACK_BOT_TOKEN is set but neither SLACK_SIGNING_SECRET (Slack over HTTP: "
+                "your Slack app's Basic Information page) nor SLACK_APP_TOKEN (Socket Mode, "
+                "xapp-...) is: set one of them, or unset SLACK_BOT_TOKEN to run without Slack."
+            )
+        if self.microsoft_app_password is not None and self.microsoft_app_id is None:
+            return (
+                "MICROSOFT_APP_PASSWORD is set but MICROSOFT_APP_ID is not: set it to the bot's "
+                "Microsoft App ID (docs/teams.md), or unset MICROSOFT_APP_PASSWORD to run "
+                "without Teams."
+            )
+        if (
+            self.microsoft_app_id is not None
+            and self.microsoft_app_password is None
+            and self.microsoft_app_type != "UserAssignedMSI"
+        ):
+            return (
+                "MICROSOFT_APP_ID is set but MICROSOFT_APP_PASSWORD is not: create a client "
+                "secret for the bot's app registration (docs/teams.md) and set it, or unset "
+                "MICROSOFT_APP_ID to run without Teams."
+            )
+        return None
+
     @property
     def any_chat_credential(self) -> bool:
         """Any Slack or Teams credential, even an incomplete set: the playground stays off."""
@@ -168,3 +242,64 @@ class Settings(BaseSettings):
                 self.microsoft_app_password,
             )
         )
+
+
+# ---- a bad setting, told in words -----------------------------------------------------------
+
+_LIST_EXAMPLES = {
+    "SLACK_ALLOWED_TEAMS": '["T0123456"]',
+    "TEAMS_ALLOWED_TENANTS": '["00000000-0000-0000-0000-000000000000"]',
+    "TWOKEY_AUDIT_KEYS_PREVIOUS": '["<the previous key>"]',
+}
+_PARSED_FIELD = re.compile(r'error parsing value for field "(\w+)" from source "(\w+)"')
+_NAMESPACE_WORDS = (
+    "should be 1 to 16 characters: a lower-case letter, then lower-case letters, digits, "
+    "'_' or '-' (e.g. tk)"
+)
+
+
+def _alias(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    return info.alias if info is not None and info.alias else field.upper()
+
+
+def _bounds(name: str) -> str:
+    """`` (at least 1, at most 65535)``: the range a number setting takes, as declared."""
+    info = next((f for f in Settings.model_fields.values() if f.alias == name), None)
+    words = []
+    for rule in info.metadata if info is not None else ():
+        for attribute, word in (("ge", "at least"), ("gt", "more than"), ("le", "at most")):
+            if getattr(rule, attribute, None) is not None:
+                words.append(f"{word} {getattr(rule, attribute)}")
+    return f" ({', '.join(words)})" if words else ""
+
+
+def setting_problems(exc: ValidationError | SettingsError) -> list[str]:
+    """What is wrong with the settings, one sentence each, naming the variable and what it
+    takes. Never the value given: it may be a secret."""
+    if isinstance(exc, SettingsError):
+        found = _PARSED_FIELD.search(str(exc))
+        if found is None:
+            return [f"a setting cannot be read: {exc}"]
+        name = _alias(found.group(1))
+        where = " (in .env)" if "DotEnv" in found.group(2) else ""
+        example = _LIST_EXAMPLES.get(name, '["..."]')
+        return [f"{name}{where} should be a JSON list, e.g. {name}='{example}'"]
+    problems = []
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else "a setting"
+        kind, message = error["type"], str(error["msg"])
+        if kind in ("int_parsing", "int_type", "int_from_float"):
+            words = "should be a whole number" + _bounds(name)
+        elif kind in ("float_parsing", "float_type"):
+            words = "should be a number" + _bounds(name)
+        elif kind in ("bool_parsing", "bool_type"):
+            words = "should be true or false"
+        elif kind == "string_pattern_mismatch" and name == "TWOKEY_NAMESPACE":
+            words = _NAMESPACE_WORDS
+        elif kind == "value_error":
+            words = message.removeprefix("Value error, ")
+        else:
+            words = message.removeprefix("Input ")
+        problems.append(words if words.startswith(name) else f"{name} {words}")
+    return problems

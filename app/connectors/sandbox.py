@@ -285,6 +285,11 @@ def _plain_message(error: ErrorDetails, allowed_fields: dict[str, list[str]]) ->
         return "list at least one person (an NHI's owner must be one of them)"
     if kind == "too_short" and loc == ("nhis",):
         return "list at least one NHI"
+    if kind == "string_type" and loc[-1:] == ("phone",):
+        return (
+            "write the phone number in quotes, E.164 with its + (e.g. '+447700900123'): "
+            "unquoted, YAML reads it as a number and drops the +"
+        )
     if kind == "string_type":
         return f"{message}: write it in quotes ('...') so YAML reads it as text, not a number"
     if kind == "model_type":
@@ -455,6 +460,9 @@ def read_directory_text(path: str | Path) -> str:
         raise DirectoryFileError(
             source, [DirectoryProblem("", "no such file (check TWOKEY_DIRECTORY)")]
         ) from None
+    except IsADirectoryError:
+        message = "is a folder: point TWOKEY_DIRECTORY at the directory YAML file itself"
+        raise DirectoryFileError(source, [DirectoryProblem("", message)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise DirectoryFileError(

@@ -198,6 +198,9 @@ def read_policy_file(path: str | Path) -> str:
     source = str(path)
     try:
         raw = Path(path).read_bytes()
+    except IsADirectoryError:
+        message = "cannot read the file: it is a folder; give the path of the policy YAML file"
+        raise PolicyFileError(source, [_unplaced(source, message)]) from None
     except OSError as exc:
         reason = exc.strerror or exc.__class__.__name__
         raise PolicyFileError(

@@ -1,0 +1,158 @@
+"""An operator's configuration mistakes, run as `twokey serve` runs: each stops the command with
+plain sentences naming the setting and what to do, exit 2, never a traceback or a secret."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+AUDIT_KEY = "a-test-audit-key-that-is-long-enough"
+SECRET = "do-not-echo-this-secret-0123456789"
+
+
+def twokey(cwd: Path, *argv: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """`twokey ARGV` (default: serve) in a subprocess, with only these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "TWOKEY_"))}
+    for name in ("HOST", "PORT", "LOG_LEVEL", "SLACK_", "MICROSOFT_", "TEAMS_"):
+        env = {k: v for k, v in env.items() if not k.startswith(name)}
+    env.update(settings, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *(argv or ("serve",))],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def refused(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    assert SECRET not in output, output
+    assert "Unclosed" not in output, output  # what start-up opened, it closed
+    for word in words:
+        assert word in result.stderr, result.stderr
+    return result.stderr
+
+
+@pytest.fixture
+def own_redis(redis_url: str, namespace: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_url,
+        "TWOKEY_NAMESPACE": namespace,
+        "TWOKEY_AUDIT_KEY": AUDIT_KEY,
+        "TWOKEY_ACCEPT_EVICTION_RISK": "true",
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "words"),
+    [
+        ("PORT", "abc", "PORT should be a whole number (at least 1, at most 65535)"),
+        ("LOG_LEVEL", "verbose", "LOG_LEVEL should be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+        ("TEAMS_ALLOWED_TENANTS", "tenant-1", "TEAMS_ALLOWED_TENANTS should be a JSON list"),
+        ("TWOKEY_AUDIT_KEYS_PREVIOUS", SECRET, "TWOKEY_AUDIT_KEYS_PREVIOUS should be a JSON list"),
+        ("TWOKEY_POLICY", "", "TWOKEY_POLICY is set but empty"),
+        ("REDIS_URL", "", "REDIS_URL is set but empty"),
+    ],
+)
+def test_a_bad_setting_is_named_in_a_sentence(
+    tmp_path: Path, setting: str, value: str, words: str
+) -> None:
+    err = refused(twokey(tmp_path, **{setting: value}), f"twokey: bad setting: {words}")
+    assert "validation error" not in err and "pydantic" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        (
+            {"SLACK_SIGNING_SECRET": SECRET},
+            "SLACK_SIGNING_SECRET is set but SLACK_BOT_TOKEN is not",
+        ),
+        ({"SLACK_BOT_TOKEN": SECRET}, "neither SLACK_SIGNING_SECRET"),
+        ({"MICROSOFT_APP_PASSWORD": SECRET}, "MICROSOFT_APP_ID is not"),
+        (
+            {"MICROSOFT_APP_ID": "11111111-1111-1111-1111-111111111111"},
+            "MICROSOFT_APP_PASSWORD is not",
+        ),
+    ],
+)
+def test_half_a_chat_channel_is_refused_not_left_off(
+    tmp_path: Path, settings: dict[str, str], words: str
+) -> None:
+    refused(twokey(tmp_path, **settings, TWOKEY_DEMO="true"), words)
+
+
+def test_a_port_in_use_is_named_without_a_traceback(
+    tmp_path: Path, own_redis: dict[str, str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = twokey(tmp_path, **own_redis, PORT=port)
+    refused(result, f"cannot listen on 127.0.0.1:{port}", "set PORT to a free port")
+
+
+def test_a_host_that_does_not_resolve_is_named(tmp_path: Path, own_redis: dict[str, str]) -> None:
+    refused(twokey(tmp_path, **own_redis, HOST="no-such-host.invalid"), "HOST=no-such-host.invalid")
+
+
+def test_a_missing_policy_file_names_twokey_policy(
+    tmp_path: Path, own_redis: dict[str, str]
+) -> None:
+    missing = tmp_path / "nope.yaml"
+    refused(
+        twokey(tmp_path, **own_redis, TWOKEY_POLICY=str(missing)),
+        f"TWOKEY_POLICY={missing} cannot be used",
+        "Point TWOKEY_POLICY at your policy file",
+    )
+
+
+def test_a_policy_folder_is_called_a_folder(tmp_path: Path, own_redis: dict[str, str]) -> None:
+    refused(twokey(tmp_path, **own_redis, TWOKEY_POLICY=str(tmp_path)), "it is a folder")
+
+
+def test_refused_redis_credentials_are_not_called_unreachable(
+    tmp_path: Path, own_redis: dict[str, str]
+) -> None:
+    url = own_redis["REDIS_URL"].replace("redis://", f"redis://no-such-user:{SECRET}@", 1)
+    err = refused(
+        twokey(tmp_path, **{**own_redis, "REDIS_URL": url}), "refused twokey's credentials"
+    )
+    assert "Cannot reach" not in err
+
+
+def test_a_redis_url_of_another_scheme_lists_every_scheme(tmp_path: Path) -> None:
+    refused(
+        twokey(tmp_path, REDIS_URL="http://127.0.0.1:6379/0", TWOKEY_AUDIT_KEY=AUDIT_KEY),
+        "redis+sentinel://",
+        "redis+cluster://",
+    )
+
+
+def test_a_data_dir_twokey_cannot_write_is_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    refused(
+        twokey(tmp_path, TWOKEY_DATA_DIR=str(blocker / "data")),
+        "Cannot start the embedded Valkey",
+        "TWOKEY_DATA_DIR",
+    )
+
+
+def test_a_short_audit_key_says_what_to_set(tmp_path: Path, own_redis: dict[str, str]) -> None:
+    err = refused(
+        twokey(tmp_path, **{**own_redis, "TWOKEY_AUDIT_KEY": "short-key"}),
+        "TWOKEY_AUDIT_KEY must be at least 16 characters: set it to a long random string",
+    )
+    assert "short-key" not in err
