@@ -156,3 +156,19 @@ def test_a_short_audit_key_says_what_to_set(tmp_path: Path, own_redis: dict[str,
         "TWOKEY_AUDIT_KEY must be at least 16 characters: set it to a long random string",
     )
     assert "short-key" not in err
+
+
+def test_a_teams_setting_refused_at_mount_leaves_nothing_open(
+    tmp_path: Path, own_redis: dict[str, str]
+) -> None:
+    """The Teams channel opens its HTTP session, then refuses a setting: it closes it again
+    (no "Unclosed client session" after the sentence)."""
+    result = twokey(
+        tmp_path,
+        MICROSOFT_APP_ID="00000000-0000-0000-0000-0000000000b0",
+        MICROSOFT_APP_PASSWORD=SECRET,
+        MICROSOFT_APP_TYPE="SingleTenant",
+        TWOKEY_DEMO="true",
+        **own_redis,
+    )
+    refused(result, "MICROSOFT_APP_TYPE=SingleTenant needs MICROSOFT_APP_TENANT_ID")

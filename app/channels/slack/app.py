@@ -326,8 +326,12 @@ async def mount(app: web.Application, runtime: Runtime) -> None:
     """Serve Slack on this server: /slack/events, the notifier, and Socket Mode if configured."""
     settings = runtime.settings
     session = aiohttp.ClientSession()
+    try:
+        channel = SlackChannel(runtime, session)
+    except BaseException:  # a setting refused: close what was opened for it
+        await session.close()
+        raise
     runtime.closers.append(session.close)
-    channel = SlackChannel(runtime, session)
     runtime.notifier.add(channel.notifier)
     runtime.closers.append(channel.notifier.close)
     app.router.add_post("/slack/events", channel.events)

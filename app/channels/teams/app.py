@@ -186,9 +186,12 @@ class TeamsChannel:
 async def mount(app: web.Application, runtime: Runtime) -> None:
     """Serve Teams on this server: POST /api/messages and the notifier."""
     session = aiohttp.ClientSession()
+    try:
+        channel = TeamsChannel(runtime, session, app.get(TEAMS_ENDPOINTS) or Endpoints())
+    except BaseException:  # a setting refused: close what was opened for it
+        await session.close()
+        raise
     runtime.closers.append(session.close)
-    endpoints = app.get(TEAMS_ENDPOINTS) or Endpoints()
-    channel = TeamsChannel(runtime, session, endpoints)
     runtime.closers.append(channel.close)
     runtime.notifier.add(channel.notifier)
     app.router.add_post("/api/messages", channel.messages)
