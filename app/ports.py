@@ -17,6 +17,9 @@ from app.domain.models import Action, AuditEvent, Principal, Request, RequestSta
 from app.domain.policy import Signals, VelocityLimit
 from app.domain.tickets import Ticket
 
+MEMBERS_MAX = 500
+"""The most people ``Directory.members`` reads for one question (approvers of a request)."""
+
 
 class Directory(Protocol):
     """Who is this person or NHI? Answers come from the identity provider of record."""
@@ -31,6 +34,14 @@ class Directory(Protocol):
 
     async def search(self, text: str, limit: int = 20) -> list[Principal]:
         """For pickers: principals whose id, name or email contains ``text``."""
+        ...
+
+    async def members(self, groups: Sequence[str], limit: int = MEMBERS_MAX) -> list[Principal]:
+        """The people in any of ``groups`` (named as the policy names groups: the connector's
+        group key), each once, at most ``limit``; each with ``groups`` holding at least which
+        of these they are in. Who may approve is found here, never by an empty search. A group
+        the directory does not know has nobody; a directory that cannot answer raises
+        Unavailable. Disabled people are returned like others: callers decide."""
         ...
 
 

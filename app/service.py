@@ -962,8 +962,13 @@ class TwoKey:
     async def approvers_for(self, request: Request) -> list[Principal]:
         """Everyone who may approve this request (for policies that message approvers one by
         one). Raises Unavailable when the directory cannot say."""
-        everyone = await self._directory(self.directory.search("", limit=APPROVERS_MAX))
-        return [p for p in everyone if self.may_decide(p, request)]
+        groups = sorted(
+            {g for role in self.deciding_roles(request) for g in self.policy.roles.get(role, ())}
+        )
+        if not groups:
+            return []
+        found = await self._directory(self.directory.members(groups, limit=APPROVERS_MAX))
+        return [p for p in found if self.may_decide(p, request)]
 
     async def search_nhis(self, who: ChatUser, text: str) -> list[Principal]:
         """Non-human identities for a picker. Only someone who may open a request browses the

@@ -15,6 +15,8 @@ The connector signs in as an app registration with the OAuth 2.0 client-credenti
 - revoke-sessions   POST  /users/{id}/revokeSignInSessions
 - look-ups          GET   /users?$filter=mail eq '..' or userPrincipalName eq '..',
                     /users/{id}, /users/{id}/transitiveMemberOf (groups and directory roles)
+- approvers         GET   /groups/{id}/transitiveMembers/microsoft.graph.user (with
+                    ``group_key: name``, first GET /groups?$filter=displayName eq '..')
 
 Before any change the user is read back by id, so the change lands on the person the request
 names. The generated temporary password comes from :mod:`secrets`; one-time secrets go back to
@@ -26,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
@@ -68,7 +71,7 @@ from app.connectors.http import (
 )
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request, phone_of_record
-from app.ports import ExecutionResult, Outcome
+from app.ports import MEMBERS_MAX, ExecutionResult, Outcome
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +84,10 @@ _PAGES = 50
 _USER_FIELDS = "id,displayName,mail,userPrincipalName,accountEnabled,userType,mobilePhone"
 """Graph returns only a default set of user properties: every one read here is asked for."""
 _PLAIN_EMAIL = re.compile(r"^[^\s\"\\@]+@[^\s\"\\@]+$")
+_GRAPH_PAGE_MAX = 999
+"""The largest ``$top`` Graph accepts for directory objects."""
+_GROUP_NAME_MAX = 256
+"""Entra group display names are at most 256 characters: a longer name is no group's."""
 
 # ---- configuration ----------------------------------------------------------------------------
 
@@ -797,6 +804,77 @@ class EntraConnector(HttpConnector[EntraConfig]):
                 tags.add("privileged")
         return frozenset(groups), frozenset(tags)
 
+    async def members(self, groups: Sequence[str], limit: int = MEMBERS_MAX) -> list[Principal]:
+        """The users in any of ``groups``, directly or through nested groups, each once.
+
+        One ``transitiveMembers/microsoft.graph.user`` listing per group (every page, until
+        ``limit`` people are found), so it agrees with :meth:`memberships`, which the gates
+        read. Each principal's ``groups`` are the asked-for groups they were found in; no
+        directory roles or ``privileged`` tag are read (one more call per person): decide
+        nothing else from these, call :meth:`get` for a principal you act on. At ``limit``
+        reading stops, so a person may then lack a later group they are also in.
+
+        A group key that cannot be an object id (``group_key: id``), no group of that exact
+        display name (``group_key: name``), a 404, or a ``role:`` key (directory roles are
+        not listed here) has nobody. A display name that several groups share raises
+        Unavailable rather than picking one or merging them: which group the policy means is
+        then unknown (display names are not unique, and users may create groups), and the
+        operator should hear it and switch to ``group_key: id`` instead of seeing approvers
+        silently vanish or appear.
+        """
+        if limit <= 0:
+            return []
+        found: dict[str, tuple[Mapping[str, Any], set[str]]] = {}
+        for key in dict.fromkeys(groups):
+            group_id = await self._group_id(key)
+            if group_id is None:
+                continue
+            path = f"/groups/{quote(group_id, safe='')}/transitiveMembers/microsoft.graph.user"
+            params = {"$select": _USER_FIELDS, "$top": str(min(limit, _GRAPH_PAGE_MAX))}
+            listing = self._read_collection(path, params, absent_is_empty=True)
+            async with aclosing(listing) as users:
+                async for user in users:
+                    user_id = str(user.get("id") or "")
+                    if not user_id:
+                        continue
+                    if user_id in found:
+                        found[user_id][1].add(key)
+                        continue
+                    found[user_id] = (user, {key})
+                    if len(found) >= limit:
+                        break
+            if len(found) >= limit:
+                break
+        read_phone = self.config.phone_of_record
+        return [
+            _principal_from(user, frozenset(keys), frozenset(), read_phone=read_phone)
+            for user, keys in found.values()
+        ]
+
+    async def _group_id(self, key: str) -> str | None:
+        """The object id of the group the policy names ``key``; None when there is none."""
+        if key.startswith("role:"):
+            log.warning("entra_members_of_role_not_listed", group=key)
+            return None
+        if self.config.group_key == "id":
+            return key if _GUID.fullmatch(key) else None
+        if not key or len(key) > _GROUP_NAME_MAX:
+            return None
+        literal = key.replace("'", "''")
+        params = {"$filter": f"displayName eq '{literal}'", "$select": "id,displayName"}
+        # Graph's eq ignores case; the gates compare names exactly (memberships), so do we.
+        matches = [
+            str(group["id"])
+            async for group in self._read_collection("/groups", params)
+            if group.get("displayName") == key and group.get("id")
+        ]
+        if len(matches) > 1:
+            raise Unavailable(
+                f"the Entra directory has {len(matches)} groups named {key!r}, so who is in "
+                "it is ambiguous; name groups by object id (group_key: id) in the policy"
+            )
+        return matches[0] if matches else None
+
     async def _principal(self, user: Mapping[str, Any]) -> Principal:
         groups, tags = await self.memberships(str(user["id"]))
         return _principal_from(user, groups, tags, read_phone=self.config.phone_of_record)
@@ -840,10 +918,16 @@ class EntraConnector(HttpConnector[EntraConfig]):
         raise GraphRefused(f"Graph lists more than {_PAGES} pages")
 
     async def _read_collection(
-        self, path: str, params: Mapping[str, str]
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Every item of a directory collection, all pages; anything less is Unavailable."""
+        self, path: str, params: Mapping[str, str], *, absent_is_empty: bool = False
+    ) -> AsyncGenerator[dict[str, Any]]:
+        """Every item of a directory collection, all pages; anything less is Unavailable.
+
+        ``absent_is_empty``: a 404 for the first page (the object the collection belongs to
+        does not exist) is an empty collection rather than a refusal.
+        """
         answer = await self._read(f"{self._graph}{path}", params)
+        if absent_is_empty and answer.status == 404:
+            return
         for _ in range(_PAGES):
             body = self._read_ok(answer)
             if not isinstance(body, dict) or not isinstance(body.get("value"), list):

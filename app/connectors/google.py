@@ -17,6 +17,9 @@ and body checked in tests against Google's discovery document ``admin:directory_
                    one-time secret (generating them voids the old ones)
 - look-ups         GET  users/{userKey} (by id or any of the user's addresses),
                    GET  groups?userKey=..., GET users?customer=...&query=...
+- approvers        GET  groups/{groupKey}/members?includeDerivedMembership=true, then
+                   GET  users/{userKey} for each user (with ``group_key: name``, first
+                   GET  groups?customer=...&query=name='...')
 
 Before any change the user is read back by id, so the change lands on the person the request
 names. Setup, delegated scopes and the admin to act as: docs/connectors-entra-google.md.
@@ -29,7 +32,8 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -73,7 +77,7 @@ from app.connectors.http import (
 )
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request, phone_of_record
-from app.ports import ExecutionResult, Outcome
+from app.ports import MEMBERS_MAX, ExecutionResult, Outcome
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +93,8 @@ _TOKEN_REFRESH_MARGIN = 120.0
 _PAGES = 20
 _PLAIN_EMAIL = re.compile(r"^[^\s\"\\@/?#%]+@[^\s\"\\@/?#%]+$")
 _SEARCH_TERM = re.compile(r"^[\w.@+-]{1,100}$")
+_GROUP_NAME_MAX = 256
+"""The longest group name searched for: a bound on what reaches Google's query, not a claim."""
 _RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
 
 
@@ -574,6 +580,121 @@ class GoogleConnector(HttpConnector[GoogleConfig]):
                 return frozenset(groups)
             params = {**params, "pageToken": page}
         raise Unavailable(f"Google lists more than {_PAGES} pages of groups for {user_id}")
+
+    async def members(self, groups: Sequence[str], limit: int = MEMBERS_MAX) -> list[Principal]:
+        """The users in any of ``groups``, directly or through nested groups, each once.
+
+        members.list with ``includeDerivedMembership`` (every page, until ``limit`` people are
+        found), keeping members of type USER: nested groups are expanded by Google itself, and
+        CUSTOMER (everyone in the account) is not listed person by person (logged). Member
+        ``status`` is not filtered on: each user is read with users.get, as everywhere here,
+        and suspended or archived people come back ``disabled`` for callers to decide. A
+        member users.get does not know (someone outside the account) is skipped.
+
+        Each principal's ``groups`` are the asked-for groups they were found in (groups.list
+        by userKey, which the gates read, lists direct groups only: someone found through a
+        nested group is in the group here, but may not be when they act). At ``limit``
+        reading stops, so a person may then lack a later group they are also in.
+
+        A group Google does not know (404), a key that cannot be a group email, or no group
+        with exactly that name (``group_key: name``; Google's search may take hours to see a
+        new group) has nobody. A name that several groups share raises Unavailable rather
+        than picking one: group names are not unique, so who is meant is unknown and the
+        operator should switch to ``group_key: email``.
+        """
+        if limit <= 0:
+            return []
+        found: dict[str, tuple[dict[str, Any], set[str]]] = {}
+        strangers: set[str] = set()
+        for key in dict.fromkeys(groups):
+            group_key = await self._group_key(key)
+            if group_key is None:
+                continue
+            async with aclosing(self._user_members(group_key, key)) as member_ids:
+                async for member_id in member_ids:
+                    if member_id in found:
+                        found[member_id][1].add(key)
+                        continue
+                    if member_id in strangers:
+                        continue
+                    user = await self._user(quote(member_id, safe=""))
+                    if user is None:
+                        strangers.add(member_id)
+                        continue
+                    found[member_id] = (user, {key})
+                    if len(found) >= limit:
+                        break
+            if len(found) >= limit:
+                break
+        return [_principal_from(user, frozenset(keys)) for user, keys in found.values()]
+
+    async def _group_key(self, key: str) -> str | None:
+        """What members.list takes as ``groupKey`` for the group the policy names ``key``
+        (its email, quoted, or its unique id); None when no such group can exist."""
+        if self.config.group_key == "email":
+            if len(key) > 254 or not _PLAIN_EMAIL.fullmatch(key):
+                return None
+            return quote(key, safe="@")
+        if not key or len(key) > _GROUP_NAME_MAX:
+            return None
+        if "\\" in key:
+            raise Unavailable(
+                f"the group name {key!r} cannot be searched for exactly in Google's query "
+                "syntax; name groups by email (group_key: email) in the policy"
+            )
+        literal = key.replace("'", "\\'")
+        params = {
+            "customer": self.config.customer,
+            "query": f"name='{literal}'",
+            "maxResults": "200",
+        }
+        matches: list[str] = []
+        for _ in range(_PAGES):
+            body = self._read_ok(await self._read(f"{self._api}/groups", params))
+            if not isinstance(body, dict):
+                raise Unavailable("the Google directory answered a group search with no list")
+            matches += [
+                str(group["id"])
+                for group in body.get("groups") or []
+                if isinstance(group, dict) and group.get("name") == key and group.get("id")
+            ]
+            page = body.get("nextPageToken")
+            if not isinstance(page, str) or not page:
+                break
+            params = {**params, "pageToken": page}
+        else:
+            raise Unavailable(f"Google lists more than {_PAGES} pages of groups named {key!r}")
+        if len(matches) > 1:
+            raise Unavailable(
+                f"the Google directory has {len(matches)} groups named {key!r}, so who is in "
+                "it is ambiguous; name groups by email (group_key: email) in the policy"
+            )
+        return quote(matches[0], safe="") if matches else None
+
+    async def _user_members(self, group_key: str, name: str) -> AsyncGenerator[str]:
+        """The ids of the group's USER members, nested groups expanded, every page; nothing
+        for a group Google does not know; anything less than every page is Unavailable."""
+        url = f"{self._api}/groups/{group_key}/members"
+        params = {"includeDerivedMembership": "true", "maxResults": "200"}
+        for page_number in range(_PAGES):
+            answer = await self._read(url, params)
+            if page_number == 0 and answer.status == 404:
+                return
+            body = self._read_ok(answer)
+            if not isinstance(body, dict):
+                raise Unavailable("the Google directory answered a member listing with no list")
+            for member in body.get("members") or []:
+                if not isinstance(member, dict):
+                    continue
+                if member.get("type") == "USER" and member.get("id"):
+                    yield str(member["id"])
+                elif member.get("type") == "CUSTOMER":
+                    log.warning("google_members_of_customer_not_listed", group=name)
+            page = body.get("nextPageToken")
+            if not isinstance(page, str) or not page:
+                return
+            params = {**params, "pageToken": page}
+        raise Unavailable(f"Google lists more than {_PAGES} pages of members of {name}")
 
     async def _user(self, key: str) -> dict[str, Any] | None:
         answer = await self._read(f"{self._api}/users/{key}")

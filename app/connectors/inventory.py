@@ -25,7 +25,7 @@ import structlog
 from app.connectors.checks import CheckResult, missing, works
 from app.connectors.sandbox import NHI_PREFIX, read_directory_text, read_inventory
 from app.domain.models import Principal, PrincipalKind
-from app.ports import Directory
+from app.ports import MEMBERS_MAX, Directory
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +103,10 @@ class DirectoryWithInventory:
             if needle in _search_text(nhi)
         ]
         return (people + nhis)[:limit]
+
+    async def members(self, groups: Sequence[str], limit: int = MEMBERS_MAX) -> list[Principal]:
+        """People only: NHIs are in no approvers' group."""
+        return _people_only(await self.people.members(groups, limit))[: max(limit, 0)]
 
     # ---- owners -------------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ from app.connectors.checks import CheckResult, missing, note, phone_note, works
 from app.connectors.plugin import ConnectorPlugin, in_words
 from app.domain.errors import IdentityUnsure, Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request, phone_of_record
-from app.ports import ExecutionResult, Outcome
+from app.ports import MEMBERS_MAX, ExecutionResult, Outcome
 
 log = logging.getLogger(__name__)
 LDAP_ACTIONS = frozenset({Action.RESET_PASSWORD, Action.UNLOCK})
@@ -73,6 +73,8 @@ _PHONE_ATTRIBUTE = "mobile"
 _SUCCESS = 0
 _SIZE_LIMIT_EXCEEDED = 4
 _NO_SUCH_ATTRIBUTE = 16
+_NO_SUCH_OBJECT = 32
+_INVALID_DN_SYNTAX = 34
 _BIND_REFUSALS = frozenset({7, 8, 13, 48, 49, 50, 53})
 _PAGE_SIZE = 500
 _OR_CHUNK = 50
@@ -84,6 +86,8 @@ _PASSWORD_ALPHABET = (
 )
 
 _ATTRIBUTE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
+_OPTIONAL_UID = re.compile(r"#'[01]*'B$")
+"""The optional bit-string UID that ends a ``uniqueMember`` value (RFC 4517 NameAndOptionalUID)."""
 
 _FLAVOR_DEFAULTS: dict[str, dict[str, str]] = {
     "openldap": {
@@ -483,6 +487,17 @@ class LdapConnector:
             return []
         return await self._look_up(self._search_accounts, text, min(limit, 100))
 
+    async def members(self, groups: Sequence[str], limit: int = MEMBERS_MAX) -> list[Principal]:
+        """The people in any of ``groups`` (named by ``group_name_attribute``), nested members
+        included, each once, at most ``limit``; unknown groups have nobody; trouble is
+        Unavailable. Each is read as ``get`` reads them (all their groups, disabled or not)."""
+        names = [groups] if isinstance(groups, str) else list(dict.fromkeys(groups))
+        names = [name for name in names if name]
+        limit = min(limit, MEMBERS_MAX)
+        if not names or limit < 1:
+            return []
+        return await self._look_up(self._members, names, limit)
+
     # ---- `twokey connectors check`
 
     async def check(self) -> list[CheckResult]:
@@ -678,7 +693,18 @@ class LdapConnector:
         size_limit: int = 0,
     ) -> list[dict[str, Any]]:
         """All entries a search returns, page by page; truncation is an error unless limited."""
-        found: list[dict[str, Any]] = []
+        return list(self._each_entry(conn, base, search_filter, attributes, size_limit=size_limit))
+
+    def _each_entry(
+        self,
+        conn: Connection,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        *,
+        size_limit: int = 0,
+    ) -> Iterator[dict[str, Any]]:
+        """As ``_entries``, a page at a time, so a caller with enough can stop reading."""
         cookie: bytes | None = None
         while True:
             try:
@@ -698,14 +724,37 @@ class LdapConnector:
                 raise _Refused(f"search under {base} returned too many entries to be sure")
             if code not in (_SUCCESS, _SIZE_LIMIT_EXCEEDED):
                 raise _Refused(f"search under {base} failed: {_result_words(conn.result)}")
-            found.extend(
+            page = [
                 {"dn": item["dn"], "attributes": item.get("attributes") or {}}
                 for item in conn.response or []
                 if item.get("type") == "searchResEntry"
-            )
+            ]
             cookie = _next_page(conn.result)
+            yield from page
             if not cookie or size_limit:
-                return found
+                return
+
+    def _entry_at(
+        self, conn: Connection, dn: str, search_filter: str, attributes: list[str]
+    ) -> dict[str, Any] | None:
+        """The entry at ``dn`` if it matches ``search_filter``; None if it does not or is gone."""
+        try:
+            conn.search(dn, search_filter, search_scope=BASE, attributes=attributes)
+        except LDAPException as exc:
+            raise _Unreachable(f"search failed ({_exception_words(exc, [])})") from None
+        code = conn.result.get("result") if conn.result else None
+        if code in (_NO_SUCH_OBJECT, _INVALID_DN_SYNTAX):
+            return None
+        if code != _SUCCESS:
+            raise _Refused(f"reading {dn} failed: {_result_words(conn.result)}")
+        return next(
+            (
+                {"dn": item["dn"], "attributes": item.get("attributes") or {}}
+                for item in conn.response or []
+                if item.get("type") == "searchResEntry"
+            ),
+            None,
+        )
 
     def _accounts(self, conn: Connection, account_filter: str, limit: int = 0) -> list[Principal]:
         cfg = self.config
@@ -736,6 +785,141 @@ class LdapConnector:
         )
         any_of = "".join(f"({a}=*{needle}*)" for a in attributes)
         return self._read(lambda conn: self._accounts(conn, f"(|{any_of})", limit))
+
+    # ---- members of groups (worker thread)
+
+    def _members(self, names: list[str], limit: int) -> list[Principal]:
+        return self._read(lambda conn: self._read_members(conn, names, limit))
+
+    def _read_members(self, conn: Connection, names: list[str], limit: int) -> list[Principal]:
+        """The members' entries first (reading stops at ``limit`` people), then each read as
+        ``_principal`` reads a person: its own group searches never run while a paged search
+        is open on the connection (OpenLDAP keeps one paged search per connection).
+
+        An id held by two entries is left out, as ``get`` refuses it: twokey does not guess
+        which of them would be asked to approve.
+        """
+        cfg = self.config
+        groups = self._named_groups(conn, names)
+        found = (
+            self._members_in_chain(conn, groups)
+            if cfg.nested_groups == "in_chain"
+            else self._members_by_walking(conn, groups)
+        )
+        entries: dict[str, dict[str, Any]] = {}
+        for entry in found:
+            key = _dn_key(entry["dn"])
+            if key in entries or not _within(entry["dn"], cfg.user_base):
+                continue
+            if len(_values(entry["attributes"], cfg.id_attribute)) != 1:
+                log.warning(
+                    "ldap member skipped: it has no or several values of %s",
+                    cfg.id_attribute,
+                    extra={"connector": self.name, "dn": entry["dn"]},
+                )
+                continue
+            entries[key] = entry
+            if len(entries) >= limit:
+                break
+        ids = [_values(entry["attributes"], cfg.id_attribute)[0] for entry in entries.values()]
+        twice = {i for i in ids if ids.count(i) > 1}
+        if twice:
+            log.warning(
+                "ldap members skipped: several entries share the id",
+                extra={"connector": self.name, "ids": sorted(twice)},
+            )
+        people = (
+            self._principal(conn, entry)
+            for entry, principal_id in zip(entries.values(), ids, strict=True)
+            if principal_id not in twice
+        )
+        return [person for person in people if person is not None]
+
+    def _named_groups(self, conn: Connection, names: list[str]) -> list[dict[str, Any]]:
+        """The groups under group_base whose name (as ``_group_name`` reads it) is one of
+        ``names``, exactly: the directory's case-insensitive match alone could return a group
+        that a person's ``groups`` would not name, so the policy would not count it."""
+        cfg = self.config
+        attributes = [cfg.group_name_attribute] if cfg.group_name_attribute != "dn" else []
+        if cfg.nested_groups != "in_chain":
+            attributes.append(cfg.group_member_attribute)
+        attributes = attributes or ["1.1"]
+        groups: dict[str, dict[str, Any]] = {}
+        for name in names:
+            if cfg.group_name_attribute == "dn":
+                at = (
+                    self._entry_at(conn, name, cfg.group_filter, attributes)
+                    if _within(name, cfg.group_base)
+                    else None
+                )
+                candidates = [at] if at else []
+            else:
+                named = f"({cfg.group_name_attribute}={escape_filter_chars(name)})"
+                candidates = self._entries(
+                    conn, cfg.group_base, f"(&{cfg.group_filter}{named})", attributes
+                )
+            for entry in candidates:
+                if self._group_name(entry) == name:
+                    groups.setdefault(_dn_key(entry["dn"]), entry)
+        return list(groups.values())
+
+    def _members_in_chain(
+        self, conn: Connection, groups: list[dict[str, Any]]
+    ) -> Iterator[dict[str, Any]]:
+        """AD: the users in each group through any nesting, one paged search per group."""
+        cfg = self.config
+        for group in groups:
+            yield from self._each_entry(
+                conn, cfg.user_base, ad_members_filter(cfg, group["dn"]), self._user_attributes()
+            )
+
+    def _members_by_walking(
+        self, conn: Connection, groups: list[dict[str, Any]]
+    ) -> Iterator[dict[str, Any]]:
+        """The users each group lists, then those of the groups it lists, level by level.
+
+        Each member DN is read once: a group (under group_base, matching group_filter) is
+        walked into, a user (under user_base, matching user_filter) is handed out, anything
+        else is skipped. Nesting deeper than max_group_depth is an error, as for a user's
+        groups; a cycle ends because no group is walked twice.
+        """
+        cfg = self.config
+        member_attribute = cfg.group_member_attribute
+        group_attributes = [member_attribute]
+        if cfg.group_name_attribute != "dn":
+            group_attributes.append(cfg.group_name_attribute)
+        seen = {_dn_key(group["dn"]) for group in groups}
+        level = groups
+        for depth in range(1, cfg.max_group_depth + 1):
+            nested: list[dict[str, Any]] = []
+            for group in level:
+                for value in _values(group["attributes"], member_attribute):
+                    dn = _member_dn(value, member_attribute)
+                    key = _dn_key(dn)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    inner = (
+                        self._entry_at(conn, dn, cfg.group_filter, group_attributes)
+                        if _within(dn, cfg.group_base)
+                        else None
+                    )
+                    if inner is not None:
+                        if depth == cfg.max_group_depth:
+                            raise _Refused(
+                                f"members of {group['dn']} nest deeper than max_group_depth "
+                                f"({cfg.max_group_depth}); raise it in the policy if that is "
+                                "intended"
+                            )
+                        nested.append(inner)
+                        continue
+                    if _within(dn, cfg.user_base):
+                        user = self._entry_at(conn, dn, cfg.user_filter, self._user_attributes())
+                        if user is not None:
+                            yield user
+            if not nested:
+                return
+            level = nested
 
     def _read(self, work: Callable[[Connection], T]) -> T:
         try:
@@ -973,6 +1157,11 @@ def ad_groups_filter(config: LdapConfig, user_dn: str) -> str:
     return f"(&{config.group_filter}({member}:{IN_CHAIN}:={escape_filter_chars(user_dn)}))"
 
 
+def ad_members_filter(config: LdapConfig, group_dn: str) -> str:
+    """Users in ``group_dn`` at any depth: AD's in-chain rule on the ``memberOf`` back-link."""
+    return f"(&{config.user_filter}(memberOf:{IN_CHAIN}:={escape_filter_chars(group_dn)}))"
+
+
 def member_of_any_filter(config: LdapConfig, member_dns: Sequence[str]) -> str:
     """Groups that list any of ``member_dns`` directly."""
     member = config.group_member_attribute
@@ -1026,6 +1215,28 @@ def _as_int(value: str) -> int:
 
 def _dn_key(dn: str) -> str:
     return dn.lower().replace(" ", "")
+
+
+def _within(dn: str, base: str) -> bool:
+    """Whether ``dn`` is ``base`` or below it, comparing RDNs without regard to case."""
+    try:
+        parts, base_parts = parse_dn(dn), parse_dn(base)
+    except Exception:  # a member value that is no DN names nobody
+        return False
+    if not parts or len(parts) < len(base_parts):
+        return False
+    tail = parts[len(parts) - len(base_parts) :]
+    return all(
+        (a.lower(), v.strip().lower()) == (b.lower(), w.strip().lower())
+        for (a, v, _), (b, w, _) in zip(tail, base_parts, strict=True)
+    )
+
+
+def _member_dn(value: str, attribute: str) -> str:
+    """A member value as a DN: ``uniqueMember`` may end with an optional UID, cut off here."""
+    if attribute.lower() == "uniquemember":
+        return _OPTIONAL_UID.sub("", value)
+    return value
 
 
 def _next_page(result: Mapping[str, Any] | None) -> bytes | None:

@@ -9,6 +9,7 @@ Requests follow Okta's published OpenAPI spec (release 2026.06.3):
 - unlock           POST   /api/v1/users/{id}/lifecycle/unlock
 - revoke-sessions  DELETE /api/v1/users/{userId}/sessions?oauthTokens=true
 - look-ups         GET    /api/v1/users?search=..., /api/v1/users/{id}, /api/v1/users/{id}/groups
+- approvers        GET    /api/v1/groups?search=profile.name eq "...", /api/v1/groups/{id}/users
 
 Before any change the user is read back by id, so a change lands on the person the request
 names, by Okta id (``{userId}`` paths accept nothing else).
@@ -27,7 +28,8 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlsplit
@@ -70,7 +72,7 @@ from app.connectors.http import (
 )
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, PrincipalKind, Request, phone_of_record
-from app.ports import ExecutionResult, Outcome, PushOutcome, PushResult
+from app.ports import MEMBERS_MAX, ExecutionResult, Outcome, PushOutcome, PushResult
 
 log = structlog.get_logger(__name__)
 
@@ -81,9 +83,17 @@ DEFAULT_SCOPES = ("okta.users.read", "okta.users.manage")
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _TOKEN_REFRESH_MARGIN = 60.0
 _GROUP_PAGES = 20
+"""The most pages read for one list (a user's groups, groups of one name, a group's members)."""
+_PAGE_SIZE = 200
+"""Okta's recommended page size for group and group-member lists."""
+_GROUPS_SCOPES = frozenset({"okta.groups.read", "okta.groups.manage"})
+"""A service app reads groups and their members only with one of these scopes."""
 _SIGNED_IN_STATUSES = {"ACTIVE", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"}
 """Statuses of a person who exists and can (again) sign in; the rest count as disabled."""
 _PLAIN_EMAIL = re.compile(r"^[^\s\"\\@]+@[^\s\"\\@]+$")
+_SEARCHABLE_GROUP_NAME = re.compile(r'[^"\\\x00-\x1f\x7f]{1,255}')
+"""A group name that can be quoted in Okta's search expression as it is (no quote, backslash
+or control character; Okta group names are at most 255 characters)."""
 
 
 class OktaConfig(BaseModel, LimitsFromSettings):
@@ -638,6 +648,16 @@ class OktaConnector(HttpConnector[OktaConfig]):
         elif users.status is CheckStatus.OK:
             results.append(note("read a user's groups", "Okta lists no user to read groups of"))
         results.append(self._check_changes())
+        if isinstance(self._credentials, _ServiceApp) and not _GROUPS_SCOPES & set(
+            self.config.scopes
+        ):
+            results.append(
+                note(
+                    "find approvers (GET /api/v1/groups/{id}/users)",
+                    "the connector does not ask for okta.groups.read, so it cannot list who "
+                    "may approve: add it to scopes (and grant it to the app)",
+                )
+            )
         if self.config.phone_of_record:
             results.append(
                 phone_note("mobilePhone", "its user permission must be read-only in Okta")
@@ -748,22 +768,122 @@ class OktaConnector(HttpConnector[OktaConfig]):
 
     async def groups_of(self, user_id: str) -> frozenset[str]:
         """The user's Okta groups, by name or id as configured, following Okta's pages."""
-        url: str | None = f"{self._org}/api/v1/users/{quote(user_id, safe='')}/groups"
         groups: set[str] = set()
-        for _ in range(_GROUP_PAGES):
-            if url is None:
-                return frozenset(groups)
-            answer = await self._read_url(url)
+        pages = self._pages(
+            f"/api/v1/users/{quote(user_id, safe='')}/groups",
+            None,
+            what=f"groups for {user_id}",
+        )
+        async for page in pages:
+            groups.update(key for key in map(self._group_key, page) if key)
+        return frozenset(groups)
+
+    async def members(self, groups: Sequence[str], limit: int = MEMBERS_MAX) -> list[Principal]:
+        """The people in any of ``groups`` (who may approve), each once with the groups of these
+        they were found in, at most ``limit`` of them.
+
+        Each group is listed with ``GET /api/v1/groups/{id}/users`` (people only: Okta lists
+        users there), one page after another; no per-user group read is needed. Reading stops
+        at ``limit``, so a person may then lack a group read later (each still names one group
+        that makes them a member). A group Okta does not know has nobody; a refusal raises
+        Unavailable.
+        """
+        wanted = [key for key in dict.fromkeys(groups) if key]
+        if limit <= 0 or not wanted:
+            return []
+        self._may_read_groups()
+        found: dict[str, tuple[dict[str, Any], set[str]]] = {}
+        for key in wanted:
+            for group_id in await self._group_ids(key):
+                if await self._collect_members(group_id, key, found, limit):
+                    return self._people_of(found)
+        return self._people_of(found)
+
+    def _may_read_groups(self) -> None:
+        """A service app whose token cannot carry a groups scope would be refused by Okta:
+        say which scope is missing instead of Okta's generic 403."""
+        if isinstance(self._credentials, _ServiceApp) and not _GROUPS_SCOPES & set(
+            self.config.scopes
+        ):
+            raise Unavailable(
+                "the Okta connector cannot read group members: add okta.groups.read to its "
+                "scopes (and grant it to the service app)"
+            )
+
+    async def _group_ids(self, key: str) -> list[str]:
+        """The Okta groups the policy means by ``key``: the id itself, or every group whose
+        name is exactly ``key`` (Okta's ``eq`` search, then an exact comparison, as
+        :meth:`groups_of` reports names exactly; ``q`` would be a prefix match)."""
+        if self.config.group_key == "id":
+            return [key]
+        if not _SEARCHABLE_GROUP_NAME.fullmatch(key):
+            log.warning("okta_group_name_not_searchable", group=key)
+            return []
+        ids: list[str] = []
+        pages = self._pages(
+            "/api/v1/groups",
+            {"search": f'profile.name eq "{key}"', "limit": str(_PAGE_SIZE)},
+            what=f"groups named {key}",
+        )
+        async for page in pages:
+            ids.extend(str(group["id"]) for group in page if self._group_key(group) == key)
+        return ids
+
+    async def _collect_members(
+        self,
+        group_id: str,
+        key: str,
+        found: dict[str, tuple[dict[str, Any], set[str]]],
+        limit: int,
+    ) -> bool:
+        """Add the group's members to ``found`` (by user id); True once ``limit`` is reached.
+        The page that reaches the limit is still read to the end, so people already found
+        get this group too."""
+        pages = self._pages(
+            f"/api/v1/groups/{quote(group_id, safe='')}/users",
+            {"limit": str(_PAGE_SIZE)},
+            what=f"members of group {key}",
+            missing_is_empty=True,
+        )
+        async with aclosing(pages):
+            async for page in pages:
+                for user in page:
+                    user_id = str(user["id"])
+                    if user_id in found:
+                        found[user_id][1].add(key)
+                    elif len(found) < limit:
+                        found[user_id] = (user, {key})
+                if len(found) >= limit:
+                    return True
+        return False
+
+    def _people_of(self, found: Mapping[str, tuple[dict[str, Any], set[str]]]) -> list[Principal]:
+        return [self._person(user, frozenset(keys)) for user, keys in found.values()]
+
+    async def _pages(
+        self,
+        path: str,
+        params: Mapping[str, str] | None,
+        *,
+        what: str,
+        missing_is_empty: bool = False,
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Each page of an Okta list (its objects with an id), following ``Link: rel="next"``
+        within the org, at most ``_GROUP_PAGES`` pages. A refusal raises Unavailable; with
+        ``missing_is_empty`` a 404 on the first page is an empty list (no such group)."""
+        url: str | None = None
+        for page in range(_GROUP_PAGES):
+            answer = await (self._read_url(url) if url else self._read(path, params))
+            if page == 0 and missing_is_empty and answer.status == 404:
+                return
             body = self._read_ok(answer)
             if not isinstance(body, list):
-                raise Unavailable("the Okta directory answered a group look-up with no list")
-            for group in body:
-                if isinstance(group, dict):
-                    key = self._group_key(group)
-                    if key:
-                        groups.add(key)
+                raise Unavailable(f"the Okta directory answered a look-up of {what} with no list")
+            yield [item for item in body if isinstance(item, dict) and item.get("id")]
             url = self._next_page(answer)
-        raise Unavailable(f"Okta lists more than {_GROUP_PAGES} pages of groups for {user_id}")
+            if url is None:
+                return
+        raise Unavailable(f"Okta lists more than {_GROUP_PAGES} pages of {what}")
 
     def _group_key(self, group: Mapping[str, Any]) -> str | None:
         if self.config.group_key == "id":

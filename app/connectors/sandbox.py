@@ -33,7 +33,7 @@ from app.connectors.base import ConnectorConfigError
 from app.connectors.checks import CheckResult, note
 from app.connectors.plugin import ConnectorPlugin
 from app.domain.models import Action, PhoneNumber, Principal, PrincipalKind, Request
-from app.ports import ExecutionResult, Outcome
+from app.ports import MEMBERS_MAX, ExecutionResult, Outcome
 
 NHI_PREFIX = "nhi:"
 """NHI principal ids are ``nhi:<name>``; people's ids never contain a colon."""
@@ -526,6 +526,13 @@ class SandboxDirectory:
     async def search(self, text: str, limit: int = 20) -> list[Principal]:
         needle = text.strip().lower()
         found = [p for p in self._by_id.values() if needle in _search_text(p)]
+        return found[: max(limit, 0)]
+
+    async def members(self, groups: Sequence[str], limit: int = MEMBERS_MAX) -> list[Principal]:
+        wanted = set(groups)
+        found = [
+            p for p in self._by_id.values() if p.kind is PrincipalKind.HUMAN and p.groups & wanted
+        ]
         return found[: max(limit, 0)]
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from app.domain.models import Principal
-from app.ports import Directory
+from app.ports import MEMBERS_MAX, Directory
 from app.store.keys import Keys
 
 log = structlog.get_logger(__name__)
@@ -77,6 +77,10 @@ class CachedDirectory:
     async def search(self, text: str, limit: int = 20) -> list[Principal]:
         """Not cached: pickers show choices; every decision reads the principal again."""
         return await self.inner.search(text, limit)
+
+    async def members(self, groups: Sequence[str], limit: int = MEMBERS_MAX) -> list[Principal]:
+        """Not cached: who may approve is asked rarely, and a decision re-reads each person."""
+        return await self.inner.members(groups, limit)
 
     # ---- the cache ----------------------------------------------------------------------------
 

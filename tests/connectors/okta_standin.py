@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jwt
 import yaml
@@ -198,6 +199,11 @@ class OktaStandIn:
         self.granted_scopes = granted_scopes
         self.users: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, list[dict[str, Any]]] = {}
+        """Each user's groups (by user id)."""
+        self.known_groups: dict[str, dict[str, Any]] = {}
+        """Every group of the org by id, with members or without (``add_group``)."""
+        self.page_size = 200
+        """The most items one page holds, whatever ``limit`` asks (Okta may send fewer)."""
         self.requests: list[Recorded] = []
         self.violations: list[str] = []
         self.changes: list[tuple[str, str]] = []
@@ -224,6 +230,11 @@ class OktaStandIn:
     def add_user(self, user: dict[str, Any], groups: list[dict[str, Any]] | None = None) -> None:
         self.users[user["id"]] = user
         self.groups[user["id"]] = groups or []
+        for group in groups or []:
+            self.add_group(group)
+
+    def add_group(self, group: dict[str, Any]) -> None:
+        self.known_groups.setdefault(group["id"], group)
 
     def enroll_push(self, user_id: str, answers: list[str], status: str = "ACTIVE") -> str:
         """Enrol an Okta Verify push factor; each poll of a push to it answers the next of
@@ -580,7 +591,56 @@ class OktaStandIn:
         user = self._user(key)
         if user is None:
             return self._not_found(key)
-        return _json(200, self.groups.get(user["id"], []))
+        return self._page(request, self.groups.get(user["id"], []))
+
+    async def _op_listGroups(self, request: web.Request) -> web.Response:
+        """``search`` with ``profile.name eq "..."`` only (compared without case, the
+        loosest reading of Okta's ``eq``: the connector must compare exactly itself)."""
+        groups = list(self.known_groups.values())
+        if "search" in request.query:
+            match = re.fullmatch(r'profile\.name eq "([^"]*)"', request.query["search"])
+            if match is None:
+                self.violations.append(f"search the stand-in cannot evaluate: {request.query}")
+                return _json(400, okta_error("E0000031", "Invalid search."))
+            wanted = match.group(1).lower()
+            groups = [g for g in groups if g["profile"]["name"].lower() == wanted]
+        elif request.query:
+            self.violations.append(f"a group list the stand-in does not serve: {request.query}")
+        return self._page(request, groups)
+
+    async def _op_listGroupUsers(self, request: web.Request) -> web.Response:
+        group_id = request.match_info["tail"].split("/")[3]
+        if group_id not in self.known_groups:
+            return _json(
+                404,
+                okta_error("E0000007", f"Not found: Resource not found: {group_id} (UserGroup)"),
+            )
+        members = [
+            self.users[user_id]
+            for user_id, groups in self.groups.items()
+            if any(g["id"] == group_id for g in groups)
+        ]
+        return self._page(request, members)
+
+    def _page(self, request: web.Request, items: list[dict[str, Any]]) -> web.Response:
+        """One page as Okta pages lists: ``limit`` items at most after the ``after`` cursor
+        (the id of the last item of the page before), with ``Link`` headers ``rel="self"``
+        and, when more follow, ``rel="next"`` (the same query with the next cursor)."""
+        size = min(int(request.query.get("limit", "200")), self.page_size)
+        start = 0
+        if "after" in request.query:
+            ids = [item["id"] for item in items]
+            if request.query["after"] not in ids:
+                self.violations.append(f"an `after` cursor Okta never handed out: {request.query}")
+                return _json(400, okta_error("E0000001", "Api validation failed: after"))
+            start = ids.index(request.query["after"]) + 1
+        page = items[start : start + size]
+        links = CIMultiDict([("Link", f'<{self.base_url}{request.path_qs}>; rel="self"')])
+        if start + size < len(items) and page:
+            query = {**request.query, "after": page[-1]["id"]}
+            target = f"{self.base_url}{request.path}?{urlencode(query)}"
+            links.add("Link", f'<{target}>; rel="next"')
+        return web.json_response(page, headers=links)
 
     async def _op_resetFactors(self, request: web.Request) -> web.Response:
         user = self._changed_user(request, "resetFactors")

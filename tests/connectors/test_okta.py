@@ -550,6 +550,210 @@ async def test_a_next_page_outside_the_org_is_never_followed(
         await connector.get("00ualice0001")
 
 
+# -- members: who may approve -----------------------------------------------------------------
+
+CAROL = okta_user("00ucarol0003", "carol@example.com", "Carol", "Manager")
+DAN = okta_user("00udan000004", "dan@example.com", "Dan", "Lowercase")
+ENGINEERING_MANAGERS = okta_group("00gengmgr001", "Engineering Managers")
+
+
+async def test_members_of_two_groups_gives_each_person_once_with_their_groups(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    connector = connect(okta)
+
+    found = await connector.members(["Engineering", "Everyone"])
+
+    assert {p.id: p.groups for p in found} == {
+        "00ualice0001": {"Engineering", "Everyone"},
+        "00ubob000002": {"Everyone"},
+    }
+    alice = next(p for p in found if p.id == "00ualice0001")
+    assert alice.email == "alice@example.com" and alice.display_name == "Alice Example"
+    bob = next(p for p in found if p.id == "00ubob000002")
+    assert not bob.disabled, "LOCKED_OUT can sign in again; callers decide the rest"
+    assert [r.query["search"] for r in okta.calls("listGroups")] == [
+        'profile.name eq "Engineering"',
+        'profile.name eq "Everyone"',
+    ]
+    assert [r.path for r in okta.calls("listGroupUsers")] == [
+        "/api/v1/groups/00geng000001/users",
+        "/api/v1/groups/00gall000001/users",
+    ]
+    assert okta.calls("listUserGroups") == [], "the group listed is the group matched"
+
+
+async def test_members_by_group_id_use_the_id_as_is(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    connector = connect(okta, group_key="id")
+
+    found = await connector.members(["00geng000001", "00gall000001", "00geng000001"])
+
+    assert {p.id: p.groups for p in found} == {
+        "00ualice0001": {"00geng000001", "00gall000001"},
+        "00ubob000002": {"00gall000001"},
+    }
+    assert okta.calls("listGroups") == []
+    assert len(okta.calls("listGroupUsers")) == 2, "a group named twice is read once"
+
+
+async def test_members_follow_oktas_pages_of_groups_and_of_members(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    """Okta's Link: rel="next" is followed for the group search and for each member list;
+    an app group imported with the same name counts like the Okta group, as groups_of reports
+    both by name."""
+    okta.page_size = 1
+    okta.add_user(okta_user("00ucarol0003", "carol@example.com", "Carol", "C"), [EVERYONE])
+    imported = okta_group("00gapp000001", "Everyone") | {"type": "APP_GROUP"}
+    okta.add_user(json.loads(json.dumps(DAN)), [imported])
+    connector = connect(okta)
+
+    found = await connector.members(["Everyone"])
+
+    assert [p.id for p in found] == ["00ualice0001", "00ubob000002", "00ucarol0003", "00udan000004"]
+    assert all(p.groups == {"Everyone"} for p in found)
+    searches = okta.calls("listGroups")
+    assert [r.query.get("after") for r in searches] == [None, "00gall000001"]
+    assert all(r.query["search"] == 'profile.name eq "Everyone"' for r in searches)
+    pages = [(r.path.split("/")[4], r.query.get("after")) for r in okta.calls("listGroupUsers")]
+    assert pages == [
+        ("00gall000001", None),
+        ("00gall000001", "00ualice0001"),
+        ("00gall000001", "00ubob000002"),
+        ("00gapp000001", None),
+    ]
+
+
+async def test_a_group_okta_does_not_know_has_nobody(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    by_name, by_id = connect(okta), connect(okta, group_key="id")
+
+    assert await by_name.members(["Contractors"]) == []
+    assert await by_id.members(["00gnone00001"]) == []
+    assert okta.calls("listGroupUsers")[0].path == "/api/v1/groups/00gnone00001/users"
+
+
+async def test_a_group_name_is_matched_exactly_never_as_a_prefix_or_without_case(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    okta.add_user(json.loads(json.dumps(CAROL)), [ENGINEERING_MANAGERS])
+    okta.add_user(json.loads(json.dumps(DAN)), [okta_group("00glower0001", "engineering")])
+    connector = connect(okta)
+
+    assert [p.id for p in await connector.members(["Engineering"])] == ["00ualice0001"]
+    assert await connector.members(["Eng"]) == []
+    assert [p.id for p in await connector.members(["Engineering Managers"])] == ["00ucarol0003"]
+
+
+async def test_a_group_name_that_could_break_the_search_expression_has_nobody(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    connector = connect(okta)
+
+    assert await connector.members(['x" or profile.name sw "E', "back\\slash", ""]) == []
+    assert okta.requests == []
+
+
+@pytest.mark.parametrize(
+    ("operation", "status"),
+    [("listGroups", 403), ("listGroupUsers", 403), ("listGroups", 500), ("listGroupUsers", 500)],
+)
+async def test_a_members_look_up_okta_refuses_is_unavailable_not_nobody(
+    okta: OktaStandIn, connect: ConnectorFactory, operation: str, status: int
+) -> None:
+    connector = connect(okta)
+    body = (
+        okta_error("E0000006", "You do not have permission to perform the requested action")
+        if status == 403
+        else okta_error("E0000009", "Internal Server Error")
+    )
+    for _ in range(3):  # a read Okta could not serve is asked again, up to max_attempts
+        okta.answer_next(operation, status, body)
+
+    with pytest.raises(Unavailable, match=f"HTTP {status}"):
+        await connector.members(["Engineering"])
+
+
+async def test_a_members_page_outside_the_org_is_never_followed(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    connector = connect(okta)
+    okta.answer_next(
+        "listGroupUsers",
+        200,
+        [ALICE],
+        {"Link": '<https://evil.example.net/api/v1/groups/00geng000001/users>; rel="next"'},
+    )
+
+    with pytest.raises(Unavailable, match="outside the org"):
+        await connector.members(["Engineering"])
+    assert not [r for r in okta.requests if "evil" in r.path]
+
+
+async def test_members_stop_at_the_limit(okta: OktaStandIn, connect: ConnectorFactory) -> None:
+    okta.page_size = 1
+    okta.add_user(json.loads(json.dumps(CAROL)), [EVERYONE])
+    connector = connect(okta)
+
+    found = await connector.members(["Everyone", "Engineering"], limit=2)
+    nobody = await connector.members(["Everyone"], limit=0)
+
+    assert [p.id for p in found] == ["00ualice0001", "00ubob000002"]
+    assert nobody == []
+    assert len(okta.calls("listGroupUsers")) == 2, "no page is read past the limit"
+
+
+async def test_members_read_addresses_of_record_only_when_the_operator_says_so(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    profile = okta.users["00ualice0001"]["profile"]
+    profile["mobilePhone"], profile["secondEmail"] = "+44 7700 900123", "alice.home@example.net"
+    default = connect(okta)
+    locked = connect(okta, phone_of_record=True, recovery_email_of_record=True)
+
+    [plain] = await default.members(["Engineering"])
+    [of_record] = await locked.members(["Engineering"])
+
+    assert (plain.phone, plain.recovery_email) == (None, None)
+    assert (of_record.phone, of_record.recovery_email) == (
+        "+447700900123",
+        "alice.home@example.net",
+    )
+
+
+async def test_a_service_app_reads_members_only_with_a_groups_scope(
+    make_standin: StandInFactory,
+    connect: ConnectorFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    service_app_key: rsa.RSAPrivateKey,
+) -> None:
+    """Okta's spec puts listGroups and listGroupUsers under okta.groups.read; without it the
+    connector says which scope is missing instead of asking Okta for a 403."""
+    okta = await make_standin(
+        client_id="0oaservice01",
+        client_public_key=service_app_key.public_key(),
+        granted_scopes=frozenset({"okta.users.read", "okta.users.manage", "okta.groups.read"}),
+    )
+    monkeypatch.setenv("OKTA_PRIVATE_KEY", pem(service_app_key))
+    app = {"client_id": "0oaservice01", "private_key_env": "OKTA_PRIVATE_KEY"}
+    without = connect(okta, **app)
+    scoped = connect(
+        okta, **app, scopes=["okta.users.read", "okta.users.manage", "okta.groups.read"]
+    )
+
+    with pytest.raises(Unavailable, match=r"okta\.groups\.read"):
+        await without.members(["Engineering"])
+    assert okta.requests == []
+    (advice,) = [line for line in await without.check() if "approvers" in line.what]
+    assert advice.status is CheckStatus.NOTE and "okta.groups.read" in advice.detail
+    found = await scoped.members(["Engineering"])
+    assert [p.id for p in found] == ["00ualice0001"]
+    assert not [line for line in await scoped.check() if "approvers" in line.what]
+
+
 # -- OAuth 2.0 service app -------------------------------------------------------------------
 
 

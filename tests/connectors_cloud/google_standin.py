@@ -21,6 +21,7 @@ import json
 import re
 import secrets
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -283,6 +284,18 @@ def workspace_group(email: str, name: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class WorkspaceGroup:
+    """A group (``workspace_group(...)``) and its direct members: user ids, the emails of
+    nested groups, an outside address, or a raw Member (e.g. type CUSTOMER)."""
+
+    resource: dict[str, Any]
+    members: list[str | dict[str, Any]] = field(default_factory=list)
+
+    def answers_to(self, key: str) -> bool:
+        return key == self.resource["id"] or key.casefold() == self.resource["email"].casefold()
+
+
 @dataclass(frozen=True)
 class Recorded:
     method_id: str
@@ -334,6 +347,8 @@ class GoogleStandIn(LocalStandIn):
             "https://www.googleapis.com/auth/admin.directory.group.readonly",
         }
         self.users: dict[str, WorkspaceUser] = {}
+        self.groups: list[WorkspaceGroup] = []
+        self.member_page_size = 200
         self.requests: list[Recorded] = []
         self.token_requests: list[dict[str, Any]] = []
         self.violations: list[str] = []
@@ -348,6 +363,13 @@ class GoogleStandIn(LocalStandIn):
     def add_user(self, user: WorkspaceUser) -> WorkspaceUser:
         self.users[user.id] = user
         return user
+
+    def add_group(
+        self, resource: dict[str, Any], members: list[str | dict[str, Any]]
+    ) -> WorkspaceGroup:
+        added = WorkspaceGroup(resource, list(members))
+        self.groups.append(added)
+        return added
 
     def fail(
         self,
@@ -612,8 +634,13 @@ class GoogleStandIn(LocalStandIn):
         if key is not None and "customer" in request.query:
             self.violations.append("groups.list: userKey cannot be used with customer")
             return google_error(400, "Bad Request", "badRequest", "INVALID_ARGUMENT")
+        if key is None and "query" in request.query:
+            return self._groups_search(request)
         if key is None:
-            self.violations.append("groups.list without userKey: twokey only lists a user's")
+            self.violations.append(
+                "groups.list without userKey or query: twokey only lists a user's groups or "
+                "searches for one by name"
+            )
             return google_error(400, "Bad Request", "badRequest", "INVALID_ARGUMENT")
         user = self._find(key)
         if user is None:
@@ -628,6 +655,78 @@ class GoogleStandIn(LocalStandIn):
         if start + size < len(user.groups):
             body["nextPageToken"] = str(start + size)
         return web.json_response(body)
+
+    def _groups_search(self, request: web.Request) -> web.Response:
+        """``name='..'`` (quotes escaped as \\', as the search-groups guide says) or a bare
+        ``name=..``; served case-insensitively, so the connector must compare exactly."""
+        if "customer" not in request.query and "domain" not in request.query:
+            self.violations.append("groups.list with query needs customer or domain")
+            return google_error(400, "Bad Request", "badRequest", "INVALID_ARGUMENT")
+        text = request.query["query"]
+        found = re.fullmatch(r"name='((?:[^'\\]|\\')*)'", text) or re.fullmatch(
+            r"name=([^\s']+)", text
+        )
+        if found is None:
+            self.violations.append(f"groups.list: a query twokey should not send: {text!r}")
+            return google_error(400, "Invalid Input: query", "invalid", "INVALID_ARGUMENT")
+        wanted = found.group(1).replace("\\'", "'").casefold()
+        groups = [g.resource for g in self.groups if g.resource["name"].casefold() == wanted]
+        body: dict[str, Any] = {"kind": "admin#directory#groups", "etag": '"g"'}
+        if groups:  # Google leaves ``groups`` out when none match
+            body["groups"] = groups
+        return web.json_response(body)
+
+    async def _members_list(
+        self, request: web.Request, path: dict[str, str], _: Any
+    ) -> web.Response:
+        found = next((g for g in self.groups if g.answers_to(path["groupKey"])), None)
+        if found is None:
+            return google_error(404, "Resource Not Found: groupKey", "notFound", "NOT_FOUND")
+        derived = request.query.get("includeDerivedMembership") == "true"
+        members = list(self._members_of(found, derived, set()))
+        size = min(int(request.query.get("maxResults", "200")), 200, self.member_page_size)
+        start = int(request.query.get("pageToken", "0"))
+        body: dict[str, Any] = {"kind": "admin#directory#members", "etag": '"m"'}
+        if members:
+            body["members"] = members[start : start + size]
+        if start + size < len(members):
+            body["nextPageToken"] = str(start + size)
+        return web.json_response(body)
+
+    def _members_of(
+        self, group: WorkspaceGroup, derived: bool, seen: set[str]
+    ) -> Iterator[dict[str, Any]]:
+        """Direct members; with ``derived``, a nested group's members follow its own entry."""
+        for entry in group.members:
+            if isinstance(entry, dict):
+                yield entry
+                continue
+            user = self.users.get(entry)
+            nested = next((g for g in self.groups if g.answers_to(entry)), None)
+            if user is not None:
+                status = "SUSPENDED" if user.suspended else "ACTIVE"
+                yield _member(user.id, user.primary_email, "USER", status)
+            elif nested is not None:
+                yield _member(nested.resource["id"], nested.resource["email"], "GROUP")
+                if derived and nested.resource["id"] not in seen:
+                    seen.add(nested.resource["id"])
+                    yield from self._members_of(nested, derived, seen)
+            else:  # someone outside the account: a member, but no user of this directory
+                yield _member(uuid.uuid5(uuid.NAMESPACE_DNS, entry).hex[:21], entry, "USER")
+
+
+def _member(member_id: str, email: str, kind: str, status: str | None = None) -> dict[str, Any]:
+    member = {
+        "kind": "admin#directory#member",
+        "etag": f'"{uuid.uuid4().hex}"',
+        "id": member_id,
+        "email": email,
+        "role": "MEMBER",
+        "type": kind,
+    }
+    if status is not None:
+        member["status"] = status
+    return member
 
 
 def _oauth_error(status: int, error: str, description: str) -> web.Response:

@@ -11,7 +11,8 @@ api-reference/v1.0/api/...): authentication-post-temporaryaccesspassmethods,
 authentication-list-methods, <kind>authenticationmethod-delete,
 authentication-delete-externalauthenticationmethods, authenticationmethod-resetpassword,
 longrunningoperation-get, user-update (passwordProfile), user-revokesigninsessions, user-list,
-user-get, user-list-transitivememberof; the token request from "Microsoft identity platform and
+user-get, user-list-transitivememberof, group-list, group-list-transitivemembers (cast to
+microsoft.graph.user); the token request from "Microsoft identity platform and
 the OAuth 2.0 client credentials flow" (shared secret).
 """
 
@@ -21,10 +22,11 @@ import re
 import secrets
 import string
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -66,7 +68,21 @@ USER_PROPERTIES = frozenset(
         "businessPhones",
     }
 )
+GROUP_PROPERTIES = frozenset(
+    {
+        "id",
+        "displayName",
+        "description",
+        "mail",
+        "mailEnabled",
+        "mailNickname",
+        "securityEnabled",
+        "groupTypes",
+        "createdDateTime",
+    }
+)
 _ODATA_LIST = frozenset({"$filter", "$select", "$top", "$count", "$orderby", "$search"})
+_OBJECT_ID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 _METHOD_COLLECTIONS = {
     "emailMethods": "#microsoft.graph.emailAuthenticationMethod",
     "fido2Methods": "#microsoft.graph.fido2AuthenticationMethod",
@@ -109,8 +125,17 @@ def _op(
 
 
 _USER = r"/users/(?P<user>[^/]+)"
+_GROUP = r"/groups/(?P<group>[^/]+)"
 OPERATIONS = (
     _op("List users", "GET", "/users", "list_users", _ODATA_LIST | {"$skiptoken"}),
+    _op("List groups", "GET", "/groups", "list_groups", _ODATA_LIST | {"$expand", "$skiptoken"}),
+    _op(
+        "List group transitive members (cast to user)",
+        "GET",
+        f"{_GROUP}/transitiveMembers/microsoft\\.graph\\.user",
+        "transitive_users",
+        _ODATA_LIST | {"$skiptoken"},
+    ),
     _op("Get user", "GET", _USER, "get_user", frozenset({"$select", "$expand"})),
     _op("Update user", "PATCH", _USER, "update_user", body=USER_PASSWORD_PROFILE_BODY),
     _op(
@@ -220,6 +245,18 @@ class GraphUser:
         return {key: full.get(key) for key in ["id", *select] if key in full}
 
 
+@dataclass
+class GraphGroup:
+    """A group and its direct members: user ids or the object ids of nested groups."""
+
+    resource: dict[str, Any]
+    members: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return str(self.resource["id"])
+
+
 def group(name: str, group_id: str | None = None) -> dict[str, Any]:
     return {
         "@odata.type": "#microsoft.graph.group",
@@ -326,6 +363,7 @@ class GraphStandIn(LocalStandIn):
         self.client_id = client_id
         self.client_secret = client_secret
         self.users: dict[str, GraphUser] = {}
+        self.groups: dict[str, GraphGroup] = {}
         self.requests: list[Recorded] = []
         self.violations: list[str] = []
         self.faults: list[Fault] = []
@@ -347,6 +385,12 @@ class GraphStandIn(LocalStandIn):
     def add_user(self, user: GraphUser) -> GraphUser:
         self.users[user.id] = user
         return user
+
+    def add_group(self, resource: dict[str, Any], members: list[str]) -> GraphGroup:
+        """A group (``group(...)``) with these direct members (user or group object ids)."""
+        added = GraphGroup(resource, list(members))
+        self.groups[added.id] = added
+        return added
 
     def fail(
         self,
@@ -412,8 +456,10 @@ class GraphStandIn(LocalStandIn):
                     return web.Response(status=fault.status, headers=fault.headers)
                 return web.json_response(fault.body, status=fault.status, headers=fault.headers)
         handler: Callable[..., Any] = getattr(self, f"_{operation.handler}")
-        if operation.handler == "list_users":
+        if operation.handler in ("list_users", "list_groups"):
             return handler(request)  # type: ignore[no-any-return]
+        if "group" in match.groupdict():
+            return self._for_group(request, match.group("group"), handler)
         user = self.users.get(match.group("user"))
         if user is None:
             user = next((u for u in self.users.values() if u.upn == match.group("user")), None)
@@ -426,6 +472,24 @@ class GraphStandIn(LocalStandIn):
                 "objects are not present.",
             )
         return await handler(request, user, match, body)  # type: ignore[no-any-return]
+
+    def _for_group(
+        self, request: web.Request, group_id: str, handler: Callable[..., Any]
+    ) -> web.Response:
+        if not _OBJECT_ID.fullmatch(group_id):
+            self.violations.append(f"{group_id!r} is no object id: Graph answers 400")
+            return graph_error(
+                400, "Request_BadRequest", f"Invalid object identifier '{group_id}'."
+            )
+        found = self.groups.get(group_id)
+        if found is None:
+            return graph_error(
+                404,
+                "Request_ResourceNotFound",
+                f"Resource '{group_id}' does not exist or one of its queried reference-property "
+                "objects are not present.",
+            )
+        return handler(request, found)  # type: ignore[no-any-return]
 
     def _operation_for(
         self, method: str, path: str
@@ -562,6 +626,70 @@ class GraphStandIn(LocalStandIn):
                 "value": [u.resource(select) for u in users[:top]],
             }
         )
+
+    def _list_groups(self, request: web.Request) -> web.Response:
+        """Only ``displayName eq '..'`` is served (Graph's eq ignores case, as here)."""
+        select = request.query.get("$select")
+        fields = [f.strip() for f in select.split(",")] if select is not None else None
+        for name in fields or []:
+            if name not in GROUP_PROPERTIES:
+                return graph_error(
+                    400,
+                    "Request_BadRequest",
+                    f"Could not find a property named '{name}' on type 'microsoft.graph.group'.",
+                )
+        text = request.query.get("$filter", "")
+        clauses = parse_filter(text)
+        if clauses is None or [(op, name) for op, name, _ in clauses] != [("eq", "displayName")]:
+            self.violations.append(f"List groups: unsupported $filter {text!r}")
+            return graph_error(400, "Request_UnsupportedQuery", "Unsupported Query.")
+        wanted = clauses[0][2].lower()
+        found = [
+            g.resource for g in self.groups.values() if g.resource["displayName"].lower() == wanted
+        ]
+        return web.json_response(
+            {
+                "@odata.context": f"{self.graph_url}/$metadata#groups",
+                "value": [
+                    {k: v for k, v in r.items() if fields is None or k in ["id", *fields]}
+                    for r in found
+                ],
+            }
+        )
+
+    def _transitive_users(self, request: web.Request, start_group: GraphGroup) -> web.Response:
+        """Every user in the group or any group nested in it, once; pages of ``$top``."""
+        select = self._select(request)
+        if isinstance(select, web.Response):
+            return select
+        top = int(request.query.get("$top", "100"))
+        if not 1 <= top <= 999:
+            return graph_error(400, "Request_BadRequest", "Invalid page size specified.")
+        users = list(self._flatten(start_group, set()))
+        size = min(top, self.page_size)
+        start = int(request.query.get("$skiptoken", "0"))
+        body: dict[str, Any] = {
+            "@odata.context": f"{self.graph_url}/$metadata#users",
+            "value": [u.resource(select) for u in users[start : start + size]],
+        }
+        if start + size < len(users):
+            query = {k: v for k, v in request.query.items() if k != "$skiptoken"}
+            query["$skiptoken"] = str(start + size)
+            body["@odata.nextLink"] = (
+                f"{self.graph_url}/groups/{start_group.id}/transitiveMembers/microsoft.graph.user"
+                f"?{urlencode(query)}"
+            )
+        return web.json_response(body)
+
+    def _flatten(self, start: GraphGroup, seen: set[str]) -> Iterator[GraphUser]:
+        for member in start.members:
+            if member in seen:
+                continue
+            seen.add(member)
+            if member in self.users:
+                yield self.users[member]
+            elif member in self.groups:
+                yield from self._flatten(self.groups[member], seen)
 
     async def _get_user(self, request: web.Request, user: GraphUser, *_: Any) -> web.Response:
         select = self._select(request)

@@ -649,6 +649,171 @@ async def test_directory_trouble_is_unavailable_never_a_partial_answer(
         await entra.search("Ali")
 
 
+# ---- members: who may approve ------------------------------------------------------------------
+
+SECURITY_GROUP = "3f1e5a2b-0000-4000-8000-00000000a002"
+LEADS_GROUP = "3f1e5a2b-0000-4000-8000-00000000a003"
+UNKNOWN_GROUP = "3f1e5a2b-0000-4000-8000-00000000afff"
+BOB_ID = "7fb0c1d2-0000-4000-8000-0000000000b0"
+CAROL_ID = "7fb0c1d2-0000-4000-8000-0000000000c0"
+DAVE_ID = "7fb0c1d2-0000-4000-8000-0000000000d0"
+MEMBERS = re.escape("/transitiveMembers/microsoft.graph.user") + "$"
+
+
+@pytest.fixture
+def teams(graph: GraphStandIn) -> GraphStandIn:
+    """Helpdesk: Alice, Carol. Security: Bob, Carol (disabled: returned all the same), and the
+    nested Security Leads group with Dave."""
+    for user_id, name in ((BOB_ID, "Bob Brown"), (CAROL_ID, "Carol Chen"), (DAVE_ID, "Dave Diaz")):
+        first = name.split()[0].lower()
+        graph.add_user(
+            GraphUser(id=user_id, display_name=name, upn=f"{first}@contoso.com", mail=None)
+        )
+    graph.users[CAROL_ID].enabled = False
+    graph.add_group(group("Helpdesk", HELPDESK_GROUP), [ALICE_ID, CAROL_ID])
+    graph.add_group(group("Security Leads", LEADS_GROUP), [DAVE_ID])
+    graph.add_group(group("Security", SECURITY_GROUP), [BOB_ID, CAROL_ID, LEADS_GROUP])
+    return graph
+
+
+async def test_members_of_two_groups_each_once_with_every_group_they_are_in(
+    entra: EntraConnector, teams: GraphStandIn
+) -> None:
+    found = await entra.members([HELPDESK_GROUP, SECURITY_GROUP])
+
+    by_id = {p.id: p for p in found}
+    assert len(found) == len(by_id) == 4
+    assert by_id[CAROL_ID].groups == {HELPDESK_GROUP, SECURITY_GROUP}
+    assert by_id[CAROL_ID].disabled, "disabled people are returned; callers decide"
+    assert by_id[ALICE_ID].groups == {HELPDESK_GROUP}
+    assert by_id[BOB_ID].email == "bob@contoso.com", "the UPN when there is no mail"
+    assert by_id[DAVE_ID].groups == {SECURITY_GROUP}, "a nested group's member (transitive)"
+    assert by_id[ALICE_ID].phone is None, "mobilePhone only with phone_of_record"
+    calls = teams.calls("GET", MEMBERS)
+    assert [c.path for c in calls] == [
+        f"/v1.0/groups/{HELPDESK_GROUP}/transitiveMembers/microsoft.graph.user",
+        f"/v1.0/groups/{SECURITY_GROUP}/transitiveMembers/microsoft.graph.user",
+    ]
+    assert calls[0].query == {
+        "$select": "id,displayName,mail,userPrincipalName,accountEnabled,userType,mobilePhone",
+        "$top": "500",
+    }
+    assert teams.calls("GET", "/transitiveMemberOf$") == [], "no per-person calls"
+
+
+async def test_members_follow_every_page_and_respect_phone_of_record(
+    make: Make, teams: GraphStandIn
+) -> None:
+    teams.page_size = 1
+
+    found = await make(phone_of_record=True).members([SECURITY_GROUP])
+
+    assert {p.id for p in found} == {BOB_ID, CAROL_ID, DAVE_ID}
+    calls = teams.calls("GET", MEMBERS)
+    assert len(calls) == 3
+    assert [c.query.get("$skiptoken") for c in calls] == [None, "1", "2"]
+    assert all(c.query["$select"] == calls[0].query["$select"] for c in calls)
+    (alice,) = await make(phone_of_record=True).members([HELPDESK_GROUP], limit=1)
+    assert alice.phone == ALICE_PHONE
+
+
+async def test_members_stop_at_the_limit(entra: EntraConnector, teams: GraphStandIn) -> None:
+    teams.page_size = 1
+
+    found = await entra.members([HELPDESK_GROUP, SECURITY_GROUP], limit=2)
+
+    assert [p.id for p in found] == [ALICE_ID, CAROL_ID]
+    calls = teams.calls("GET", MEMBERS)
+    assert len(calls) == 2 and calls[0].query["$top"] == "2"
+    assert all(SECURITY_GROUP not in c.path for c in calls), "nothing read past the limit"
+    assert await entra.members([HELPDESK_GROUP], limit=0) == []
+
+
+async def test_a_group_the_directory_does_not_know_has_nobody(
+    entra: EntraConnector, teams: GraphStandIn
+) -> None:
+    assert await entra.members([UNKNOWN_GROUP]) == []
+    assert await entra.members(["Helpdesk", "role:Global Administrator", ""]) == []
+    assert await entra.members([]) == []
+
+    assert len(teams.calls("GET", MEMBERS)) == 1, "only an object id is asked about"
+    assert {p.id for p in await entra.members([UNKNOWN_GROUP, HELPDESK_GROUP])} == {
+        ALICE_ID,
+        CAROL_ID,
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "times"),
+    [(403, "Authorization_RequestDenied", 1), (500, "UnknownError", 3)],
+)
+async def test_a_refused_member_listing_is_unavailable_never_nobody(
+    entra: EntraConnector, teams: GraphStandIn, status: int, code: str, times: int
+) -> None:
+    teams.page_size = 1
+    teams.fail(
+        "GET",
+        MEMBERS,
+        status,
+        {"error": {"code": code, "message": "Insufficient privileges to complete the operation."}},
+        times=times,
+    )
+    with pytest.raises(Unavailable, match="Insufficient privileges"):
+        await entra.members([HELPDESK_GROUP])
+
+
+async def test_a_refusal_on_a_later_page_is_unavailable_never_a_partial_answer(
+    entra: EntraConnector, teams: GraphStandIn
+) -> None:
+    teams.page_size = 1
+    teams.fail("GET", MEMBERS, 200)  # the first page answers, with no body at all
+    with pytest.raises(Unavailable, match="no list"):
+        await entra.members([SECURITY_GROUP])
+
+    outside = {"value": [], "@odata.nextLink": "https://graph.example.net/v1.0/groups?x=1"}
+    teams.fail("GET", MEMBERS, 200, outside)
+    with pytest.raises(Unavailable, match="outside Graph"):
+        await entra.members([SECURITY_GROUP])
+    assert all(c.path.startswith("/v1.0/") for c in teams.calls())
+
+
+async def test_members_by_display_name_are_resolved_exactly(
+    make: Make, teams: GraphStandIn
+) -> None:
+    entra = make(group_key="name")
+    teams.add_group(group("helpdesk"), [BOB_ID])  # another case: not the group named Helpdesk
+    teams.add_group(group("Ops O'Neil"), [DAVE_ID])
+
+    found = await entra.members(["Helpdesk", "Ops O'Neil", "No Such Group"])
+
+    assert {p.id: p.groups for p in found} == {
+        ALICE_ID: {"Helpdesk"},
+        CAROL_ID: {"Helpdesk"},
+        DAVE_ID: {"Ops O'Neil"},
+    }
+    lookups = [c.query["$filter"] for c in teams.calls("GET", "^/v1.0/groups$")]
+    assert lookups == [
+        "displayName eq 'Helpdesk'",
+        "displayName eq 'Ops O''Neil'",
+        "displayName eq 'No Such Group'",
+    ]
+    assert len(teams.calls("GET", MEMBERS)) == 2
+
+
+async def test_a_display_name_several_groups_share_is_unavailable(
+    make: Make, teams: GraphStandIn
+) -> None:
+    """Display names are not unique (users may create groups): which one is meant is unknown,
+    so the operator hears it rather than seeing approvers vanish or appear."""
+    entra = make(group_key="name")
+    teams.add_group(group("Helpdesk"), [BOB_ID])
+
+    with pytest.raises(Unavailable, match=r"2 groups named 'Helpdesk'.*group_key: id"):
+        await entra.members(["Security", "Helpdesk"])
+
+    assert teams.calls("GET", MEMBERS)[-1].path.startswith(f"/v1.0/groups/{SECURITY_GROUP}/")
+
+
 # ---- secrets never reach logs ----------------------------------------------------------------
 
 

@@ -570,6 +570,162 @@ async def test_directory_trouble_is_unavailable_never_a_partial_answer(
         await google.find_by_email("alice@example.com")
 
 
+# ---- members: who may approve ------------------------------------------------------------------
+
+BOB_ID = "104857600000000000002"
+CAROL_ID = "104857600000000000003"
+DAVE_ID = "104857600000000000004"
+CUSTOMER_MEMBER = {
+    "kind": "admin#directory#member",
+    "etag": '"c"',
+    "id": "C01abc234",
+    "role": "MEMBER",
+    "type": "CUSTOMER",
+}
+
+
+@pytest.fixture
+def teams(workspace: GoogleStandIn) -> GoogleStandIn:
+    """helpdesk@: Alice, Carol (suspended: returned all the same). security@: Bob, Carol, the
+    nested leads@ group with Dave, someone outside the account, and the whole customer."""
+    for user_id, name in ((BOB_ID, "Bob Brown"), (CAROL_ID, "Carol Chen"), (DAVE_ID, "Dave Diaz")):
+        first = name.split()[0].lower()
+        workspace.add_user(
+            WorkspaceUser(id=user_id, primary_email=f"{first}@example.com", full_name=name)
+        )
+    workspace.users[CAROL_ID].suspended = True
+    workspace.add_group(workspace_group("helpdesk@example.com", "Helpdesk"), [ALICE_ID, CAROL_ID])
+    workspace.add_group(workspace_group("leads@example.com", "Security Leads"), [DAVE_ID])
+    workspace.add_group(
+        workspace_group("security@example.com", "Security"),
+        [BOB_ID, CAROL_ID, "leads@example.com", "partner@elsewhere.example", CUSTOMER_MEMBER],
+    )
+    return workspace
+
+
+async def test_members_of_two_groups_each_once_with_every_group_they_are_in(
+    google: GoogleConnector, teams: GoogleStandIn
+) -> None:
+    with structlog.testing.capture_logs() as events:
+        found = await google.members(["helpdesk@example.com", "security@example.com"])
+
+    by_id = {p.id: p for p in found}
+    assert len(found) == len(by_id) == 4, "the outsider and the customer are no one here"
+    assert by_id[CAROL_ID].groups == {"helpdesk@example.com", "security@example.com"}
+    assert by_id[CAROL_ID].disabled, "suspended people are returned; callers decide"
+    assert by_id[DAVE_ID].groups == {"security@example.com"}, "a nested group's member"
+    assert by_id[ALICE_ID].phone == ALICE_PHONE, "read as users.get reads everyone"
+    assert by_id[BOB_ID].email == "bob@example.com" and by_id[BOB_ID].name == "Bob Brown"
+    listings = teams.calls("directory.members.list")
+    assert [c.path for c in listings] == [
+        "/admin/directory/v1/groups/helpdesk@example.com/members",
+        "/admin/directory/v1/groups/security@example.com/members",
+    ]
+    assert listings[0].query == {"includeDerivedMembership": "true", "maxResults": "200"}
+    reads = [c.path.rsplit("/", 1)[-1] for c in teams.calls("directory.users.get")]
+    assert sorted(reads[:4]) == sorted([ALICE_ID, BOB_ID, CAROL_ID, DAVE_ID])
+    assert len(reads) == 5, "each person read once, and the outsider once (404)"
+    assert teams.calls("directory.groups.list") == [], "no per-person group look-ups"
+    assert any(e["event"] == "google_members_of_customer_not_listed" for e in events)
+
+
+async def test_members_follow_every_page(google: GoogleConnector, teams: GoogleStandIn) -> None:
+    teams.member_page_size = 2
+
+    found = await google.members(["security@example.com"])
+
+    assert {p.id for p in found} == {BOB_ID, CAROL_ID, DAVE_ID}
+    tokens = [c.query.get("pageToken") for c in teams.calls("directory.members.list")]
+    assert tokens == [None, "2", "4"]
+
+
+async def test_members_stop_at_the_limit(google: GoogleConnector, teams: GoogleStandIn) -> None:
+    found = await google.members(["helpdesk@example.com", "security@example.com"], limit=2)
+
+    assert [p.id for p in found] == [ALICE_ID, CAROL_ID]
+    assert len(teams.calls("directory.users.get")) == 2
+    assert len(teams.calls("directory.members.list")) == 1, "nothing read past the limit"
+    assert await google.members(["helpdesk@example.com"], limit=0) == []
+
+
+async def test_a_group_the_directory_does_not_know_has_nobody(
+    google: GoogleConnector, teams: GoogleStandIn
+) -> None:
+    assert await google.members(["nobody@example.com"]) == []
+    assert await google.members(["Helpdesk", "../users@example.com", ""]) == []
+    assert await google.members([]) == []
+
+    assert len(teams.calls("directory.members.list")) == 1, "only a group email is asked about"
+
+
+@pytest.mark.parametrize(("status", "times"), [(403, 1), (500, 3)])
+async def test_a_refused_member_listing_is_unavailable_never_nobody(
+    google: GoogleConnector, teams: GoogleStandIn, status: int, times: int
+) -> None:
+    teams.fail(
+        "directory.members.list",
+        status,
+        {"error": {"code": status, "message": "Not Authorized to access this resource/api"}},
+        times=times,
+    )
+    with pytest.raises(Unavailable, match="Not Authorized"):
+        await google.members(["helpdesk@example.com"])
+
+
+async def test_a_refusal_on_a_later_page_or_person_is_unavailable_never_a_partial_answer(
+    google: GoogleConnector, teams: GoogleStandIn
+) -> None:
+    first_page = {"kind": "admin#directory#members", "members": [], "nextPageToken": "1"}
+    teams.fail("directory.members.list", 200, first_page)
+    teams.fail("directory.members.list", 503, None, times=3)
+    with pytest.raises(Unavailable, match="HTTP 503"):
+        await google.members(["security@example.com"])
+
+    teams.fail("directory.users.get", 403, {"error": {"code": 403, "message": "Forbidden"}})
+    with pytest.raises(Unavailable, match="Forbidden"):
+        await google.members(["helpdesk@example.com"])
+
+
+async def test_members_by_group_name_are_resolved_exactly(make: Make, teams: GoogleStandIn) -> None:
+    google = make(group_key="name")
+    other = teams.add_group(workspace_group("hd-old@example.com", "helpdesk"), [BOB_ID])
+    oneil = teams.add_group(workspace_group("ops@example.com", "Ops O'Neil"), [DAVE_ID])
+
+    found = await google.members(["Helpdesk", "Ops O'Neil", "No Such Group"])
+
+    assert {p.id: p.groups for p in found} == {
+        ALICE_ID: {"Helpdesk"},
+        CAROL_ID: {"Helpdesk"},
+        DAVE_ID: {"Ops O'Neil"},
+    }
+    searches = teams.calls("directory.groups.list")
+    assert [c.query for c in searches] == [
+        {"customer": "my_customer", "query": "name='Helpdesk'", "maxResults": "200"},
+        {"customer": "my_customer", "query": "name='Ops O\\'Neil'", "maxResults": "200"},
+        {"customer": "my_customer", "query": "name='No Such Group'", "maxResults": "200"},
+    ]
+    listed = [c.path for c in teams.calls("directory.members.list")]
+    helpdesk = teams.groups[0].resource["id"]
+    assert listed == [
+        f"/admin/directory/v1/groups/{helpdesk}/members",
+        f"/admin/directory/v1/groups/{oneil.resource['id']}/members",
+    ]
+    assert other.resource["id"] not in "".join(listed)
+
+
+async def test_a_group_name_several_groups_share_is_unavailable(
+    make: Make, teams: GoogleStandIn
+) -> None:
+    google = make(group_key="name")
+    teams.add_group(workspace_group("helpdesk-2@example.com", "Helpdesk"), [BOB_ID])
+
+    with pytest.raises(Unavailable, match=r"2 groups named 'Helpdesk'.*group_key: email"):
+        await google.members(["Helpdesk"])
+    with pytest.raises(Unavailable, match="cannot be searched for exactly"):
+        await google.members(["Help\\desk"])
+    assert teams.calls("directory.members.list") == []
+
+
 # ---- secrets never reach logs ----------------------------------------------------------------
 
 

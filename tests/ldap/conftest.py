@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -321,6 +321,19 @@ def seed_ldif() -> str:
         _group("loop-a", f"cn=loop-b,{GROUPS}", f"uid=alice,{PEOPLE}"),
         _group("loop-b", f"cn=loop-a,{GROUPS}"),
         _group("bob-only", f"uid=bob,{PEOPLE}"),
+        # For members(): a name with a filter metacharacter, and a group listing what is not a
+        # person under ou=people (a service, an AD-shaped user, a DN that is gone, the OU itself)
+        _group("ops*", f"uid=twin1,{PEOPLE}"),
+        _group(
+            "mixed",
+            f"uid=starlight,{PEOPLE}",
+            f"uid=erin,{PEOPLE}",
+            SERVICE_DN,
+            f"cn=Dan Gone,{AD_USERS}",
+            f"uid=ghost,{PEOPLE}",
+            PEOPLE,
+            f"cn=ops*,{GROUPS}",
+        ),
         _ad_user(
             "carol",
             "Carol Jones",
@@ -331,7 +344,7 @@ def seed_ldif() -> str:
             "mobile: +1 425 555 0100",
         ),
         _ad_user("dan", "Dan Gone", "dan@ad.example.org", "userAccountControl: 514"),
-        _group("ad-helpdesk", f"cn=Carol Jones,{AD_USERS}"),
+        _group("ad-helpdesk", f"cn=Carol Jones,{AD_USERS}", f"cn=Dan Gone,{AD_USERS}"),
         _group("ad-staff", f"cn=ad-helpdesk,{GROUPS}"),
     ]
     return "\n".join(entries)
@@ -369,6 +382,12 @@ class Slapd:
     ca_file: str
     other_ca_file: str
     port: int
+    process: subprocess.Popen[bytes] = field(repr=False, compare=False)
+
+    def stop(self) -> None:
+        """Stop the server now (to see what the connector does when nobody answers)."""
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
     def admin(self) -> Connection:
         """A plain connection bound as the rootdn, for checking what the connector did."""
@@ -450,6 +469,7 @@ def slapd(tmp_path: Path, tls_files: TlsFiles) -> Iterator[Slapd]:
             ca_file=str(tls_files.ca),
             other_ca_file=str(tls_files.other_ca),
             port=port,
+            process=proc,
         )
     finally:
         proc.terminate()

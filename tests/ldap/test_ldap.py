@@ -22,6 +22,7 @@ from app.connectors.ldap import (
     LdapConfig,
     LdapConnector,
     ad_groups_filter,
+    ad_members_filter,
     ad_password_value,
     build,
     generate_password,
@@ -212,6 +213,10 @@ def test_group_filters_escape_the_member_dn() -> None:
     )
     assert member_of_any_filter(LdapConfig.model_validate(minimal()), ["uid=a*", "uid=b"]) == (
         "(&(objectClass=groupOfNames)(|(member=uid=a\\2a)(member=uid=b)))"
+    )
+    assert ad_members_filter(config, "CN=Ops (*),OU=Groups,DC=example,DC=org") == (
+        f"(&(&(objectCategory=person)(objectClass=user))(memberOf:{IN_CHAIN}:="
+        "CN=Ops \\28\\2a\\29,OU=Groups,DC=example,DC=org))"
     )
 
 
@@ -457,6 +462,156 @@ async def test_group_names_can_be_full_dns(slapd: Slapd, service_password: str) 
 
 
 # --------------------------------------------------------------------------------------------
+# Members of groups: who may approve
+
+
+def ids(people: list[Principal]) -> list[str]:
+    return sorted(p.id for p in people)
+
+
+async def test_members_of_two_groups_are_each_listed_once_with_both(
+    slapd: Slapd, service_password: str
+) -> None:
+    connector = build(openldap(slapd))
+
+    found = await connector.members(["everyone", "bob-only"])
+
+    # bob is in both; alice is in everyone through it-staff <- helpdesk (nested twice)
+    assert ids(found) == ["alice", "bob"]
+    by_id = {p.id: p for p in found}
+    assert {"everyone", "bob-only"} <= by_id["bob"].groups
+    assert {"everyone", "it-staff", "helpdesk"} <= by_id["alice"].groups
+    assert found == [await connector.get(p.id) for p in found], "read as get() reads a person"
+
+
+async def test_members_of_a_nested_group_and_of_a_cycle(
+    slapd: Slapd, service_password: str
+) -> None:
+    connector = build(openldap(slapd))
+
+    assert ids(await connector.members(["it-staff"])) == ["alice"]
+    assert ids(await connector.members(["loop-b"])) == ["alice"]  # loop-b <-> loop-a ends
+    assert ids(await connector.members(["loop-a", "loop-b", "helpdesk"])) == ["alice"]
+
+
+async def test_members_are_people_under_user_base_only(slapd: Slapd, service_password: str) -> None:
+    """A service, an entry outside user_base, a DN that is gone and the OU itself: nobody."""
+    found = await build(openldap(slapd)).members(["mixed"])
+
+    # starlight directly, twin1 through the nested ops*; erin is disabled and still listed
+    assert ids(found) == ["erin", "starlight", "twin1"]
+    assert next(p for p in found if p.id == "erin").disabled
+
+
+async def test_an_unknown_group_has_nobody(slapd: Slapd, service_password: str) -> None:
+    connector = build(openldap(slapd))
+
+    assert await connector.members(["no-such-group"]) == []
+    assert await connector.members([]) == []
+    assert ids(await connector.members(["no-such-group", "bob-only"])) == ["bob"]
+    # names are matched exactly, as the policy compares them with a person's groups
+    assert await connector.members(["HELPDESK"]) == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "*",
+        "ops",
+        "help*",
+        "*)(cn=*",
+        "helpdesk)(cn=*",
+        "bob-only)(|(cn=*)",
+        "helpdesk)",
+        "(",
+        "\\2a",
+    ],
+)
+async def test_group_names_are_never_filter_syntax(
+    slapd: Slapd, service_password: str, name: str
+) -> None:
+    assert await build(openldap(slapd)).members([name]) == []
+
+
+async def test_a_group_named_with_a_metacharacter_is_found_exactly(
+    slapd: Slapd, service_password: str
+) -> None:
+    assert ids(await build(openldap(slapd)).members(["ops*"])) == ["twin1"]
+
+
+async def test_members_stop_at_the_limit(slapd: Slapd, service_password: str) -> None:
+    connector = build(openldap(slapd))
+    groups = ["everyone", "bob-only", "mixed", "ops*"]
+
+    everyone = await connector.members(groups)
+    two = await connector.members(groups, limit=2)
+
+    assert ids(everyone) == ["alice", "bob", "erin", "starlight", "twin1"]
+    assert len(two) == 2 and set(ids(two)) <= set(ids(everyone))
+    assert len(await connector.members(groups, limit=1)) == 1
+    assert await connector.members(groups, limit=0) == []
+
+
+async def test_members_nesting_deeper_than_allowed_is_an_error(
+    slapd: Slapd, service_password: str
+) -> None:
+    with pytest.raises(Unavailable, match="max_group_depth"):
+        await build(openldap(slapd, max_group_depth=2)).members(["everyone"])
+    deep_enough = await build(openldap(slapd, max_group_depth=3)).members(["everyone"])
+    assert ids(deep_enough) == ["alice", "bob"]
+
+
+async def test_members_of_groups_named_by_dn(slapd: Slapd, service_password: str) -> None:
+    connector = build(openldap(slapd, group_name_attribute="dn"))
+
+    found = await connector.members([f"cn=everyone,{GROUPS}", f"cn=bob-only,{GROUPS}"])
+
+    assert ids(found) == ["alice", "bob"]
+    assert await connector.members(["everyone"]) == []
+    assert await connector.members([ALICE_DN]) == [], "not a group, and not under group_base"
+    assert await connector.members([f"cn=ghost,{GROUPS}", "not a dn"]) == []
+
+
+async def test_members_when_the_directory_is_down_is_unavailable_never_nobody(
+    slapd: Slapd, service_password: str
+) -> None:
+    connector = build(openldap(slapd))
+    assert ids(await connector.members(["bob-only"])) == ["bob"]
+
+    slapd.stop()
+
+    with pytest.raises(Unavailable, match="cannot reach the directory"):
+        await connector.members(["bob-only"])
+
+
+async def test_members_with_a_wrong_bind_password_is_unavailable(
+    slapd: Slapd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV, "not-the-service-password")
+
+    with pytest.raises(Unavailable, match="bind refused"):
+        await build(openldap(slapd)).members(["bob-only"])
+
+
+async def test_members_from_a_directory_that_never_answers_is_unavailable(
+    slapd: Slapd, service_password: str, proxy_factory: Any
+) -> None:
+    _, port = await proxy_factory(slapd.port, silent=True)
+    connector = build(
+        openldap(
+            slapd,
+            url=f"ldap://127.0.0.1:{port}",
+            allow_insecure=True,
+            ca_file=None,
+            operation_timeout=1,
+        )
+    )
+
+    with pytest.raises(Unavailable):
+        await connector.members(["bob-only"])
+
+
+# --------------------------------------------------------------------------------------------
 # Active Directory shapes (AD's attributes in slapd: the modify requests AD documents)
 
 
@@ -512,6 +667,23 @@ async def test_ad_mobile_is_the_phone_of_record_only_once_self_may_not_write_it(
     assert dan is not None and dan.phone is None
     (reminder,) = [line for line in await connector.check() if "phone of record" in line.what]
     assert reminder.status is CheckStatus.NOTE and "SELF" in reminder.detail
+
+
+async def test_ad_members_through_nesting_and_only_under_user_base(
+    slapd: Slapd, service_password: str
+) -> None:
+    """The AD stand-in walks (slapd has no in-chain rule; its filter is checked as a string)."""
+    connector = build(active_directory(slapd))
+
+    found = await connector.members(["ad-staff", "ad-helpdesk"])
+
+    assert [(p.id, p.disabled) for p in sorted(found, key=lambda p: p.id)] == [
+        ("carol", False),
+        ("dan", True),
+    ]
+    assert all({"ad-helpdesk", "ad-staff"} <= p.groups for p in found)
+    assert await connector.members(["helpdesk"]) == [], "alice is not under the AD user_base"
+    assert await connector.members(["ad-staff*"]) == []
 
 
 async def test_ad_never_sends_a_password_in_the_clear(slapd: Slapd, service_password: str) -> None:
