@@ -2098,6 +2098,7 @@ class TwoKey:
         request_id = parse_request_id(request_id)
         caller = await self.identify(reviewer)
         if not self.policy.holds_role(caller.principal, REVIEWER_ROLE):
+            await self._review_refused(request_id, caller)
             raise NotAllowed(
                 f"Closing a break-glass review needs the {REVIEWER_ROLE} role, which you do not "
                 "hold (the break-glass role is not enough). Ask a security reviewer."
@@ -2107,6 +2108,20 @@ class TwoKey:
         if reply.code.is_refusal and reply.request is not None:
             await self._refused(reply.request, caller, reply.code, "review")
         return _review_decision(reply)
+
+    async def _review_refused(self, request_id: str, caller: Caller) -> None:
+        """Someone without the reviewer role tried to clear a break-glass use (often a fellow
+        break-glass holder): audited on the request, and security hears of it."""
+        try:
+            reply = await self.store.annotate(
+                request_id, "review_refused", caller.id, f"role:{REVIEWER_ROLE}", "refused"
+            )
+        except Unavailable:
+            log.error("review_refusal_unaudited", request=request_id, actor=caller.id)
+            return
+        if reply.request is not None:
+            text = say.review_refused(caller.principal.name)
+            await self._alert(reply.request, say.alert(reply.request, text))
 
     async def close_review_as_operator(self, operator: str, request_id: str, note: str) -> Decision:
         """An operator closes a review from the CLI. The CLI cannot verify a reviewer, so it is

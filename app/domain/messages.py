@@ -612,6 +612,11 @@ def push_unavailable(request: Request, detail: str) -> str:
     )
 
 
+def review_refused(who: str) -> str:
+    """To security: someone without the reviewer role tried to close a break-glass review."""
+    return f"{who} tried to close this break-glass review without the security role (refused)."
+
+
 def push_abandoned_owner(request: Request) -> str:
     """To the owner: the push on their phone no longer counts, and how to get a new one."""
     return (

@@ -780,6 +780,10 @@ async def test_holding_the_breakglass_role_is_not_enough_to_review(
     with pytest.raises(NotAllowed, match="needs the security role"):
         await core.service.close_review(chat("carol"), rid, "my fellow on-call, looks fine")
     assert [r.id for r in await core.store.open_reviews()] == [rid]
+    refused = [e for e in await audit_events(core, rid) if e["kind"] == "review_refused"]
+    assert [(e["actor"], e["outcome"]) for e in refused] == [("carol", "refused")]
+    alerts = [t for _, _, t in core.notifier.said("alert_security")]
+    assert any("tried to close this break-glass review" in t for t in alerts), alerts
     closed = await core.service.close_review(chat("frank"), rid, "verified with grace by phone")
     assert not closed.request.review_open
 
