@@ -569,6 +569,7 @@ async def build_runtime(settings: Settings) -> Runtime:
             step_up=step_up,
             tickets=tickets,
         )
+        await warn_of_empty_roles(policy, directory)
         if tickets is not None:
             closers.append(write_back(tickets, policy, notifier, redis, keys, service.names.of))
         duo = service.step_up.push.get("duo_push") if service.step_up is not None else None
@@ -594,6 +595,35 @@ async def build_runtime(settings: Settings) -> Runtime:
         closers=[*closers, *wiring.closers],
         message_ledger=RedisMessageLedger(redis, keys),
     )
+
+
+ROLES_CHECK_S = 3.0
+"""How long start-up waits for the directory to say whether each role has anyone."""
+
+
+async def warn_of_empty_roles(policy: Policy, directory: Directory) -> None:
+    """A role whose groups hold nobody (a typo in a group name, an approvers' group never
+    filled) lets twokey start but no request of that tier could ever be approved: say so at
+    start-up, by role and group, as a warning. Best effort: a slow or failing directory is
+    not asked again here (the first request will ask it)."""
+    roles = {policy.requester_role, *(tier.approver_role for tier in policy.tiers.values())}
+    for role in sorted(roles):
+        groups = sorted(policy.roles.get(role, ()))
+        if not groups:
+            continue
+        try:
+            found = await asyncio.wait_for(directory.members(groups, limit=1), ROLES_CHECK_S)
+        except Exception as exc:
+            log.info("roles_not_checked", reason=type(exc).__name__)
+            return
+        if not found:
+            log.warning(
+                "role_has_nobody",
+                role=role,
+                groups=groups,
+                note="nobody in the directory is in these groups: requests needing this role "
+                "can never be opened or approved; check the group names in the policy's roles",
+            )
 
 
 async def _undo_start(
