@@ -53,6 +53,19 @@ class Interleaved(Protocol):
     async def segment(self, app: str, n: int, concurrency: int) -> Any: ...
 
 
+async def background_trips(
+    trips: Any, calls_made: Callable[[], Awaitable[int]], seconds: float = 5.0
+) -> float:
+    """Redis commands per second the app sends with nobody acting (sweeper, audit sealer),
+    measured once the stand-in is quiet: taken out of the per-action round-trip count."""
+    import time
+
+    await drained(calls_made)
+    before, began = trips.value, time.perf_counter()
+    await asyncio.sleep(seconds)
+    return float((trips.value - before) / (time.perf_counter() - began))
+
+
 def count_redis_trips(trips: Any) -> None:
     """In the app's process: count every command sent to Redis in ``trips`` (a shared
     ``multiprocessing.Value``; a pipeline or a script call counts once)."""

@@ -51,6 +51,7 @@ import aiohttp
 from bench import interleave
 from bench.interleave import (
     Apps,
+    background_trips,
     completion_line,
     completions,
     count_redis_trips,
@@ -366,12 +367,11 @@ class Bench:
     background: float = 0.0
     """Redis commands per second twokey sends with nobody pressing (sweeper, audit sealer)."""
 
-    async def idle(self, seconds: float = 5.0) -> None:
+    async def idle(self) -> None:
         """Measure the background Redis traffic, to take it out of the per-press count."""
-        await drained(lambda: calls_made(self.session, self.bench_url))
-        before, began = self.trips.value, time.perf_counter()
-        await asyncio.sleep(seconds)
-        self.background = (self.trips.value - before) / (time.perf_counter() - began)
+        self.background = await background_trips(
+            self.trips, lambda: calls_made(self.session, self.bench_url)
+        )
 
     def url(self, app: str) -> str:
         return f"http://127.0.0.1:{self.ports[app]}/api/messages"

@@ -84,6 +84,20 @@ breakglass:
   skip: [approvals]
   min_justification: 20
 """
+MINIMAL_POLICY = """\
+version: 1
+reason_codes: [lost-device]
+roles:
+  helpdesk: [helpdesk]
+  approver: [helpdesk-leads]
+tiers:
+  standard:
+    approvals: 1
+rules:
+  - name: default
+    tier: standard
+"""
+"""The smallest policy twokey takes: one tier, one rule (a base for connector sections)."""
 TARGET_VELOCITY = "  - {per: target, actions: [reset-mfa], limit: 2, window: 24h, then: refuse}\n"
 
 

@@ -11,21 +11,9 @@ from app.connectors.ldap import LdapConfig
 from app.connectors.okta import OktaConfig
 from app.connectors.registry import plugin_of
 from app.policy.loader import read_located_yaml
+from tests.helpers import MINIMAL_POLICY
 
-POLICY = """\
-version: 1
-reason_codes: [lost-device]
-roles:
-  helpdesk: [helpdesk]
-  approver: [helpdesk-leads]
-tiers:
-  standard:
-    approvals: 1
-rules:
-  - name: default
-    tier: standard
-connectors:
-"""
+POLICY = MINIMAL_POLICY + "connectors:\n"
 SECTIONS = {
     "okta": """\
   - type: okta

@@ -46,23 +46,12 @@ from tests.connectors.okta_standin import (
 )
 from tests.connectors_cloud.google_standin import GoogleStandIn, WorkspaceUser, workspace_group
 from tests.connectors_cloud.graph_standin import GraphStandIn, GraphUser, group
+from tests.helpers import MINIMAL_POLICY
 from tests.ldap import conftest as ldap_fixtures
 from tests.ldap.conftest import GROUPS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Slapd
 from tests.nhi.vault_standin import VaultStandIn
 
-POLICY = """\
-version: 1
-reason_codes: [lost-device]
-roles:
-  helpdesk: [helpdesk]
-  approver: [helpdesk-leads]
-tiers:
-  standard:
-    approvals: 1
-rules:
-  - name: default
-    tier: standard
-"""
+POLICY = MINIMAL_POLICY
 AUDIT_KEY = "a-test-audit-key-that-is-long-enough"
 
 # The throwaway slapd of the LDAP suite, reused as it is.

@@ -22,20 +22,9 @@ from app.connectors.sandbox import SandboxConnector
 from app.connectors.webhook import WebhookConnector
 from app.policy import PolicyFileError
 from app.policy.loader import read_located_yaml
+from tests.helpers import MINIMAL_POLICY
 
-POLICY = """\
-version: 1
-reason_codes: [lost-device]
-roles:
-  helpdesk: [helpdesk]
-  approver: [helpdesk-leads]
-tiers:
-  standard:
-    approvals: 1
-rules:
-  - name: default
-    tier: standard
-"""
+POLICY = MINIMAL_POLICY
 
 OKTA = """\
   - type: okta
