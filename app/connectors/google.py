@@ -17,7 +17,7 @@ and body checked in tests against Google's discovery document ``admin:directory_
                    one-time secret (generating them voids the old ones)
 - look-ups         GET  users/{userKey} (by id or any of the user's addresses),
                    GET  groups?userKey=..., GET users?customer=...&query=...
-- approvers        GET  groups/{groupKey}/members?includeDerivedMembership=true, then
+- approvers        GET  groups/{groupKey}/members (direct members), then
                    GET  users/{userKey} for each user (with ``group_key: name``, first
                    GET  groups?customer=...&query=name='...')
 
@@ -582,18 +582,18 @@ class GoogleConnector(HttpConnector[GoogleConfig]):
         raise Unavailable(f"Google lists more than {_PAGES} pages of groups for {user_id}")
 
     async def members(self, groups: Sequence[str], limit: int = MEMBERS_MAX) -> list[Principal]:
-        """The users in any of ``groups``, directly or through nested groups, each once.
+        """The users directly in any of ``groups``, each once.
 
-        members.list with ``includeDerivedMembership`` (every page, until ``limit`` people are
-        found), keeping members of type USER: nested groups are expanded by Google itself, and
-        CUSTOMER (everyone in the account) is not listed person by person (logged). Member
+        members.list (every page, until ``limit`` people are found), keeping members of type
+        USER. Direct members only, as groups.list by userKey (what the gates read when someone
+        acts) lists direct groups only: someone reached only through a nested group would be
+        asked to approve and then refused. CUSTOMER (everyone in the account) is not listed
+        person by person (logged). Member
         ``status`` is not filtered on: each user is read with users.get, as everywhere here,
         and suspended or archived people come back ``disabled`` for callers to decide. A
         member users.get does not know (someone outside the account) is skipped.
 
-        Each principal's ``groups`` are the asked-for groups they were found in (groups.list
-        by userKey, which the gates read, lists direct groups only: someone found through a
-        nested group is in the group here, but may not be when they act). At ``limit``
+        Each principal's ``groups`` are the asked-for groups they were found in. At ``limit``
         reading stops, so a person may then lack a later group they are also in.
 
         A group Google does not know (404), a key that cannot be a group email, or no group
@@ -672,10 +672,10 @@ class GoogleConnector(HttpConnector[GoogleConfig]):
         return quote(matches[0], safe="") if matches else None
 
     async def _user_members(self, group_key: str, name: str) -> AsyncGenerator[str]:
-        """The ids of the group's USER members, nested groups expanded, every page; nothing
-        for a group Google does not know; anything less than every page is Unavailable."""
+        """The ids of the group's direct USER members, every page; nothing for a group Google
+        does not know; anything less than every page is Unavailable."""
         url = f"{self._api}/groups/{group_key}/members"
-        params = {"includeDerivedMembership": "true", "maxResults": "200"}
+        params = {"maxResults": "200"}
         for page_number in range(_PAGES):
             answer = await self._read(url, params)
             if page_number == 0 and answer.status == 404:

@@ -610,10 +610,12 @@ async def test_members_of_two_groups_each_once_with_every_group_they_are_in(
         found = await google.members(["helpdesk@example.com", "security@example.com"])
 
     by_id = {p.id: p for p in found}
-    assert len(found) == len(by_id) == 4, "the outsider and the customer are no one here"
+    assert len(found) == len(by_id) == 3, "the outsider and the customer are no one here"
     assert by_id[CAROL_ID].groups == {"helpdesk@example.com", "security@example.com"}
     assert by_id[CAROL_ID].disabled, "suspended people are returned; callers decide"
-    assert by_id[DAVE_ID].groups == {"security@example.com"}, "a nested group's member"
+    # Dave is in security@ only through leads@: groups.list by his userKey (what the gate reads
+    # when he acts) would not name security@, so he is not asked to approve for it either
+    assert DAVE_ID not in by_id
     assert by_id[ALICE_ID].phone == ALICE_PHONE, "read as users.get reads everyone"
     assert by_id[BOB_ID].email == "bob@example.com" and by_id[BOB_ID].name == "Bob Brown"
     listings = teams.calls("directory.members.list")
@@ -621,10 +623,10 @@ async def test_members_of_two_groups_each_once_with_every_group_they_are_in(
         "/admin/directory/v1/groups/helpdesk@example.com/members",
         "/admin/directory/v1/groups/security@example.com/members",
     ]
-    assert listings[0].query == {"includeDerivedMembership": "true", "maxResults": "200"}
+    assert listings[0].query == {"maxResults": "200"}
     reads = [c.path.rsplit("/", 1)[-1] for c in teams.calls("directory.users.get")]
-    assert sorted(reads[:4]) == sorted([ALICE_ID, BOB_ID, CAROL_ID, DAVE_ID])
-    assert len(reads) == 5, "each person read once, and the outsider once (404)"
+    assert sorted(reads[:3]) == sorted([ALICE_ID, BOB_ID, CAROL_ID])
+    assert len(reads) == 4, "each person read once, and the outsider once (404)"
     assert teams.calls("directory.groups.list") == [], "no per-person group look-ups"
     assert any(e["event"] == "google_members_of_customer_not_listed" for e in events)
 
@@ -634,7 +636,7 @@ async def test_members_follow_every_page(google: GoogleConnector, teams: GoogleS
 
     found = await google.members(["security@example.com"])
 
-    assert {p.id for p in found} == {BOB_ID, CAROL_ID, DAVE_ID}
+    assert {p.id for p in found} == {BOB_ID, CAROL_ID}
     tokens = [c.query.get("pageToken") for c in teams.calls("directory.members.list")]
     assert tokens == [None, "2", "4"]
 
