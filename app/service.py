@@ -1888,6 +1888,22 @@ class TwoKey:
                 ),
             )
 
+    async def _requester_gone(self, request: Request, within: float) -> str:
+        """Why the agent who asked no longer stands behind the request ("" while they do): an
+        agent disabled in the directory since (dismissed, or their account taken over) must
+        not have their pending change run. twokey's own requests are exempt."""
+        if request.requester_id == SYSTEM:
+            return ""
+        try:
+            requester = await asyncio.wait_for(
+                self.directory.get(request.requester_id), timeout=within
+            )
+        except Exception:  # cannot tell: nothing runs (fail closed)
+            return "directory unreachable; nothing was changed"
+        if requester is None or requester.disabled:
+            return say.requester_gone()
+        return ""
+
     async def _run_connector(self, request: Request) -> ExecutionResult:
         """Never raises: a refusal is FAILED, anything unclear is UNKNOWN (alerted, not retried).
 
@@ -1913,6 +1929,10 @@ class TwoKey:
             # new secret would go to, someone who no longer owns it (invariants 2 and 5).
             log.warning("owner_changed", request=request.id, target=request.target_id)
             return ExecutionResult(outcome=Outcome.FAILED, detail=say.owner_changed(target.name))
+        gone = await self._requester_gone(request, max(0.1, deadline - clock.time()))
+        if gone:
+            log.warning("requester_gone", request=request.id)
+            return ExecutionResult(outcome=Outcome.FAILED, detail=gone)
         try:
             connector = self._connector_for(request.action, target)
         except NotAllowed as exc:

@@ -234,6 +234,14 @@ def refused_open(requester: str, action_label: str, target: str, why: str) -> st
     return f"Refused request by {requester} to {action_label} for {target}: {why}"
 
 
+def requester_gone() -> str:
+    """Why a request whose agent was disabled since they opened it does not run."""
+    return (
+        "the agent who opened it is no longer active in the directory, so nobody stands behind "
+        "the request any more; nothing was changed. Another agent may open it again."
+    )
+
+
 def owner_changed(target: str) -> str:
     """Why a request on an NHI handed to a new owner since it opened does not run."""
     return (

@@ -370,3 +370,26 @@ async def test_the_owner_is_told_when_a_change_to_their_account_plainly_fails(
     assert (await core.store.get(rid)).state is RequestState.FAILED  # type: ignore[union-attr]
     owner_words = [t for _, r, t in core.notifier.said("notify_owner") if r == rid]
     assert any(t.startswith("Not done") and "was not changed" in t for t in owner_words)
+
+
+async def test_a_request_whose_agent_was_disabled_since_does_not_run(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """bob opened it, then was disabled (dismissed, or his account taken over): the owner and
+    an approver still say yes, but nobody stands behind the request any more."""
+    directory = LiveDirectory()
+    core = build_core(redis_client, namespace, directory=directory)
+    opened = await core.service.open(
+        chat("bob"), chat("alice"), Action.RESET_MFA.value, "INC-1234", "lost-device"
+    )
+    rid = opened.request.id
+    directory.change("bob", disabled=True)
+    await core.service.confirm_owner(chat("alice"), rid)
+    await core.service.approve(chat("carol"), rid)
+
+    request = await core.store.get(rid)
+    assert request is not None and request.state is RequestState.FAILED
+    assert "no longer active" in request.outcome_detail
+    assert changes_to(core.connector, rid) == 0
+    alerts = [t for _, _, t in core.notifier.said("alert_security")]
+    assert any(rid in t for t in alerts), alerts
