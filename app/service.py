@@ -2165,11 +2165,13 @@ class TwoKey:
         request_id = parse_request_id(request_id)
         caller = await self.identify(who)
         request = await self._get(request_id)
-        if not self._may_view(caller.principal, request):
+        if not self.may_view(caller.principal, request):
             raise NotFound(f"No request {request_id} that you can see.")
         return request
 
-    def _may_view(self, principal: Principal, request: Request) -> bool:
+    def may_view(self, principal: Principal, request: Request) -> bool:
+        """Who may read a request (``status``, and a face showing its card): whoever is part of
+        it, or holds the role to ask, approve or escalate it."""
         if request.involves(principal.id):
             return True
         roles = {

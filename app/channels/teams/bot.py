@@ -226,7 +226,8 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
 
     async def _remember_if_personal(self, turn: TurnContext, me: ChatUser) -> None:
         activity = turn.activity
-        if (activity.conversation.conversation_type or "personal") != "personal":
+        # only a chat Teams names personal: the secret goes where this points (fail closed)
+        if activity.conversation.conversation_type != "personal":
             return
         try:
             caller = await self.service.identify(me)
@@ -298,7 +299,7 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
         role = replies.role_of_verb(pressed.value)
         question = await self._question_on(turn, role, request_id)
         if refresh or repeated:
-            return await self._stored_card(role, request_id, "", question)
+            return await self._stored_card(turn, role, request_id, "", question)
         recorded = Recorded()
         task = await answer_on_record(
             self._deciding_once(turn, pressed, request_id, data),
@@ -309,29 +310,67 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
         )
         note = task.result() if task.done() else ""
         if note is None:  # this activity was acted on before: the card as it stands
-            return await self._stored_card(role, request_id, "", question)
+            return await self._stored_card(turn, role, request_id, "", question)
         stored = recorded.request
         if stored is not None and stored.id == request_id:
             # on record: the card of the request the service told of (its gate script's
-            # result, its time the store's at that change); the rest goes on, tracked
+            # result, its time the store's at that change); the rest goes on, tracked. The
+            # service also tells of refusals (an alert to security), so who pressed is checked
+            if not await self._may_see(turn, stored):
+                return replies.invoke_message(note or _unseen(request_id))
             names = await self._names(stored)
             return replies.invoke_card(
                 replies.card_for(role, stored, stored.last_change_at, note, names, question)
             )
         if not task.done():
             log.warning("teams_answered_before_record", after_s=ANSWER_WITHIN_S)
-        return await self._stored_card(role, request_id, note, question)
+        return await self._stored_card(turn, role, request_id, note, question)
 
     async def _stored_card(
-        self, role: str, request_id: str, note: str, question: ManagerQuestion | None = None
+        self,
+        turn: TurnContext,
+        role: str,
+        request_id: str,
+        note: str,
+        question: ManagerQuestion | None = None,
     ) -> dict[str, object]:
-        """The invoke response: the card re-read from the store, ``note`` on top."""
+        """The invoke response: the card re-read from the store, ``note`` on top; only ``note``
+        (or that there is nothing to see) for someone who may not see the request."""
         request = await self.service.store.get(request_id)
-        if request is None:
-            return replies.invoke_message(note or f"No request {request_id} was found.")
+        if request is None or not await self._may_see(turn, request):
+            return replies.invoke_message(note or _unseen(request_id))
         now = await self.service.store.now()
         names = await self._names(request)
         return replies.invoke_card(replies.card_for(role, request, now, note, names, question))
+
+    async def _may_see(self, turn: TurnContext, request: Request) -> bool:
+        """Whether the card of ``request`` may be shown to whoever pressed: the request id in a
+        button's data is the presser's to choose (any invoke, a refresh too, from any chat).
+        Yes for whoever ``status`` lets read it (the service's ``may_view``: involved, or
+        holding the role to ask, approve or escalate it), and for a press on one of this
+        request's own cards where it was posted (whoever is in that chat already sees it)."""
+        activity = turn.activity
+        try:
+            sender = activity.from_property
+            me = await self.people.chat_user(turn, str(sender.id if sender else ""))
+            caller = await self.service.identify(me)
+            # the rule ``TwoKey.status`` applies, on the request in hand (no second read)
+            if self.service.may_view(caller.principal, request):
+                return True
+        except TwokeyError:
+            pass
+        except Exception as exc:
+            log.warning("teams_viewer_unknown", error=type(exc).__name__)
+            return False
+        try:
+            refs = await self.ledger.messages_of(request.id, PLATFORM)
+        except TwokeyError:
+            return False
+        pressed_on = str(activity.reply_to_id or "")
+        here = str(activity.conversation.id if activity.conversation else "")
+        return bool(pressed_on) and any(
+            r.message_id == pressed_on and r.channel == here for r in refs
+        )
 
     async def _question_on(
         self, turn: TurnContext, role: str, request_id: str
@@ -471,7 +510,7 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
             attachments=[Attachment(content_type=replies.CARD_TYPE, content=card)],
         )
         incoming = turn.activity
-        if (incoming.conversation.conversation_type or "personal") == "personal":
+        if incoming.conversation.conversation_type == "personal":
             await turn.send_activity(activity)
             return
         try:
@@ -516,6 +555,10 @@ def form_errors(
     if len(values.get("note", "")) > NOTE_MAX:
         errors["note"] = f"The note is too long (at most {NOTE_MAX} characters)."
     return errors
+
+
+def _unseen(request_id: str) -> str:
+    return f"No request {request_id} that you can see."
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -105,7 +105,12 @@ def secret_card(request: Request, secret: str, label: str) -> Card:
         [
             cards._text(f"Your {plain(label, 60)}", size="Medium", weight="Bolder"),
             cards._text(f"For request {request.id} ({request.action.label})."),
-            {"type": "TextBlock", "text": secret, "wrap": True, "fontType": "Monospace"},
+            # a TextRun: Teams renders no Markdown in it (a TextBlock would turn "-_ab_-" into
+            # italics, and the owner would copy a secret without its underscores)
+            {
+                "type": "RichTextBlock",
+                "inlines": [{"type": "TextRun", "text": secret, "fontType": "Monospace"}],
+            },
             cards._text(
                 "Use it now; it works once. twokey keeps no copy, and nobody else was sent it.",
                 isSubtle=True,

@@ -4,11 +4,19 @@ or malformed input is refused, specifically, to the asker only, and creates noth
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from teams_standin import APPROVALS, SECURITY, dm_of
-from teams_world import TeamsWorld
+from teams_world import TeamsWorld, walk
 
-from app.domain.models import RequestState
+from app.connectors import sandbox
+from app.domain.models import Action, RequestState
+
+
+def shown_secrets(card: dict[str, Any]) -> list[str]:
+    """The secret as Teams shows it: only a TextRun is never read as Markdown."""
+    return [n["text"] for n in walk(card) if n.get("fontType") == "Monospace" and "text" in n]
 
 
 async def test_nhi_rotation_hands_the_secret_to_the_owner_only(world: TeamsWorld) -> None:
@@ -21,9 +29,7 @@ async def test_nhi_rotation_hands_the_secret_to_the_owner_only(world: TeamsWorld
     answer = await world.press("carol", approval, "approve")
     await world.stored(request.id, lambda r: r.state is RequestState.COMPLETED)
     secret_card = await world.card(dm_of("ivan"), "Monospace")
-    [secret] = [
-        block["text"] for block in secret_card.card["body"] if block.get("fontType") == "Monospace"
-    ]
+    [secret] = shown_secrets(secret_card.card)
     assert len(secret) >= 8
     for conversation, messages in world.teams.messages.items():
         for message in messages:
@@ -75,3 +81,23 @@ async def test_an_empty_message_opens_the_form_and_it_validates_in_place(world: 
     )
     assert "TK-" in json.dumps(answer["value"])
     assert len(await world.runtime.store.open_requests()) == 1
+
+
+async def test_a_secret_that_looks_like_markdown_is_shown_exactly(
+    world: TeamsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL-safe token or a temporary password can hold ``_``, ``-``, ``#``...: in a TextBlock
+    Teams would render ``-_ab_-`` as italics and the owner would copy it without them."""
+    odd = "Xy-_ab_-#1 **b** [c](https://evil.example)"
+    monkeypatch.setitem(sandbox._SECRET_MAKERS, Action.ROTATE_SECRET, lambda: odd)
+    request = await world.open_request(
+        "rotate-secret nhi:ci-deployer INC-2001 scheduled-rotation", mentions=()
+    )
+    owner = await world.card(dm_of("ivan"), request.id, "Did you ask for this?")
+    await world.press("ivan", owner, "confirm")
+    await world.press("carol", await world.card(APPROVALS, request.id), "approve")
+    await world.stored(request.id, lambda r: r.state is RequestState.COMPLETED)
+    secret_card = await world.card(dm_of("ivan"), "Monospace")
+    assert shown_secrets(secret_card.card) == [odd]
+    runs = [n for n in walk(secret_card.card) if n.get("text") == odd]
+    assert [n["type"] for n in runs] == ["TextRun"]
