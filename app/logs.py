@@ -49,6 +49,11 @@ _HEADER_PAIR = re.compile(r"\((b?)(['\"])([\w-]+)\2,\s*b?(['\"]).*?(?<!\\)\4\)")
 """``(b'link', b'<...>')``: a header as httpcore and h11 print them."""
 _SIGNIN_LINK = re.compile(r"(/stepup/oidc/start/)[\w-]+")
 """An approver's single-use sign-in link in a path (aiohttp's access log prints paths)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+"""What a terminal acts on rather than shows: line breaks (a forged record), escape sequences
+(colours, cursor moves, window titles), bidi overrides. JSON escapes them itself."""
+_TRACE = frozenset({"exception", "stack"})
+"""Tracebacks keep their line breaks on a terminal (still nothing else)."""
 
 
 def scrub(text: str) -> str:
@@ -76,6 +81,37 @@ def scrub_event(_: object, __: str, event_dict: MutableMapping[str, Any]) -> Map
     """Scrub every value of an event, ours or a library's: a message or a traceback may
     quote a URL, and a URL may carry an address in its path or query."""
     return {k: v if k == "exc_info" else _scrubbed(v) for k, v in event_dict.items()}
+
+
+def _escaped(text: str, keep: str = "") -> str:
+    return _CONTROL.sub(
+        lambda m: m[0] if m[0] in keep else m[0].encode("unicode_escape").decode("ascii"), text
+    )
+
+
+def escape_controls(_: object, __: str, event_dict: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    """For the terminal renderer, which prints the message, and words without spaces or quotes,
+    as they are: text from outside (a reason, a tenant, a library's message) never starts a
+    forged line or drives the terminal (``ESC [ 2 J``, a window title)."""
+    out: dict[str, Any] = {}
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            out[key] = _escaped(value, "\n\t" if key in _TRACE else "")
+        elif key == "exc_info":
+            out[key] = value
+        else:
+            out[key] = _escaped_all(value)
+    return out
+
+
+def _escaped_all(value: Any) -> Any:
+    if isinstance(value, str):
+        return _escaped(value)
+    if isinstance(value, Mapping):
+        return {_escaped_all(k): _escaped_all(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_escaped_all(item) for item in value)
+    return value
 
 
 class _QuietWire(logging.Filter):
@@ -116,15 +152,16 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         structlog.stdlib.ExtraAdder(allow=("connector", "request_id", "action")),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
-    )
     rendering: list[structlog.types.Processor] = [
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
         structlog.processors.StackInfoRenderer(),
         structlog.processors.format_exc_info,  # a traceback as text, so its URLs are scrubbed
         scrub_event,
-        renderer,
+        *(
+            [structlog.processors.JSONRenderer()]
+            if use_json
+            else [escape_controls, structlog.dev.ConsoleRenderer()]
+        ),
     ]
     handler = _StderrHandler(sys.stderr)
     handler.setFormatter(

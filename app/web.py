@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -75,7 +76,7 @@ async def readyz(request: web.Request) -> web.Response:
     if policy.tickets.checked:  # reported, never a readiness condition (it fails closed alone)
         body["tickets"] = {
             "system": policy.tickets.system,
-            "instance": policy.tickets.instance_url,
+            "instance": _origin(policy.tickets.instance_url),
             "status": "configured" if runtime.service.tickets is not None else "not connected",
             "write_back": policy.tickets.write_back.notes,
         }
@@ -87,6 +88,17 @@ async def readyz(request: web.Request) -> web.Response:
         body.update(status="unavailable", redis="unreachable")
         return web.json_response(body, status=503)
     return web.json_response(body)
+
+
+def _origin(url: str | None) -> str | None:
+    """Scheme, host and port only: /readyz answers anyone who can reach the port, so no
+    user:password a policy may have written into the URL."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}"
 
 
 async def metrics(request: web.Request) -> web.Response:

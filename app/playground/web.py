@@ -236,10 +236,18 @@ def _state_query(request: web.Request) -> StateQuery:
 
 
 def _host_name(host_header: str) -> str:
-    """The name in a Host header: ``127.0.0.1:3000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``."""
+    """The name in a Host header: ``127.0.0.1:3000`` -> ``127.0.0.1``, ``[::1]:80`` -> ``::1``.
+
+    Anything after the name other than ``:<port>`` (``[::1].evil.example``) leaves the header
+    whole, which no loopback check accepts."""
     if host_header.startswith("["):
-        return host_header[1:].split("]", 1)[0]
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+        name, _, rest = host_header[1:].partition("]")
+    elif host_header.count(":") == 1:
+        name, rest = host_header.split(":")
+        rest = ":" + rest
+    else:
+        return host_header
+    return name if rest == "" or (rest[:1] == ":" and rest[1:].isdecimal()) else host_header
 
 
 # ---- the handlers ---------------------------------------------------------------------------

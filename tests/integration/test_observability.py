@@ -124,3 +124,31 @@ async def test_readyz_reports_redis_policy_and_connectors(
         await dead.aclose()
     finally:
         await client.close()
+
+
+async def test_readyz_names_the_ticket_system_without_credentials_in_its_url(
+    runtime: Runtime, redis_url: str, namespace: str
+) -> None:
+    """/readyz answers whoever reaches the port: a user:password written into the policy's
+    instance_url stays out of it (scheme, host and port only)."""
+    policy = runtime.policy
+    tickets = policy.tickets.model_copy(
+        update={
+            "system": "servicenow",
+            "instance_url": "https://svc-twokey:hunter2-secret@acme.service-now.com:8443",
+        }
+    )
+    runtime.policy = policy.model_copy(update={"tickets": tickets})
+    app = create_app(settings_for(redis_url, namespace), runtime=runtime, sweeper=False)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        ready = await client.get("/readyz")
+        text = await ready.text()
+        body = await ready.json()
+    finally:
+        await client.close()
+        runtime.policy = policy
+    assert ready.status == 200
+    assert "hunter2" not in text and "svc-twokey" not in text
+    assert body["tickets"]["instance"] == "https://acme.service-now.com:8443"
