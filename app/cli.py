@@ -26,7 +26,7 @@ from app.bootstrap import Runtime, StartupError, build_runtime
 from app.domain.errors import TwokeyError
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.domain.policy import Signals
-from app.logs import configure_logging, scrub_event
+from app.logs import configure_logging, escape_controls, scrub_event
 from app.settings import Settings, setting_problems
 
 EXIT_REFUSED = 3
@@ -275,6 +275,7 @@ def _setup_logging(settings: Settings, args: argparse.Namespace) -> None:
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             scrub_event,
+            escape_controls,  # the plain line goes to a terminal too
             _plain_words,
         ],
     )
