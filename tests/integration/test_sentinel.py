@@ -68,7 +68,9 @@ class Cell:
         config.write_text(
             f"port {self.sentinel}\nbind 127.0.0.1\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary} 1\n"
-            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            # longer than a first approve after the kill can take (socket_timeout 3 s): that
+            # approve must meet the dead primary, never the promoted replica mid-retry
+            f"sentinel down-after-milliseconds {SERVICE} 4000\n"
             f"sentinel failover-timeout {SERVICE} 5000\n"
             f"sentinel parallel-syncs {SERVICE} 1\n"
         )
