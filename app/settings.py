@@ -189,6 +189,9 @@ class Settings(BaseSettings):
     def incomplete_chat_credentials(self) -> str | None:
         """A chat channel half configured: without this, Slack or Teams would simply stay off
         (or fail later) while the operator believes it is served. None when nothing is amiss."""
+        return self.incomplete_slack_credentials() or self.incomplete_teams_credentials()
+
+    def incomplete_slack_credentials(self) -> str | None:
         slack_set = [
             name
             for name, value in (
@@ -211,6 +214,9 @@ class Settings(BaseSettings):
                 "your Slack app's Basic Information page) nor SLACK_APP_TOKEN (Socket Mode, "
                 "xapp-...) is: set one of them, or unset SLACK_BOT_TOKEN to run without Slack."
             )
+        return None
+
+    def incomplete_teams_credentials(self) -> str | None:
         if self.microsoft_app_password is not None and self.microsoft_app_id is None:
             return (
                 "MICROSOFT_APP_PASSWORD is set but MICROSOFT_APP_ID is not: set it to the bot's "

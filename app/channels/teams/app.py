@@ -58,11 +58,9 @@ def allowed_tenants(settings: Settings) -> frozenset[str]:
 def check_settings(settings: Settings) -> None:
     if not settings.microsoft_app_id:
         raise StartupError("Teams is configured but MICROSOFT_APP_ID is empty.")
-    if settings.microsoft_app_type != "UserAssignedMSI" and settings.microsoft_app_password is None:
-        raise StartupError(
-            "MICROSOFT_APP_PASSWORD is not set: create a client secret for the bot's app "
-            "registration (docs/teams.md) and set it."
-        )
+    incomplete = settings.incomplete_teams_credentials()
+    if incomplete is not None:  # the same rule `twokey serve` checks before anything starts
+        raise StartupError(incomplete)
     if settings.microsoft_app_type != "MultiTenant" and not settings.microsoft_app_tenant_id:
         raise StartupError(
             f"MICROSOFT_APP_TYPE={settings.microsoft_app_type} needs MICROSOFT_APP_TENANT_ID "
