@@ -76,3 +76,26 @@ class KeptAnswers(Generic[K, V]):
         if len(self._kept) >= self.most:
             self._kept.clear()
         self._kept[key] = (time.monotonic() + self.seconds, answer)
+
+
+class KeptCards:
+    """Where a request's cards are, for requests whose every card this replica posted: cards
+    are only ever added, each once, so a complete set stays true and no update needs to read
+    the ledger. Bounded: past ``most`` requests it starts afresh."""
+
+    def __init__(self, most: int = 10_000) -> None:
+        self.most = most
+        self._cards: dict[str, list[MessageRef]] = {}
+
+    def get(self, request_id: str) -> list[MessageRef] | None:
+        """A copy of the request's cards, or None when they must be read from the ledger."""
+        known = self._cards.get(request_id)
+        return list(known) if known is not None else None
+
+    def keep(self, request_id: str, refs: list[MessageRef]) -> None:
+        if len(self._cards) >= self.most:
+            self._cards.clear()
+        self._cards[request_id] = list(refs)
+
+    def forget(self, request_id: str) -> None:
+        self._cards.pop(request_id, None)

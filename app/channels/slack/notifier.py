@@ -34,6 +34,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from app.channels.acks import told
 from app.channels.attest import MANAGER_ROLE, ManagerQuestion
+from app.channels.common import KeptCards
 from app.channels.slack import blocks as bk
 from app.channels.slack.identity import SlackPeople
 from app.domain.errors import TwokeyError
@@ -105,7 +106,7 @@ class SlackNotifier:
         self._told: set[str] = set()
         """Thread lines this process has posted: no Redis round trip to skip them again."""
         self.repair_delays: tuple[float, ...] = REPAIR_DELAYS_S
-        self._cards: dict[str, list[MessageRef]] = {}
+        self._cards = KeptCards(PAINTED_MOST)
         """Request id -> its cards, once every card it should have is known (no re-read)."""
         self._calls = asyncio.Semaphore(WEB_API_AT_ONCE)
         self._repairs: dict[str, asyncio.Task[None]] = {}
@@ -219,8 +220,7 @@ class SlackNotifier:
             log.error("slack_card_not_remembered", request=request.id, role=MANAGER_ROLE)
         known = self._cards.get(request.id)
         if known is not None:
-            kept = [r for r in known if r.name != ref.name]
-            self._cards[request.id] = [*kept, ref]
+            self._cards.keep(request.id, [*(r for r in known if r.name != ref.name), ref])
         return True
 
     async def notify_approvers(self, request: Request, text: str) -> None:
@@ -317,7 +317,10 @@ class SlackNotifier:
                 continue
             await self.ledger.remember(request.id, ref)
             refs.append(ref)
-        self._keep_cards(request.id, refs if complete else None)
+        if complete:
+            self._cards.keep(request.id, refs)
+        else:
+            self._cards.forget(request.id)
         return refs
 
     def _repair_later(self, request_id: str) -> None:
@@ -493,18 +496,8 @@ class SlackNotifier:
         from the ledger."""
         known = None if fresh else self._cards.get(request_id)
         if known is not None:
-            return list(known)
+            return known
         return await self.ledger.messages_of(request_id, PLATFORM)
-
-    def _keep_cards(self, request_id: str, refs: list[MessageRef] | None) -> None:
-        """Remember a request's cards when it has every card it should (cards are only ever
-        added, each once, so a complete set stays true); forget them otherwise."""
-        if refs is None:
-            self._cards.pop(request_id, None)
-            return
-        if len(self._cards) >= PAINTED_MOST:
-            self._cards.clear()
-        self._cards[request_id] = list(refs)
 
     async def _slack(
         self, what: str, call: Awaitable[AsyncSlackResponse]

@@ -45,7 +45,7 @@ from pydantic import SecretStr
 
 from app.channels.acks import told
 from app.channels.attest import MANAGER_ROLE, ManagerQuestion
-from app.channels.common import KeptAnswers
+from app.channels.common import KeptAnswers, KeptCards
 from app.channels.teams import replies
 from app.channels.teams.auth import replace_activity, send_to_conversation
 from app.channels.teams.cards import Card
@@ -114,8 +114,7 @@ class TeamsNotifier:
         """Directory display names for a request's cards (``TwoKey.names.for_request``)."""
         self._claims = ClaimsIdentity({"aud": app_id}, True)
         self._chats: KeptAnswers[str, tuple[str, str]] = KeptAnswers(CHATS_KEPT_S)
-        self._cards: dict[str, list[MessageRef]] = {}
-        """Request id -> its cards, for requests whose every card this replica posted."""
+        self._cards = KeptCards(CARDS_KEPT)
         self.throttle_wait_s = THROTTLE_WAIT_S
 
     # ---- the port ----------------------------------------------------------------------------
@@ -155,7 +154,7 @@ class TeamsNotifier:
                     )
         if all(ref is not None for ref in posted):
             # every card it gets is posted, and only a manager's card is ever added later
-            self._keep_cards(request.id, [*refs, *(ref for ref in posted if ref is not None)])
+            self._cards.keep(request.id, [*refs, *(ref for ref in posted if ref is not None)])
 
     async def update_request(self, request: Request, note: str = "") -> None:
         """Every card of this request to its stored truth."""
@@ -201,7 +200,7 @@ class TeamsNotifier:
             return False
         now = request.last_change_at
         names = await self._names(request)
-        self._cards.pop(request.id, None)  # a card is added: read its cards from the ledger
+        self._cards.forget(request.id)  # a card is added: read its cards from the ledger
         for earlier in await self._refs(request.id, fresh=True):
             if earlier.role == MANAGER_ROLE and earlier.extra.get("person") == manager_id:
                 card = replies.card_for(
@@ -410,16 +409,11 @@ class TeamsNotifier:
         only ever added, each once), else (or ``fresh``) from the ledger."""
         known = None if fresh else self._cards.get(request_id)
         if known is not None:
-            return list(known)
+            return known
         try:
             return await self.ledger.messages_of(request_id, PLATFORM)
         except TwokeyError:
             return []
-
-    def _keep_cards(self, request_id: str, refs: list[MessageRef]) -> None:
-        if len(self._cards) >= CARDS_KEPT:
-            self._cards.clear()
-        self._cards[request_id] = list(refs)
 
     async def _release(self, scope: str, key: str) -> None:
         try:
