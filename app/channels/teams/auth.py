@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -46,10 +46,15 @@ from botframework.connector.auth import (
     ConnectorFactory,
     ServiceClientCredentialsFactory,
 )
-from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor, _OpenIdMetadata
+from botframework.connector.auth.jwt_token_extractor import (
+    JwtTokenExtractor,
+    _OpenIdConfig,
+    _OpenIdMetadata,
+)
 from botframework.connector.auth.managedidentity_app_credentials import (
     ManagedIdentityAppCredentials,
 )
+from jwt.algorithms import RSAAlgorithm
 from msrest.authentication import Authentication
 from prometheus_client import Counter
 from urllib3 import Retry
@@ -252,11 +257,58 @@ def _lifetime(token: str) -> float:
 # ---- inbound: the activity's token -------------------------------------------------------------
 
 
-class _MetadataOffLoop(_OpenIdMetadata):  # type: ignore[misc]
-    """botbuilder's OpenID metadata cache, refreshed in a worker thread (it uses ``requests``)."""
+UNKNOWN_KEY_REFRESH_EVERY_S = 60.0
+"""At most one signing-key fetch a minute for tokens naming a key not yet known."""
 
-    async def _refresh(self) -> None:
-        await asyncio.to_thread(self._refresh_blocking)
+
+class _MetadataOffLoop(_OpenIdMetadata):  # type: ignore[misc]
+    """botbuilder's OpenID metadata cache, refreshed in a worker thread (it uses ``requests``),
+    that fetches the keys again when a token names one it does not know.
+
+    botbuilder's own ``_find`` raises IndexError for an unknown key id, so its "refresh when a
+    key is missing" never runs: after the Bot Framework rotated its keys every activity was
+    refused until the daily refresh. An unknown key now refreshes once, at most once a minute
+    (a stream of made-up key ids cannot make the bot hammer the login service), and a key still
+    unknown after that is refused as a bad token.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self._refreshing = asyncio.Lock()
+        self._attempts = 0
+        self._unknown_refreshed_at = float("-inf")
+
+    async def get(self, key_id: str) -> Any:
+        if self.last_updated < datetime.now() - timedelta(days=1):
+            await self._refresh_once(self._attempts)
+        key = self._find(key_id)
+        if key is None and self._may_refresh_for_unknown_key():
+            self._unknown_refreshed_at = time.monotonic()
+            await self._refresh_once(self._attempts)
+            key = self._find(key_id)
+        if key is None:
+            raise PermissionError("the token names a signing key the channel does not publish")
+        return key
+
+    def _may_refresh_for_unknown_key(self) -> bool:
+        return time.monotonic() - self._unknown_refreshed_at >= UNKNOWN_KEY_REFRESH_EVERY_S
+
+    async def _refresh_once(self, seen: int) -> None:
+        """Refresh unless another turn tried while this one waited: during an outage of the
+        login service, turns arriving together share one failed fetch instead of queueing
+        behind a ten-second timeout each."""
+        async with self._refreshing:
+            if self._attempts != seen:
+                return
+            self._attempts += 1
+            await asyncio.to_thread(self._refresh_blocking)
+
+    def _find(self, key_id: str) -> Any:
+        for key in self.keys:
+            if isinstance(key, dict) and key.get("kid") == key_id:
+                public_key = RSAAlgorithm.from_jwk(json.dumps(key))
+                return _OpenIdConfig(public_key, key.get("endorsements", []))
+        return None
 
     def _refresh_blocking(self) -> None:
         import requests
@@ -270,11 +322,10 @@ class _MetadataOffLoop(_OpenIdMetadata):  # type: ignore[misc]
 
 
 def keys_fetched_off_loop(*urls: str) -> None:
-    """Install the off-loop metadata fetcher for these URLs (botbuilder caches per URL)."""
+    """Install a fresh off-loop metadata fetcher for these URLs (botbuilder caches per URL in
+    the process): a newly mounted app never trusts keys an earlier one fetched."""
     for url in urls:
-        current = JwtTokenExtractor.metadataCache.get(url)
-        if not isinstance(current, _MetadataOffLoop):
-            JwtTokenExtractor.metadataCache[url] = _MetadataOffLoop(url)
+        JwtTokenExtractor.metadataCache[url] = _MetadataOffLoop(url)
 
 
 def channel_claims_only(config: BotConfig) -> Any:

@@ -92,6 +92,8 @@ class TeamsStandIn:
     def __init__(self) -> None:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.kid = "kid-" + secrets.token_hex(4)
+        self.keys_fetched = 0
+        """How many times the signing keys were asked for."""
         self.issued: set[str] = set()
         self.tokens_issued = 0
         self.unauthorized: list[str] = []
@@ -182,7 +184,14 @@ class TeamsStandIn:
             }
         )
 
+    def rotate_key(self) -> None:
+        """Sign from now on with a new key under a new key id, as the channel does when it
+        rotates its keys; only the new key is published."""
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "kid-" + secrets.token_hex(4)
+
     async def _keys(self, request: web.Request) -> web.Response:
+        self.keys_fetched += 1
         public = self.key.public_key().public_numbers()
         key = {
             "kty": "RSA",

@@ -116,3 +116,26 @@ async def test_the_connector_token_is_fetched_once_and_reused(world: TeamsWorld)
         assert (await world.say("bob", "help")).status == 200
     assert world.teams.tokens_issued == 1
     assert not world.teams.unauthorized
+
+
+async def test_a_key_the_channel_rotated_in_is_fetched_and_accepted(world: TeamsWorld) -> None:
+    """botbuilder's own key cache raised IndexError on an unknown key id and never refetched:
+    after the channel rotated its keys every activity was a 401 until the daily refresh."""
+    assert (await world.say("bob", "help")).status == 200
+    fetched = world.teams.keys_fetched
+    world.teams.rotate_key()
+    answer = await world.say("bob", "help")
+    assert answer.status == 200, await answer.text()
+    assert world.teams.keys_fetched == fetched + 1
+
+
+async def test_made_up_key_ids_fetch_the_keys_at_most_once_a_minute(world: TeamsWorld) -> None:
+    assert (await world.say("bob", "help")).status == 200
+    fetched = world.teams.keys_fetched
+    for n in range(5):
+        token = world.teams.token(_headers={"kid": f"kid-made-up-{n}"})
+        activity = world.message("bob", "reset-mfa <at>Alice</at> INC-1234 lost-device", ["alice"])
+        answer = await world.post(activity, token)
+        assert answer.status == 401
+    assert world.teams.keys_fetched == fetched + 1
+    assert await world.runtime.store.open_requests() == []
