@@ -319,15 +319,10 @@ def policy_file_unusable(path: str, exc: PolicyFileError) -> str:
 
 
 def playground_example(settings: Settings) -> bool:
-    """No policy file, and the playground will mount (loopback, no chat credentials): the
-    example gets the playground's step-up tier, so a newcomer can try one."""
-    from app.playground.web import is_loopback
-
-    return (
-        settings.playground_enabled
-        and not settings.any_chat_credential
-        and is_loopback(settings.host)
-    )
+    """No policy file, and the playground will mount beside the example (loopback, nothing
+    real configured): the example gets the playground's step-up tier, so a newcomer can try
+    one. The same rule as the mount's, so the tier's email codes always have the mailbox."""
+    return playground_mailbox(settings, example_policy())
 
 
 def load_directory(

@@ -126,13 +126,27 @@ CHAT_CREDENTIALS = (
 )
 
 
+REACHES_OUT = (
+    ("TWOKEY_SMTP_HOST", "smtp_host"),
+    ("TWOKEY_SMS_WEBHOOK_URL", "sms_webhook_url"),
+    ("TWOKEY_DUO_API_HOST", "duo_api_host"),
+    ("TWOKEY_AUDIT_FORWARD_URL", "audit_forward_url"),
+)
+"""Settings that make twokey reach real people or systems: mail, text messages, Duo pushes and
+the SIEM. In the playground anyone could make them send as anyone."""
+
+
 def production_wiring(settings: Settings, policy: Policy) -> list[str]:
-    """What makes this deployment real: chat credentials and non-sandbox connectors, named."""
+    """What makes this deployment real, named: chat credentials, non-sandbox connectors, a real
+    ticket system, and mail, SMS, Duo or SIEM endpoints."""
     found = [env for env, attr in CHAT_CREDENTIALS if getattr(settings, attr) is not None]
+    found += [env for env, attr in REACHES_OUT if getattr(settings, attr)]
     for entry in policy.connectors:
         kind = str(entry.get("type", "?"))
         if kind != "sandbox":
             found.append(f"the {kind} connector {str(entry.get('name', kind))!r} in the policy")
+    if policy.tickets.checked:
+        found.append(f"the ticket system {policy.tickets.system_name} in the policy")
     return found
 
 

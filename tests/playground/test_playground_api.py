@@ -217,6 +217,62 @@ async def test_it_refuses_to_start_beside_a_real_identity_provider(
     assert not any(isinstance(n, PlaygroundNotifier) for n in runtime.notifier.notifiers)
 
 
+REACHING_OUT = {
+    "TWOKEY_SMTP_HOST": "mail.example.com",
+    "TWOKEY_SMS_WEBHOOK_URL": "https://sms.example.com/send",
+    "TWOKEY_DUO_API_HOST": "api-1234.duosecurity.com",
+    "TWOKEY_AUDIT_FORWARD_URL": "https://siem.example.com/collector",
+}
+
+
+@pytest.mark.parametrize("setting", sorted(REACHING_OUT))
+async def test_it_refuses_to_start_beside_mail_sms_duo_or_a_siem(
+    redis_url: str, namespace: str, setting: str
+) -> None:
+    """Anyone at the playground could make twokey mail, text or push real people as anyone."""
+    settings = operator_settings(
+        redis_url, namespace, TWOKEY_PLAYGROUND=True, **{setting: REACHING_OUT[setting]}
+    )
+    with pytest.raises(StartupError, match=rf"TWOKEY_PLAYGROUND=true.*{setting}"):
+        await build_runtime(settings)
+    quiet = build_test_runtime(
+        operator_settings(redis_url, namespace, **{setting: REACHING_OUT[setting]})
+    )
+    app = web.Application()
+    try:
+        await mount(app, quiet)  # left unset it stays off
+    finally:
+        await quiet.close()
+    assert not [r for r in app.router.resources() if "playground" in r.canonical]
+
+
+async def test_it_refuses_to_start_beside_a_real_ticket_system(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> None:
+    """It would let anyone cite and write notes on real tickets."""
+    text = policy_text() + (
+        "tickets:\n"
+        "  system: jira\n"
+        "  instance_url: https://acme.atlassian.net\n"
+        "  email_env: TWOKEY_TEST_UNSET_JIRA_EMAIL\n"
+        "  api_token_env: TWOKEY_TEST_UNSET_JIRA_TOKEN\n"
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    settings = operator_settings(
+        redis_url, namespace, TWOKEY_PLAYGROUND=True, TWOKEY_POLICY=str(policy)
+    )
+    with pytest.raises(StartupError, match=r"TWOKEY_PLAYGROUND=true.*ticket system Jira"):
+        await build_runtime(settings)
+    quiet = build_test_runtime(operator_settings(redis_url, namespace), policy=text)
+    app = web.Application()
+    try:
+        await mount(app, quiet)
+    finally:
+        await quiet.close()
+    assert not [r for r in app.router.resources() if "playground" in r.canonical]
+
+
 async def test_the_page_says_what_it_is_and_locks_itself_down(
     playground: tuple[Client, Runtime],
 ) -> None:
