@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,20 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
 _CLOUD_ID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
+
+
+def _no_credentials_in(parts: SplitResult) -> None:
+    """A user name or password in the URL would be written in the policy file and shown
+    wherever the URL is (errors, /readyz): credentials go in the ``*_env`` variables only."""
+    if parts.username or parts.password:
+        raise ValueError(
+            "the URL must not carry a user name or password: put the credentials in the "
+            "environment variables the *_env fields name"
+        )
+    if parts.fragment:
+        raise ValueError("the URL must not carry a #fragment")
+
+
 _OAUTH_FIELDS = ("client_id_env", "client_secret_env", "cloud_id", "token_url", "api_url")
 
 ATLASSIAN_TOKEN_URL = "https://auth.atlassian.com/oauth/token"  # noqa: S105 (a URL)
@@ -257,6 +271,7 @@ class TicketSettings(BaseModel):
             raise ValueError("instance_url must use https (plain http only to localhost)")
         if parts.path.strip("/") or parts.query:
             raise ValueError("instance_url is the instance only, without a path")
+        _no_credentials_in(parts)
         return value.rstrip("/")
 
     @field_validator("cloud_id")
@@ -282,6 +297,7 @@ class TicketSettings(BaseModel):
             raise ValueError("must be a URL such as https://proxy.example.com/oauth/token")
         if parts.scheme == "http" and not local:
             raise ValueError("must use https (plain http only to localhost)")
+        _no_credentials_in(parts)
         return value.rstrip("/")
 
     @model_validator(mode="after")

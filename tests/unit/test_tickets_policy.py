@@ -41,6 +41,22 @@ def test_servicenow_defaults_to_the_open_incident_states() -> None:
         (SERVICENOW.replace("SN_PASSWORD", "hunter2!"), "not an environment variable name"),
         (SERVICENOW.replace("https://", "http://"), "must use https"),
         (SERVICENOW + "  max_age: soon\n", "tickets.max_age"),
+        (
+            SERVICENOW.replace("https://", "https://admin:hunter2@"),
+            "must not carry a user name or password",
+        ),
+        (SERVICENOW.replace(".com\n", ".com#hunter2\n", 1), "must not carry a #fragment"),
+        (
+            SERVICENOW.replace("system: servicenow", "system: jira")
+            .replace("username_env: SN_USER", "auth: oauth")
+            .replace(
+                "  password_env: SN_PASSWORD\n",
+                "  cloud_id: 1324a887-45db-1bf4-1e99-ef0ff456d421\n",
+            )
+            + "  client_id_env: CID\n  client_secret_env: CS\n"
+            + "  token_url: https://svc:hunter2@proxy.example.com/oauth/token\n",
+            "must not carry a user name or password",
+        ),
         (SERVICENOW + "  colour: red\n", "colour"),
     ],
 )
