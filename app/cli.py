@@ -468,8 +468,19 @@ async def audit_command(runtime: Runtime, args: argparse.Namespace) -> int:
             print(json.dumps(record, sort_keys=True))
         return 0
     async for record in runtime.trail.export(args.since):
-        print(json.dumps(_with_time(record), sort_keys=True, ensure_ascii=False))
+        print(export_line(_with_time(record)))
     return 0
+
+
+UNICODE_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+"""The line breaks JSON leaves raw, escaped in export lines: names from a directory may hold
+them, and tools that split on every Unicode line break (Python's ``splitlines``, JavaScript)
+would cut a record in two. JSON already escapes the rest (below U+0020)."""
+
+
+def export_line(record: Mapping[str, Any]) -> str:
+    """One JSON record on exactly one line, names readable, whatever people typed."""
+    return json.dumps(record, sort_keys=True, ensure_ascii=False).translate(UNICODE_LINE_BREAKS)
 
 
 def _with_time(record: Mapping[str, Any]) -> dict[str, Any]:
