@@ -862,6 +862,18 @@ class TwoKey:
             approver = Principal(id=approver_id)
         await self._sign_in_refused(request_id, approver, GateCode.SIGNIN_REFUSED, why)
 
+    async def approver_disowned(self, request_id: str, approver_id: str) -> None:
+        """The approver opened their sign-in link and said they did not approve: someone else
+        may hold their chat session. Audited as a refused sign-in, alerted at once; the approval
+        keeps waiting and never counts without a sign-in."""
+        try:
+            approver = await self._directory(self.directory.get(approver_id))
+        except TwokeyError:
+            approver = None
+        await self._sign_in_refused(
+            request_id, approver or Principal(id=approver_id), GateCode.SIGNIN_REFUSED, "not_me"
+        )
+
     async def _sign_in_refused(
         self, request_id: str, approver: Principal, code: GateCode, why: str
     ) -> None:
@@ -879,6 +891,9 @@ class TwoKey:
         await self._refused(request, Caller(approver, via), code, "verify their approval of")
         if code is GateCode.WRONG_PERSON:
             text = say.approver_signin_wrong_person_alert(approver.name)
+            await self._alert(request, say.alert(request, text))
+        elif why == "not_me":
+            text = say.approver_disowned_alert(approver.name)
             await self._alert(request, say.alert(request, text))
 
     def _in_background(self, work: Awaitable[None]) -> None:

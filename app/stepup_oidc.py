@@ -121,14 +121,31 @@ class SignedIn:
 
 @dataclass(frozen=True)
 class Started:
-    """Where to send the browser, and the cookie that binds the way back to it."""
+    """Where to send the browser, and the cookie (its name and value) that binds the way back
+    to it."""
 
     url: str
     cookie: str
+    cookie_name: str
+
+
+@dataclass(frozen=True)
+class LinkFor:
+    """The approval a link was handed out for (read, not used up)."""
+
+    request_id: str
+    approver_id: str
 
 
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def cookie_name(state: str) -> str:
+    """Each sign-in has a cookie of its own, named after its ``state``: an approver verifying
+    several approvals in one browser keeps each binding, and the way back of one sign-in
+    neither reads nor deletes another's."""
+    return f"{COOKIE}_{digest(state)[:16]}"
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -213,8 +230,33 @@ class OidcReauthLinks:
         log.info("approver_link_issued", request=request.id, approver=approver.id)
         return f"{self.public_url}{START_PATH}{token}"
 
+    async def look(self, token: str) -> LinkFor | None:
+        """Which approval a link is for, leaving it unused: opening the link only shows what it
+        confirms, so a link scanner or a browser's prefetch does not use it up."""
+        try:
+            raw = await self._redis.get(self._key("link", token))
+        except RedisError as exc:
+            log.warning("oidc_store_unavailable", error=type(exc).__name__)
+            raise Unavailable(STORE_DOWN) from exc
+        if raw is None:
+            return None
+        try:
+            bound = _Bound.model_validate_json(raw)
+        except ValidationError:
+            return None
+        return LinkFor(request_id=bound.rid, approver_id=bound.approver)
+
+    async def disown(self, token: str) -> SignInRefusal | None:
+        """The approver says they did not approve: the link is used up, and what to audit and
+        alert is returned (None when the link was already used or ran out)."""
+        bound = await self._take("link", token, _Bound)
+        if bound is None:
+            return None
+        log.warning("approver_disowned_approval", request=bound.rid, approver=bound.approver)
+        return SignInRefusal(request_id=bound.rid, approver_id=bound.approver, why="not_me")
+
     async def begin(self, token: str) -> Started:
-        """A link was opened: use it up, and send the browser to the IdP to sign in again."""
+        """The approver chose to sign in: use the link up, and send the browser to the IdP."""
         bound = await self._take("link", token, _Bound)
         if bound is None:
             raise ReauthRefused(
@@ -228,7 +270,11 @@ class OidcReauthLinks:
         )
         await self._put("login", state, login.model_dump_json(), LOGIN_TTL_S)
         log.info("approver_signin_started", request=bound.rid, approver=bound.approver)
-        return Started(url=self._authorize_url(discovery, state, nonce, verifier), cookie=browser)
+        return Started(
+            url=self._authorize_url(discovery, state, nonce, verifier),
+            cookie=browser,
+            cookie_name=cookie_name(state),
+        )
 
     def _authorize_url(self, discovery: Discovery, state: str, nonce: str, verifier: str) -> str:
         params = {

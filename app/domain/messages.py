@@ -714,6 +714,15 @@ def approver_signin_wrong_person_alert(name: str) -> str:
     )
 
 
+def approver_disowned_alert(name: str) -> str:
+    """Security's alert: the approver says the approval made from their chat was not theirs."""
+    return (
+        f"{name} opened their sign-in link and said they did not approve this; the approval "
+        f"does not count. Someone else may be using {name}'s chat account: check their "
+        "sessions with them"
+    )
+
+
 def approver_signin_refused(request: Request, code: str) -> str:
     """A sign-in that came back when the approval no longer waited for it."""
     if code == "LATE":

@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from app.bootstrap import Runtime, build_runtime
-from app.domain.models import Request, RequestState
+from app.domain.models import Action, Request, RequestState
 from app.logs import scrub
 from app.notify import RecordingNotifier
 from app.settings import Settings
@@ -82,10 +82,19 @@ class Twokey:
         assert found is not None, decided.message
         return rid, found.group(0)
 
+    async def start_sign_in(self, link: str) -> httpx.Response:
+        """Open the link (a page saying what it confirms) and press "Sign in to confirm": the
+        redirect to the IdP, with the binding cookie."""
+        shown = await self.browser.get(link)
+        assert shown.status_code == 200, shown.text
+        assert "Sign in to confirm" in shown.text and "I did not approve this" in shown.text
+        started = await self.browser.post(link, data={"do": "sign_in"})
+        assert started.status_code == 303, started.text
+        return started
+
     async def to_idp_and_back(self, link: str) -> str:
         """Open the link, sign in at the IdP: the callback URL it sends the browser back to."""
-        started = await self.browser.get(link)
-        assert started.status_code == 302, started.text
+        started = await self.start_sign_in(link)
         assert started.headers["location"].startswith(self.idp.base_url + "/authorize?")
         at_idp = await self.browser.get(started.headers["location"])
         assert at_idp.status_code == 302, at_idp.text
@@ -395,3 +404,89 @@ async def test_an_approval_that_expires_unverified_does_not_count(
         assert request.approvals == () and request.approvals_unverified == ()
         failed = [e for e in await twokey.events(rid) if e["kind"] == "approver_step_up_failed"]
         assert [(e["via"], e["reason"]) for e in failed] == [("oidc_reauth", "late")]
+
+
+async def test_opening_the_link_shows_what_it_confirms_and_uses_nothing_up(
+    twokey: Twokey,
+) -> None:
+    """Link scanners (Safe Links), prefetching browsers and HEAD requests open links before
+    people do: opening only shows the approval; the approver can still sign in after."""
+    rid, link = await twokey.approved_by_carol()
+    async with httpx.AsyncClient() as scanner:
+        assert (await scanner.head(link)).status_code == 200
+        shown = await scanner.get(link)
+    assert shown.status_code == 200
+    for words in (rid, Action.RESET_MFA.label, "Alice", "INC-1234", "Bob"):
+        assert words in shown.text, words
+    assert shown.headers["cache-control"] == "no-store"
+    assert twokey.idp.authorize_params == []  # nobody was sent to sign in
+    page = await twokey.sign_in(link)
+    assert page.status_code == 200, page.text
+    assert (await twokey.request(rid)).state is RequestState.COMPLETED
+
+
+async def test_several_sign_ins_in_one_browser_each_count(twokey: Twokey) -> None:
+    """An approver verifying three approvals in three tabs: each sign-in has its own cookie,
+    so no way back reads or deletes another's (one shared cookie failed all three and told
+    security Carol's sign-ins were forged)."""
+    approved = []
+    for target in ("alice", "dave", "erin"):
+        opened = await twokey.runtime.service.open(
+            chat("bob"), chat(target), "reset-mfa", "INC-1234", "forgotten-password"
+        )
+        rid = opened.request.id
+        await twokey.runtime.service.confirm_owner(chat(target), rid)
+        decided = await twokey.runtime.service.approve(chat("carol"), rid)
+        found = LINK.search(decided.message)
+        assert found is not None, decided.message
+        approved.append((rid, found.group(0)))
+    backs = [await twokey.to_idp_and_back(link) for _, link in approved]  # three tabs
+    for back in reversed(backs):
+        page = await twokey.browser.get(back)
+        assert page.status_code == 200, page.text
+    await twokey.runtime.service.settle_pushes()
+    for rid, _ in approved:
+        assert (await twokey.request(rid)).state is RequestState.COMPLETED
+        assert await refusals(twokey, rid) == []
+    assert twokey.notifier.said("alert_security") == []
+
+
+async def test_i_did_not_approve_this_tells_security_and_uses_the_link_up(
+    twokey: Twokey,
+) -> None:
+    """Someone holding Carol's chat session approved; Carol opens the link and disowns it."""
+    rid, link = await twokey.approved_by_carol()
+    page = await twokey.browser.post(link, data={"do": "not_me"})
+    assert page.status_code == 200 and "does not count" in page.text
+    await assert_nothing_changed(twokey, rid)
+    assert await refusals(twokey, rid) == [("carol", "", "oidc_reauth", "signin_refused:not_me")]
+    [alert] = twokey.notifier.said("alert_security")
+    assert alert[1] == rid and "Carol Chen opened their sign-in link and said" in alert[2]
+    again = await twokey.browser.get(link)
+    assert again.status_code == 410 and "already used or has run out" in again.text
+    assert (await twokey.browser.post(link, data={"do": "sign_in"})).status_code == 410
+
+
+@pytest.mark.parametrize(
+    ("headers", "data", "status"),
+    [
+        ({"Origin": "https://evil.example"}, {"do": "sign_in"}, 403),
+        ({"Origin": "null"}, {"do": "sign_in"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, {"do": "not_me"}, 403),
+        ({}, {"do": "approve"}, 400),
+        ({}, {}, 400),
+    ],
+)
+async def test_a_choice_not_made_on_twokeys_page_uses_nothing_up(
+    twokey: Twokey, headers: dict[str, str], data: dict[str, str], status: int
+) -> None:
+    rid, link = await twokey.approved_by_carol()
+    answer = await twokey.browser.post(link, data=data, headers=headers)
+    assert answer.status_code == status
+    assert twokey.idp.authorize_params == [] and await refusals(twokey, rid) == []
+    same_site = {
+        "Origin": twokey.runtime.settings.public_url or "",
+        "Sec-Fetch-Site": "same-origin",
+    }
+    started = await twokey.browser.post(link, data={"do": "sign_in"}, headers=same_site)
+    assert started.status_code == 303  # the link still works from twokey's own page

@@ -136,12 +136,18 @@ def binding_cookie(answer: httpx.Response) -> Morsel[str]:
     [header] = answer.headers.get_list("set-cookie")
     parsed: SimpleCookie = SimpleCookie()
     parsed.load(header)
-    return parsed[COOKIE]
+    [name] = parsed
+    assert name.startswith(COOKIE + "_")  # one cookie per sign-in
+    return parsed[name]
 
 
 def in_jar(browser: httpx.AsyncClient) -> list[tuple[str, bool, bool]]:
     """The browser's binding cookies: (path, whether twokey named a Domain, secure)."""
-    return [(c.path, c.domain_specified, c.secure) for c in browser.cookies.jar if c.name == COOKIE]
+    return [
+        (c.path, c.domain_specified, c.secure)
+        for c in browser.cookies.jar
+        if c.name.startswith(COOKIE)
+    ]
 
 
 UNDER_A_PATH = [
@@ -163,8 +169,7 @@ async def test_under_a_path_the_sign_in_keeps_the_prefix_and_the_approval_counts
     token = link.rsplit("/", 1)[1]
     assert link == f"{base}{START_PATH}{token}"
 
-    started = await twokey.browser.get(link)
-    assert started.status_code == 302, started.text
+    started = await twokey.start_sign_in(link)
     cookie = binding_cookie(started)
     assert cookie["path"] == callback
     assert cookie["domain"] == ""  # this host only
@@ -185,9 +190,9 @@ async def test_under_a_path_the_sign_in_keeps_the_prefix_and_the_approval_counts
     assert in_jar(twokey.browser) == []
 
     # twokey's server saw its own root-relative routes; nothing else of the host was asked
-    assert proxy.forwarded[0] == START_PATH + token
-    assert proxy.forwarded[1].startswith(CALLBACK_PATH + "?")
-    assert len(proxy.forwarded) == 2 and proxy.elsewhere == []
+    assert proxy.forwarded[:2] == [START_PATH + token] * 2  # the page, then its button
+    assert proxy.forwarded[2].startswith(CALLBACK_PATH + "?")
+    assert len(proxy.forwarded) == 3 and proxy.elsewhere == []
     done = await twokey.request(rid)
     assert done.state is RequestState.COMPLETED
     assert [a.approver_id for a in done.approvals] == ["carol"]
@@ -245,11 +250,12 @@ async def test_at_the_root_the_sign_in_is_as_before(published: Published, secure
     twokey = published.twokey
     rid, link = await twokey.approved_by_carol()
     assert link.startswith(f"{published.base}{START_PATH}")
-    started = await twokey.browser.get(link)
-    value = twokey.browser.cookies[COOKIE]
-    # byte for byte what twokey sent before paths were supported
+    started = await twokey.start_sign_in(link)
+    name = binding_cookie(started).key
+    value = twokey.browser.cookies[name]
+    # byte for byte what twokey sent before paths were supported (one cookie per sign-in)
     assert started.headers["set-cookie"] == (
-        f"{COOKIE}={value}; HttpOnly; Max-Age=600; Path={CALLBACK_PATH}; SameSite=Lax{secure}"
+        f"{name}={value}; HttpOnly; Max-Age=600; Path={CALLBACK_PATH}; SameSite=Lax{secure}"
     )
     at_idp = await twokey.browser.get(started.headers["location"])
     assert twokey.idp.authorize_params[0]["redirect_uri"] == published.base + CALLBACK_PATH
@@ -257,7 +263,7 @@ async def test_at_the_root_the_sign_in_is_as_before(published: Published, secure
     await twokey.runtime.service.settle_pushes()
     assert page.status_code == 200, page.text
     assert page.headers["set-cookie"] == (
-        f'{COOKIE}=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path={CALLBACK_PATH}'
+        f'{name}=""; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path={CALLBACK_PATH}'
     )
     done = await twokey.request(rid)
     assert done.state is RequestState.COMPLETED
