@@ -34,8 +34,8 @@ from app.channels.teams.auth import (
     authentication,
     bot_config,
 )
-from app.channels.teams.bot import TwokeyBot, _tenant_of
-from app.channels.teams.identity import PLATFORM, TeamsPeople
+from app.channels.teams.bot import TwokeyBot
+from app.channels.teams.identity import PLATFORM, TeamsPeople, tenant_of
 from app.channels.teams.notifier import SERVICE_KEY, TeamsNotifier
 from app.domain.errors import TwokeyError
 from app.runtime import Runtime, StartupError
@@ -137,7 +137,7 @@ class TeamsChannel:
         if activity.channel_id != "msteams":
             REFUSED.labels("channel").inc()
             return web.json_response({"error": "not_teams"}, status=403)
-        tenant = _tenant_of(activity)
+        tenant = tenant_of(activity)
         if tenant not in self.tenants:
             REFUSED.labels("tenant").inc()
             log.warning("teams_tenant_refused", tenant=tenant[:64])

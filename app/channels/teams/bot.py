@@ -26,6 +26,7 @@ only: in their 1:1 chat (opened for them when they wrote in a channel), never in
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ from app.channels.commands import HELP_TEXT, USAGE, Command, parse_command
 from app.channels.common import ButtonAction, decode_button
 from app.channels.teams import replies
 from app.channels.teams.cards import Card
-from app.channels.teams.identity import PLATFORM, TeamsPeople
+from app.channels.teams.identity import PLATFORM, TeamsPeople, tenant_of
 from app.delivery import Delivery, Repeated, carried
 from app.domain.errors import BadInput, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, human_error
@@ -141,7 +142,9 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
             and not _checked_with_its_decision(activity)
         ):
             try:
-                first = await self.ledger.claim_once(ACTIVITY_SCOPE, activity.id, ACTIVITY_KEEP_S)
+                first = await self.ledger.claim_once(
+                    ACTIVITY_SCOPE, delivery_id(activity), ACTIVITY_KEEP_S
+                )
             except TwokeyError:
                 first = False  # cannot tell: act on nothing (a press still renders)
             turn_context.turn_state["twokey.repeat"] = not first
@@ -239,7 +242,7 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
         reference = {
             "conversation": conversation,
             "service_url": str(activity.service_url or ""),
-            "tenant": _tenant_of(activity),
+            "tenant": tenant_of(activity),
             "user": str(activity.from_property.id if activity.from_property else ""),
         }
         try:
@@ -422,7 +425,7 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
         (and marks) the id with the decision, in the same round trip (app/delivery.py). None:
         a redelivery, which changes nothing. A press refused before any gate script claims the
         id itself, so a redelivery of it is not refused (and audited) twice."""
-        activity_id = str(turn.activity.id or "")
+        activity_id = delivery_id(turn.activity) if turn.activity.id else ""
         delivery = None
         if activity_id:
             delivery = Delivery(ACTIVITY_SCOPE, activity_id, ACTIVITY_KEEP_S, request_id)
@@ -521,8 +524,8 @@ class TwokeyBot(TeamsActivityHandler):  # type: ignore[misc]
                     is_group=False,
                     bot=incoming.recipient,
                     members=[ChannelAccount(id=sender.id)],
-                    tenant_id=_tenant_of(incoming),
-                    channel_data={"tenant": {"id": _tenant_of(incoming)}},
+                    tenant_id=tenant_of(incoming),
+                    channel_data={"tenant": {"id": tenant_of(incoming)}},
                 )
             )
             await client.conversations.send_to_conversation(created.id, activity)
@@ -570,10 +573,13 @@ def _strings(data: Mapping[str, Any]) -> dict[str, str]:
     return {f: str(data.get(f) or "").strip()[:2000] for f in fields}
 
 
-def _tenant_of(activity: Activity) -> str:
-    data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
-    tenant = (data.get("tenant") or {}).get("id") if isinstance(data.get("tenant"), dict) else None
-    return str(tenant or getattr(activity.conversation, "tenant_id", None) or "")
+def delivery_id(activity: Activity) -> str:
+    """What makes an activity one delivery: its id within its conversation. Teams numbers a
+    chat's messages itself (ids like a millisecond time), so two people's messages in two
+    chats may share an id; keyed on the id alone, the second would be dropped as a repeat."""
+    conversation = str(getattr(activity.conversation, "id", "") or "")
+    both = f"{conversation}\n{activity.id or ''}".encode()
+    return hashlib.sha256(both).hexdigest()[:32]
 
 
 def _checked_with_its_decision(activity: Activity) -> bool:

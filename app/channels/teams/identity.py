@@ -1,7 +1,7 @@
 """Teams accounts and directory people.
 
 A mention or a sender carries only a ``29:`` id, so who someone is comes from the conversation's
-roster (``TeamsInfo.get_member``): their email / UPN, Entra object id, tenant and role. Where Teams
+roster (``TeamsInfo.get_member``): their UPN, Entra object id, tenant and role. Where Teams
 answers 404 (a 1:1 chat holds only the bot and the person), the roster of the team that holds
 the approvals channel is asked instead. The service then resolves the account to exactly one
 directory person, as for Slack, so one person with a Slack and a Teams account is one principal.
@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from botbuilder.core import TurnContext
 from botbuilder.core.teams import TeamsInfo
-from botbuilder.schema import ErrorResponseException
+from botbuilder.schema import Activity, ErrorResponseException
 from botbuilder.schema.teams import TeamsChannelAccount
 
 from app.channels.common import KeptAnswers
@@ -45,11 +45,17 @@ FOREIGN = (
 
 
 def chat_user_from(member: TeamsChannelAccount, allowed_tenants: Iterable[str]) -> ChatUser:
-    """A roster entry as a ChatUser (pure; the service judges it). The UPN and email Teams
-    gives are the Entra account's, verified by the tenant that is allowed here."""
-    email = member.email or member.user_principal_name or None
+    """A roster entry as a ChatUser (pure; the service judges it).
+
+    A Teams user is known by their sign-in name (UPN) only: its domain is one the tenant has
+    proven it owns (a domain is verified in one tenant at most) and it is unique within the
+    tenant. The roster's ``email`` is the account's ``mail`` attribute, which a tenant's admins
+    (any allowed partner tenant's included) may set to anyone's address: trusted, it let an
+    account whose mail named an approver approve as them, and receive an owner's secret.
+    """
     tenant = member.tenant_id or ""
-    upn = member.user_principal_name or ""
+    upn = (member.user_principal_name or "").strip()
+    email = upn if "@" in upn else None
     guest = (member.user_role or "").lower() in ("guest", "anonymous") or "#EXT#" in upn.upper()
     return ChatUser(
         platform=PLATFORM,
@@ -60,6 +66,20 @@ def chat_user_from(member: TeamsChannelAccount, allowed_tenants: Iterable[str]) 
         display_name=str(member.name or "")[:120],
         is_guest=guest,
     )
+
+
+def tenant_of(activity: Activity) -> str:
+    """The tenant an activity names, in ``channelData.tenant.id`` and ``conversation.tenantId``
+    (botbuilder maps only ``tenantID``, so Teams' ``tenantId`` is among the extra properties).
+    Two that disagree name no tenant, and no tenant is allowed."""
+    data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+    tenant = data.get("tenant")
+    from_channel = tenant.get("id") if isinstance(tenant, dict) else None
+    conversation = activity.conversation
+    extra = getattr(conversation, "additional_properties", None) or {}
+    from_conversation = getattr(conversation, "tenant_id", None) or extra.get("tenantId")
+    named = {str(t) for t in (from_channel, from_conversation) if t}
+    return named.pop() if len(named) == 1 else ""
 
 
 def status_of(exc: BaseException) -> int | None:
@@ -84,7 +104,7 @@ class TeamsPeople:
 
     async def member(self, turn: TurnContext, member_id: str) -> TeamsChannelAccount:
         """The roster's answer for ``member_id``, kept :data:`MEMBER_KEEP_S` per tenant."""
-        key = (str(getattr(turn.activity.conversation, "tenant_id", "") or ""), member_id)
+        key = (tenant_of(turn.activity), member_id)
         kept = self._members.get(key)
         if kept is not None:
             return kept

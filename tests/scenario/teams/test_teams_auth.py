@@ -12,7 +12,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from teams_standin import APP_ID, OTHER_TENANT, TeamsStandIn, dm_of
+from teams_standin import APP_ID, OTHER_TENANT, TENANT, TeamsStandIn, dm_of
 from teams_world import TeamsWorld
 
 NOW = int(time.time())
@@ -109,6 +109,31 @@ async def test_another_tenant_opens_nothing(world: TeamsWorld) -> None:
     answer = await world.post(activity)
     assert answer.status in (200, 202, 403)
     await nothing_happened(world)
+
+
+async def test_an_activity_naming_two_tenants_opens_nothing(world: TeamsWorld) -> None:
+    """channelData says an allowed tenant, the conversation another: neither is believed."""
+    activity = world.message(
+        "bob", "reset-mfa <at>Alice</at> INC-1234 lost-device", ["alice"], tenant=OTHER_TENANT
+    )
+    activity["channelData"]["tenant"]["id"] = TENANT
+    answer = await world.post(activity)
+    assert answer.status == 403
+    await nothing_happened(world)
+
+
+async def test_the_conversations_tenant_is_read_when_channel_data_has_none(
+    world: TeamsWorld,
+) -> None:
+    activity = world.message("bob", "reset-mfa <at>Alice</at> INC-1234 lost-device", ["alice"])
+    del activity["channelData"]["tenant"]
+    assert (await world.post(activity)).status == 200
+    assert len(await world.runtime.store.open_requests()) == 1
+    foreign = world.message(
+        "bob", "reset-mfa <at>Alice</at> INC-1234 lost-device", ["alice"], tenant=OTHER_TENANT
+    )
+    del foreign["channelData"]["tenant"]
+    assert (await world.post(foreign)).status == 403
 
 
 async def test_the_connector_token_is_fetched_once_and_reused(world: TeamsWorld) -> None:

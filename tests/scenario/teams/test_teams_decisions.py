@@ -113,6 +113,19 @@ async def test_a_redelivered_message_opens_one_request(world: TeamsWorld) -> Non
     assert len(await world.runtime.store.open_requests()) == 1
 
 
+async def test_messages_in_two_chats_with_the_same_id_are_both_acted_on(
+    world: TeamsWorld,
+) -> None:
+    """Teams numbers each chat's messages itself: the same id in another chat is another
+    message, not a repeat."""
+    asked = {who: world.message(who, "help") for who in ("bob", "erin")}
+    for activity in asked.values():
+        activity["id"] = "1796688423493"
+        assert (await world.post(activity)).status == 200
+    for who in asked:
+        await world.teams.until(lambda who=who: world.teams.in_conversation(dm_of(who)))
+
+
 async def test_a_redelivered_press_decides_once(world: TeamsWorld) -> None:
     request = await world.open_request()
     owner = await world.card(dm_of("alice"), request.id, "Did you ask for this?")

@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import pytest
-from teams_standin import APPROVALS, SECURITY, dm_of
-from teams_world import TeamsWorld, walk
+import redis.asyncio as aioredis
+from teams_standin import APPROVALS, OTHER_TENANT, SECURITY, TENANT, TeamsStandIn, dm_of
+from teams_world import TeamsWorld, start_world, stop_world, walk
 
 from app.connectors import sandbox
 from app.domain.models import Action, RequestState
@@ -101,3 +102,67 @@ async def test_a_secret_that_looks_like_markdown_is_shown_exactly(
     assert shown_secrets(secret_card.card) == [odd]
     runs = [n for n in walk(secret_card.card) if n.get("text") == odd]
     assert [n["type"] for n in runs] == ["TextRun"]
+
+
+MALLORY = {
+    "id": "29:mallory",
+    "name": "Mallory",
+    "aadObjectId": "aad-mallory",
+    "email": "carol@example.com",  # `mail`, which her tenant's admins may set to anything
+    "userPrincipalName": "mallory@partner.example",
+    "userRole": "user",
+}
+
+
+@pytest.mark.parametrize("home", [True, False], ids=["home-tenant", "partner-tenant"])
+async def test_an_account_whose_mail_names_an_approver_does_not_approve_as_them(
+    teams: TeamsStandIn, redis_client: aioredis.Redis, namespace: str, home: bool
+) -> None:
+    """People are known by UPN (a domain their tenant proved it owns), never by `mail`."""
+    tenant = TENANT if home else OTHER_TENANT
+    teams.people["mallory"] = {**MALLORY, "tenantId": tenant}
+    world = await start_world(
+        teams, redis_client, namespace, TEAMS_ALLOWED_TENANTS=[TENANT, OTHER_TENANT]
+    )
+    try:
+        request = await world.open_request()
+        owner = await world.card(dm_of("alice"), request.id, "Did you ask for this?")
+        await world.press("alice", owner, "confirm")
+        approval = await world.card(APPROVALS, request.id)
+        press = world.press_activity("mallory", approval, "approve")
+        press["channelData"]["tenant"]["id"] = press["conversation"]["tenantId"] = tenant
+        assert (await world.post(press)).status in (200, 403)
+        stored = await world.runtime.store.get(request.id)
+        assert stored is not None
+        assert stored.state is RequestState.PENDING and stored.approvals == ()
+        assert world.connector.changes == []
+    finally:
+        await stop_world(world)
+
+
+async def test_an_account_whose_mail_names_the_owner_never_gets_their_question_or_secret(
+    teams: TeamsStandIn, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    teams.people["mallory"] = {**MALLORY, "email": "alice@example.com", "tenantId": OTHER_TENANT}
+    world = await start_world(
+        teams, redis_client, namespace, TEAMS_ALLOWED_TENANTS=[TENANT, OTHER_TENANT]
+    )
+    try:
+        installed = world.activity("installationUpdate", "mallory", tenant=OTHER_TENANT)
+        installed["action"] = "add"
+        assert (await world.post(installed)).status == 200  # it took over alice's 1:1 chat
+        request = await world.open_request(
+            "reset-password <at>Alice</at> INC-1234 forgotten-password"
+        )
+        owner = await world.card(dm_of("alice"), request.id, "Did you ask for this?")
+        await world.press("alice", owner, "confirm")
+        approval = await world.card(APPROVALS, request.id)
+        await world.press("carol", approval, "approve")
+        await world.stored(request.id, lambda r: r.state is RequestState.COMPLETED)
+        await world.card(dm_of("alice"), "Monospace")  # the owner has their password
+        assert [
+            m for m in world.teams.in_conversation(dm_of("mallory")) if "Monospace" in m.text
+        ] == []
+        assert all(request.id not in m.text for m in world.teams.in_conversation(dm_of("mallory")))
+    finally:
+        await stop_world(world)
