@@ -127,13 +127,15 @@ CHAT_CREDENTIALS = (
 
 
 REACHES_OUT = (
+    ("TWOKEY_PUBLIC_URL", "public_url"),
     ("TWOKEY_SMTP_HOST", "smtp_host"),
     ("TWOKEY_SMS_WEBHOOK_URL", "sms_webhook_url"),
     ("TWOKEY_DUO_API_HOST", "duo_api_host"),
     ("TWOKEY_AUDIT_FORWARD_URL", "audit_forward_url"),
 )
-"""Settings that make twokey reach real people or systems: mail, text messages, Duo pushes and
-the SIEM. In the playground anyone could make them send as anyone."""
+"""Settings that make twokey reach real people or systems, or be reached by them: a public
+address browsers elsewhere use, mail, text messages, Duo pushes and the SIEM. In the playground
+anyone could make them send as anyone."""
 
 
 def production_wiring(settings: Settings, policy: Policy) -> list[str]:

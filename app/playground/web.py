@@ -204,6 +204,10 @@ def why_not_mounted(settings: Settings, policy: Policy) -> str | None:
     return None
 
 
+FORWARDED = ("Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-IP")
+"""Headers only a proxy adds: a request carrying one came from somewhere else."""
+
+
 def is_loopback(host: str) -> bool:
     """127.0.0.0/8, ::1 or localhost; anything else could be reached from another machine."""
     name = host.strip().strip("[]").lower()
@@ -658,9 +662,13 @@ class Playground:
         return web.json_response({"ok": True, **result}, headers={"Cache-Control": "no-store"})
 
     def _check_host(self, request: web.Request) -> None:
-        """Only a loopback Host: a name pointed at 127.0.0.1 (DNS rebinding) gets nothing."""
+        """Only a loopback Host: a name pointed at 127.0.0.1 (DNS rebinding) gets nothing; nor
+        does anything a proxy forwarded (a reverse proxy on this machine would make another
+        machine's request look local)."""
         if not is_loopback(_host_name(request.host)):
             raise Refused(403, "The playground answers on a loopback address only.")
+        if any(name in request.headers for name in FORWARDED):
+            raise Refused(403, "The playground answers this machine only, not through a proxy.")
 
     async def _body(self, request: web.Request, model: type[M]) -> M:
         if request.content_type != "application/json":

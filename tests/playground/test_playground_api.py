@@ -218,6 +218,7 @@ async def test_it_refuses_to_start_beside_a_real_identity_provider(
 
 
 REACHING_OUT = {
+    "TWOKEY_PUBLIC_URL": "https://twokey.example.com",
     "TWOKEY_SMTP_HOST": "mail.example.com",
     "TWOKEY_SMS_WEBHOOK_URL": "https://sms.example.com/send",
     "TWOKEY_DUO_API_HOST": "api-1234.duosecurity.com",
@@ -346,6 +347,8 @@ async def test_posts_from_another_site_or_host_are_refused(
         {"Origin": "http://evil.example"},  # a page on another origin reading the API
         {"Sec-Fetch-Site": "cross-site"},  # the browser says: another site asked for this
         {"Sec-Fetch-Site": "same-site"},  # e.g. http://localhost:8080 reading :3000
+        {"X-Forwarded-For": "203.0.113.9"},  # through a reverse proxy on this machine
+        {"Forwarded": "for=203.0.113.9"},
     ],
 )
 async def test_reads_from_another_site_or_host_get_nothing(
