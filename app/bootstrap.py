@@ -414,6 +414,40 @@ def _without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def redis_problem(exc: BaseException, where: str) -> str:
+    """One sentence for what went wrong reaching Redis at ``where``, and what to do."""
+    from redis.exceptions import InvalidResponse
+
+    if _refused_credentials(exc):
+        return (
+            f"Redis at {where} refused twokey's credentials: put the right user name and "
+            "password in REDIS_URL (redis://USER:PASSWORD@host:6379/0, special characters "
+            "percent-encoded), or give that ACL user the right to log in."
+        )
+    chain = _chain(exc)
+    if any("DB index" in str(seen) or "invalid DB" in str(seen) for seen in chain):
+        return (
+            f"Redis at {where} has no such database: the number after the last / in REDIS_URL "
+            "must be one the server has (0 to 15 unless its `databases` setting says more)."
+        )
+    if any(isinstance(seen, InvalidResponse) for seen in chain):
+        return (
+            f"Something answered at {where}, but not in the Redis protocol: check the host and "
+            "port in REDIS_URL (Redis listens on 6379 unless configured otherwise)."
+        )
+    tls = " (rediss://: does that port speak TLS?)" if where.startswith("rediss") else ""
+    return f"Cannot reach Redis at {where}: check REDIS_URL{tls} and that Redis is running."
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 def _refused_credentials(exc: BaseException) -> bool:
     """Whether Redis answered but refused the user name or password (not: unreachable)."""
     from redis.exceptions import AuthenticationError, AuthorizationError
@@ -429,25 +463,14 @@ def _refused_credentials(exc: BaseException) -> bool:
 
 
 async def check_redis(store: RedisRequestStore, settings: Settings) -> None:
-    """Refuse to run where Redis could silently evict pending approvals."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisClusterException
-    from redis.exceptions import TimeoutError as RedisTimeoutError
+    """Refuse to run where Redis could silently evict pending approvals, or is not Redis."""
+    from redis.exceptions import RedisError
 
     try:
         policy = await store.check_eviction_policy()
-    except (Unavailable, RedisConnectionError, RedisTimeoutError, RedisClusterException) as exc:
+    except (Unavailable, RedisError) as exc:
         where = _without_password(settings.redis_url or "the embedded Valkey")
-        if _refused_credentials(exc):
-            raise StartupError(
-                f"Redis at {where} refused twokey's credentials: put the right user name and "
-                "password in REDIS_URL (redis://USER:PASSWORD@host:6379/0, special characters "
-                "percent-encoded), or give that ACL user the right to log in."
-            ) from exc
-        tls = " (rediss://: does that port speak TLS?)" if where.startswith("rediss") else ""
-        raise StartupError(
-            f"Cannot reach Redis at {where}: check REDIS_URL{tls} and that Redis is running."
-        ) from exc
+        raise StartupError(redis_problem(exc, where)) from exc
     if policy == "unknown" and not settings.accept_eviction_risk:
         raise StartupError(
             "Redis refused to say its maxmemory-policy (CONFIG GET is disabled). Make sure it "

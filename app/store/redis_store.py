@@ -955,8 +955,11 @@ class RedisRequestStore:
         """The server's maxmemory-policy: anything but noeviction may drop pending approvals."""
         try:
             config = await self.redis.config_get("maxmemory-policy")
-        except ResponseError:  # CONFIG is disabled on some managed services
-            return "unknown"
+        except ResponseError as exc:
+            words = str(exc)
+            if "config" in words.lower() or "NOPERM" in words:
+                return "unknown"  # CONFIG is disabled (or not granted) on some managed services
+            raise  # e.g. SELECT of a database the server does not have
         return _text(config.get("maxmemory-policy", "unknown"))
 
 

@@ -172,3 +172,60 @@ def test_a_teams_setting_refused_at_mount_leaves_nothing_open(
         **own_redis,
     )
     refused(result, "MICROSOFT_APP_TYPE=SingleTenant needs MICROSOFT_APP_TENANT_ID")
+
+
+@pytest.fixture
+def not_redis() -> object:
+    """A port where something that is not Redis answers (an HTTP server, say)."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def answer() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    server.close()
+
+
+@pytest.mark.parametrize("argv", [(), ("audit", "verify")], ids=["serve", "audit-verify"])
+def test_a_redis_url_at_something_else_says_it_is_not_redis(
+    tmp_path: Path, own_redis: dict[str, str], not_redis: int, argv: tuple[str, ...]
+) -> None:
+    url = f"redis://127.0.0.1:{not_redis}/0"
+    refused(
+        twokey(tmp_path, *argv, **{**own_redis, "REDIS_URL": url}),
+        f"Something answered at {url}, but not in the Redis protocol",
+    )
+
+
+@pytest.mark.parametrize("accept", ["true", "false"])
+def test_a_database_the_server_does_not_have_is_named(
+    tmp_path: Path, own_redis: dict[str, str], accept: str
+) -> None:
+    """Not "CONFIG GET is disabled" (whose advice then led to a traceback)."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(own_redis["REDIS_URL"])._replace(path="/99").geturl()
+    settings = {**own_redis, "REDIS_URL": url, "TWOKEY_ACCEPT_EVICTION_RISK": accept}
+    err = refused(twokey(tmp_path, **settings), "has no such database")
+    assert "CONFIG GET" not in err
