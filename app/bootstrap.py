@@ -33,6 +33,7 @@ from app.connectors.inventory import DirectoryWithInventory
 from app.connectors.registry import ConnectorWiring, wire_connectors
 from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.domain.errors import Unavailable
+from app.domain.models import Principal
 from app.domain.policy import Policy
 from app.domain.stepup import Verifier, named_verifiers
 from app.duo import DuoPush
@@ -621,26 +622,50 @@ ROLES_CHECK_S = 3.0
 
 async def warn_of_empty_roles(policy: Policy, directory: Directory) -> None:
     """A role whose groups hold nobody (a typo in a group name, an approvers' group never
-    filled) lets twokey start but no request of that tier could ever be approved: say so at
-    start-up, by role and group, as a warning. Best effort: a slow or failing directory is
-    not asked again here (the first request will ask it)."""
-    roles = {policy.requester_role, *(tier.approver_role for tier in policy.tiers.values())}
-    for role in sorted(roles):
+    filled, a role listing no group) lets twokey start but no request needing it could ever be
+    decided; a tier needing more approvers than its role holds can never be approved either.
+    Say so at start-up, by role, group and tier, as warnings. Best effort: a slow or failing
+    directory is not asked again here (the first request will ask it)."""
+    needed: dict[str, int] = {policy.requester_role: 1}
+    for tier in policy.tiers.values():
+        needed[tier.approver_role] = max(needed.get(tier.approver_role, 0), tier.approvals)
+    held: dict[str, int] = {}
+    for role in sorted(needed):
         groups = sorted(policy.roles.get(role, ()))
-        if not groups:
-            continue
-        try:
-            found = await asyncio.wait_for(directory.members(groups, limit=1), ROLES_CHECK_S)
-        except Exception as exc:
-            log.info("roles_not_checked", reason=type(exc).__name__)
-            return
-        if not found:
+        found: list[Principal] = []
+        if groups:
+            try:
+                found = await asyncio.wait_for(
+                    directory.members(groups, limit=needed[role] + 1), ROLES_CHECK_S
+                )
+            except Exception as exc:
+                log.info("roles_not_checked", reason=type(exc).__name__)
+                return
+        held[role] = len([p for p in found if not p.disabled])
+        if not held[role]:
             log.warning(
                 "role_has_nobody",
                 role=role,
                 groups=groups,
-                note="nobody in the directory is in these groups: requests needing this role "
-                "can never be opened or approved; check the group names in the policy's roles",
+                note=(
+                    "nobody in the directory is in these groups"
+                    if groups
+                    else "the policy's roles list no group for it"
+                )
+                + ": requests needing this role can never be opened or approved; check the "
+                "group names in the policy's roles",
+            )
+    for name, tier in sorted(policy.tiers.items()):
+        if 0 < held.get(tier.approver_role, 0) < tier.approvals:
+            log.warning(
+                "tier_cannot_be_approved",
+                tier=name,
+                role=tier.approver_role,
+                approvals=tier.approvals,
+                people=held[tier.approver_role],
+                note="fewer people hold the approver role than the tier's approvals: its "
+                "requests can never be approved; add people to the role's groups or lower "
+                "approvals",
             )
 
 

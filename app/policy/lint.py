@@ -52,6 +52,15 @@ def policy_warnings(policy: Policy) -> list[tuple[Loc, str]]:
                 f"escalations and break-glass get other tiers",
             )
         )
+    for role, groups in policy.roles.items():
+        if not groups:
+            warnings.append(
+                (
+                    ("roles", role),
+                    f"role {role!r} lists no group: nobody holds it, so nothing needing it can "
+                    "ever be asked for or decided",
+                )
+            )
     return warnings
 
 

@@ -25,3 +25,27 @@ async def test_an_approvers_group_nobody_is_in_is_named() -> None:
         await warn_of_empty_roles(policy, SandboxDirectory.example())
     warned = [e for e in logs if e["event"] == "role_has_nobody"]
     assert [(e["role"], e["groups"]) for e in warned] == [("approver", ["helpdesk-lead"])]
+
+
+async def test_a_role_listing_no_group_is_named() -> None:
+    text = policy_text().replace("[helpdesk-leads]", "[]", 1)
+    policy = load_policy_text(text, "empty.yaml")
+    with capture_logs() as logs:
+        await warn_of_empty_roles(policy, SandboxDirectory.example())
+    warned = [e for e in logs if e["event"] == "role_has_nobody"]
+    assert [(e["role"], e["groups"]) for e in warned] == [("approver", [])]
+    assert "list no group" in warned[0]["note"]
+
+
+async def test_a_tier_needing_more_approvers_than_its_role_holds_is_named() -> None:
+    """Two security approvers, and only one person (Erin) in the group the role names."""
+    text = policy_text().replace("  security: [security]\n", "  security: [security-oncall]\n", 1)
+    assert text != policy_text()
+    with capture_logs() as logs:
+        await warn_of_empty_roles(load_policy_text(text, "p.yaml"), SandboxDirectory.example())
+    warned = [e for e in logs if e["event"] == "tier_cannot_be_approved"]
+    assert [(e["tier"], e["role"], e["approvals"], e["people"]) for e in warned] == [
+        ("privileged", "security", 2, 1),
+        ("strictest", "security", 2, 1),
+    ]
+    assert not [e for e in logs if e["event"] == "role_has_nobody"]

@@ -689,5 +689,17 @@ def test_a_rule_that_matches_nothing_and_a_tier_nothing_gives_are_warned_of(
     ]
 
 
+def test_a_role_listing_no_group_is_warned_of(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(BASE.replace("  approver: [helpdesk-leads]\n", "  approver: []\n"))
+    code, text = check_file(path)
+    assert code == 0
+    warnings = [line.split(": ", 1)[1] for line in text.splitlines() if "warning:" in line]
+    assert [w.split(" ", 1)[1] for w in warnings] == [
+        "roles.approver: role 'approver' lists no group: nobody holds it, so nothing needing "
+        "it can ever be asked for or decided"
+    ]
+
+
 def test_the_example_policy_draws_no_warning() -> None:
     assert policy_warnings(example_policy()) == []

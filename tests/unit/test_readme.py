@@ -29,6 +29,19 @@ def test_the_directory_example_is_a_complete_valid_directory() -> None:
     assert any(p.id == "nhi:billing-api" for p in directory.principals)
 
 
+def test_every_tier_of_the_policy_example_can_be_approved_in_the_directory_example() -> None:
+    """Whoever writes their files from the README gets tiers someone can approve: enough
+    enabled people hold each tier's approver role (two security approvers, say)."""
+    [policy_block] = [b for b in yaml_blocks() if "tiers:" in b]
+    [people_block] = [b for b in yaml_blocks() if "people:" in b]
+    policy = load_policy_text(policy_block, "README.md")
+    people = SandboxDirectory.from_yaml(people_block, "README.md").principals
+    for name, tier in policy.tiers.items():
+        groups = set(policy.roles.get(tier.approver_role, ()))
+        able = [p.id for p in people if not p.disabled and groups & set(p.groups)]
+        assert len(able) >= tier.approvals, (name, tier.approver_role, able)
+
+
 def test_the_connectors_example_is_valid_in_a_policy() -> None:
     from app.connector_setup import connector_problems
     from app.policy.loader import read_located_yaml
