@@ -365,10 +365,22 @@ class VerifyReport:
     shards: list[ShardVerdict] = field(default_factory=list)
     anchors: int | None = None
     """Chain heads recorded outside Redis that were checked; None when none were given."""
+    key_id: str = ""
+    """The public name of the key this check used (never the key)."""
 
     @property
     def ok(self) -> bool:
         return all(s.ok for s in self.shards)
+
+    @property
+    def no_seal_matches(self) -> bool:
+        """Every shard that has seals (two at least) fails at its very first event as edited:
+        far likelier a different TWOKEY_AUDIT_KEY than every shard edited at its start."""
+        sealed = [s for s in self.shards if s.sealed and s.events]
+        return len(sealed) >= 2 and all(
+            s.problem is not None and s.problem.seq == 1 and s.problem.kind is ProblemKind.EDITED
+            for s in sealed
+        )
 
     @property
     def events(self) -> int:
@@ -698,6 +710,18 @@ def render_verify(report: VerifyReport) -> tuple[int, str]:
                 f"{_count(report.anchors, 'chain head')} recorded outside Redis "
                 f"{'matches' if report.anchors == 1 else 'all match'} (--anchor)."
             )
+    elif report.no_seal_matches:
+        lines.append(
+            "NO SEAL MATCHES THIS KEY: not one shard's first event verifies with the "
+            f"TWOKEY_AUDIT_KEY this command was given (key id {report.key_id or 'unknown'})."
+        )
+        lines.append(
+            "What to do: first check that this command runs with the key the replicas use (their "
+            "`audit_sealed` log lines name it as kid=...; a rotated key belongs in "
+            "TWOKEY_AUDIT_KEYS_PREVIOUS). If the key is right, every shard was rewritten from "
+            "its first event: treat it as a security incident, keep Redis as it is, and tell "
+            "security."
+        )
     else:
         first = report.broken[0]
         assert first.problem is not None

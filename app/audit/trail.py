@@ -398,7 +398,9 @@ class AuditTrail:
                 await self._verify_shard(shard, by_shard.get(shard), now_ms)
                 for shard in range(SHARDS)
             ]
-        return VerifyReport(shards, anchors=applied if anchors is not None else None)
+        return VerifyReport(
+            shards, anchors=applied if anchors is not None else None, key_id=self._kid
+        )
 
     async def verify_shard(self, shard: int) -> ShardVerdict:
         with _fails_closed():

@@ -178,3 +178,35 @@ async def test_review_list_and_close(
         operator,
         "operator",
     )
+
+
+async def test_audit_verify_with_another_key_says_so_before_crying_tampering(
+    operator_env: None,
+    redis_client: aioredis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An operator running the CLI with a key other than the replicas' is told to check it,
+    not told at once that the trail was edited."""
+    import asyncio
+
+    from app.domain.models import Action
+
+    core = build_core(redis_client, namespace)
+    shards = set()
+    for target in ("alice", "dave", "erin", "frank", "grace", "heidi", "ivan"):
+        opened = await core.service.open(
+            chat("bob"), chat(target), Action.RESET_MFA.value, "INC-1234", "lost-device"
+        )
+        shards.add(shard_of_request(opened.request.id))
+        if len(shards) == 2:  # requests in two shards
+            break
+    assert len(shards) == 2
+    assert await asyncio.to_thread(main, ["audit", "verify"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("TWOKEY_AUDIT_KEY", "another-key-than-the-replicas-use-0123")
+    assert await asyncio.to_thread(main, ["audit", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "NO SEAL MATCHES THIS KEY" in out and "kid=" in out, out
+    assert "AUDIT TRAIL BROKEN" not in out
