@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
@@ -312,18 +313,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             from app.connector_setup import connectors_command
 
             code, text = asyncio.run(connectors_command(args, settings.policy_path))
-            print(text, file=sys.stderr if code == 2 else sys.stdout)
-            return code
+            return _said(code, text)
         if args.command == "tickets":
             from app.tickets.check import tickets_command
 
             code, text = asyncio.run(tickets_command(args, settings.policy_path))
-            print(text, file=sys.stderr if code == 2 else sys.stdout)
-            return code
+            return _said(code, text)
         return asyncio.run(_with_runtime(settings, _COMMANDS[args.command], args))
     except (StartupError, TwokeyError) as exc:
         print(f"twokey: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _said(code: int, text: str) -> int:
+    """A command's answer: on standard output, or (exit 2: it could not run) as an error line
+    on standard error, like every other error of the command line."""
+    if code == 2:
+        print(text if text.startswith("twokey: ") else f"twokey: {text}", file=sys.stderr)
+    else:
+        print(text)
+    return code
+
+
+def _reader_went_away() -> int:
+    """The output's reader stopped reading (``twokey audit export | head``): nothing went
+    wrong here. Later writes (the flush at exit) go nowhere instead of raising again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 def serve(settings: Settings) -> int:
@@ -402,11 +421,32 @@ async def _with_runtime(
     command: Callable[[Runtime, argparse.Namespace], Awaitable[int]],
     args: argparse.Namespace,
 ) -> int:
+    nothing_here = no_embedded_data(settings)
+    if nothing_here is not None:
+        print(f"twokey: {nothing_here}", file=sys.stderr)
+        return 2
     runtime = await build_runtime(settings)
     try:
         return await command(runtime, args)
     finally:
         await runtime.close()
+
+
+def no_embedded_data(settings: Settings) -> str | None:
+    """On the embedded defaults, a command run where ``twokey serve`` never ran would start an
+    empty store with a new audit key and report "intact, 0 events" or "no open requests":
+    reassuring and wrong. Say where the data is looked for instead. None when there is some."""
+    if settings.redis_url is not None:
+        return None
+    folder = settings.data_dir
+    if (folder / "valkey").is_dir() or (folder / "audit.key").is_file():
+        return None
+    return (
+        f"there is no twokey data in {folder.resolve()} (REDIS_URL is unset, so commands read "
+        "the embedded store `twokey serve` keeps in TWOKEY_DATA_DIR, ./.twokey by default): run "
+        "this in the folder where twokey serve runs, set TWOKEY_DATA_DIR to its data folder, "
+        "or set REDIS_URL."
+    )
 
 
 def _read_anchor(source: str) -> list[ChainHead]:

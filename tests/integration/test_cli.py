@@ -180,6 +180,36 @@ async def test_review_list_and_close(
     )
 
 
+def export_to_a_closed_pipe() -> tuple[int, str]:
+    """`twokey audit export` whose reader is gone before the first line: (exit code, stderr)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "audit", "export", "--since", "1h"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    code = process.wait(60)
+    errors = process.stderr.read().decode()
+    process.stderr.close()
+    return code, errors
+
+
+async def test_an_export_whose_reader_stops_reading_ends_quietly(
+    operator_env: None, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """`twokey audit export | head -1`: no BrokenPipeError traceback, exit 0."""
+    import asyncio
+
+    await completed_request(redis_client, namespace)
+    code, errors = await asyncio.to_thread(export_to_a_closed_pipe)
+    assert "Traceback" not in errors and "BrokenPipe" not in errors, errors
+    assert code == 0
+
+
 async def test_audit_verify_with_another_key_says_so_before_crying_tampering(
     operator_env: None,
     redis_client: aioredis.Redis,

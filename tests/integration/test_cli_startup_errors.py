@@ -229,3 +229,13 @@ def test_a_database_the_server_does_not_have_is_named(
     settings = {**own_redis, "REDIS_URL": url, "TWOKEY_ACCEPT_EVICTION_RISK": accept}
     err = refused(twokey(tmp_path, **settings), "has no such database")
     assert "CONFIG GET" not in err
+
+
+@pytest.mark.parametrize("argv", [("audit", "verify"), ("requests", "list"), ("review", "list")])
+def test_a_command_run_where_serve_never_ran_says_where_it_looked(
+    tmp_path: Path, argv: tuple[str, ...]
+) -> None:
+    """On the embedded defaults, not "intact, 0 events" from a store just made empty."""
+    err = refused(twokey(tmp_path, *argv), "there is no twokey data in", "TWOKEY_DATA_DIR")
+    assert "REDIS_URL" in err
+    assert not (tmp_path / ".twokey").exists()  # nothing was made
