@@ -6,14 +6,15 @@ appear in a repr or a log line.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 _PUBLIC_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
 """TWOKEY_PUBLIC_URL's path: nothing a browser would rewrite, nor a cookie attribute (;)."""
@@ -21,6 +22,27 @@ _PUBLIC_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    @field_validator(
+        "audit_keys_previous", "slack_allowed_teams", "teams_allowed_tenants", mode="before"
+    )
+    @classmethod
+    def _json_list(cls, value: Any, info: Any) -> Any:
+        """A list setting is a JSON list, decoded here (not by pydantic-settings before any
+        validation), so a malformed one is reported beside every other mistake, not alone."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return []
+        alias = cls.model_fields[info.field_name].alias or info.field_name
+        example = _LIST_EXAMPLES.get(alias, '["..."]')
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            decoded = None
+        if not isinstance(decoded, list):
+            raise ValueError(f"should be a JSON list, e.g. {alias}='{example}'")
+        return decoded
 
     # where to listen
     host: str = Field(default="127.0.0.1", alias="HOST")
@@ -40,7 +62,7 @@ class Settings(BaseSettings):
     directory_path: Path | None = Field(default=None, alias="TWOKEY_DIRECTORY")
     audit_key: SecretStr | None = Field(default=None, alias="TWOKEY_AUDIT_KEY")
     """HMAC key of the audit chain. Unset: a key generated once under TWOKEY_DATA_DIR."""
-    audit_keys_previous: list[SecretStr] = Field(
+    audit_keys_previous: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, alias="TWOKEY_AUDIT_KEYS_PREVIOUS"
     )
     """Keys that sealed before TWOKEY_AUDIT_KEY (JSON list, newest first): verified with only."""
@@ -95,7 +117,9 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
-    slack_allowed_teams: list[str] = Field(default_factory=list, alias="SLACK_ALLOWED_TEAMS")
+    slack_allowed_teams: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="SLACK_ALLOWED_TEAMS"
+    )
     slack_app_id: str | None = Field(default=None, alias="SLACK_APP_ID")
     slack_require_confirmed_email: bool = Field(default=True, alias="SLACK_REQUIRE_CONFIRMED_EMAIL")
     """Only trust a Slack email Slack marks confirmed; set false where SSO manages emails."""
@@ -107,7 +131,9 @@ class Settings(BaseSettings):
     microsoft_app_type: Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"] = Field(
         default="SingleTenant", alias="MICROSOFT_APP_TYPE"
     )
-    teams_allowed_tenants: list[str] = Field(default_factory=list, alias="TEAMS_ALLOWED_TENANTS")
+    teams_allowed_tenants: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="TEAMS_ALLOWED_TENANTS"
+    )
     """Entra tenant ids whose Teams activities are served; empty: the app's own tenant."""
 
     # playground

@@ -71,6 +71,17 @@ def test_a_bad_setting_is_named_in_a_sentence(
     assert "validation error" not in err and "pydantic" not in err, err
 
 
+def test_every_bad_setting_is_named_even_beside_a_malformed_list(tmp_path: Path) -> None:
+    """A list that is not JSON once hid every other mistake."""
+    err = refused(
+        twokey(tmp_path, PORT="abc", SLACK_ALLOWED_TEAMS="T1", LOG_LEVEL="loud"),
+        "PORT should be a whole number",
+        "SLACK_ALLOWED_TEAMS should be a JSON list",
+        "LOG_LEVEL should be DEBUG",
+    )
+    assert "T1" not in err.replace("T0123456", "")
+
+
 @pytest.mark.parametrize(
     ("settings", "words"),
     [
