@@ -32,6 +32,7 @@ from app.stepup_oidc import (
     LINK_TOKEN_SHAPE,
     LOGIN_TTL_S,
     START_PATH,
+    STORE_DOWN,
     OidcReauthLinks,
     ReauthRefused,
     cookie_name,
@@ -113,6 +114,9 @@ def mount(app: web.Application, runtime: Runtime, links: OidcReauthLinks) -> Non
             approval = await runtime.store.get(link.request_id) if link is not None else None
         except Unavailable as exc:
             return page(exc.message, 503)
+        except Exception as exc:  # the store's own errors: nothing was used up
+            log.warning("approver_link_unreadable", error=type(exc).__name__)
+            return page(STORE_DOWN, 503)
         if link is None or approval is None:
             return page(USED_UP, 410)
         if not approval.state.is_open:

@@ -229,7 +229,7 @@ def load_policy_text(text: str, source_name: str = "policy.yaml") -> Policy:
     if not isinstance(data, Mapping):
         message = (
             "the policy file must be a mapping of settings (version, reason_codes, roles, "
-            f"tiers, rules, ...), not a {_yaml_kind(data)}"
+            f"tiers, rules, ...), not {_yaml_kind(data)}"
         )
         raise PolicyFileError(source_name, [document.problem((), message)])
     policy: Policy | None = None
