@@ -564,6 +564,25 @@ def test_the_documented_example_is_the_shipped_one() -> None:
     documented = re.search(r"```yaml\n(.*?)```", doc, re.DOTALL)
     assert documented is not None
     assert load_policy_text(documented.group(1), "docs/policy.md") == example_policy()
+    shipped = Path(__file__).parents[2] / "app" / "policy" / "example_policy.yaml"
+    assert documented.group(1) == shipped.read_text(encoding="utf-8")  # comment for comment
+
+
+def test_the_documented_explain_output_is_what_explain_prints(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from app.cli import main
+
+    doc = (Path(__file__).parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
+    pattern = r"```console\n\$ twokey (policy explain --action reset-mfa[^\n]*)\n(.*?)```"
+    shown = re.search(pattern, doc, re.DOTALL)
+    assert shown is not None
+    for name in ("TWOKEY_POLICY", "TWOKEY_DIRECTORY", "REDIS_URL", "TWOKEY_PLAYGROUND"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TWOKEY_PLAYGROUND", "false")  # the shipped example, as documented
+    monkeypatch.chdir(tmp_path)
+    assert main(shown.group(1).split()) == 0
+    assert capsys.readouterr().out == shown.group(2)
 
 
 # ---- what `open` checks beyond the policy (issue 9) --------------------------------------------
