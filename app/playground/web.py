@@ -461,6 +461,11 @@ class Playground:
                 f"Nothing here for {name}: the card goes to {called(request.owner_id)}, the "
                 "owner of record, and to no one else."
             )
+        if pane == "owner" and not request.plan.owner_confirmation and not request.state.is_final:
+            return (
+                f"Nothing asked of {name}: this request's tier needs no owner confirmation "
+                "(break-glass, say); they are told once the change is made."
+            )
         roles = self.service.deciding_roles(request)
         policy = self.runtime.policy
         if pane == "approver" and not (
@@ -859,7 +864,7 @@ async def mount(app: web.Application, runtime: Runtime) -> None:
     Playground(runtime, notifier, phones).routes(app)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     log.warning(
-        "playground_ready",
+        "playground_mounted",
         url=f"http://{host}:{settings.port}/playground",
-        note="for trying twokey only, never for production",
+        note="for trying twokey only, never for production; served once twokey is listening",
     )

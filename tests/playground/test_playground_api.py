@@ -678,6 +678,34 @@ async def test_break_glass_skips_the_approvers_but_not_the_owner(
     assert (await client.state(request_id))["request"]["state"] == "completed"
 
 
+async def test_a_request_needing_no_owner_confirmation_asks_the_owner_nothing(
+    redis_url: str, namespace: str
+) -> None:
+    """A tier without owner confirmation, still waiting for its approver: the owner's pane
+    says nothing is asked of them (it showed "Did you ask for this?" with no buttons)."""
+    example = (Path(__file__).parents[2] / "app" / "policy" / "example_policy.yaml").read_text()
+    text = example.replace(
+        "    owner_confirmation: true\n    approvals: 1                    # skipped on the",
+        "    owner_confirmation: false\n    approvals: 1                    # skipped on the",
+    ).replace("  skip: [approvals]                 # the owner must still confirm", "  skip: []")
+    assert text.count("owner_confirmation: false") == 1 and "skip: []" in text
+    async with (
+        serve_playground(redis_url, namespace, policy=text, sweeper=False) as (server, _),
+        aiohttp.ClientSession() as session,
+    ):
+        client = Client(server, session)
+        status, opened = await client.command(
+            "erin", "breakglass reset-mfa @alice INC-7007 CEO locked out before the board call"
+        )
+        assert status == 200, opened
+        query = f"/playground/api/state?request={opened['request']}&owner=alice"
+        status, state = await client.get(query)
+        assert status == 200
+        assert state["request"]["state"] == "pending"
+        assert state["cards"]["owner"] is None
+        assert "needs no owner confirmation" in state["notes"]["owner"]
+
+
 # ---- what each pane shows -------------------------------------------------------------------
 
 
