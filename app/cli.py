@@ -185,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--strict", action="store_true", help="exit 1 on warnings too (for CI), not only mistakes"
     )
+    directory = commands.add_parser(
+        "directory", help="check a sandbox directory file"
+    ).add_subparsers(dest="directory_command", required=True)
+    directory.add_parser(
+        "check", help="report every mistake in a sandbox directory file (TWOKEY_DIRECTORY)"
+    ).add_argument("file")
     explain = policy.add_parser(
         "explain",
         help="dry run: what would a request need, and would it open? (exit 3: it would be refused)",
@@ -309,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         if args.command == "policy":
             return explain_command(settings, args)
+        if args.command == "directory":
+            code, text = check_directory_file(args.file)
+            print(text)
+            return code
         if args.command == "connectors":
             from app.connector_setup import connectors_command
 
@@ -325,6 +335,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return _reader_went_away()
+
+
+def check_directory_file(path: str) -> tuple[int, str]:
+    """`twokey directory check FILE`: 0 and what it holds, or 1 and every mistake, located."""
+    from app.connectors.sandbox import DirectoryFileError, SandboxDirectory
+    from app.domain.models import PrincipalKind
+
+    try:
+        directory = SandboxDirectory.from_file(path)
+    except DirectoryFileError as exc:
+        return 1, str(exc)
+    people = [p for p in directory.principals if p.kind is PrincipalKind.HUMAN]
+    nhis = [p for p in directory.principals if p.kind is PrincipalKind.NHI]
+    groups = sorted({g for p in people for g in p.groups})
+    disabled = sum(p.disabled for p in directory.principals)
+    held = f" ({disabled} disabled)" if disabled else ""
+    nhi_count = _plural(len(nhis), "non-human identity", "non-human identities")
+    return 0, (
+        f"{path}: a valid sandbox directory: {_plural(len(people), 'person', 'people')}{held}, "
+        f"{nhi_count}; groups: {', '.join(groups) or 'none'}."
+    )
 
 
 def _said(code: int, text: str) -> int:

@@ -414,6 +414,12 @@ def parse_directory(data: object, source: str) -> list[Principal]:
             source,
             [DirectoryProblem("", "the top level must be a mapping with `people:` (and `nhis:`)")],
         )
+    if {"tiers", "rules"} & set(data) and "people" not in data:
+        message = (
+            "this looks like a policy file (it has tiers or rules, no people:): "
+            "TWOKEY_DIRECTORY takes the directory file, TWOKEY_POLICY the policy file"
+        )
+        raise DirectoryFileError(source, [DirectoryProblem("", message)])
     try:
         directory = DirectoryFile.model_validate(data)
     except ValidationError as exc:

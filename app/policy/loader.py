@@ -232,6 +232,12 @@ def load_policy_text(text: str, source_name: str = "policy.yaml") -> Policy:
             f"tiers, rules, ...), not {_yaml_kind(data)}"
         )
         raise PolicyFileError(source_name, [document.problem((), message)])
+    if "people" in data and not {"tiers", "rules"} & set(data):
+        message = (
+            "this looks like a sandbox directory file (it has people:, no tiers or rules): "
+            "TWOKEY_POLICY takes the policy file, TWOKEY_DIRECTORY the directory file"
+        )
+        raise PolicyFileError(source_name, [document.problem(("people",), message)])
     policy: Policy | None = None
     failure: ValidationError | None = None
     try:
