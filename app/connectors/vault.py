@@ -356,6 +356,22 @@ def _never_sent(exc: requests.exceptions.RequestException) -> bool:
     return isinstance(reason, ConnectTimeoutError)  # NewConnectionError is one too
 
 
+class _Redirected(Exception):
+    """Vault answered with a redirect: not followed (the token and the secret would travel to
+    wherever it points, in the clear if it says http), and nothing was done where it was sent."""
+
+    def __init__(self, status: int, location: str) -> None:
+        super().__init__(status)
+        self.status = status
+        self.elsewhere = urlsplit(location).netloc or "an address it did not give"
+
+
+def _refuse_redirects(response: requests.Response, *args: object, **kwargs: object) -> None:
+    """A response hook: any 3xx stops the call before anything could follow it."""
+    if 300 <= response.status_code < 400:
+        raise _Redirected(response.status_code, response.headers.get("Location", ""))
+
+
 def _vault_said(exc: VaultError) -> str:
     """Vault's own words for a refusal: its HTTP status and ``errors`` list."""
     errors = exc.errors
@@ -416,12 +432,14 @@ class _Vault:
         adapter = HTTPAdapter(max_retries=retry)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+        session.hooks["response"].append(_refuse_redirects)
         token = credentials.token.get_secret_value() if credentials.token else None
         self.client = hvac.Client(
             url=config.url,
             token=token,
             timeout=config.timeout,
             session=session,
+            allow_redirects=False,
             namespace=config.namespace,
             verify=config.ca_cert or True,
             # LIST as `GET ?list=true`, which Vault documents as equivalent: proxies and load
@@ -471,6 +489,14 @@ class _Vault:
         """
         try:
             return call()
+        except _Redirected as exc:
+            raise Stopped(
+                Outcome.FAILED,
+                f"Vault at {self.config.url} answered the request to {step} with a redirect "
+                f"(HTTP {exc.status}) to {exc.elsewhere}; twokey sends its token and secrets "
+                "only to the configured address, so nothing was done. Point the connector's url "
+                "at the active Vault node, or at the load balancer that forwards to it",
+            ) from None
         except RateLimitExceeded as exc:
             raise Stopped(
                 Outcome.FAILED,

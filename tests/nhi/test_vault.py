@@ -416,6 +416,48 @@ async def test_a_kv_value_is_replaced_with_check_and_set(vault: VaultStandIn) ->
     assert new_value not in result.detail
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_never_followed_and_nothing_is_sent_elsewhere(
+    vault: VaultStandIn, root_token: str, status: int
+) -> None:
+    """A standby's wrong api_addr, a proxy, or an attacker answering at Vault's address with a
+    redirect: the token (X-Vault-Token, which requests keeps across hosts) and the secret
+    (re-sent on 307/308) must not travel to wherever it points."""
+    vault.put_kv("apps/reports/db", {"username": "reports", "password": "old-1"})
+    arrived: list[tuple[str, str | None, bytes]] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        arrived.append((request.method, request.headers.get("X-Vault-Token"), await request.read()))
+        return web.json_response({"data": {"data": {"password": "x"}, "metadata": {"version": 1}}})
+
+    collector = web.Application()
+    collector.router.add_route("*", "/{tail:.*}", elsewhere)
+    other = TestServer(collector, host="127.0.0.2")
+    await other.start_server()
+
+    async def bounce(request: web.Request) -> web.Response:
+        target = f"http://127.0.0.2:{other.port}{request.path_qs}"
+        return web.Response(status=status, headers={"Location": target})
+
+    front = web.Application()
+    front.router.add_route("*", "/{tail:.*}", bounce)
+    redirecting = TestServer(front, host="127.0.0.1")
+    await redirecting.start_server()
+    try:
+        config = {"url": f"http://127.0.0.1:{redirecting.port}"}
+        result = await connector(vault, **config).execute(
+            Action.ROTATE_SECRET, REPORTS_DB, rotation_request(REPORTS_DB)
+        )
+    finally:
+        await redirecting.close()
+        await other.close()
+    assert result.outcome is Outcome.FAILED, result.detail
+    assert "redirect" in result.detail and "nothing was done" in result.detail
+    assert root_token not in result.detail
+    assert arrived == []
+    assert vault.kv_versions("apps/reports/db")[-1]["password"] == "old-1"
+
+
 async def test_a_missing_kv_secret_fails_and_writes_nothing(vault: VaultStandIn) -> None:
     result = await connector(vault).execute(
         Action.ROTATE_SECRET, REPORTS_DB, rotation_request(REPORTS_DB)
