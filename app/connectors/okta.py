@@ -119,6 +119,15 @@ class OktaConfig(BaseModel, LimitsFromSettings):
     """revoke-sessions also clears the user's remembered factors on every device."""
     group_key: Literal["name", "id"] = "name"
     """What the policy file's group names mean: Okta group names or group ids."""
+    group_types: frozenset[Literal["OKTA_GROUP", "APP_GROUP", "BUILT_IN"]] = frozenset(
+        {"OKTA_GROUP", "BUILT_IN"}
+    )
+    """With ``group_key: name``, only groups of these Okta types carry a role. Okta keeps names
+    unique among the groups it owns (OKTA_GROUP, and BUILT_IN such as Everyone) only: a group
+    imported from a connected app (an AD, LDAP or Google group, APP_GROUP) may bear any name,
+    an approvers' group's included, and whoever can create groups in that source could make
+    themselves an approver. Add APP_GROUP only when every connected source's group names are
+    as trusted as Okta's, or use ``group_key: id``."""
     timeout: Timeout = 10.0
     max_attempts: Attempts = 3
     max_rate_limit_wait: RateLimitWait = 30.0
@@ -888,6 +897,8 @@ class OktaConnector(HttpConnector[OktaConfig]):
     def _group_key(self, group: Mapping[str, Any]) -> str | None:
         if self.config.group_key == "id":
             return str(group["id"]) if group.get("id") else None
+        if group.get("type") not in self.config.group_types:
+            return None  # a name another source chose: it carries no role (group_types)
         name = (group.get("profile") or {}).get("name")
         return str(name) if name else None
 

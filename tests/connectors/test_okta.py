@@ -583,6 +583,29 @@ async def test_members_of_two_groups_gives_each_person_once_with_their_groups(
     assert okta.calls("listUserGroups") == [], "the group listed is the group matched"
 
 
+def app_group(group_id: str, name: str) -> dict[str, Any]:
+    """A group imported from a connected app (AD, Google...): its source chose the name."""
+    return {**okta_group(group_id, name), "type": "APP_GROUP", "objectClass": ["okta:app_group"]}
+
+
+async def test_an_imported_group_bearing_a_roles_name_carries_no_role(
+    okta: OktaStandIn, connect: ConnectorFactory
+) -> None:
+    """Okta keeps names unique among its own groups only: Dan made a group named Engineering in
+    a connected directory and is in it; he holds no Engineering role."""
+    okta.add_user(DAN, [app_group("00gappeng001", "Engineering")])
+    connector = connect(okta)
+
+    [dan] = await connector.find_by_email("dan@example.com")
+    found = await connector.members(["Engineering"])
+
+    assert dan.groups == frozenset()
+    assert found and DAN["id"] not in [p.id for p in found]
+    trusting = connect(okta, group_types=["OKTA_GROUP", "APP_GROUP"])  # the operator's choice
+    [trusted] = await trusting.find_by_email("dan@example.com")
+    assert trusted.groups == {"Engineering"}
+
+
 async def test_members_by_group_id_use_the_id_as_is(
     okta: OktaStandIn, connect: ConnectorFactory
 ) -> None:
@@ -601,9 +624,9 @@ async def test_members_by_group_id_use_the_id_as_is(
 async def test_members_follow_oktas_pages_of_groups_and_of_members(
     okta: OktaStandIn, connect: ConnectorFactory
 ) -> None:
-    """Okta's Link: rel="next" is followed for the group search and for each member list;
-    an app group imported with the same name counts like the Okta group, as groups_of reports
-    both by name."""
+    """Okta's Link: rel="next" is followed for the group search and for each member list; an
+    app group imported with the same name is on the second page of the search and is not read:
+    its name carries no role (group_types)."""
     okta.page_size = 1
     okta.add_user(okta_user("00ucarol0003", "carol@example.com", "Carol", "C"), [EVERYONE])
     imported = okta_group("00gapp000001", "Everyone") | {"type": "APP_GROUP"}
@@ -612,7 +635,7 @@ async def test_members_follow_oktas_pages_of_groups_and_of_members(
 
     found = await connector.members(["Everyone"])
 
-    assert [p.id for p in found] == ["00ualice0001", "00ubob000002", "00ucarol0003", "00udan000004"]
+    assert [p.id for p in found] == ["00ualice0001", "00ubob000002", "00ucarol0003"]
     assert all(p.groups == {"Everyone"} for p in found)
     searches = okta.calls("listGroups")
     assert [r.query.get("after") for r in searches] == [None, "00gall000001"]
@@ -622,7 +645,6 @@ async def test_members_follow_oktas_pages_of_groups_and_of_members(
         ("00gall000001", None),
         ("00gall000001", "00ualice0001"),
         ("00gall000001", "00ubob000002"),
-        ("00gapp000001", None),
     ]
 
 
