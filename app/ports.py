@@ -540,7 +540,16 @@ class ExecutionJournal(Protocol):
         """Before the connector runs; raises when it cannot be written (then nothing runs)."""
         ...
 
-    async def acted(self, request_id: str, token: str, outcome: str, detail: str) -> None: ...
+    async def acted(
+        self, request_id: str, token: str, outcome: str, detail: str, *, secret: bool = False
+    ) -> None:
+        """What the provider answered, and whether a one-time secret came back (never the
+        secret), before Redis is asked to record it."""
+        ...
+
+    async def handed_over(self, request_id: str, token: str) -> None:
+        """The secret was handed to its delivery (or its loss was told)."""
+        ...
 
     async def settled(self, request_id: str, token: str) -> None: ...
 

@@ -1702,7 +1702,9 @@ class TwoKey:
             outcome=result.outcome.value,
         )
         try:
-            await self.journal.acted(request.id, token, result.outcome.value, detail)
+            await self.journal.acted(
+                request.id, token, result.outcome.value, detail, secret=result.secret is not None
+            )
         except Exception as exc:  # the change is made; recording it in Redis matters more now
             log.error("journal_unavailable", request=request.id, error=type(exc).__name__)
 
@@ -1725,9 +1727,8 @@ class TwoKey:
                     )
                 )
         except Unavailable as exc:
-            await self._result_unrecorded(request, result)
+            await self._result_unrecorded(request, token, result)
             raise Unavailable(say.unrecorded_refusal(request, result.outcome.value)) from exc
-        await self._settle(request.id, token)
         final = recorded.request or request
         log.info("executed", request=request.id, outcome=result.outcome.value, code=recorded.code)
         if recorded.code is GateCode.LATE:
@@ -1740,6 +1741,9 @@ class TwoKey:
         ):
             await self._alert(final, say.alert(final, say.claim_lost(result.outcome.value)))
         await self._deliver_secret(final, result)
+        # Settled only now: a process stopping before the secret was handed over leaves the
+        # entry open with its secret pending, and the next one says the secret was lost.
+        await self._settle(request.id, token)
         await self._tell("update_request", self.notifier.update_request(final))
         await self._tell_outcome(final, result)
         return recorded
@@ -1794,17 +1798,35 @@ class TwoKey:
                     reply = await self.store.claim_lost(
                         request, entry.token, outcome, detail, request.plan.dispute_window
                     )
+            final = reply.request or request
+            if entry.secret_pending:
+                await self._secret_lost(final)
             await self._settle(request.id, entry.token)
             settled += 1
             log.warning("execution_settled", request=request.id, code=reply.code, outcome=outcome)
             if reply.code is GateCode.NOOP:
                 continue
-            final = reply.request or request
             await self._alert(
                 final, say.alert(final, say.settled_late(outcome, detail, final.state))
             )
             await self._tell("update_request", self.notifier.update_request(final))
         return settled
+
+    async def _secret_lost(self, request: Request) -> None:
+        """The process that held a new one-time secret stopped before handing it over: it was
+        never written anywhere, so nobody has it. Said in the trail, to security and to the
+        owner, who needs a new one (the account may be unusable without it)."""
+        log.error("secret_lost", request=request.id)
+        try:
+            await self.store.annotate(
+                request.id, "secret_undelivered", SYSTEM, "process_stopped", "failed"
+            )
+        except Unavailable:
+            log.error("secret_undelivered_unrecorded", request=request.id)
+        await self._alert(request, say.alert(request, say.HANDOVER_LOST))
+        await self._tell(
+            "notify_owner", self.notifier.notify_owner(request, say.secret_lost_owner(request))
+        )
 
     async def _withdraw_lapsed_gates(self, request_id: str) -> GateReply | None:
         """A gate counts only while its giver still holds the standing that let them give it:
@@ -1881,7 +1903,9 @@ class TwoKey:
                 )
         return lapsed, owner_lapsed, "; ".join(words) + ("." if words else "")
 
-    async def _result_unrecorded(self, request: Request, result: ExecutionResult) -> None:
+    async def _result_unrecorded(
+        self, request: Request, token: str, result: ExecutionResult
+    ) -> None:
         """Redis went away after the provider acted: the owner still gets the live secret (or
         nobody would), the owner and security hear of the change now, and the journal records
         it in Redis once Redis answers again (settle_unrecorded)."""
@@ -1894,6 +1918,11 @@ class TwoKey:
             outcome=result.outcome.value,
         )
         await self._deliver_secret(request, result)
+        if result.secret is not None:
+            try:
+                await self.journal.handed_over(request.id, token)
+            except Exception as exc:  # at worst the next sweep says a delivered secret was lost
+                log.error("journal_unavailable", request=request.id, error=type(exc).__name__)
         await self._alert(request, say.alert(request, say.unrecorded_alert(result.outcome.value)))
         if result.outcome is not Outcome.FAILED:
             await self._tell(

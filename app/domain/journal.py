@@ -31,6 +31,10 @@ class JournalEntry(BaseModel):
     detail: str = ""
     settled: bool = False
     """The result is recorded in Redis (or the request was ended there otherwise)."""
+    secret_pending: bool = False
+    """A one-time secret came back and is not yet known to be in its owner's hands (the flag
+    only: the secret itself is never written). Left set by a process that stopped in between,
+    it tells the next one to say the secret was lost, instead of saying nothing."""
 
 
 class MemoryJournal:
@@ -50,10 +54,19 @@ class MemoryJournal:
     async def begin(self, request: Request, token: str) -> None:
         self._remember(JournalEntry(request=request, token=token))
 
-    async def acted(self, request_id: str, token: str, outcome: str, detail: str) -> None:
+    async def acted(
+        self, request_id: str, token: str, outcome: str, detail: str, *, secret: bool = False
+    ) -> None:
         entry = self._entries.get(request_id)
         if entry is not None and entry.token == token:
-            self._remember(entry.model_copy(update={"outcome": outcome, "detail": detail}))
+            update = {"outcome": outcome, "detail": detail, "secret_pending": secret}
+            self._remember(entry.model_copy(update=update))
+
+    async def handed_over(self, request_id: str, token: str) -> None:
+        """The secret reached its owner's delivery (or its loss was told): nothing pending."""
+        entry = self._entries.get(request_id)
+        if entry is not None and entry.token == token:
+            self._remember(entry.model_copy(update={"secret_pending": False}))
 
     async def settled(self, request_id: str, token: str) -> None:
         entry = self._entries.get(request_id)

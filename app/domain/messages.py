@@ -384,6 +384,23 @@ UNDELIVERED_TO_OWNER = (
 )
 
 
+HANDOVER_LOST = (
+    "the change was made and a one-time secret issued, but the twokey process holding it "
+    "stopped before handing it to the owner; it was never stored, so nobody has it. Open a new "
+    "request to issue another"
+)
+
+
+def secret_lost_owner(request: Request) -> str:
+    """The owner's message when the secret of a change to their account was lost."""
+    return (
+        f"Request {request.id} ({request.action.label}) was carried out, but twokey stopped "
+        "before it could give you the new one-time secret (a temporary password or key), and "
+        "it was never stored: nobody has it. Ask the help desk for a new request to issue "
+        "another; security has been told."
+    )
+
+
 def waiting_again(request: Request, why: str) -> str:
     waits = ", ".join(request.waiting_for(request.last_change_at)) or "nothing more"
     return f"Request {request.id} is waiting again: {why} It waits for {waits}."

