@@ -7,6 +7,7 @@ only this module and the domain.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -50,6 +51,14 @@ class Outcome(StrEnum):
     FAILED = "failed"
     UNKNOWN = "unknown"
     """A timeout or lost answer left it unclear whether the change happened: alert, never retry."""
+
+
+ACT_BEFORE: ContextVar[float | None] = ContextVar("twokey_act_before", default=None)
+"""The monotonic time (time.monotonic) by which a connector must have made its last change,
+set by the service around each execution; None outside one. Connectors that work in a worker
+thread (asyncio.to_thread copies it there) check it before each changing call, since a timeout
+abandons the wait, not the thread: a change landing later would land after a sweeper declared
+the execution interrupted, and the secret it made would reach no one."""
 
 
 class ExecutionResult(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -79,6 +80,7 @@ from app.domain.tickets import (
 from app.domain.words import when as when
 from app.names import NameBook
 from app.ports import (
+    ACT_BEFORE,
     CodeSender,
     Directory,
     ExecutionJournal,
@@ -1649,9 +1651,19 @@ class TwoKey:
             )
         if claim.code is not GateCode.OK:
             return claim
+        # One time budget from the claim on, inside the lease: whatever runs after the claim
+        # (the ticket re-read, the directory, the provider) ends before a sweeper could declare
+        # the execution interrupted, so no change ever lands after that.
+        act_before = time.monotonic() + max(1.0, self.options.lease_s * 0.8)
         if unverified:
             return await self._refuse_to_run(request, token, unverified, "directory_unreachable")
-        ticket_stale = await self._ticket_no_longer_holds(request)
+        try:
+            ticket_stale = await asyncio.wait_for(
+                self._ticket_no_longer_holds(request),
+                timeout=max(0.1, act_before - time.monotonic()),
+            )
+        except TimeoutError:
+            ticket_stale = "the ticket could not be checked again in time"
         if ticket_stale:
             return await self._refuse_to_run(request, token, ticket_stale, "ticket_changed")
         try:
@@ -1666,7 +1678,7 @@ class TwoKey:
             )
         self._running.add(token)
         try:
-            result = await self._run_connector(request)
+            result = await self._run_connector(request, act_before)
             await self._note_acted(request, token, result)
             return await self._record(request, token, result)
         finally:
@@ -1948,17 +1960,16 @@ class TwoKey:
             return say.requester_gone()
         return ""
 
-    async def _run_connector(self, request: Request) -> ExecutionResult:
+    async def _run_connector(self, request: Request, act_before: float) -> ExecutionResult:
         """Never raises: a refusal is FAILED, anything unclear is UNKNOWN (alerted, not retried).
 
-        One time budget, inside the lease, covers the directory lookup and the provider call, so
-        the change can never land after a sweeper has declared the execution interrupted.
+        The time budget that started at the claim (``act_before``, monotonic) covers the
+        directory lookup and the provider call, and is handed to the connector (ACT_BEFORE),
+        so the change can never land after a sweeper has declared the execution interrupted.
         """
-        budget = max(1.0, self.options.lease_s * 0.8)
-        clock = asyncio.get_running_loop()
-        deadline = clock.time() + budget
+        left = max(0.1, act_before - time.monotonic())
         try:
-            target = await asyncio.wait_for(self.directory.get(request.target_id), timeout=budget)
+            target = await asyncio.wait_for(self.directory.get(request.target_id), timeout=left)
         except Exception as exc:  # directory down or too slow: nothing was attempted
             log.warning("directory_unavailable", request=request.id, error=type(exc).__name__)
             return ExecutionResult(
@@ -1973,7 +1984,7 @@ class TwoKey:
             # new secret would go to, someone who no longer owns it (invariants 2 and 5).
             log.warning("owner_changed", request=request.id, target=request.target_id)
             return ExecutionResult(outcome=Outcome.FAILED, detail=say.owner_changed(target.name))
-        gone = await self._requester_gone(request, max(0.1, deadline - clock.time()))
+        gone = await self._requester_gone(request, max(0.1, act_before - time.monotonic()))
         if gone:
             log.warning("requester_gone", request=request.id)
             return ExecutionResult(outcome=Outcome.FAILED, detail=gone)
@@ -1981,11 +1992,12 @@ class TwoKey:
             connector = self._connector_for(request.action, target)
         except NotAllowed as exc:
             return ExecutionResult(outcome=Outcome.FAILED, detail=exc.message)
-        left = deadline - clock.time()
+        left = act_before - time.monotonic()
         if left <= 0:
             return ExecutionResult(
                 outcome=Outcome.FAILED, detail="ran out of time before acting; nothing was changed"
             )
+        handed = ACT_BEFORE.set(act_before)  # copied into the task (and any worker thread)
         try:
             return await asyncio.wait_for(
                 connector.execute(request.action, target, request), timeout=left
@@ -2004,6 +2016,8 @@ class TwoKey:
             return ExecutionResult(
                 outcome=Outcome.UNKNOWN, detail=f"{connector.name} failed unexpectedly"
             )
+        finally:
+            ACT_BEFORE.reset(handed)
 
     async def _deliver_secret(self, request: Request, result: ExecutionResult) -> None:
         """Invariant 5: the one-time secret goes to the owner only, and is never stored."""

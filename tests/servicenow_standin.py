@@ -13,6 +13,7 @@ test reads them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -69,6 +70,8 @@ class ServiceNowStandIn:
     fail_writes_with: int | None = None
     """Answer every PATCH with this status (reads still work)."""
     retry_after_s: int = 30
+    read_delay_s: float = 0.0
+    """How long each table read takes (an instance under load)."""
     oauth: TokenIssuer = field(default_factory=TokenIssuer)
     """OAuth client credentials: the tokens ``/oauth_token.do`` issued, checked on each call."""
     bearer_calls: int = 0
@@ -153,6 +156,8 @@ class ServiceNowStandIn:
         return None
 
     async def _list(self, request: web.Request) -> web.Response:
+        if self.read_delay_s:
+            await asyncio.sleep(self.read_delay_s)
         refused = self._refusal(request, self.fail_with)
         if refused is not None:
             return refused

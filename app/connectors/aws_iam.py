@@ -54,6 +54,7 @@ from app.connectors.base import (
     is_loopback,
     refuse_inline_secrets,
     taken_back,
+    time_to_change,
 )
 from app.connectors.checks import CheckResult, missing, note, works
 from app.connectors.plugin import ConnectorPlugin, in_words
@@ -600,6 +601,8 @@ class AwsIamConnector(RotatingConnector[AwsIamConfig]):
         """
         attempt = 0
         while True:
+            if changes:
+                time_to_change(step, self.config.connect_timeout + self.config.read_timeout)
             try:
                 return call()
             except ClientError as exc:

@@ -10,8 +10,10 @@ import os
 import re
 import secrets
 import string
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import partial
 from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -19,7 +21,7 @@ from pydantic import AfterValidator, SecretStr, ValidationError
 
 from app.connectors.checks import CheckResult
 from app.domain.models import Action, Principal, PrincipalKind, Request
-from app.ports import ExecutionResult, Outcome
+from app.ports import ACT_BEFORE, ExecutionResult, Outcome
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 
@@ -125,6 +127,30 @@ class Stopped(Exception):
         self.words = words
 
 
+def time_to_change(step: str, slowest_s: float) -> None:
+    """Before a changing call made from a worker thread: stop (FAILED, nothing more changed)
+    unless the call, at its slowest, still ends before the service's deadline (ACT_BEFORE). A
+    timeout in the service abandons the wait, not the thread: without this the change could
+    land after a sweeper declared the execution interrupted, its new secret reaching no one."""
+    act_before = ACT_BEFORE.get()
+    if act_before is not None and time.monotonic() + slowest_s > act_before:
+        raise Stopped(
+            Outcome.FAILED,
+            f"twokey's time to act ran out before it could {step} (the provider was slow), so "
+            "it did not try",
+        )
+
+
+@contextmanager
+def undoing() -> Iterator[None]:
+    """Taking a half-done change back is never stopped by the time limit: it restores."""
+    handed = ACT_BEFORE.set(None)
+    try:
+        yield
+    finally:
+        ACT_BEFORE.reset(handed)
+
+
 def config_problem(kind: str, exc: ValidationError) -> ConnectorConfigError:
     """Every setting that is wrong, one a line, without repeating the values given."""
     lines = []
@@ -205,7 +231,8 @@ def taken_back(
     """A rotation stopped half-way: undo its new secret so no extra working one is left that
     its owner never got. FAILED either way; ``by_hand`` says what to do when the undo fails."""
     try:
-        undo()
+        with undoing():
+            undo()
     except Stopped as not_undone:
         return failed(prefix + "; ".join([*done, stop.words, not_undone.words]) + by_hand)
     return failed(prefix + "; ".join([*done, stop.words]) + undone)

@@ -68,6 +68,7 @@ from app.connectors.base import (
     refuse_inline_secrets,
     secret_from_env,
     taken_back,
+    time_to_change,
 )
 from app.connectors.checks import CheckResult, missing, works
 from app.connectors.plugin import ConnectorPlugin, in_words
@@ -487,6 +488,8 @@ class _Vault:
         ``changes`` says whether the call changes anything: a change that got no clear answer
         is UNKNOWN (it may have happened), a read that failed is FAILED (nothing happened).
         """
+        if changes:
+            time_to_change(step, 2 * self.config.timeout)  # connect, then read
         try:
             return call()
         except _Redirected as exc:

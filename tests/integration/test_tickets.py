@@ -290,6 +290,39 @@ async def test_servicenow_down_at_the_claim_stops_the_change(
     assert core.connector.changes == []
 
 
+async def test_a_slow_ticket_system_at_the_claim_cannot_push_the_change_past_the_lease(
+    redis_client: aioredis.Redis,
+    namespace: str,
+    standin: tuple[ServiceNowStandIn, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The time budget starts at the claim: a ticket re-read slower than the lease used to be
+    followed by a full budget for the provider, so the change landed after a sweeper could
+    have declared the execution interrupted. Now it stops before acting, nothing changed."""
+    snow, url = standin
+    monkeypatch.setenv("TWOKEY_TEST_SN_USER", USER)
+    monkeypatch.setenv("TWOKEY_TEST_SN_PASSWORD", PASSWORD)
+    text = tickets_policy(url)
+    system = ticket_system(load_policy_text(text).tickets)
+    assert system is not None
+    core = build_core(redis_client, namespace, policy=text, tickets=system, lease_s=2)
+    try:
+        snow.add(TICKET)
+        opened = await core.service.open(
+            chat("bob"), chat("alice"), Action.RESET_MFA.value, TICKET, "lost-device"
+        )
+        snow.read_delay_s = 2.5  # longer than the lease
+        started = asyncio.get_running_loop().time()
+        final = await _confirm_and_approve(core, opened.request.id)
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        await system.aclose()
+    assert final.state is RequestState.FAILED, final.outcome_detail
+    assert "could not be checked again in time" in final.outcome_detail
+    assert core.connector.changes == []
+    assert took < 2.5  # decided within the lease
+
+
 async def test_a_ticket_still_open_at_the_claim_lets_the_change_run(
     core: Core, standin: tuple[ServiceNowStandIn, str]
 ) -> None:

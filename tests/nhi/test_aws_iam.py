@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,11 +34,13 @@ from app.connectors.aws_iam import (
 )
 from app.connectors.base import ConnectorConfigError
 from app.domain.models import Action, Principal, PrincipalKind
-from app.ports import Outcome
+from app.ports import ACT_BEFORE, Outcome
 from tests.nhi import assert_never_logged, capture_everything, nhi, rotation_request
 
 USER = "deploy-bot"
 IAM_XMLNS = "https://iam.amazonaws.com/doc/2010-05-08/"
+SLOW_S = 1.0
+"""How long a ``slow`` call takes (an IAM under load)."""
 
 # ---- moto and the proxy in front of it ---------------------------------------------------------
 
@@ -91,7 +94,8 @@ class FaultyIam:
 
     def on(self, action: str, *behaviours: str) -> None:
         """Answer the next calls of ``action`` with these behaviours, in order: ``throttle``,
-        ``deny``, ``lose-answer`` (forward, then never answer), ``hang`` (never forward)."""
+        ``deny``, ``lose-answer`` (forward, then never answer), ``hang`` (never forward),
+        ``slow`` (forward after ``SLOW_S``)."""
         self.faults.setdefault(action, []).extend(behaviours)
 
     def actions(self) -> list[str]:
@@ -116,6 +120,8 @@ class FaultyIam:
         if behaviour == "hang":
             await self.release.wait()
             return web.Response(status=504)
+        if behaviour == "slow":
+            await asyncio.sleep(SLOW_S)
         answer = await self.forward(request, body)
         if behaviour == "lose-answer":
             await self.release.wait()
@@ -405,6 +411,50 @@ async def test_a_refused_deactivation_takes_the_new_key_back(aws: FaultyIam, iam
         "UpdateAccessKey",
         "DeleteAccessKey",
     ]
+
+
+# The service hands connectors a deadline (ACT_BEFORE): a rotation in a worker thread outlives a
+# timeout, so it must stop itself before a change that could land after the lease.
+
+
+async def test_no_change_starts_that_could_end_after_the_deadline(aws: FaultyIam, iam: Any) -> None:
+    (old,) = user_with_keys(iam, "Active")
+    aws.on("ListAccessKeys", "slow")
+    fast = {"connect_timeout": 0.5, "read_timeout": 1.5}  # a change may take 2 s at most
+    handed = ACT_BEFORE.set(time.monotonic() + 2.5)
+    try:
+        result = await connector(aws, **fast).execute(
+            Action.ROTATE_SECRET, BOT, rotation_request(BOT)
+        )
+    finally:
+        ACT_BEFORE.reset(handed)
+
+    assert result.outcome is Outcome.FAILED and result.secret is None
+    assert "time to act ran out before it could create a new access key" in result.detail
+    assert aws.actions() == ["ListAccessKeys"]
+    assert keys_of(iam) == {old: "Active"}
+
+
+async def test_a_rotation_stopped_by_the_deadline_still_takes_its_new_key_back(
+    aws: FaultyIam, iam: Any
+) -> None:
+    """Taking back is restoring: never stopped by the time limit."""
+    (old,) = user_with_keys(iam, "Active")
+    aws.on("CreateAccessKey", "slow")
+    fast = {"connect_timeout": 0.5, "read_timeout": 1.5}
+    handed = ACT_BEFORE.set(time.monotonic() + 2.5)
+    try:
+        result = await connector(aws, **fast).execute(
+            Action.ROTATE_SECRET, BOT, rotation_request(BOT)
+        )
+    finally:
+        ACT_BEFORE.reset(handed)
+
+    assert result.outcome is Outcome.FAILED and result.secret is None
+    assert "time to act ran out before it could deactivate" in result.detail
+    assert "deleted again" in result.detail
+    assert aws.actions() == ["ListAccessKeys", "CreateAccessKey", "DeleteAccessKey"]
+    assert keys_of(iam) == {old: "Active"}
 
 
 async def test_a_lost_answer_to_deactivate_is_unknown_but_hands_over_the_new_key(
