@@ -2297,6 +2297,16 @@ class TwoKey:
         elif code is GateCode.INTERRUPTED:
             await self._tell("update_request", self.notifier.update_request(request))
             await self._alert(request, say.alert(request, say.INTERRUPTED_BY_STOP))
+            # Every final outcome of a change to their account reaches the owner and the agent.
+            await self._tell(
+                "notify_owner", self.notifier.notify_owner(request, say.owner_outcome(request))
+            )
+            await self._tell(
+                "notify_requester",
+                self.notifier.notify_requester(
+                    request, f"Request {request.id} {say.ended_how(request)}."
+                ),
+            )
         elif code is GateCode.REMIND:
             await self._tell(
                 "notify_approvers",

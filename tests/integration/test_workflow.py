@@ -223,6 +223,15 @@ async def test_a_crash_mid_execution_ends_interrupted_and_is_never_rerun(
     assert request is not None and request.state is RequestState.INTERRUPTED
     assert core.connector.changes == []
     assert any("interrupted" in text for _, _, text in core.notifier.said("alert_security"))
+    # the owner and the agent hear the final outcome too (README: every final outcome)
+    assert any(
+        r == rid and text.startswith("Interrupted:")
+        for _, r, text in core.notifier.said("notify_owner")
+    )
+    assert any(
+        r == rid and "was interrupted" in text
+        for _, r, text in core.notifier.said("notify_requester")
+    )
     # another sweep, another claim: nothing re-runs it
     await core.service.expire_due()
     assert (await core.service.execute(rid)).code == "DECIDED"
