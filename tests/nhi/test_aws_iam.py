@@ -39,8 +39,11 @@ from tests.nhi import assert_never_logged, capture_everything, nhi, rotation_req
 
 USER = "deploy-bot"
 IAM_XMLNS = "https://iam.amazonaws.com/doc/2010-05-08/"
-SLOW_S = 1.0
-"""How long a ``slow`` call takes (an IAM under load)."""
+SLOW_S = 2.0
+"""How long a ``slow`` call takes (an IAM under load; under the read timeout of DEADLINED)."""
+DEADLINED = {"connect_timeout": 0.5, "read_timeout": 3}
+"""A change may take 3.5 s at most: with the deadline 4.5 s away, a change starts only within
+the first second, and never after a slow call (robust to a loaded machine either way)."""
 
 # ---- moto and the proxy in front of it ---------------------------------------------------------
 
@@ -420,10 +423,9 @@ async def test_a_refused_deactivation_takes_the_new_key_back(aws: FaultyIam, iam
 async def test_no_change_starts_that_could_end_after_the_deadline(aws: FaultyIam, iam: Any) -> None:
     (old,) = user_with_keys(iam, "Active")
     aws.on("ListAccessKeys", "slow")
-    fast = {"connect_timeout": 0.5, "read_timeout": 1.5}  # a change may take 2 s at most
-    handed = ACT_BEFORE.set(time.monotonic() + 2.5)
+    handed = ACT_BEFORE.set(time.monotonic() + 4.5)
     try:
-        result = await connector(aws, **fast).execute(
+        result = await connector(aws, **DEADLINED).execute(
             Action.ROTATE_SECRET, BOT, rotation_request(BOT)
         )
     finally:
@@ -441,10 +443,9 @@ async def test_a_rotation_stopped_by_the_deadline_still_takes_its_new_key_back(
     """Taking back is restoring: never stopped by the time limit."""
     (old,) = user_with_keys(iam, "Active")
     aws.on("CreateAccessKey", "slow")
-    fast = {"connect_timeout": 0.5, "read_timeout": 1.5}
-    handed = ACT_BEFORE.set(time.monotonic() + 2.5)
+    handed = ACT_BEFORE.set(time.monotonic() + 4.5)
     try:
-        result = await connector(aws, **fast).execute(
+        result = await connector(aws, **DEADLINED).execute(
             Action.ROTATE_SECRET, BOT, rotation_request(BOT)
         )
     finally:
