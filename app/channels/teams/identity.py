@@ -51,11 +51,14 @@ def chat_user_from(member: TeamsChannelAccount, allowed_tenants: Iterable[str]) 
     proven it owns (a domain is verified in one tenant at most) and it is unique within the
     tenant. The roster's ``email`` is the account's ``mail`` attribute, which a tenant's admins
     (any allowed partner tenant's included) may set to anyone's address: trusted, it let an
-    account whose mail named an approver approve as them, and receive an owner's secret.
+    account whose mail named an approver approve as them, and receive an owner's secret. It is
+    read only from an entry that carries no UPN at all.
     """
     tenant = member.tenant_id or ""
     upn = (member.user_principal_name or "").strip()
-    email = upn if "@" in upn else None
+    # Teams always gives the UPN; only a roster entry without one (none an attacker can make in
+    # Teams: every account has a UPN) falls back to the email it carries.
+    email = upn if "@" in upn else (None if upn else (member.email or "").strip() or None)
     guest = (member.user_role or "").lower() in ("guest", "anonymous") or "#EXT#" in upn.upper()
     return ChatUser(
         platform=PLATFORM,
