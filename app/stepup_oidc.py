@@ -233,18 +233,8 @@ class OidcReauthLinks:
     async def look(self, token: str) -> LinkFor | None:
         """Which approval a link is for, leaving it unused: opening the link only shows what it
         confirms, so a link scanner or a browser's prefetch does not use it up."""
-        try:
-            raw = await self._redis.get(self._key("link", token))
-        except RedisError as exc:
-            log.warning("oidc_store_unavailable", error=type(exc).__name__)
-            raise Unavailable(STORE_DOWN) from exc
-        if raw is None:
-            return None
-        try:
-            bound = _Bound.model_validate_json(raw)
-        except ValidationError:
-            return None
-        return LinkFor(request_id=bound.rid, approver_id=bound.approver)
+        bound = await self._read("link", token, _Bound, use_up=False)
+        return LinkFor(request_id=bound.rid, approver_id=bound.approver) if bound else None
 
     async def disown(self, token: str) -> SignInRefusal | None:
         """The approver says they did not approve: the link is used up, and what to audit and
@@ -502,8 +492,12 @@ class OidcReauthLinks:
     async def _take(self, kind: str, token: str, model: type[_B]) -> _B | None:
         """GETDEL: whoever reads it first has it; nobody reads it again (nor anything that
         does not read as what twokey stored)."""
+        return await self._read(kind, token, model, use_up=True)
+
+    async def _read(self, kind: str, token: str, model: type[_B], *, use_up: bool) -> _B | None:
+        key = self._key(kind, token)
         try:
-            raw = await self._redis.getdel(self._key(kind, token))
+            raw = await (self._redis.getdel(key) if use_up else self._redis.get(key))
         except RedisError as exc:
             log.warning("oidc_store_unavailable", error=type(exc).__name__)
             raise Unavailable(STORE_DOWN) from exc
