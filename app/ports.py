@@ -70,6 +70,9 @@ class ExecutionResult(BaseModel):
     secret: SecretStr | None = None
     """A one-time secret for the owner only: temporary password, access pass, new key."""
     secret_label: str = ""
+    attention: str = ""
+    """The change was made, but a person must still see to something (words, never a
+    secret): security is alerted with them, so a completed change is not read as all well."""
 
 
 class IdentityProvider(Protocol):

@@ -2052,6 +2052,9 @@ class TwoKey:
                 "notify_requester",
                 self.notifier.notify_requester(request, f"Request {request.id} completed."),
             )
+            if result.attention:
+                text = f"done, but needs attention: {clean_text(result.attention)[:500]}"
+                await self._alert(request, say.alert(request, text))
             return
         words = say.ended_how(request)
         await self._tell(

@@ -1115,14 +1115,13 @@ class LdapConnector:
             forced = _modify(conn, dn, {"pwdReset": [(MODIFY_REPLACE, ["TRUE"])]})
         except Exception as exc:
             words = _exception_words(exc, [password, self._secret()])
-            return _reset_done(
-                password,
-                f"password reset; unclear whether a change at next logon is required ({words})",
+            return _reset_not_forced(
+                password, f"unclear whether a change at next logon is required ({words})"
             )
         if not forced:
-            return _reset_done(
+            return _reset_not_forced(
                 password,
-                "password reset, but the directory refused to require a change at next logon: "
+                "the directory refused to require a change at next logon: "
                 + _result_words(conn.result),
             )
         return _reset_done(password, "password reset; a new one must be chosen at next logon")
@@ -1273,6 +1272,23 @@ def _reset_done(password: str, detail: str) -> ExecutionResult:
         detail=_bounded(detail),
         secret=SecretStr(password),
         secret_label="temporary password (must be changed at next logon)",  # noqa: S106
+    )
+
+
+def _reset_not_forced(password: str, why: str) -> ExecutionResult:
+    """The password is set, but nothing makes its owner replace it: the temporary password
+    (which travelled through chat) stays the account's real one until they do. Made, and said
+    as needing attention, never as a clean reset."""
+    return ExecutionResult(
+        outcome=Outcome.COMPLETED,
+        detail=_bounded(f"password reset, but {why}"),
+        secret=SecretStr(password),
+        secret_label="temporary password (change it yourself at your next sign-in: the "  # noqa: S106
+        "directory will not ask you to)",
+        attention=_bounded(
+            f"{why}. The temporary password stays valid until its owner changes it: make sure "
+            "they do, and give twokey's bind account write access to pwdReset"
+        ),
     )
 
 

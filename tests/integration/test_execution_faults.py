@@ -277,6 +277,33 @@ async def test_redis_down_after_the_change_is_recorded_when_it_returns(
         await client.aclose()
 
 
+class NeedsAttention(SandboxConnector):
+    """Makes the change, then says a person must still see to something (as LDAP does when the
+    directory will not force a new password)."""
+
+    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
+        result = await super().execute(action, target, request)
+        return result.model_copy(update={"attention": "the directory did not force a change"})
+
+
+async def test_a_change_made_that_needs_attention_alerts_security(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    core = build_core(redis_client, namespace, providers=[NeedsAttention()])
+    opened = await core.service.open(
+        chat("bob"), chat("alice"), Action.RESET_PASSWORD.value, "INC-1234", "locked-out"
+    )
+    rid = opened.request.id
+    await core.service.confirm_owner(chat("alice"), rid)
+    await core.service.approve(chat("carol"), rid)
+
+    final = await core.store.get(rid)
+    assert final is not None and final.state is RequestState.COMPLETED
+    alerts = [text for _, r, text in core.notifier.said("alert_security") if r == rid]
+    assert any("done, but needs attention: the directory did not force" in t for t in alerts)
+    assert core.notifier.secrets_delivered == [(rid, "alice")]
+
+
 class ProcessKilled(BaseException):
     """The process stops at this instant (SIGKILL): nothing after it runs."""
 

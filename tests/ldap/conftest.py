@@ -36,6 +36,7 @@ READER_DN = f"cn=reader,ou=services,{SUFFIX}"
 READER_PASSWORD = "reader-" + os.urandom(6).hex()
 PEOPLE = f"ou=people,{SUFFIX}"
 GROUPS = f"ou=groups,{SUFFIX}"
+GINA_DN = f"uid=gina,{PEOPLE}"
 AD_USERS = f"ou=ad,{SUFFIX}"
 OLD_PASSWORD = "Old-password-1"
 LOCKED_AT = "20240101000000Z"
@@ -206,6 +207,8 @@ def _slapd_conf(folder: Path, tls: TlsFiles) -> str:
             # What twokey's service account needs, and no more; the reader may only read.
             f'access to attrs=userPassword,unicodePwd by dn.exact="{SERVICE_DN}" write'
             " by self write by anonymous auth by * none",
+            # gina's directory will not let twokey require a new password (a common ACL gap)
+            f'access to dn.exact="{GINA_DN}" attrs=pwdReset by * read',
             "access to attrs=pwdReset,pwdAccountLockedTime,lockoutTime,pwdLastSet"
             f' by dn.exact="{SERVICE_DN}" write by * read',
             "access to * by * read",
@@ -314,6 +317,7 @@ def seed_ldif() -> str:
         ),
         _person("frank", "Frank Two Ids", "frank@example.org", "uid: fjones"),
         _person("star*", "Star Wildcard", "star@example.org"),
+        _person("gina", "Gina Nopolicy", "gina@example.org"),
         _person("starlight", "Star Light", "starlight@example.org"),
         _group("helpdesk", f"uid=alice,{PEOPLE}"),
         _group("it-staff", f"cn=helpdesk,{GROUPS}"),

@@ -34,6 +34,7 @@ from app.ports import Outcome
 
 from .conftest import (
     AD_USERS,
+    GINA_DN,
     GROUPS,
     OLD_PASSWORD,
     PEOPLE,
@@ -253,6 +254,24 @@ async def test_reset_password_sets_a_new_one_the_owner_must_change(
     assert stored["pwdReset"] == ["TRUE"]
     assert stored["userPassword"][0].startswith("{SSHA}")  # hashed by slapd, never in the clear
     assert new_password not in result.detail
+
+
+async def test_a_reset_the_directory_will_not_force_to_change_is_made_but_needs_attention(
+    slapd: Slapd, service_password: str
+) -> None:
+    """gina's pwdReset is not writable by twokey's bind account (a common ACL gap): the
+    password is set and handed over, never called "must be changed at next logon", and the
+    result asks for attention (security is alerted with it)."""
+    result = await run(build(openldap(slapd)), Action.RESET_PASSWORD, "gina")
+
+    assert result.outcome is Outcome.COMPLETED, result.detail
+    assert result.secret is not None
+    assert slapd.can_bind(GINA_DN, result.secret.get_secret_value())
+    assert slapd.read(GINA_DN, "pwdReset").get("pwdReset") != ["TRUE"]
+    assert "must be changed" not in result.secret_label
+    assert "will not ask you to" in result.secret_label
+    assert "refused to require a change at next logon" in result.attention
+    assert result.secret.get_secret_value() not in result.attention + result.detail
 
 
 async def test_reset_password_over_ldaps(slapd: Slapd, service_password: str) -> None:
