@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -796,7 +798,7 @@ def explain_command(settings: Settings, args: argparse.Namespace) -> int:
     from app.connectors.base import ConnectorConfigError
     from app.connectors.registry import ConnectorWiring, wire_connectors
     from app.connectors.sandbox import SandboxConnector
-    from app.policy.explain import Live, explain, render_explanation
+    from app.policy.explain import Explanation, Live, explain, render_explanation
     from app.policy.loader import load_policy
     from app.ports import Directory, IdentityProvider
 
@@ -844,20 +846,30 @@ def explain_command(settings: Settings, args: argparse.Namespace) -> int:
         owner = target if owner_id == target.id else None
         if owner_id is not None and owner is None:
             owner = await directory.get(owner_id)
-        result = explain(
-            policy,
-            Action(args.action),
-            target,
-            requester,
-            Signals(target_flagged=args.flagged),
-            breakglass=args.breakglass,
-            live=Live(owner=owner, connectors=connectors),
-            reason_code=args.reason or "",
-            notes=[
-                "a dry run reads no request history: velocity counts start at 0, and the "
-                "target counts as flagged only with --flagged"
-            ],
-        )
+
+        def dry_run(live: Live) -> Explanation:
+            return explain(
+                policy,
+                Action(args.action),
+                target,
+                requester,
+                Signals(target_flagged=args.flagged),
+                breakglass=args.breakglass,
+                live=live,
+                reason_code=args.reason or "",
+                notes=[
+                    "a dry run reads no request history: velocity counts start at 0, and the "
+                    "target counts as flagged only with --flagged"
+                ],
+            )
+
+        live = Live(owner=owner, connectors=connectors)
+        result = dry_run(live)
+        if result.plan is not None and result.plan.approvals_needed:
+            groups = sorted(policy.roles.get(result.plan.approver_role, ()))
+            with contextlib.suppress(Exception):  # the directory could not say: no line
+                pool = await directory.members(groups, limit=result.plan.approvals_needed + 10)
+                result = dry_run(dataclasses.replace(live, approver_pool=pool))
         print(render_explanation(result))
         return 0 if result.would_open else EXIT_REFUSED
 

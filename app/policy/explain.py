@@ -39,6 +39,9 @@ class Live:
     """The target's owner of record as the directory has them now (None: not there)."""
     connectors: Sequence[opening.Executor]
     """The connectors `twokey serve` would use, in its order."""
+    approver_pool: Sequence[Principal] | None = None
+    """The people in the groups of the request's approver role, as the directory has them now
+    (None: not asked)."""
 
 
 class RuleCheck(BaseModel):
@@ -112,6 +115,9 @@ class Explanation(BaseModel):
     notes: list[str]
     tickets: str = ""
     """How the quoted ticket would be checked ("" when it is not looked up)."""
+    approvers_able: int | None = None
+    """How many people the directory has who could approve it (active, holding the role,
+    neither the requester nor the target nor its owner); None when not asked."""
 
     @property
     def would_open(self) -> bool:
@@ -159,6 +165,27 @@ def explain(
         tickets=policy.tickets.in_words(plan.tier if plan else None)
         if policy.tickets.checked
         else "",
+        approvers_able=_approvers_able(policy, plan, target, requester, live),
+    )
+
+
+def _approvers_able(
+    policy: Policy,
+    plan: Plan | None,
+    target: Principal,
+    requester: Principal | None,
+    live: Live | None,
+) -> int | None:
+    """Who could approve it, of the approver role's people the directory holds now."""
+    if live is None or live.approver_pool is None or plan is None or not plan.approvals_needed:
+        return None
+    nobody = {target.id, target.owner_of_record, requester.id if requester else None}
+    return sum(
+        1
+        for person in live.approver_pool
+        if not person.disabled
+        and person.id not in nobody
+        and policy.holds_role(person, plan.approver_role)
     )
 
 
@@ -317,6 +344,16 @@ def _requester_check(
     )
 
 
+def _able_in_words(able: int, needed: int) -> str:
+    people = f"{able} {'person' if able == 1 else 'people'} in the directory"
+    if able < needed:
+        return (
+            f"only {people} could approve it: it would wait until it expires. Add people to "
+            "the role's groups, or lower the tier's approvals"
+        )
+    return f"{people} could approve it"
+
+
 def _unchecked(target: Principal, live: Live | None) -> list[str]:
     if live is not None:
         return []
@@ -401,6 +438,8 @@ def _plan_in_words(e: Explanation, plan: Plan) -> list[str]:
             f"(groups: {', '.join(e.approver_groups) or 'none'}), each by a different person "
             "who is neither the requester nor the owner"
         )
+        if e.approvers_able is not None:
+            lines.append(f"    {_able_in_words(e.approvers_able, plan.approvals_needed)}")
     else:
         lines.append("  - no approvals" + (" (skipped by break-glass)" * e.breakglass))
     lines += _step_up_in_words(plan)

@@ -630,6 +630,26 @@ def test_explain_refuses_an_nhi_whose_owner_of_record_has_left() -> None:
     assert "Connector that would make the change: okta" in render_explanation(fine)
 
 
+def test_explain_counts_who_could_approve_and_says_when_too_few_could() -> None:
+    """Two security approvals for an admin's MFA: with Erin and Frank in security, both can;
+    when Frank is the target, only Erin could, and the request would wait until it expired."""
+    pool = [person("erin", "security"), person("frank", "security", "admins")]
+    agent = person("bob", "helpdesk")
+    live = Live(owner=None, connectors=[OnlyPeople()], approver_pool=pool)
+
+    def approving(target: Principal) -> str:
+        result = explain(example_policy(), Action.RESET_MFA, target, agent, Signals(), live=live)
+        assert result.plan is not None and result.plan.approvals_needed == 2
+        return render_explanation(result)
+
+    grace = person("grace", "admins")
+    assert "    2 people in the directory could approve it\n" in approving(grace)
+    frank = pool[1]
+    assert (
+        "    only 1 person in the directory could approve it: it would wait until it expires"
+    ) in approving(frank)
+
+
 def test_explain_without_the_directory_says_what_it_did_not_check() -> None:
     result = explain(example_policy(), Action.ROTATE_SECRET, nhi("svc", "bob"), None, Signals())
     assert result.would_open
