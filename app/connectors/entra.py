@@ -52,6 +52,7 @@ from app.connectors.http import (
     AnswerLost,
     Attempts,
     Clock,
+    GroupMembersFound,
     HttpConnector,
     LimitsFromSettings,
     ProviderAnswer,
@@ -824,7 +825,7 @@ class EntraConnector(HttpConnector[EntraConfig]):
         """
         if limit <= 0:
             return []
-        found: dict[str, tuple[Mapping[str, Any], set[str]]] = {}
+        found = GroupMembersFound(limit)
         for key in dict.fromkeys(groups):
             group_id = await self._group_id(key)
             if group_id is None:
@@ -835,20 +836,17 @@ class EntraConnector(HttpConnector[EntraConfig]):
             async with aclosing(listing) as users:
                 async for user in users:
                     user_id = str(user.get("id") or "")
-                    if not user_id:
+                    if not user_id or found.seen_again(user_id, key):
                         continue
-                    if user_id in found:
-                        found[user_id][1].add(key)
-                        continue
-                    found[user_id] = (user, {key})
-                    if len(found) >= limit:
+                    found.add(user_id, user, key)
+                    if found.full:
                         break
-            if len(found) >= limit:
+            if found.full:
                 break
         read_phone = self.config.phone_of_record
         return [
-            _principal_from(user, frozenset(keys), frozenset(), read_phone=read_phone)
-            for user, keys in found.values()
+            _principal_from(user, keys, frozenset(), read_phone=read_phone)
+            for user, keys in found.people()
         ]
 
     async def _group_id(self, key: str) -> str | None:

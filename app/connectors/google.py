@@ -59,6 +59,7 @@ from app.connectors.http import (
     AnswerLost,
     Attempts,
     Clock,
+    GroupMembersFound,
     HttpConnector,
     LimitsFromSettings,
     ProviderAnswer,
@@ -604,7 +605,7 @@ class GoogleConnector(HttpConnector[GoogleConfig]):
         """
         if limit <= 0:
             return []
-        found: dict[str, tuple[dict[str, Any], set[str]]] = {}
+        found = GroupMembersFound(limit)
         strangers: set[str] = set()
         for key in dict.fromkeys(groups):
             group_key = await self._group_key(key)
@@ -612,21 +613,18 @@ class GoogleConnector(HttpConnector[GoogleConfig]):
                 continue
             async with aclosing(self._user_members(group_key, key)) as member_ids:
                 async for member_id in member_ids:
-                    if member_id in found:
-                        found[member_id][1].add(key)
-                        continue
-                    if member_id in strangers:
+                    if found.seen_again(member_id, key) or member_id in strangers:
                         continue
                     user = await self._user(quote(member_id, safe=""))
                     if user is None:
                         strangers.add(member_id)
                         continue
-                    found[member_id] = (user, {key})
-                    if len(found) >= limit:
+                    found.add(member_id, user, key)
+                    if found.full:
                         break
-            if len(found) >= limit:
+            if found.full:
                 break
-        return [_principal_from(user, frozenset(keys)) for user, keys in found.values()]
+        return [_principal_from(user, keys) for user, keys in found.people()]
 
     async def _group_key(self, key: str) -> str | None:
         """What members.list takes as ``groupKey`` for the group the policy names ``key``

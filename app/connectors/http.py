@@ -84,6 +84,36 @@ ProviderUrl = Annotated[str, AfterValidator(_is_provider_url)]
 """An https URL (plain http only for loopback), without trailing slash."""
 
 
+class GroupMembersFound:
+    """The people ``Directory.members`` has found so far, by provider id, each with the asked-for
+    groups they were found in, at most ``limit`` of them (the cloud connectors' shared part)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._found: dict[str, tuple[Mapping[str, Any], set[str]]] = {}
+
+    def seen_again(self, person_id: str, group: str) -> bool:
+        """True when ``person_id`` was found before: ``group`` is noted among theirs."""
+        kept = self._found.get(person_id)
+        if kept is None:
+            return False
+        kept[1].add(group)
+        return True
+
+    def add(self, person_id: str, user: Mapping[str, Any], group: str) -> None:
+        """A person not found before, unless ``limit`` are found already."""
+        if not self.full:
+            self._found[person_id] = (user, {group})
+
+    @property
+    def full(self) -> bool:
+        return len(self._found) >= self.limit
+
+    def people(self) -> list[tuple[Mapping[str, Any], frozenset[str]]]:
+        """Each person's provider record and groups, in the order they were found."""
+        return [(user, frozenset(groups)) for user, groups in self._found.values()]
+
+
 Timeout = Annotated[float, Field(gt=0, le=120)]
 """Seconds for one attempt to connect, send and read the answer."""
 Attempts = Annotated[int, Field(ge=1, le=5)]

@@ -54,6 +54,7 @@ from app.connectors.checks import CheckResult, CheckStatus, missing, note, phone
 from app.connectors.http import (
     Attempts,
     Clock,
+    GroupMembersFound,
     HttpConnector,
     LimitsFromSettings,
     ProviderAnswer,
@@ -801,10 +802,10 @@ class OktaConnector(HttpConnector[OktaConfig]):
         if limit <= 0 or not wanted:
             return []
         self._may_read_groups()
-        found: dict[str, tuple[dict[str, Any], set[str]]] = {}
+        found = GroupMembersFound(limit)
         for key in wanted:
             for group_id in await self._group_ids(key):
-                if await self._collect_members(group_id, key, found, limit):
+                if await self._collect_members(group_id, key, found):
                     return self._people_of(found)
         return self._people_of(found)
 
@@ -842,10 +843,9 @@ class OktaConnector(HttpConnector[OktaConfig]):
         self,
         group_id: str,
         key: str,
-        found: dict[str, tuple[dict[str, Any], set[str]]],
-        limit: int,
+        found: GroupMembersFound,
     ) -> bool:
-        """Add the group's members to ``found`` (by user id); True once ``limit`` is reached.
+        """Add the group's members to ``found`` (by user id); True once it is full.
         The page that reaches the limit is still read to the end, so people already found
         get this group too."""
         pages = self._pages(
@@ -858,16 +858,14 @@ class OktaConnector(HttpConnector[OktaConfig]):
             async for page in pages:
                 for user in page:
                     user_id = str(user["id"])
-                    if user_id in found:
-                        found[user_id][1].add(key)
-                    elif len(found) < limit:
-                        found[user_id] = (user, {key})
-                if len(found) >= limit:
+                    if not found.seen_again(user_id, key):
+                        found.add(user_id, user, key)
+                if found.full:
                     return True
         return False
 
-    def _people_of(self, found: Mapping[str, tuple[dict[str, Any], set[str]]]) -> list[Principal]:
-        return [self._person(user, frozenset(keys)) for user, keys in found.values()]
+    def _people_of(self, found: GroupMembersFound) -> list[Principal]:
+        return [self._person(user, keys) for user, keys in found.people()]
 
     async def _pages(
         self,
