@@ -34,7 +34,7 @@ from app.connectors.aws_iam import (
 )
 from app.connectors.base import ConnectorConfigError
 from app.domain.models import Action, Principal, PrincipalKind
-from app.ports import ACT_BEFORE, Outcome
+from app.ports import ACT_BEFORE, ExecutionResult, Outcome
 from tests.nhi import assert_never_logged, capture_everything, nhi, rotation_request
 
 USER = "deploy-bot"
@@ -420,16 +420,21 @@ async def test_a_refused_deactivation_takes_the_new_key_back(aws: FaultyIam, iam
 # timeout, so it must stop itself before a change that could land after the lease.
 
 
-async def test_no_change_starts_that_could_end_after_the_deadline(aws: FaultyIam, iam: Any) -> None:
-    (old,) = user_with_keys(iam, "Active")
-    aws.on("ListAccessKeys", "slow")
+async def rotate_with_a_deadline(aws: FaultyIam) -> ExecutionResult:
+    """A rotation as the service runs it, with its deadline 4.5 s away (see DEADLINED)."""
     handed = ACT_BEFORE.set(time.monotonic() + 4.5)
     try:
-        result = await connector(aws, **DEADLINED).execute(
+        return await connector(aws, **DEADLINED).execute(
             Action.ROTATE_SECRET, BOT, rotation_request(BOT)
         )
     finally:
         ACT_BEFORE.reset(handed)
+
+
+async def test_no_change_starts_that_could_end_after_the_deadline(aws: FaultyIam, iam: Any) -> None:
+    (old,) = user_with_keys(iam, "Active")
+    aws.on("ListAccessKeys", "slow")
+    result = await rotate_with_a_deadline(aws)
 
     assert result.outcome is Outcome.FAILED and result.secret is None
     assert "time to act ran out before it could create a new access key" in result.detail
@@ -443,13 +448,7 @@ async def test_a_rotation_stopped_by_the_deadline_still_takes_its_new_key_back(
     """Taking back is restoring: never stopped by the time limit."""
     (old,) = user_with_keys(iam, "Active")
     aws.on("CreateAccessKey", "slow")
-    handed = ACT_BEFORE.set(time.monotonic() + 4.5)
-    try:
-        result = await connector(aws, **DEADLINED).execute(
-            Action.ROTATE_SECRET, BOT, rotation_request(BOT)
-        )
-    finally:
-        ACT_BEFORE.reset(handed)
+    result = await rotate_with_a_deadline(aws)
 
     assert result.outcome is Outcome.FAILED and result.secret is None
     assert "time to act ran out before it could deactivate" in result.detail
