@@ -77,6 +77,16 @@ async def open_reset(client: Client) -> str:
     return str(body["request"])
 
 
+async def mounted_nothing(runtime: Runtime) -> None:
+    """Mount the playground on ``runtime`` as the server would; it must stay off."""
+    app = web.Application()
+    try:
+        await mount(app, runtime)
+    finally:
+        await runtime.close()
+    assert not [r for r in app.router.resources() if "playground" in r.canonical]
+
+
 # ---- where it runs --------------------------------------------------------------------------
 
 
@@ -135,12 +145,7 @@ async def test_it_stays_off_while_any_chat_credential_is_set(
         **credentials,
     )
     runtime = build_test_runtime(settings)
-    app = web.Application()
-    try:
-        await mount(app, runtime)
-    finally:
-        await runtime.close()
-    assert not [r for r in app.router.resources() if "playground" in r.canonical]
+    await mounted_nothing(runtime)
     assert not any(isinstance(n, PlaygroundNotifier) for n in runtime.notifier.notifiers)
 
 
@@ -208,12 +213,7 @@ async def test_it_refuses_to_start_beside_a_real_identity_provider(
         await build_runtime(settings)
     # Left unset, it simply stays off beside the real connector.
     runtime = build_test_runtime(operator_settings(redis_url, namespace), policy=OKTA_POLICY)
-    app = web.Application()
-    try:
-        await mount(app, runtime)
-    finally:
-        await runtime.close()
-    assert not [r for r in app.router.resources() if "playground" in r.canonical]
+    await mounted_nothing(runtime)
     assert not any(isinstance(n, PlaygroundNotifier) for n in runtime.notifier.notifiers)
 
 
@@ -239,12 +239,7 @@ async def test_it_refuses_to_start_beside_mail_sms_duo_or_a_siem(
     quiet = build_test_runtime(
         operator_settings(redis_url, namespace, **{setting: REACHING_OUT[setting]})
     )
-    app = web.Application()
-    try:
-        await mount(app, quiet)  # left unset it stays off
-    finally:
-        await quiet.close()
-    assert not [r for r in app.router.resources() if "playground" in r.canonical]
+    await mounted_nothing(quiet)  # left unset it stays off
 
 
 async def test_it_refuses_to_start_beside_a_real_ticket_system(
@@ -266,12 +261,7 @@ async def test_it_refuses_to_start_beside_a_real_ticket_system(
     with pytest.raises(StartupError, match=r"TWOKEY_PLAYGROUND=true.*ticket system Jira"):
         await build_runtime(settings)
     quiet = build_test_runtime(operator_settings(redis_url, namespace), policy=text)
-    app = web.Application()
-    try:
-        await mount(app, quiet)
-    finally:
-        await quiet.close()
-    assert not [r for r in app.router.resources() if "playground" in r.canonical]
+    await mounted_nothing(quiet)
 
 
 async def test_the_page_says_what_it_is_and_locks_itself_down(
