@@ -612,11 +612,10 @@ async def test_members_with_a_wrong_bind_password_is_unavailable(
         await build(openldap(slapd)).members(["bob-only"])
 
 
-async def test_members_from_a_directory_that_never_answers_is_unavailable(
-    slapd: Slapd, service_password: str, proxy_factory: Any
-) -> None:
+async def never_answering(slapd: Slapd, proxy_factory: Any) -> LdapConnector:
+    """The connector reaching slapd through a proxy that accepts and never answers."""
     _, port = await proxy_factory(slapd.port, silent=True)
-    connector = build(
+    return build(
         openldap(
             slapd,
             url=f"ldap://127.0.0.1:{port}",
@@ -625,6 +624,12 @@ async def test_members_from_a_directory_that_never_answers_is_unavailable(
             operation_timeout=1,
         )
     )
+
+
+async def test_members_from_a_directory_that_never_answers_is_unavailable(
+    slapd: Slapd, service_password: str, proxy_factory: Any
+) -> None:
+    connector = await never_answering(slapd, proxy_factory)
 
     with pytest.raises(Unavailable):
         await connector.members(["bob-only"])
@@ -892,16 +897,7 @@ async def test_a_lost_answer_after_the_change_was_sent_is_unknown(
 async def test_a_directory_that_never_answers_fails_before_any_change(
     slapd: Slapd, service_password: str, proxy_factory: Any
 ) -> None:
-    _, port = await proxy_factory(slapd.port, silent=True)
-    connector = build(
-        openldap(
-            slapd,
-            url=f"ldap://127.0.0.1:{port}",
-            allow_insecure=True,
-            ca_file=None,
-            operation_timeout=1,
-        )
-    )
+    connector = await never_answering(slapd, proxy_factory)
 
     result = await run(connector, Action.UNLOCK, "bob")
 
