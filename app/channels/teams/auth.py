@@ -275,6 +275,7 @@ class _MetadataOffLoop(_OpenIdMetadata):  # type: ignore[misc]
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._refreshing = asyncio.Lock()
+        self._by_kid: dict[str, Any] = {}
         self._attempts = 0
         self._unknown_refreshed_at = float("-inf")
 
@@ -304,11 +305,7 @@ class _MetadataOffLoop(_OpenIdMetadata):  # type: ignore[misc]
             await asyncio.to_thread(self._refresh_blocking)
 
     def _find(self, key_id: str) -> Any:
-        for key in self.keys:
-            if isinstance(key, dict) and key.get("kid") == key_id:
-                public_key = RSAAlgorithm.from_jwk(json.dumps(key))
-                return _OpenIdConfig(public_key, key.get("endorsements", []))
-        return None
+        return self._by_kid.get(key_id)
 
     def _refresh_blocking(self) -> None:
         import requests
@@ -318,7 +315,23 @@ class _MetadataOffLoop(_OpenIdMetadata):  # type: ignore[misc]
         keys = requests.get(response.json()["jwks_uri"], timeout=10)
         keys.raise_for_status()
         self.keys = keys.json()["keys"]
+        self._by_kid = _parsed_keys(self.keys)
         self.last_updated = datetime.now()
+
+
+def _parsed_keys(keys: Any) -> dict[str, Any]:
+    """The published keys parsed once per fetch (not once per activity), by key id. A key that
+    is not an RSA key twokey can read is left out: only a token naming it is refused."""
+    parsed: dict[str, Any] = {}
+    for key in keys if isinstance(keys, list) else []:
+        if not isinstance(key, dict) or not key.get("kid"):
+            continue
+        try:
+            public_key = RSAAlgorithm.from_jwk(json.dumps(key))
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            continue
+        parsed[str(key["kid"])] = _OpenIdConfig(public_key, key.get("endorsements", []))
+    return parsed
 
 
 def keys_fetched_off_loop(*urls: str) -> None:

@@ -94,6 +94,8 @@ class TeamsStandIn:
         self.kid = "kid-" + secrets.token_hex(4)
         self.keys_fetched = 0
         """How many times the signing keys were asked for."""
+        self.other_keys: list[dict[str, Any]] = []
+        """Published beside the signing key (keys of other kinds a JWKS may hold)."""
         self.issued: set[str] = set()
         self.tokens_issued = 0
         self.unauthorized: list[str] = []
@@ -201,7 +203,7 @@ class TeamsStandIn:
             "e": b64url(public.e),
             "endorsements": ["msteams"],
         }
-        return web.json_response({"keys": [key]})
+        return web.json_response({"keys": [*self.other_keys, key]})
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()

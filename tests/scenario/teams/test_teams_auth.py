@@ -154,6 +154,18 @@ async def test_a_key_the_channel_rotated_in_is_fetched_and_accepted(world: Teams
     assert world.teams.keys_fetched == fetched + 1
 
 
+async def test_a_key_of_another_kind_in_the_published_set_spoils_nothing(
+    world: TeamsWorld,
+) -> None:
+    """The set is parsed once per fetch: a key twokey cannot read is left out, not the set."""
+    world.teams.other_keys = [{"kty": "EC", "kid": "kid-ec", "crv": "P-256"}, {"kty": "RSA"}]
+    world.teams.rotate_key()
+    assert (await world.say("bob", "help")).status == 200
+    token = world.teams.token(_headers={"kid": "kid-ec"})
+    activity = world.message("bob", "reset-mfa <at>Alice</at> INC-1234 lost-device", ["alice"])
+    assert (await world.post(activity, token)).status == 401
+
+
 async def test_made_up_key_ids_fetch_the_keys_at_most_once_a_minute(world: TeamsWorld) -> None:
     assert (await world.say("bob", "help")).status == 200
     fetched = world.teams.keys_fetched
