@@ -199,6 +199,12 @@ class OidcReauthLinks:
         return self.public_url + CALLBACK_PATH
 
     @property
+    def public_origin(self) -> str:
+        """Where browsers reach twokey, as an ``Origin`` header names it."""
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
     def cookie_path(self) -> str:
         """The callback's path as browsers see it, under TWOKEY_PUBLIC_URL's own path (a reverse
         proxy may publish twokey under a prefix it strips): the binding cookie then reaches the

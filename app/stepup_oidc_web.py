@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import re
-from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
@@ -26,6 +25,7 @@ from app.domain.errors import Conflict, NotFound, TwokeyError, Unavailable
 from app.domain.models import Request
 from app.domain.words import phrase
 from app.runtime import Runtime
+from app.same_origin import from_own_page
 from app.stepup_oidc import (
     AGAIN,
     CALLBACK_PATH,
@@ -132,7 +132,7 @@ def mount(app: web.Application, runtime: Runtime, links: OidcReauthLinks) -> Non
         token = request.match_info.get("token", "")
         if not _is_token(token):
             return page(NOT_A_LINK, 404)
-        if not _from_this_site(request, links.public_url):
+        if not from_own_page(request, links.public_origin):
             return page(f"This form was not sent from twokey's own page. {AGAIN}", 403)
         choice = (await request.post()).get("do")
         if choice == "not_me":
@@ -209,20 +209,6 @@ def mount(app: web.Application, runtime: Runtime, links: OidcReauthLinks) -> Non
     app.router.add_get(START_PATH + "{token}", show)
     app.router.add_post(START_PATH + "{token}", choose)
     app.router.add_get(CALLBACK_PATH, callback)
-
-
-def _from_this_site(request: web.Request, public_url: str) -> bool:
-    """A browser's post says where its page came from: only twokey's own page may choose.
-    (A client that is not a browser sends neither header; it holds the link, and the link is
-    what is secret.)"""
-    fetched_from = request.headers.get("Sec-Fetch-Site")
-    if fetched_from is not None and fetched_from != "same-origin":
-        return False
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    public = urlsplit(public_url)
-    return origin.rstrip("/") == f"{public.scheme}://{public.netloc}"
 
 
 def _is_token(token: str) -> bool:

@@ -50,6 +50,7 @@ from app.domain.words import headline, shown_state, status_sentence, when
 from app.playground.notifier import PANES, PlaygroundMailbox, PlaygroundNotifier, RevealedSecret
 from app.playground.phone import PUSH_ID, PendingPush, SimulatedPhones, SimulatedPush
 from app.runtime import Runtime, check_playground, production_wiring
+from app.same_origin import from_own_page
 from app.service import Decision
 from app.settings import Settings
 
@@ -225,10 +226,7 @@ def _check_caller(request: web.Request) -> None:
     Browsers send ``Origin`` on cross-origin reads and on every post, and ``Sec-Fetch-Site`` on
     every fetch; a client that sends neither (curl on this computer) is not a web page.
     """
-    origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise Refused(403, "The playground only takes requests from its own page.")
-    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+    if not from_own_page(request, f"{request.scheme}://{request.host}", typed_url=True):
         raise Refused(403, "The playground only takes requests from its own page.")
 
 
