@@ -101,6 +101,8 @@ from app.ports import (
 log = structlog.get_logger("twokey.service")
 
 APPROVERS_MAX = 500
+APPROVER_POOL_CHECK_S = 1.0
+"""How long opening waits for the directory to say who could approve; no answer, no check."""
 """How many directory entries are read to find a request's approvers."""
 PUSH_ABANDONED = "twokey stopped while waiting for the answer"
 """Why a push counts for nothing: the replica polling it stopped (``TwoKey.stop_pushes``)."""
@@ -383,6 +385,7 @@ class TwoKey:
         held = await self.store.reserve_requester(caller.id, request_id, action, velocity)
         reply: GateReply | None = None
         ticket_held = False
+        pool_checked = False
         used = _ticket_mark(quoted, ticket)
         try:
             ticket_held = await self._use_ticket(caller, target, action, ticket, request_id, used)
@@ -413,6 +416,9 @@ class TwoKey:
                     raise
                 if quoted is not None:
                     await self._ticket_fits_tier(quoted, plan.tier, caller, target, action)
+                if not pool_checked:
+                    await self._someone_can_approve(caller, target, owner_id, action, ticket, plan)
+                    pool_checked = True
                 request = Request(
                     id=request_id,
                     ticket=ticket,
@@ -518,6 +524,55 @@ class TwoKey:
             )
         except Unavailable:
             log.error("refused_open_unaudited", target=target_id, actor=caller.id, reason=reason)
+
+    async def _someone_can_approve(
+        self,
+        caller: Caller,
+        target: Principal,
+        owner_id: str,
+        action: Action,
+        ticket: str,
+        plan: Plan,
+    ) -> None:
+        """A request nobody could ever approve would only wait and expire while the caller on
+        the phone is told "pending": refuse it at once and say why (audited, security told).
+
+        Counts the enabled people of the tier's approver role (and of its escalation role) who
+        are no party to it. A directory that does not answer in time, or whose answer may be
+        cut short, checks nothing: the gate still enforces every role at the decision."""
+        if plan.approvals_needed <= 0:
+            return
+        roles = [plan.approver_role, *([plan.escalate_to] if plan.escalate_to else [])]
+        groups = sorted({g for role in roles for g in self.policy.roles.get(role, ())})
+        found: Sequence[Principal] = []
+        if groups:
+            try:
+                found = await asyncio.wait_for(
+                    self.directory.members(groups, limit=APPROVERS_MAX), APPROVER_POOL_CHECK_S
+                )
+            except Exception as exc:  # an unanswered check checks nothing
+                log.info("approver_pool_not_checked", reason=type(exc).__name__)
+                return
+            if len(found) >= APPROVERS_MAX:
+                return
+        party = {caller.id, target.id, owner_id}
+        able = sum(
+            1
+            for person in found
+            if person.kind is PrincipalKind.HUMAN
+            and not person.disabled
+            and person.id not in party
+            and any(self.policy.holds_role(person, role) for role in roles)
+        )
+        if able >= plan.approvals_needed:
+            return
+        refusal = NotAllowed(say.nobody_can_approve(plan, roles, able))
+        await self._audit_refused_open(caller, target, action, ticket, refusal, "no_approvers")
+        await self._alert(
+            None,
+            say.refused_open(caller.principal.name, action.label, target.name, refusal.message),
+        )
+        raise refusal
 
     async def _reachable_owner(self, target: Principal) -> str:
         """The owner of record must be a live directory person, or nobody could confirm."""

@@ -8,7 +8,9 @@ typed text as they are).
 
 from __future__ import annotations
 
-from app.domain.models import Request, RequestState
+from collections.abc import Sequence
+
+from app.domain.models import Plan, Request, RequestState
 from app.domain.words import phrase, when
 
 SYSTEM = "twokey"
@@ -232,6 +234,19 @@ def refused_often(
 
 def refused_open(requester: str, action_label: str, target: str, why: str) -> str:
     return f"Refused request by {requester} to {action_label} for {target}: {why}"
+
+
+def nobody_can_approve(plan: Plan, roles: Sequence[str], able: int) -> str:
+    """Why a request is refused at open: fewer people could approve it than it needs."""
+    who = " or ".join(roles)
+    held = "nobody" if able == 0 else "only 1 person" if able == 1 else f"only {able} people"
+    needs = "1 approval" if plan.approvals_needed == 1 else f"{plan.approvals_needed} approvals"
+    return (
+        f"Nobody could approve this, so nothing was opened: tier {plan.tier_label} needs "
+        f"{needs} from the {who} role, and {held} in the directory "
+        f"{'hold' if able > 1 else 'holds'} it apart from you, the account and its owner. "
+        "Ask whoever keeps twokey's policy to add approvers to that role's groups."
+    )
 
 
 def requester_gone() -> str:
