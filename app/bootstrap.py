@@ -407,12 +407,13 @@ def _bad_redis_url(url: str, exc: Exception) -> str:
 
 
 def _without_password(url: str) -> str:
-    """A Redis URL fit for a log line or an error: any password replaced by ***."""
+    """A Redis URL fit for a log line or an error: any password replaced by ***, and no query
+    string (``?password=`` and ``?sentinel_password=`` carry passwords there too)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc, query="", fragment=""))
 
 
 def redis_problem(exc: BaseException, where: str) -> str:

@@ -51,3 +51,27 @@ async def test_accepts_noeviction(redis_client: aioredis.Redis) -> None:
     else:
         with pytest.raises(StartupError):
             await check_redis(store, Settings())
+
+
+PASSWORD = "S3ntinel-Secret-0f9e"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis+sentinel://:primary-{PASSWORD}@127.0.0.1:1/mymaster/0?sentinel_password={PASSWORD}",
+        f"redis://127.0.0.1:1/0?password={PASSWORD}",
+        f"redis://user:{PASSWORD}@127.0.0.1:1/0",
+    ],
+)
+async def test_redis_out_of_reach_is_named_without_any_of_its_passwords(url: str) -> None:
+    """The start-up error goes to the container log: the URL it names keeps no password, in
+    the user part or in the query string (``?password=``, ``?sentinel_password=``)."""
+    from app.store.connect import connect
+
+    client = connect(url, socket_timeout=1, socket_connect_timeout=1)
+    store = RedisRequestStore(client, Keys("unreachable"))
+    with pytest.raises(StartupError, match=r"127\.0\.0\.1:1/") as refused:
+        await check_redis(store, Settings(REDIS_URL=url))
+    await client.aclose()
+    assert PASSWORD not in str(refused.value)
