@@ -283,8 +283,11 @@ def _token_refusal(answer: ProviderAnswer, admin: str) -> str:
     )
 
 
-def google_error_words(answer: ProviderAnswer) -> str:
-    """Google's error body ``{"error": {"code", "message", "errors": [{"reason"}]}}`` in words."""
+def google_error_words(answer: ProviderAnswer, *hidden: str) -> str:
+    """Google's error body ``{"error": {"code", "message", "errors": [{"reason"}]}}`` in words.
+
+    Anything we sent that must stay secret (a password, its hash) is cut out in case Google, or
+    a gateway before it, echoes it: these words reach the agent, the channel and the trail."""
     body = answer.json()
     error = body.get("error") if isinstance(body, dict) else None
     message, reason = "", ""
@@ -293,6 +296,8 @@ def google_error_words(answer: ProviderAnswer) -> str:
         details = error.get("errors")
         if isinstance(details, list) and details and isinstance(details[0], dict):
             reason = str(details[0].get("reason") or "")
+    for value in hidden:
+        message = message.replace(value, "[hidden]")
     where = f"{reason}, HTTP {answer.status}" if reason else f"HTTP {answer.status}"
     return one_line(f"{message or 'no reason given'} ({where})")
 
@@ -369,7 +374,10 @@ class GoogleConnector(HttpConnector[GoogleConfig]):
         answer = await self._send("PUT", f"/users/{key}", RetryRule.CHANGE, json_body=body)
         if not answer.ok:
             return self._refused(
-                f"Google refused to {Action.RESET_PASSWORD.label} for {target.name}", answer
+                f"Google refused to {Action.RESET_PASSWORD.label} for {target.name}",
+                answer,
+                password,
+                str(body["password"]),
             )
         return ExecutionResult(
             outcome=Outcome.COMPLETED,
@@ -430,7 +438,7 @@ class GoogleConnector(HttpConnector[GoogleConfig]):
         if not answer.ok or not codes:
             return failed(
                 f"{done} and made new backup codes, but Google did not hand them over "
-                f"({google_error_words(answer)}); make new ones in the Admin console"
+                f"({google_error_words(answer, *codes)}); make new ones in the Admin console"
             )
         return ExecutionResult(
             outcome=Outcome.COMPLETED,
@@ -440,10 +448,10 @@ class GoogleConnector(HttpConnector[GoogleConfig]):
             secret_label="Google backup verification codes",  # noqa: S106 - a label
         )
 
-    def _refused(self, what: str, answer: ProviderAnswer) -> ExecutionResult:
+    def _refused(self, what: str, answer: ProviderAnswer, *hidden: str) -> ExecutionResult:
         if _rate_limited(answer):
             what += " for now (rate limited, nothing changed; try again later)"
-        return failed(f"{what}: {google_error_words(answer)}")
+        return failed(f"{what}: {google_error_words(answer, *hidden)}")
 
     # -- `twokey connectors check` --------------------------------------------------------------
 

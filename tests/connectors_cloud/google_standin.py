@@ -355,6 +355,9 @@ class GoogleStandIn(LocalStandIn):
         self.faults: list[Fault] = []
         self.tokens: dict[str, set[str]] = {}
         self.group_page_size = 200
+        self.quote_refused_passwords: int | None = None
+        """Refuse every password with this status, quoting it back in the error's message (as
+        a careless gateway before Google might)."""
 
     @property
     def token_url(self) -> str:
@@ -560,6 +563,9 @@ class GoogleStandIn(LocalStandIn):
         if "password" in body:
             function = body.get("hashFunction")
             password = str(body["password"])
+            if self.quote_refused_passwords is not None:
+                status = self.quote_refused_passwords
+                return google_error(status, f"Invalid Password: {password}", "invalid", "INTERNAL")
             if function not in (None, "MD5", "SHA-1", "crypt"):
                 return google_error(
                     400, "Invalid Input: hashFunction", "invalid", "INVALID_ARGUMENT"

@@ -258,6 +258,22 @@ async def test_reset_password_in_clear_text_when_configured(
     }
 
 
+@pytest.mark.parametrize("status", [400, 500])
+@pytest.mark.parametrize("mode", ["clear-text", "sha1-hash"])
+async def test_a_refusal_quoting_the_password_sent_never_passes_it_on(
+    make: Make, workspace: GoogleStandIn, mode: str, status: int
+) -> None:
+    """The words of a refusal reach the agent, the security channel and the audit trail: what
+    twokey sent as the password (or its hash) is cut out of them."""
+    workspace.quote_refused_passwords = status
+    result = await run(make(send_password_as=mode), Action.RESET_PASSWORD)
+
+    assert result.outcome is Outcome.FAILED
+    (update,) = workspace.calls("directory.users.update")
+    assert update.body["password"] not in result.detail
+    assert f"Invalid Password: [hidden] (invalid, HTTP {status})" in result.detail
+
+
 async def test_revoke_sessions_signs_the_user_out(
     google: GoogleConnector, workspace: GoogleStandIn
 ) -> None:
