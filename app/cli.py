@@ -18,19 +18,22 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from app.audit.chain import ChainHead
+from app.audit.chain import ChainHead, VerifyReport
 from app.bootstrap import Runtime, StartupError, build_runtime
 from app.domain.errors import TwokeyError
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.domain.policy import Signals
 from app.logs import configure_logging, escape_controls, scrub_event
 from app.settings import Settings, setting_problems
+
+if TYPE_CHECKING:
+    from app.audit.trail import AuditTrail
 
 EXIT_REFUSED = 3
 """`policy explain`: the request would be refused (0: it would open; 1 and 2: cannot tell)."""
@@ -492,6 +495,15 @@ def _read_anchor(source: str) -> list[ChainHead]:
         return read_heads(lines)
 
 
+async def sealed_and_verified(trail: AuditTrail, anchors: list[ChainHead] | None) -> VerifyReport:
+    """Verify, after sealing what a sweep would seal now: only with a key that a seal already
+    proves (or on a trail sealed nowhere yet), so a mistyped key seals nothing."""
+    report = await trail.verify(anchors)
+    if report.key_may_seal and await trail.seal_all():
+        report = await trail.verify(anchors)
+    return report
+
+
 async def audit_command(runtime: Runtime, args: argparse.Namespace) -> int:
     from app.audit.trail import render_verify
 
@@ -511,8 +523,7 @@ async def audit_command(runtime: Runtime, args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-        await runtime.trail.seal_all()
-        report = await runtime.trail.verify(anchors)
+        report = await sealed_and_verified(runtime.trail, anchors)
         if report.anchors == 0:
             print(
                 f"twokey: none of the {len(anchors or [])} chain heads in {where} belong to this "
@@ -744,7 +755,7 @@ async def report_command(runtime: Runtime, args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"twokey: cannot read {args.anchor}: {exc.strerror or exc}", file=sys.stderr)
             return 2
-    await runtime.trail.seal_all()  # as `audit verify` does: what a sweep would seal now
+    await sealed_and_verified(runtime.trail, None)  # what a sweep would seal now, if it may
     report = await build_report(
         runtime.redis,
         Keys(runtime.settings.namespace),

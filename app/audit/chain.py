@@ -95,6 +95,8 @@ forged under old ids never get sealed; it must exceed the sweep interval by a wi
 HEAD_TYPE = "twokey_audit_head"
 KEY_ID_MESSAGE = b"twokey-audit-key-id"
 ENTRY_FIELDS = frozenset({"seq", "e"})
+NOT_TEXT = "\x00not-utf-8"
+"""Set by the reader on an entry whose bytes are not UTF-8: never one of ours."""
 _SEQ = re.compile(r"^[1-9][0-9]{0,18}$")
 _MAC = re.compile(r"^[0-9a-f]{64}$")
 
@@ -179,6 +181,8 @@ def entry_seq(fields: Mapping[str, str]) -> int | None:
 
 def parse_entry(fields: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
     """The seq and the event of one stream entry; ``BadEntry`` says why it is not one of ours."""
+    if NOT_TEXT in fields:
+        raise BadEntry("it holds bytes that are not UTF-8 text (twokey writes only UTF-8)")
     if set(fields) != ENTRY_FIELDS:
         raise BadEntry(f"its fields are {sorted(fields)} instead of ['e', 'seq']")
     seq = entry_seq(fields)
@@ -381,6 +385,15 @@ class VerifyReport:
             s.problem is not None and s.problem.seq == 1 and s.problem.kind is ProblemKind.EDITED
             for s in sealed
         )
+
+    @property
+    def key_may_seal(self) -> bool:
+        """Whether the key this check used may seal (a command-line tool's sweep): a seal it
+        verified proves it, and a trail sealed nowhere yet has nothing to disprove it. A key
+        no seal agrees with must not seal: a shard's first seal binds its chain to that key,
+        and the replicas holding the right one could never seal that shard again."""
+        sealed = [s for s in self.shards if s.sealed]
+        return not sealed or any(s.ok for s in sealed)
 
     @property
     def events(self) -> int:

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.audit.chain import (
+    NOT_TEXT,
     SEAL_WINDOW_MS,
     BadEntry,
     ChainHead,
@@ -66,15 +67,33 @@ def _seal_script_text() -> str:
 
 
 def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    """Stream text as twokey wrote it (UTF-8); bytes that are not, with replacement marks."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _entries(raw: Sequence[Any] | None) -> list[StreamEntry]:
-    """XRANGE's reply with text ids and fields, whether or not the client decodes responses."""
-    return [
-        (_text(sid), {_text(name): _text(value) for name, value in fields.items()})
-        for sid, fields in raw or []
-    ]
+    """XRANGE's reply with text ids and fields, whether or not the client decodes responses.
+
+    An entry holding bytes that are not UTF-8 was never written by twokey: it is kept, marked
+    (``NOT_TEXT``), so sealing stops there and verify names it, instead of a reader failing
+    (one such entry stopped the sealing of every shard)."""
+    found: list[StreamEntry] = []
+    for sid, fields in raw or []:
+        entry = {_text(name): _text(value) for name, value in fields.items()}
+        if any(_not_utf8(part) for pair in fields.items() for part in pair):
+            entry[NOT_TEXT] = ""
+        found.append((_text(sid), entry))
+    return found
+
+
+def _not_utf8(value: str | bytes) -> bool:
+    if not isinstance(value, bytes):
+        return False
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _count(text: str) -> int | None:
@@ -147,10 +166,18 @@ class AuditTrail:
 
         One round trip tells which shards have anything to do (events numbered past the seal
         list, or a seal list and mark that disagree): an idle replica reads no stream at all.
+        A shard that cannot be sealed (an entry no reader can take) is a fault of its own: the
+        others are sealed all the same.
         """
         total, oldest_ms = 0, 0
         for shard in await self._shards_to_look_at():
-            total += await self.seal(shard)
+            try:
+                total += await self.seal(shard)
+            except Unavailable:
+                raise
+            except Exception as exc:
+                self._fault(shard, "seal_failed", -1, f"sealing stopped ({type(exc).__name__})")
+                continue
             with _fails_closed():
                 oldest_ms = max(oldest_ms, await self._unsealed_age_ms(shard))
         AUDIT_UNSEALED_AGE.set(oldest_ms / 1000)

@@ -106,6 +106,7 @@ async def test_twokey_audit_verify_with_the_previous_keys_setting(
     monkeypatch.setenv("TWOKEY_ACCEPT_EVICTION_RISK", "true")
     core = build_core(redis_client, namespace)
     rid = await core.open_mfa_reset()
+    await AuditTrail(redis_client, Keys(namespace), OLD).seal_all()  # serve, before the rotation
     monkeypatch.setenv("TWOKEY_AUDIT_KEY", OLD.get_secret_value())
     assert await asyncio.to_thread(main, ["audit", "verify"]) == 0
     heads = io.StringIO()

@@ -39,6 +39,15 @@ async def completed_shard(redis_client: aioredis.Redis, namespace: str) -> int:
     return shard_of_request(rid)
 
 
+async def sealed_as_serve_does(redis_client: aioredis.Redis, namespace: str) -> None:
+    """A sweep of `twokey serve` (command-line tools never start a shard's chain)."""
+    from pydantic import SecretStr
+
+    from app.audit import AuditTrail
+
+    await AuditTrail(redis_client, Keys(namespace), SecretStr(AUDIT_KEY)).seal_all()
+
+
 async def twokey(*argv: str) -> int:
     """`twokey ARGV...` in a thread: main() runs its own event loop."""
     return await asyncio.to_thread(main, list(argv))
@@ -71,7 +80,8 @@ async def test_the_reported_attack_edit_trim_and_reseal_fails_audit_verify(
 ) -> None:
     shard = await completed_shard(redis_client, namespace)
     keys = Keys(namespace)
-    assert await twokey("audit", "verify") == 0  # seals the five events
+    await sealed_as_serve_does(redis_client, namespace)
+    assert await twokey("audit", "verify") == 0
     capsys.readouterr()
 
     await rebuild_with_first_event_edited(redis_client, keys.audit(shard))
@@ -96,14 +106,17 @@ async def test_verify_anchor_catches_a_whole_shard_rolled_back(
 ) -> None:
     shard = await completed_shard(redis_client, namespace)
     keys = Keys(namespace)
+    await sealed_as_serve_does(redis_client, namespace)
     assert await twokey("audit", "verify") == 0
-    seal_log = logged(capsys.readouterr().err, "audit_sealed")  # what the SIEM received
+    capsys.readouterr()
+    assert await twokey("audit", "export", "--heads") == 0  # what the SIEM keeps
+    heads = capsys.readouterr().out
     seals = await redis_client.lrange(keys.seals(shard), 0, -1)
-    assert [(h["shard"], h["chain"], h["seq"], h["mac"]) for h in seal_log] == [
-        (shard, keys.tag(shard), 5, seals[4])
-    ]
+    assert [
+        (h["shard"], h["chain"], h["seq"], h["mac"]) for h in map(json.loads, heads.splitlines())
+    ] == [(shard, keys.tag(shard), 5, seals[4])]
     anchor = tmp_path / "heads.jsonl"
-    anchor.write_text("".join(json.dumps(line) + "\n" for line in seal_log))
+    anchor.write_text(heads)
 
     await redis_client.delete(
         keys.audit(shard), keys.seals(shard), keys.seals(shard) + ":high", keys.audit_seq(shard)
@@ -126,6 +139,7 @@ async def test_export_heads_and_verify_anchor_from_standard_input(
 ) -> None:
     shard = await completed_shard(redis_client, namespace)
     keys = Keys(namespace)
+    await sealed_as_serve_does(redis_client, namespace)
     assert await twokey("audit", "verify") == 0
     capsys.readouterr()
 
@@ -149,7 +163,8 @@ async def test_export_heads_and_verify_anchor_from_standard_input(
     # the attacker rewrites event 1 and gets it re-sealed from scratch (the mark removed too)
     await rebuild_with_first_event_edited(redis_client, keys.audit(shard))
     await redis_client.delete(keys.seals(shard), keys.seals(shard) + ":high")
-    assert await twokey("audit", "verify") == 0  # re-sealed: Redis alone cannot tell
+    await sealed_as_serve_does(redis_client, namespace)  # the next sweep seals it from scratch
+    assert await twokey("audit", "verify") == 0  # Redis alone cannot tell
     capsys.readouterr()
     monkeypatch.setattr("sys.stdin", io.StringIO(heads_out))
     assert await twokey("audit", "verify", "--anchor", "-") == 1
@@ -193,3 +208,77 @@ async def test_audit_seal_late_is_an_explicit_operator_command(
     [late] = logged(captured.err, "audit_sealed_late")
     assert (late["level"], late["events"]) == ("warning", 5)
     assert await twokey("audit", "verify") == 0
+
+
+async def not_utf8_entry(redis_url: str, namespace: str, shard: int) -> None:
+    """An insider's XADD with bytes that are not UTF-8 (redis-cli takes any bytes)."""
+    raw = aioredis.Redis.from_url(redis_url)  # no decoding, as redis-cli
+    keys = Keys(namespace)
+    try:
+        seq = await raw.incr(keys.audit_seq(shard))
+        entry = b'{"seq": %d, "kind": "x\xff\xfe"}' % seq
+        await raw.xadd(keys.audit(shard), {b"seq": str(seq).encode(), b"e": entry})
+    finally:
+        await raw.aclose()
+
+
+async def test_an_entry_that_is_not_utf8_is_named_and_stops_no_other_shard(
+    operator_env: None,
+    redis_url: str,
+    redis_client: aioredis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One unreadable entry stopped the sealer for every shard after it (so after the sealing
+    window nothing new could be sealed anywhere) and made verify and export tracebacks."""
+    from pydantic import SecretStr
+
+    from app.audit import AuditTrail
+
+    core = build_core(redis_client, namespace)
+    rid = await core.open_mfa_reset()
+    honest = shard_of_request(rid)
+    poisoned = 0 if honest != 0 else 1
+    await not_utf8_entry(redis_url, namespace, poisoned)
+    sealer = AuditTrail(redis_client, Keys(namespace), SecretStr(AUDIT_KEY))
+    await sealer.seal_all()
+    assert await redis_client.llen(Keys(namespace).seals(honest)) == 1
+    capsys.readouterr()
+    assert await twokey("audit", "export") == 0
+    exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {e.get("rid") for e in exported} >= {rid}
+    assert await twokey("audit", "verify") == 1
+    said = capsys.readouterr().out
+    assert "AUDIT TRAIL BROKEN" in said
+    tag = Keys(namespace).tag(poisoned)
+    assert f"First bad event: shard {tag}, event 1 (stream id " in said
+    assert "not UTF-8" in said
+
+
+async def test_verify_with_a_mistyped_key_writes_nothing_to_the_trail(
+    operator_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: aioredis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Verify seals first, as a sweep would. With a mistyped key it started the chain of any
+    shard not sealed yet with that key, and the replicas with the right key could never seal
+    that shard again. A key that no seal agrees with now seals nothing."""
+    from pydantic import SecretStr
+
+    from app.audit import AuditTrail
+
+    core = build_core(redis_client, namespace)
+    sealed_before = shard_of_request(await core.open_mfa_reset("alice"))
+    await sealed_as_serve_does(redis_client, namespace)
+    rid = await core.open_mfa_reset("grace")
+    fresh = shard_of_request(rid)
+    assert fresh != sealed_before
+    monkeypatch.setenv("TWOKEY_AUDIT_KEY", "a-mistyped-audit-key-long-enough-too")
+    assert await twokey("audit", "verify") == 1
+    assert "AUDIT TRAIL BROKEN" in capsys.readouterr().out
+    assert await redis_client.llen(Keys(namespace).seals(fresh)) == 0
+    right = AuditTrail(redis_client, Keys(namespace), SecretStr(AUDIT_KEY))
+    assert await right.seal(fresh) == 1
+    assert (await right.verify()).ok
