@@ -39,14 +39,20 @@ WIRE_LOGGERS = (
     "googleapiclient",
     "msal",
     "ldap3",
+    "slack_sdk",
+    "slack_bolt",
 )
-"""HTTP (and LDAP) client libraries: they log URLs, headers and bodies below WARNING."""
+"""HTTP (and LDAP) client libraries: they log URLs, headers and bodies below WARNING. (twokey
+hands the Slack clients loggers of its own, `quiet_logger`; these names are the safety net.)"""
 
 _QUERY = re.compile(r"((?:[a-z][a-z0-9+.-]*://|/)[^\s?#\"'<>]*)\?[^\s#\"'<>]*", re.IGNORECASE)
 _EMAIL = re.compile(r"[\w.+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)+", re.IGNORECASE)
 _CREDENTIAL = re.compile(r"\b(Bearer|SSWS|DPoP|Basic)\s+[\w.~+/=-]{12,}", re.IGNORECASE)
 _HEADER_PAIR = re.compile(r"\((b?)(['\"])([\w-]+)\2,\s*b?(['\"]).*?(?<!\\)\4\)")
 """``(b'link', b'<...>')``: a header as httpcore and h11 print them."""
+_SLACK_HOOK = re.compile(r"(/(?:commands|actions|services|workflows|triggers)/)T\w+/[^\s\"'<>]+")
+"""A Slack ``response_url`` or incoming webhook: the path is the credential (anyone holding it
+posts into that conversation as twokey for half an hour)."""
 _SIGNIN_LINK = re.compile(r"(/stepup/oidc/start/)[\w-]+")
 """An approver's single-use sign-in link in a path (aiohttp's access log prints paths)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -62,6 +68,7 @@ def scrub(text: str) -> str:
     text = _CREDENTIAL.sub(r"\1 [redacted]", text)
     text = _QUERY.sub(r"\1", text)
     text = _SIGNIN_LINK.sub(r"\1[redacted]", text)
+    text = _SLACK_HOOK.sub(r"\1[redacted]", text)
     return _EMAIL.sub("[email]", text)
 
 
@@ -112,6 +119,14 @@ def _escaped_all(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(_escaped_all(item) for item in value)
     return value
+
+
+def quiet_logger(name: str, level: int = logging.INFO) -> logging.Logger:
+    """A logger of twokey's own for a client library that logs request bodies and URLs at
+    DEBUG (Slack's): it never goes below ``level``, whatever LOG_LEVEL says."""
+    logger = logging.getLogger(name)
+    logger.setLevel(level)
+    return logger
 
 
 class _QuietWire(logging.Filter):

@@ -397,3 +397,44 @@ def test_library_warnings_and_errors_lose_queries_addresses_and_headers(
     assert "httpcore.http11" not in by_logger
     assert "('Authorization', [redacted])" in by_logger["botocore.endpoint"]["event"]
     assert "RuntimeError" in by_logger["aiohttp.server"]["exception"]
+
+
+HOOK_KEY = "Zk9qHookCapability0123"
+"""The last part of a Slack response_url: whoever holds the URL may post as twokey."""
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+async def test_a_slack_answer_that_fails_never_logs_its_response_url(
+    level: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An ephemeral answer through a response_url whose connection fails: slack_sdk would log
+    the URL it retries (and at DEBUG the URL and body of every answer). Nothing of it may be
+    written, at either level; slack_sdk's own loggers stay below WARNING too."""
+    import aiohttp
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from app.channels.slack.handlers import SlackHandlers
+
+    configure_logging(level)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    api = f"http://127.0.0.1:{port}/api/"
+    hook = f"http://127.0.0.1:{port}/commands/T0TWOKEY/1234567890/{HOOK_KEY}"
+    async with aiohttp.ClientSession() as session:
+        client = AsyncWebClient(token="xoxb-test", base_url=api, session=session)
+        handlers = SlackHandlers(None, None, client, None, api_url=api)  # type: ignore[arg-type]
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await handlers.answer_at_hook(hook, "Request TK-1 opened", [])
+    logging.getLogger("slack_sdk.webhook.async_client").warning("POST %s failed", hook)
+    events = assert_clean(capfd.readouterr().err, [HOOK_KEY])
+    assert [e["event"] for e in events] == [f"POST {api[:-4]}commands/[redacted] failed"]
+
+
+def test_slack_hook_urls_are_scrubbed_wherever_they_are_quoted() -> None:
+    from app.logs import scrub
+
+    for kind in ("commands", "actions", "services", "workflows", "triggers"):
+        said = scrub(f"POST https://hooks.slack.com/{kind}/T0ABC/B1/{HOOK_KEY} failed")
+        assert HOOK_KEY not in said
+        assert said == f"POST https://hooks.slack.com/{kind}/[redacted] failed"

@@ -61,6 +61,7 @@ from app.channels.slack.handlers import SlackHandlers
 from app.channels.slack.identity import SlackPeople
 from app.channels.slack.notifier import SlackNotifier
 from app.domain.errors import TwokeyError
+from app.logs import quiet_logger
 from app.runtime import InFlight, Runtime, StartupError
 from app.settings import Settings
 
@@ -94,13 +95,6 @@ class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
         if not waits:
             return True
         return waits[0].isdigit() and int(waits[0]) <= self.most_s
-
-
-def quiet_logger(name: str, level: int = logging.INFO) -> logging.Logger:
-    """Slack libraries log request bodies at DEBUG; theirs never go below INFO here."""
-    logger = logging.getLogger(name)
-    logger.setLevel(level)
-    return logger
 
 
 def web_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
@@ -159,6 +153,10 @@ class SlackChannel:
         self.signing_secret = secret.get_secret_value() if secret is not None else ""
         self.bolt = self._bolt()
 
+    async def _tell_at_hook(self, url: str, text: str) -> None:
+        """An ephemeral answer to whoever clicked, through the click's ``response_url``."""
+        await self.handlers.answer_at_hook(url, text, bk.message(text))
+
     def _bolt(self) -> AsyncApp:
         bolt = AsyncApp(
             # Bolt sets the level of the logger named after the app on every request: "twokey"
@@ -168,7 +166,7 @@ class SlackChannel:
             signing_secret=self.signing_secret,
             # Bolt awaits each listener; answer_at_ack returns at its ack (acking.py)
             process_before_response=True,
-            before_authorize=TenancyGate(self.tenancy),
+            before_authorize=TenancyGate(self.tenancy, tell=self._tell_at_hook),
             # Bolt re-checks the signature and logs a failure *with the body* at INFO (reachable
             # when a request passes our check just inside the 5-minute bound): WARNING and up.
             logger=quiet_logger(BOLT_LOGGER, logging.WARNING),
@@ -257,7 +255,7 @@ class SlackChannel:
         }
         try:
             bolt_request = bolt_request_of(text, request.query_string, headers)
-        except ValueError:
+        except Exception:  # signed, yet no payload of Slack's (a JSON list, a bare string)
             REFUSED.labels("invalid_body").inc()
             log.warning("slack_request_refused", reason="invalid_body", length=len(body))
             return web.json_response({"ok": False, "error": "invalid_body"}, status=400)
@@ -342,6 +340,9 @@ async def mount(app: web.Application, runtime: Runtime) -> None:
         )
     if settings.slack_app_id is None:
         log.warning("slack_app_id_unset", note="set SLACK_APP_ID to refuse other apps' payloads")
+    runtime.tasks.append(
+        asyncio.create_task(channel.tenancy.learn(runtime.stopping), name="twokey-slack-workspace")
+    )
     if settings.slack_app_token is not None:
         token = settings.slack_app_token.get_secret_value()
         runtime.tasks.append(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,14 @@ REFUSED = Counter(
 )
 
 NOT_SERVED = "This Slack workspace is not served by this twokey deployment; nothing was changed."
+UNCONFIRMED = (
+    "twokey could not confirm with Slack which workspace it serves just now, so nothing was "
+    "changed. Please try again in a minute."
+)
+"""For a payload from our own workspace too: the bot's workspace is learned from Slack
+(``auth.test``), and until Slack has answered once no payload is served."""
+RELEARN_S = (2.0, 5.0, 15.0, 30.0)
+"""Waits between start-up attempts to learn the workspace (the last one repeats)."""
 STORE_DOWN = (
     "twokey cannot reach its database right now, so nothing was changed. Please try again in "
     "a minute."
@@ -94,11 +103,11 @@ def origin_of(body: dict[str, Any]) -> Origin:
     team = body.get("team")
     enterprise = body.get("enterprise")
     user = body.get("user")
-    event = body.get("event") if isinstance(body.get("event"), dict) else {}
+    event = _object(body.get("event"))
     team_id = (
         (team.get("id") if isinstance(team, dict) else team)
         or body.get("team_id")
-        or (body.get("view") or {}).get("team_id")
+        or _object(body.get("view")).get("team_id")
     )
     enterprise_id = (
         (enterprise.get("id") if isinstance(enterprise, dict) else enterprise)
@@ -120,6 +129,11 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _object(value: object) -> dict[str, Any]:
+    """A payload part that should be an object, or an empty one (a signed but odd shape)."""
+    return value if isinstance(value, dict) else {}
+
+
 @dataclass
 class Tenancy:
     """The workspaces / enterprise and the app served; unset teams mean the bot's own one."""
@@ -130,7 +144,9 @@ class Tenancy:
     _learned: frozenset[str] | None = field(default=None, init=False)
 
     async def allowed(self) -> frozenset[str]:
-        """The allow-list; empty configuration means "the workspace the bot token belongs to"."""
+        """The allow-list; empty configuration means "the workspace the bot token belongs to"
+        (the bot's own workspace only, not every workspace of its Enterprise Grid org; for an
+        org-wide install, the org). Empty when Slack has not said yet."""
         if self.configured:
             return self.configured
         if self._learned is None:
@@ -139,10 +155,23 @@ class Tenancy:
             except (SlackApiError, OSError, TimeoutError) as exc:
                 log.error("slack_auth_test_failed", error=type(exc).__name__)
                 return frozenset()
-            ids = {answer.get("team_id"), answer.get("enterprise_id")}
-            self._learned = frozenset(i for i in ids if isinstance(i, str) and i)
+            org_wide = answer.get("is_enterprise_install") is True
+            ours = answer.get("enterprise_id") if org_wide else answer.get("team_id")
+            self._learned = frozenset({ours} if isinstance(ours, str) and ours else ())
             log.info("slack_workspace_learned", teams=sorted(self._learned))
         return self._learned
+
+    async def learn(self, stopping: asyncio.Event) -> None:
+        """At start-up: ask Slack which workspace the bot is in until it says, so the first
+        person to use twokey is not the one who finds Slack slow (or briefly unreachable)."""
+        for attempt in range(10_000):
+            if self.configured or await self.allowed() or stopping.is_set():
+                return
+            wait = RELEARN_S[min(attempt, len(RELEARN_S) - 1)]
+            try:
+                await asyncio.wait_for(stopping.wait(), wait)
+            except TimeoutError:
+                continue
 
     async def serves(self, origin: Origin) -> str | None:
         """Why this payload's workspace or app is not served, or None when it is."""
@@ -150,7 +179,7 @@ class Tenancy:
             return "other_app"
         allowed = await self.allowed()
         if not allowed:
-            return "no_allow_list"
+            return "workspace_unconfirmed"
         if origin.team_id not in allowed and origin.enterprise_id not in allowed:
             return "other_workspace"
         return None
@@ -164,8 +193,12 @@ class Tenancy:
 class TenancyGate(AsyncMiddleware):
     """Before authorisation: only our workspace(s) and our app get any further."""
 
-    def __init__(self, tenancy: Tenancy) -> None:
+    def __init__(
+        self, tenancy: Tenancy, tell: Callable[[str, str], Awaitable[object]] | None = None
+    ) -> None:
         self.tenancy = tenancy
+        self.tell = tell
+        """Posts words to a click's ``response_url`` (an ephemeral to the one who clicked)."""
 
     async def async_process(
         self,
@@ -191,8 +224,32 @@ class TenancyGate(AsyncMiddleware):
             enterprise=origin.enterprise_id,
             app=origin.app_id,
         )
+        if problem == "workspace_unconfirmed":
+            return await self._unconfirmed(body)
         if "command" in body:
             return BoltResponse(status=200, body=NOT_SERVED)
+        return BoltResponse(status=200, body="")
+
+    async def _unconfirmed(self, body: dict[str, Any]) -> BoltResponse:
+        """Our workspace, maybe, but Slack has not confirmed it: the person who typed, clicked
+        or submitted hears so (a silent 200 would read as done), and nothing is served."""
+        if "command" in body:
+            return BoltResponse(status=200, body=UNCONFIRMED)
+        if body.get("type") == "view_submission":
+            blocks = list(_object(_object(_object(body.get("view")).get("state")).get("values")))
+            if blocks:
+                errors = {"response_action": "errors", "errors": {blocks[0]: UNCONFIRMED[:150]}}
+                return BoltResponse(
+                    status=200,
+                    body=json.dumps(errors),
+                    headers={"content-type": "application/json"},
+                )
+        hook = body.get("response_url")
+        if self.tell is not None and isinstance(hook, str):
+            try:
+                await asyncio.wait_for(self.tell(hook, UNCONFIRMED), AUTH_TEST_S)
+            except Exception as exc:  # the click is refused all the same
+                log.warning("slack_unconfirmed_not_told", error=type(exc).__name__)
         return BoltResponse(status=200, body="")
 
 

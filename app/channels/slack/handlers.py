@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from app.domain.errors import BadInput, TwokeyError
 from app.domain.forms import NOTE_MAX, DenyForm, clean_text, human_error, parse_request_id
 from app.domain.models import Action, ChatUser, Principal
 from app.domain.policy import Policy
+from app.logs import quiet_logger
 from app.runtime import InFlight
 from app.service import TwoKey
 
@@ -164,7 +166,9 @@ def _metadata(view: dict[str, Any]) -> dict[str, str]:
 
 def _card_of(body: dict[str, Any]) -> tuple[str, str] | None:
     """(channel, ts) of the message whose button was pressed, if it was a message."""
-    container = body.get("container") or {}
+    container = body.get("container")
+    if not isinstance(container, dict):
+        return None
     channel, ts = container.get("channel_id"), container.get("message_ts")
     if container.get("type") != "message" or not channel or not ts:
         return None
@@ -274,7 +278,7 @@ class SlackHandlers:
         url = body.get("response_url")
         if url:
             try:
-                status = await self._respond(str(url), text, reply)
+                status = await self.answer_at_hook(str(url), text, reply)
                 if status == 200:
                     return
                 log.warning("slack_respond_refused", status=status)
@@ -282,7 +286,7 @@ class SlackHandlers:
                 log.warning("slack_respond_failed", error=type(exc).__name__)
         await self._tell(_user_of(body), _channel_of(body), reply)
 
-    async def _respond(self, url: str, text: str, reply: Blocks) -> int:
+    async def answer_at_hook(self, url: str, text: str, reply: Blocks) -> int:
         """An ephemeral answer through a ``response_url``, on the Web API client's HTTP session
         (kept-alive connections; Bolt's ``respond`` opens a new session for each answer).
         A url off Slack is not followed (0: the person is answered another way)."""
@@ -290,7 +294,10 @@ class SlackHandlers:
             log.warning("slack_response_url_refused")
             return 0
         sent = await AsyncWebhookClient(
-            url=url, timeout=RESPOND_TIMEOUT_S, session=self.client.session
+            url=url,
+            timeout=RESPOND_TIMEOUT_S,
+            session=self.client.session,
+            logger=quiet_logger("twokey.slack.webhook", logging.WARNING),  # its URL is a key
         ).send_dict(
             {
                 "text": text,
@@ -587,7 +594,7 @@ class SlackHandlers:
         url = (body or {}).get("response_url")
         if url:
             try:
-                if await self._respond(str(url), text, reply) == 200:
+                if await self.answer_at_hook(str(url), text, reply) == 200:
                     return
             except Exception as exc:
                 log.info("slack_respond_failed", error=type(exc).__name__)

@@ -167,6 +167,8 @@ class SlackStandIn:
         self.triggers: dict[str, float] = {}
         self.used_triggers: set[str] = set()
         self.hooks: dict[str, Hook] = {}
+        self.enterprise_id: str | None = None
+        """The Enterprise Grid org the workspace belongs to (``auth.test`` names it)."""
         self.calls: list[Call] = []
         self.faults: dict[str, list[Fault]] = {}
         self.holds: dict[str, asyncio.Event] = {}
@@ -320,6 +322,7 @@ class SlackStandIn:
             "user_id": BOT_USER,
             "bot_id": "B0TWOKEY",
             "is_enterprise_install": False,
+            **({"enterprise_id": self.enterprise_id} if self.enterprise_id else {}),
         }
 
     def m_users_info(self, p: dict[str, Any]) -> dict[str, Any]:

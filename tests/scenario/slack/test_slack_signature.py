@@ -207,8 +207,19 @@ async def test_a_command_mentioning_payload_is_still_a_command(
         (b"payload=", "application/x-www-form-urlencoded"),
         (b"token=x&command=%2Ftwokey&text=help", "application/json"),
         (b"{not json", "application/json"),
+        (b"[1]", "application/json"),
+        (b'"x"', "application/json"),
+        (b"payload=%5B1%5D", "application/x-www-form-urlencoded"),
     ],
-    ids=["payload-not-json", "payload-empty", "form-sent-as-json", "broken-json"],
+    ids=[
+        "payload-not-json",
+        "payload-empty",
+        "form-sent-as-json",
+        "broken-json",
+        "json-list",
+        "json-string",
+        "payload-a-list",
+    ],
 )
 async def test_a_signed_but_malformed_body_is_a_400_not_a_500(
     world: SlackWorld, body: bytes, content_type: str
@@ -219,3 +230,25 @@ async def test_a_signed_but_malformed_body_is_a_400_not_a_500(
     await asyncio.sleep(0.1)
     assert world.slack.calls == []
     assert await world.keys_in_namespace() == []
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"type": "view_submission", "view": "x"},
+        {"type": "block_actions", "team": ["T0TWOKEY"], "container": "x", "actions": "x"},
+        {"type": "block_actions", "team_id": 5, "user": "U0CAROL"},
+        {"type": "event_callback", "event": "x", "event_id": "Ev1"},
+    ],
+    ids=["view-not-an-object", "parts-not-objects", "team-a-number", "event-not-an-object"],
+)
+async def test_a_signed_payload_of_odd_shape_is_never_a_500_and_changes_nothing(
+    world: SlackWorld, odd: dict[str, object]
+) -> None:
+    """Slack never sends these, but a signed body is still untrusted in its shape: refused
+    or ignored, never a 500, nothing stored, nothing posted."""
+    response = await world.interact({"api_app_id": "A0TWOKEY", **odd})
+    assert response.status < 500
+    await asyncio.sleep(0.1)
+    assert world.slack.calls == []
+    assert await world.runtime.store.open_requests() == []
