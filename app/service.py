@@ -1687,6 +1687,9 @@ class TwoKey:
         except Unavailable:
             # Whether the gates still count cannot be checked: claim it and run nothing.
             unverified, withdrawn = "directory unreachable", None
+        except TwokeyError as exc:  # the directory answered, but not about one person only
+            log.warning("gates_not_rechecked", request=request_id, error=type(exc).__name__)
+            unverified, withdrawn = "the directory could not say who gave the gates", None
         if withdrawn is not None:
             return withdrawn
         token = secrets.token_hex(16)
@@ -1719,6 +1722,8 @@ class TwoKey:
             )
         except TimeoutError:
             ticket_stale = "the ticket could not be checked again in time"
+        except TwokeyError as exc:  # claimed: end it truthfully now, not interrupted later
+            ticket_stale = f"the ticket could not be checked again ({exc.message})"
         if ticket_stale:
             return await self._refuse_to_run(request, token, ticket_stale, "ticket_changed")
         try:
@@ -2339,10 +2344,16 @@ class TwoKey:
         now = await self.store.now()
         for shard in range(self.store.shards):
             for request_id in await self.store.due(shard, now, limit):
-                reply = await self.store.tick(request_id)
-                report.count(reply.code)
-                if reply.request is not None:
-                    await self._after_tick(reply.code, reply.request)
+                try:
+                    reply = await self.store.tick(request_id)
+                    report.count(reply.code)
+                    if reply.request is not None:
+                        await self._after_tick(reply.code, reply.request)
+                except Unavailable:
+                    raise  # Redis itself: the next pass tries everything again
+                except Exception as exc:  # one request's trouble never holds up the others
+                    report.changes["FAILED"] = report.changes.get("FAILED", 0) + 1
+                    log.error("sweep_request_failed", request=request_id, error=type(exc).__name__)
         return report
 
     async def _after_tick(self, code: GateCode, request: Request) -> None:
