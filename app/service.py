@@ -47,6 +47,7 @@ from app.domain.journal import JournalEntry, MemoryJournal
 from app.domain.messages import DIRECTORY_DOWN as DIRECTORY_DOWN
 from app.domain.messages import REVIEWER_ROLE, SYSTEM
 from app.domain.models import (
+    MAY_HAVE_CHANGED,
     Action,
     ChatUser,
     Plan,
@@ -101,6 +102,8 @@ from app.ports import (
 log = structlog.get_logger("twokey.service")
 
 APPROVERS_MAX = 500
+DISPUTABLE = MAY_HAVE_CHANGED | {RequestState.EXECUTING}
+"""States in which an owner's "this wasn't me" is a dispute (the change is made, or being)."""
 APPROVER_POOL_CHECK_S = 1.0
 """How long opening waits for the directory to say who could approve; no answer, no check."""
 """How many directory entries are read to find a request's approvers."""
@@ -782,6 +785,10 @@ class TwoKey:
         reply = await self.store.reject_by_owner(
             request_id, caller.id, caller.via, self.policy.fraud.flag_window, request.target_id
         )
+        late = reply.request.state if reply.request is not None else None
+        if reply.code is GateCode.DECIDED and late in DISPUTABLE:
+            # The change is being made, or was: the owner's "no" is a dispute, never dropped.
+            return await self.dispute(owner, request_id)
         decision = await self._after_gate(
             reply,
             caller,
@@ -1813,6 +1820,7 @@ class TwoKey:
         ):
             await self._alert(final, say.alert(final, say.claim_lost(result.outcome.value)))
         await self._deliver_secret(final, result)
+        await self._disputed_while_running(final)
         # Settled only now: a process stopping before the secret was handed over leaves the
         # entry open with its secret pending, and the next one says the secret was lost.
         await self._settle(request.id, token)
@@ -2155,13 +2163,29 @@ class TwoKey:
                 changed=False,
                 message="You already reported this; security is on it.",
             )
+        if request.state is RequestState.EXECUTING:
+            await self._alert(request, say.alert(request, say.DISPUTED_WHILE_RUNNING))
+            await self._tell("update_request", self.notifier.update_request(request))
+            return Decision(request=request, message=say.DISPUTED_RUNNING)
         await self._alert(
             request, say.alert(request, "DISPUTED by the owner after completion: security incident")
         )
-        if request.plan.auto_revoke_on_dispute and request.action is not Action.REVOKE_SESSIONS:
-            await self._revoke_after_dispute(request)
+        await self._after_dispute(request)
         await self._tell("update_request", self.notifier.update_request(request))
         return Decision(request=request, message=say.DISPUTED)
+
+    async def _after_dispute(self, request: Request) -> None:
+        """A disputed change that has ended: sign the account out where the policy says."""
+        if request.plan.auto_revoke_on_dispute and request.action is not Action.REVOKE_SESSIONS:
+            await self._revoke_after_dispute(request)
+
+    async def _disputed_while_running(self, request: Request) -> None:
+        """The owner said "not me" while the change ran; now that it has ended, security hears
+        how, and the account is signed out where the policy says (as after any dispute)."""
+        if request.disputed_at is None or request.state not in MAY_HAVE_CHANGED:
+            return
+        await self._alert(request, say.alert(request, say.disputed_change_ended(request)))
+        await self._after_dispute(request)
 
     async def _revoke_after_dispute(self, request: Request) -> None:
         """Sign the account out everywhere as its own request: system-opened, audited like any
@@ -2366,6 +2390,7 @@ class TwoKey:
         elif code is GateCode.INTERRUPTED:
             await self._tell("update_request", self.notifier.update_request(request))
             await self._alert(request, say.alert(request, say.INTERRUPTED_BY_STOP))
+            await self._disputed_while_running(request)
             # Every final outcome of a change to their account reaches the owner and the agent.
             await self._tell(
                 "notify_owner", self.notifier.notify_owner(request, say.owner_outcome(request))

@@ -426,6 +426,20 @@ def waiting_again(request: Request, why: str) -> str:
 DISPUTED = (
     "Thank you. Security has been alerted and the account is flagged; you may be contacted shortly."
 )
+DISPUTED_RUNNING = (
+    "Thank you. The change was already being made when you answered, so it could not be "
+    "stopped; security has been alerted and the account is flagged. You may be contacted "
+    "shortly."
+)
+DISPUTED_WHILE_RUNNING = (
+    'the owner says "this wasn\'t me" while the change is being made: security incident; '
+    "the account is flagged"
+)
+
+
+def disputed_change_ended(request: Request) -> str:
+    """The change its owner disputed while it ran has ended."""
+    return f"the change its owner disputed while it ran has ended: {phrase(request.state)}"
 
 
 def auto_revoke_failed(detail: str) -> str:

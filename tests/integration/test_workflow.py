@@ -9,6 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
+from app.connectors.sandbox import SandboxConnector
+from app.domain import messages as say
 from app.domain.errors import (
     BadInput,
     Expired,
@@ -18,8 +20,9 @@ from app.domain.errors import (
     Unavailable,
     VelocityLimited,
 )
-from app.domain.models import Action, Request, RequestState
+from app.domain.models import Action, Principal, Request, RequestState
 from app.notify import RecordingNotifier
+from app.ports import ExecutionResult
 from app.service import Listing
 from app.store.keys import shard_of_request
 from tests.helpers import Core, build_core, chat, policy_text
@@ -475,6 +478,61 @@ async def test_owner_disputes_a_completed_change(core: Core) -> None:
     assert [c.action for c in core.connector.changes] == [Action.RESET_MFA, Action.REVOKE_SESSIONS]
     assert (await core.service.dispute(chat("alice"), rid)).changed is False
     assert await core.redis.exists(core.keys.flag("alice"))
+
+
+async def test_the_owners_no_just_after_the_change_is_a_dispute_not_dropped(core: Core) -> None:
+    """alice presses "No, this wasn't me" on the question still open in her chat a moment
+    after the change ran: it was answered "already completed", nothing flagged or audited."""
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    await core.service.approve(chat("carol"), rid)
+    decision = await core.service.reject_by_owner(chat("alice", platform="teams"), rid)
+    assert decision.message == say.DISPUTED
+    assert decision.request.disputed_at is not None
+    assert (await audit_kinds(core, rid))[-2:] == ["disputed", "auto_revoke_sessions"]
+    assert [c.action for c in core.connector.changes] == [Action.RESET_MFA, Action.REVOKE_SESSIONS]
+    assert await core.redis.exists(core.keys.flag("alice"))
+
+
+class Slow(SandboxConnector):
+    """A provider that holds each change until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def execute(self, action: Action, target: Principal, request: Request) -> ExecutionResult:
+        self.started.set()
+        await self.release.wait()
+        return await super().execute(action, target, request)
+
+
+async def test_the_owners_no_while_the_change_runs_is_a_dispute_once_it_ends(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """Someone holding alice's chat session said yes; the real alice says no while the change
+    is being made. It cannot be stopped, but the account is flagged and security told at once,
+    and once the change has ended alice is signed out, as after any dispute."""
+    provider = Slow()
+    core = build_core(redis_client, namespace, connector=provider)
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    running = asyncio.create_task(core.service.approve(chat("carol"), rid))
+    await provider.started.wait()
+    answer = await core.service.reject_by_owner(chat("alice", platform="teams"), rid)
+    assert answer.message == say.DISPUTED_RUNNING
+    assert await core.redis.exists(core.keys.flag("alice"))
+    alerts = [text for kind, _, text in core.notifier.sent if kind == "alert_security"]
+    assert any("this wasn't me" in text and "being made" in text for text in alerts)
+    provider.release.set()
+    await running
+    final = await core.store.get(rid)
+    assert final is not None and final.state is RequestState.COMPLETED
+    assert final.disputed_at is not None
+    assert (await audit_kinds(core, rid))[-3:] == ["disputed", "executed", "auto_revoke_sessions"]
+    assert [c.action for c in core.connector.changes] == [Action.RESET_MFA, Action.REVOKE_SESSIONS]
+    assert (await core.service.dispute(chat("alice"), rid)).changed is False
 
 
 async def test_bad_input_is_specific_and_creates_nothing(core: Core) -> None:
