@@ -765,6 +765,7 @@ async def report_command(runtime: Runtime, args: argparse.Namespace) -> int:
         until_ms=until,
         context=Context(runtime.directory, runtime.connectors, runtime.store.get),
         anchors=anchors,
+        previous_keys=runtime.settings.audit_keys_previous,
     )
     if args.format == "json":
         data = (render_json(report) + "\n").encode()

@@ -179,6 +179,36 @@ def entry_seq(fields: Mapping[str, str]) -> int | None:
     return int(raw) if raw is not None and _SEQ.fullmatch(raw) else None
 
 
+def stream_text(value: str | bytes) -> str:
+    """Stream text as twokey wrote it (UTF-8); bytes that are not, with replacement marks."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def stream_entries(raw: Sequence[Any] | None) -> list[StreamEntry]:
+    """XRANGE's reply with text ids and fields, whether or not the client decodes responses.
+
+    An entry holding bytes that are not UTF-8 was never written by twokey: it is kept, marked
+    (``NOT_TEXT``), so sealing stops there and verify and the report name it, instead of a
+    reader failing (one such entry stopped the sealing of every shard)."""
+    found: list[StreamEntry] = []
+    for sid, fields in raw or []:
+        entry = {stream_text(name): stream_text(value) for name, value in fields.items()}
+        if any(_not_utf8(part) for pair in fields.items() for part in pair):
+            entry[NOT_TEXT] = ""
+        found.append((stream_text(sid), entry))
+    return found
+
+
+def _not_utf8(value: object) -> bool:
+    if not isinstance(value, bytes):
+        return False
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def parse_entry(fields: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
     """The seq and the event of one stream entry; ``BadEntry`` says why it is not one of ours."""
     if NOT_TEXT in fields:

@@ -22,7 +22,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.audit.chain import (
-    NOT_TEXT,
     SEAL_WINDOW_MS,
     BadEntry,
     ChainHead,
@@ -41,7 +40,9 @@ from app.audit.chain import (
     render_verify,
     seal_run,
     sealed_by,
+    stream_entries,
     stream_id_ms,
+    stream_text,
 )
 from app.domain.errors import Unavailable
 from app.domain.models import AuditEvent
@@ -66,34 +67,8 @@ def _seal_script_text() -> str:
     return resources.files("app.store").joinpath("lua", "seal.lua").read_text()
 
 
-def _text(value: str | bytes) -> str:
-    """Stream text as twokey wrote it (UTF-8); bytes that are not, with replacement marks."""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _entries(raw: Sequence[Any] | None) -> list[StreamEntry]:
-    """XRANGE's reply with text ids and fields, whether or not the client decodes responses.
-
-    An entry holding bytes that are not UTF-8 was never written by twokey: it is kept, marked
-    (``NOT_TEXT``), so sealing stops there and verify names it, instead of a reader failing
-    (one such entry stopped the sealing of every shard)."""
-    found: list[StreamEntry] = []
-    for sid, fields in raw or []:
-        entry = {_text(name): _text(value) for name, value in fields.items()}
-        if any(_not_utf8(part) for pair in fields.items() for part in pair):
-            entry[NOT_TEXT] = ""
-        found.append((_text(sid), entry))
-    return found
-
-
-def _not_utf8(value: str | bytes) -> bool:
-    if not isinstance(value, bytes):
-        return False
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
+_text = stream_text
+_entries = stream_entries
 
 
 def _count(text: str) -> int | None:

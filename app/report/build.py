@@ -83,13 +83,16 @@ async def build_report(
     until_ms: int,
     context: Context | None = None,
     anchors: Iterable[ChainHead] | None = None,
+    previous_keys: Sequence[SecretStr] = (),
 ) -> dict[str, Any]:
     """The whole report as JSON-ready data: what HTML, PDF and JSON are all rendered from."""
     seconds, micros = await redis.time()
     generated = int(seconds) * 1000 + int(micros) // 1000
     builder = ReportBuilder(facts, since_ms, until_ms)
     anchor_list = list(anchors) if anchors is not None else None
-    checks = await read_verified(redis, keys, audit_key, builder, anchors=anchor_list)
+    checks = await read_verified(
+        redis, keys, audit_key, builder, anchors=anchor_list, previous_keys=previous_keys
+    )
     sections = builder.finish()
     report: dict[str, Any] = {
         "report": "twokey evidence report",

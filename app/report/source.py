@@ -24,8 +24,9 @@ from app.audit.chain import (
     SEAL_WINDOW_MS,
     ChainHead,
     ChainVerifier,
-    StreamEntry,
     entry_seq,
+    stream_entries,
+    stream_text,
 )
 from app.store.keys import SHARDS, Keys
 
@@ -65,15 +66,8 @@ class EventSink(Protocol):
     def shard_done(self, shard: int) -> None: ...
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _entries(raw: Sequence[Any] | None) -> list[StreamEntry]:
-    return [
-        (_text(sid), {_text(name): _text(value) for name, value in fields.items()})
-        for sid, fields in raw or []
-    ]
+_text = stream_text
+_entries = stream_entries
 
 
 def _count(raw: Any) -> int:
@@ -100,9 +94,14 @@ async def read_verified(
     anchors: Iterable[ChainHead] | None = None,
     page_size: int = PAGE_SIZE,
     seal_window_ms: int = SEAL_WINDOW_MS,
+    previous_keys: Sequence[SecretStr] = (),
 ) -> list[ShardCheck]:
-    """Feed every shard's events to ``sink`` (evidence or not) and return each shard's check."""
+    """Feed every shard's events to ``sink`` (evidence or not) and return each shard's check.
+    ``previous_keys``: the keys that sealed before ``key`` (TWOKEY_AUDIT_KEYS_PREVIOUS), as
+    `audit verify` takes them: a rotation leaves every earlier seal evidence."""
     secret = key.get_secret_value().encode()
+    previous = [old.get_secret_value().encode() for old in previous_keys]
+    previous = [old for old in previous if old != secret]
     seconds, micros = await redis.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     by_shard = anchors_by_shard(keys, anchors or ())
@@ -118,6 +117,7 @@ async def read_verified(
                 now_ms - seal_window_ms,
                 by_shard.get(shard),
                 page_size,
+                previous,
             )
         )
         sink.shard_done(shard)
@@ -133,6 +133,7 @@ async def _read_shard(
     not_before_ms: int,
     anchors: Mapping[int, set[str]] | None,
     page_size: int,
+    previous: Sequence[bytes] = (),
 ) -> ShardCheck:
     seals_key, stream = keys.seals(shard), keys.audit(shard)
     # The order AuditTrail.verify reads in (app/audit/trail.py): mark, counter, seal count,
@@ -147,6 +148,7 @@ async def _read_shard(
         sealed_mark=mark,
         not_before_ms=not_before_ms,
         anchors=anchors,
+        previous_keys=previous,
     )
     cursor, position, evidence, head_seq = "-", 0, 0, 0
     head_mac: str | None = None

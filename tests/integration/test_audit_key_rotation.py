@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -126,3 +127,30 @@ async def test_twokey_audit_verify_with_the_previous_keys_setting(
     assert await asyncio.to_thread(main, ["audit", "verify", "--anchor", "-"]) == 0
     monkeypatch.delenv("TWOKEY_AUDIT_KEYS_PREVIOUS")
     assert await asyncio.to_thread(main, ["audit", "verify"]) == 1
+
+
+async def test_the_report_takes_the_previous_keys_as_verify_does(
+    redis_client: aioredis.Redis,
+    redis_url: str,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """After a rotation `audit verify` passed while `report` called event 1 edited and kept
+    every event sealed before the rotation out of the evidence."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("TWOKEY_NAMESPACE", namespace)
+    monkeypatch.setenv("TWOKEY_ACCEPT_EVICTION_RISK", "true")
+    core = build_core(redis_client, namespace)
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    await core.service.approve(chat("carol"), rid)
+    assert await AuditTrail(redis_client, Keys(namespace), OLD).seal_all() > 0
+    monkeypatch.setenv("TWOKEY_AUDIT_KEY", NEW.get_secret_value())
+    monkeypatch.setenv("TWOKEY_AUDIT_KEYS_PREVIOUS", json.dumps([OLD.get_secret_value()]))
+    assert await asyncio.to_thread(main, ["audit", "verify"]) == 0
+    out = tmp_path / "report.json"
+    assert await asyncio.to_thread(main, ["report", "--format", "json", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["verification"]["ok"]
+    assert report["volume"]["requests"] == 1
