@@ -1,5 +1,7 @@
-"""`python -m app` is `twokey serve`."""
+"""`python -m app` is `twokey`; with no command, `twokey serve`."""
+
+import sys
 
 from app.cli import main
 
-raise SystemExit(main(["serve"]))
+raise SystemExit(main(sys.argv[1:] or ["serve"]))

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -495,6 +496,18 @@ def _read_anchor(source: str) -> list[ChainHead]:
         return read_heads(lines)
 
 
+def _cannot_write(path: Path) -> str:
+    """Why a file cannot be written at ``path`` (said before the report is computed), or ""."""
+    if path.is_dir():
+        return "it is a folder; give a file name"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"there is no folder {folder}"
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "permission denied"
+    return ""
+
+
 async def sealed_and_verified(trail: AuditTrail, anchors: list[ChainHead] | None) -> VerifyReport:
     """Verify, after sealing what a sweep would seal now: only with a key that a seal already
     proves (or on a trail sealed nowhere yet), so a mistyped key seals nothing."""
@@ -734,8 +747,6 @@ def _os_user() -> str:
 
 async def report_command(runtime: Runtime, args: argparse.Namespace) -> int:
     """`twokey report`: exit 1 when the chain is broken or a change ran without any gate."""
-    from pathlib import Path
-
     from app.bootstrap import audit_key
     from app.report.build import Context, build_report, facts_from_policy
     from app.report.render import render_html, render_json, render_pdf
@@ -743,6 +754,9 @@ async def report_command(runtime: Runtime, args: argparse.Namespace) -> int:
 
     if args.format == "pdf" and not args.out:
         print("twokey: a PDF needs --out FILE", file=sys.stderr)
+        return 2
+    if args.out and (unwritable := _cannot_write(Path(args.out))):
+        print(f"twokey: cannot write the report to {args.out}: {unwritable}", file=sys.stderr)
         return 2
     until = args.until if args.until is not None else await runtime.store.now()
     if args.since >= until:
@@ -773,7 +787,11 @@ async def report_command(runtime: Runtime, args: argparse.Namespace) -> int:
         text = render_html(report)
         data = await asyncio.to_thread(render_pdf, text) if args.format == "pdf" else text.encode()
     if args.out:
-        await asyncio.to_thread(Path(args.out).write_bytes, data)
+        try:
+            await asyncio.to_thread(Path(args.out).write_bytes, data)
+        except OSError as exc:
+            print(f"twokey: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

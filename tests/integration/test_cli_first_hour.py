@@ -310,3 +310,29 @@ def test_version_comes_from_the_package(capsys: pytest.CaptureFixture[str]) -> N
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"twokey {version('twokey')}\n"
+
+
+@pytest.mark.parametrize("where", ["missing-folder/report.html", "."])
+async def test_a_report_that_cannot_be_written_is_said_before_it_is_made(
+    operator_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """A folder that is not there, or a folder given as the file: one line, exit 2, not a
+    traceback after the whole report was computed."""
+    out = tmp_path / where
+    assert await twokey("report", "--since", "1d", "--out", str(out)) == 2
+    said = capsys.readouterr()
+    assert said.err.startswith(f"twokey: cannot write the report to {out}: ")
+    assert "Traceback" not in said.err + said.out
+    assert not out.is_file()
+
+
+def test_python_dash_m_app_takes_the_same_commands_as_twokey() -> None:
+    """README: `twokey serve` (also: python -m app). `python -m app --help` started a server."""
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "app", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert shown.returncode == 0
+    assert shown.stdout.startswith("usage: twokey")
