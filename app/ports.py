@@ -121,6 +121,8 @@ class GateCode(StrEnum):
     """Claimed, but the claim could not be made durable in time: nothing may run."""
     LATE = "LATE"
     RESTORED = "RESTORED"
+    FLAGGED = "FLAGGED"
+    """claim: the account was flagged after the request opened; it was stopped, not run."""
     WITHDRAWN = "WITHDRAWN"
     """A gate stopped counting before the claim (its giver lost their standing)."""
     ALREADY_RAN = "ALREADY_RAN"

@@ -1707,6 +1707,8 @@ class TwoKey:
             await self._tell("update_request", self.notifier.update_request(request))
         if claim.code is GateCode.LAPSED:
             await self._ask_owner_again_if_lapsed(request, await self.store.now())
+        if claim.code is GateCode.FLAGGED:
+            await self._stopped_as_flagged(request)
         if claim.code is GateCode.NOT_DURABLE:
             return await self._refuse_to_run(
                 request,
@@ -1750,6 +1752,16 @@ class TwoKey:
             return await self._record(request, token, result)
         finally:
             self._running.discard(token)
+
+    async def _stopped_as_flagged(self, request: Request) -> None:
+        """The claim stopped it: its account was flagged after it opened. Everyone who sees
+        its cards, its agent and security hear why; nothing was changed."""
+        await self._tell("update_request", self.notifier.update_request(request))
+        await self._alert(request, say.alert(request, say.STOPPED_AS_FLAGGED))
+        await self._tell(
+            "notify_requester",
+            self.notifier.notify_requester(request, say.stopped_as_flagged(request)),
+        )
 
     async def _refuse_to_run(
         self, request: Request, token: str, why: str, reason: str

@@ -437,6 +437,21 @@ DISPUTED_WHILE_RUNNING = (
 )
 
 
+STOPPED_AS_FLAGGED = (
+    "stopped before it ran: the account was flagged after it was opened (its owner said a "
+    "request was not theirs), so it no longer has the tier the policy now gives it"
+)
+
+
+def stopped_as_flagged(request: Request) -> str:
+    """The agent's word when a request on an account flagged since it opened is stopped."""
+    return (
+        f"Request {request.id} was stopped before it ran: the account was flagged after it was "
+        "opened (its owner said a request was not theirs). Nothing was changed; open a new "
+        "request if it is still needed (it will need the stricter tier)."
+    )
+
+
 def disputed_change_ended(request: Request) -> str:
     """The change its owner disputed while it ran has ended."""
     return f"the change its owner disputed while it ran has ended: {phrase(request.state)}"

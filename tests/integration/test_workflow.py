@@ -535,6 +535,36 @@ async def test_the_owners_no_while_the_change_runs_is_a_dispute_once_it_ends(
     assert (await core.service.dispute(chat("alice"), rid)).changed is False
 
 
+async def test_a_request_on_an_account_flagged_since_it_opened_is_stopped_not_run(
+    core: Core,
+) -> None:
+    """Two requests on alice; someone in her chat session confirms B, the real alice says no
+    to A, so alice is flagged and a new request would need the strictest tier. B, opened
+    before on the standard tier, must not run on one lead's approval: it is stopped."""
+    a = await core.open_mfa_reset()
+    b = (
+        await core.service.open(
+            chat("bob"), chat("alice"), Action.UNLOCK.value, "INC-1235", "locked-out"
+        )
+    ).request.id
+    await core.service.confirm_owner(chat("alice"), b)
+    await core.service.reject_by_owner(chat("alice", platform="teams"), a)
+    decision = await core.service.approve(chat("carol"), b)
+    stopped = await core.store.get(b)
+    assert stopped is not None and stopped.state is RequestState.CANCELLED
+    assert decision.request.state is RequestState.CANCELLED
+    assert core.connector.changes == []
+    events = await audit_events(core, b)
+    assert (events[-1]["kind"], events[-1]["reason"]) == ("stopped", "target_flagged")
+    told = [text for kind, rid, text in core.notifier.sent if rid == b]
+    assert say.stopped_as_flagged(stopped) in told
+    assert any(say.STOPPED_AS_FLAGGED in text for text in told)
+    fresh = await core.service.open(
+        chat("heidi"), chat("alice"), Action.UNLOCK.value, "INC-1236", "locked-out"
+    )
+    assert fresh.request.plan.tier == "strictest"
+
+
 async def test_bad_input_is_specific_and_creates_nothing(core: Core) -> None:
     cases = [
         ("reset-everything", "INC-1234", "lost-device", "action"),

@@ -6,6 +6,17 @@ local now = now_ms()
 local refused = refuse_unless_open(r, rid, now, actor)
 if refused then return refused end
 if r.state ~= 'ready' then return reply('NOT_READY') end
+-- The account was flagged after this request opened: the policy gave it a milder plan than it
+-- now would (a flagged target gets the strictest tier). Stop it; a new request gets the right one.
+if flagged_since_open(r, now) then
+  set(r, 'state', 'cancelled')
+  set(r, 'decided_by', 'twokey')
+  set(r, 'decided_at', now)
+  set(r, 'finished_at', now)
+  reindex(r, rid)
+  append_event(r, rid, now, 'stopped', 'twokey', 'system', '', 'ready', 'target_flagged', 'cancelled')
+  return reply('FLAGGED')
+end
 if not gates_ok(r, now) then
   -- An approval or the owner's confirmation lapsed while waiting: back to pending, truthfully.
   set(r, 'state', 'pending')

@@ -107,6 +107,33 @@ local function keep_finished(r)
   redis.call('PEXPIRE', REQ, keep)
 end
 
+-- The target's fraud flag ("this wasn't me", a dispute, failed step-ups): the flag key (read
+-- by open.lua: later requests get the strictest tier), and an entry in this shard's WHO index,
+-- "f:<target>|<until ms>|<set ms>", for the requests already open on the target: a claim reads
+-- it there, in a key every gate script holds (a Cluster refuses a script any key it was not
+-- given, and one that does not exist yet blocks a script while its slot moves).
+local function flag_target(key, rid, now, window_ms, target)
+  redis.call('SET', key, rid, 'PX', window_ms)
+  redis.call('ZADD', WHO, 0, 'f:' .. (target or '') .. '|' .. (now + window_ms) .. '|' .. now)
+end
+
+-- When the target was flagged after this request opened (it must not run on that plan), or nil.
+-- Entries whose window has passed are dropped on the way.
+local function flagged_since_open(r, now)
+  local prefix = 'f:' .. (r.target or '') .. '|'
+  local found = nil
+  for _, entry in ipairs(redis.call('ZRANGEBYLEX', WHO, '[' .. prefix, '(' .. prefix .. '\127')) do
+    local ends, at = string.match(string.sub(entry, #prefix + 1), '^(%d+)|(%d+)$')
+    ends, at = tonumber(ends), tonumber(at)
+    if ends and ends <= now then
+      redis.call('ZREM', WHO, entry)
+    elseif at and at > num(r, 'created_at') then
+      found = at
+    end
+  end
+  return found
+end
+
 -- Who an open request concerns, as entries of the shard's WHO index (read by `list`).
 local function who_entry(kind, id, rid)
   return kind .. ':' .. (id or '') .. '|' .. rid

@@ -15,6 +15,6 @@ end
 if num(r, 'disputed_at') > 0 then return reply('NOOP', 'already_disputed') end
 if not running and now >= num(r, 'dispute_until') then return reply('EXPIRED', 'dispute_window') end
 set(r, 'disputed_at', now)
-redis.call('SET', KEYS[6], rid, 'PX', tonumber(ARGV[4]))
+flag_target(KEYS[6], rid, now, tonumber(ARGV[4]), r.target)
 append_event(r, rid, now, 'disputed', actor, 'owner', via, r.state, 'owner_disputed', r.state)
 return reply('OK')

@@ -68,7 +68,7 @@ local function fail(why, who, role)
   set(r, 'stepup_changed', now)
   local outcome = 'failed'
   if locked() then
-    redis.call('SET', FLAG, rid, 'PX', tonumber(ARGV[9]))
+    flag_target(FLAG, rid, now, tonumber(ARGV[9]), r.target)
     outcome = 'target_flagged'
   end
   reindex(r, rid)
