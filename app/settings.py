@@ -6,9 +6,11 @@ appear in a repr or a log line.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -304,6 +306,31 @@ def _bounds(name: str) -> str:
             if getattr(rule, attribute, None) is not None:
                 words.append(f"{word} {getattr(rule, attribute)}")
     return f" ({', '.join(words)})" if words else ""
+
+
+OUR_PREFIXES = ("TWOKEY_", "SLACK_", "MICROSOFT_", "TEAMS_", "REDIS_")
+"""Where a name set in the environment or .env is checked for a misspelt setting."""
+
+
+def misspelt_settings(names: Iterable[str]) -> list[str]:
+    """Names set (in the environment or .env) that are near misses of a setting left unset.
+
+    A misspelt name is not read, so its setting would silently keep its default: the example
+    policy, an embedded Redis, a generated audit key. Only close matches are named (names of
+    other tools, and the secrets a policy names with ``*_env``, are left alone)."""
+    known = sorted(f.alias for f in Settings.model_fields.values() if f.alias)
+    given = {name.upper() for name in names}
+    problems = []
+    for name in sorted(given - set(known)):
+        if not name.startswith(OUR_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.85)
+        if close and close[0] not in given:
+            problems.append(
+                f"{name} is not a setting twokey knows: did you mean {close[0]}? (as it is, "
+                f"{close[0]} is not set and keeps its default)"
+            )
+    return problems
 
 
 def setting_problems(exc: ValidationError | SettingsError) -> list[str]:

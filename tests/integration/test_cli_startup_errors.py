@@ -82,6 +82,27 @@ def test_every_bad_setting_is_named_even_beside_a_malformed_list(tmp_path: Path)
     assert "T1" not in err.replace("T0123456", "")
 
 
+def test_a_misspelt_setting_is_refused_not_left_to_its_default(tmp_path: Path) -> None:
+    """TWOKEY_POLICIY and REDIS_ULR were ignored: twokey ran the example policy on an embedded
+    Redis without a word. Near misses of a setting that is not set are named, in the
+    environment and in .env alike; other tools' names and a policy's *_env secrets are not."""
+    (tmp_path / ".env").write_text("twokey_audt_key=" + SECRET + "\n")
+    err = refused(
+        twokey(
+            tmp_path,
+            TWOKEY_POLICIY=str(tmp_path / "policy.yaml"),
+            REDIS_ULR="redis://127.0.0.1:6379/0",
+            TWOKEY_OIDC_CLIENT_SECRET=SECRET,
+            SLACK_WEBHOOK_FOR_BUILDS="https://example.invalid/",
+        ),
+        "twokey: bad setting: REDIS_ULR is not a setting twokey knows: did you mean REDIS_URL?",
+        "TWOKEY_AUDT_KEY is not a setting twokey knows: did you mean TWOKEY_AUDIT_KEY?",
+        "TWOKEY_POLICIY is not a setting twokey knows: did you mean TWOKEY_POLICY? (as it is, "
+        "TWOKEY_POLICY is not set and keeps its default)",
+    )
+    assert "OIDC" not in err and "WEBHOOK" not in err, err
+
+
 @pytest.mark.parametrize(
     ("settings", "words"),
     [
