@@ -48,7 +48,7 @@ from app.runtime import StartupError as StartupError
 from app.runtime import check_playground as check_playground
 from app.runtime import production_wiring as production_wiring
 from app.service import ServiceOptions, StepUpOptions, TwoKey
-from app.settings import Settings
+from app.settings import Settings, environment
 from app.sms import sms_sender
 from app.stepup_oidc import build_reauth
 from app.store.connect import BadRedisUrl, connect
@@ -571,7 +571,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         connectors: list[IdentityProvider] = wiring.connectors or [SandboxConnector()]
         notifier = FanoutNotifier()
         reauth = build_reauth(
-            policy.step_up.oidc, settings.public_url, redis, settings.namespace, os.environ
+            policy.step_up.oidc, settings.public_url, redis, settings.namespace, environment()
         )
         if reauth is not None:
             closers.append(reauth.aclose)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -306,6 +307,20 @@ def _bounds(name: str) -> str:
             if getattr(rule, attribute, None) is not None:
                 words.append(f"{word} {getattr(rule, attribute)}")
     return f" ({', '.join(words)})" if words else ""
+
+
+def environment() -> dict[str, str]:
+    """The environment as twokey's settings see it: a ``.env`` file in the folder twokey runs
+    in, beneath the process environment. A secret the policy names with ``*_env`` (a
+    connector's token, the step-up client secret) may then live in either, like any setting."""
+    from dotenv import dotenv_values
+
+    try:
+        found = {k: v for k, v in dotenv_values(".env").items() if k and v is not None}
+    except (OSError, UnicodeDecodeError):
+        found = {}
+    found.update(os.environ)
+    return found
 
 
 OUR_PREFIXES = ("TWOKEY_", "SLACK_", "MICROSOFT_", "TEAMS_", "REDIS_")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import os
 import re
 import secrets
 import string
@@ -22,6 +21,7 @@ from pydantic import AfterValidator, SecretStr, ValidationError
 from app.connectors.checks import CheckResult
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.ports import ACT_BEFORE, ExecutionResult, Outcome
+from app.settings import environment
 
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,127}$")
 
@@ -45,8 +45,9 @@ class ConnectorConfigError(Exception):
 
 
 def secret_from_env(name: str) -> SecretStr:
-    """Read a secret named in the policy; a missing variable is a clear start-up error."""
-    value = os.environ.get(name)
+    """Read a secret named in the policy (environment or .env); a missing variable is a clear
+    start-up error."""
+    value = environment().get(name)
     if not value:
         raise ConnectorConfigError(f"environment variable {name} is not set (or empty)")
     return SecretStr(value)

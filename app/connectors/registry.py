@@ -18,7 +18,6 @@ It
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +35,7 @@ from app.connectors.checks import (
 )
 from app.connectors.plugin import AnyPlugin
 from app.ports import Directory, IdentityProvider
+from app.settings import environment
 
 log = structlog.get_logger(__name__)
 
@@ -88,13 +88,10 @@ class ConnectorEntry:
 def missing_secrets(entries: Sequence[ConnectorEntry]) -> list[str]:
     """Each environment variable an entry names that is not set, in words naming both."""
     absent = []
+    found = environment()
     for entry in entries:
         for key, value in entry.settings.items():
-            if (
-                str(key).endswith(ENV_SUFFIX)
-                and isinstance(value, str)
-                and not os.environ.get(value)
-            ):
+            if str(key).endswith(ENV_SUFFIX) and isinstance(value, str) and not found.get(value):
                 what = str(key).removesuffix(ENV_SUFFIX).replace("_", " ")
                 absent.append(
                     f"connector {entry.name!r} ({entry.where}.{key}): environment variable "

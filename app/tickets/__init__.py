@@ -3,7 +3,6 @@ write-back notifier that leaves each decision and outcome on the ticket."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
@@ -12,6 +11,7 @@ from pydantic import SecretStr
 from app.domain.policy import Policy
 from app.domain.tickets import TicketSettings
 from app.notify import FanoutNotifier
+from app.settings import environment
 from app.store.keys import Keys
 from app.store.ledger import RedisMessageLedger
 from app.tickets.common import TicketCredentialsRefused, TicketSystemDown
@@ -95,7 +95,7 @@ def write_back(
 
 
 def _from_env(name: str) -> SecretStr:
-    value = os.environ.get(name)
+    value = environment().get(name)
     if not value:
         raise TicketConfigError(f"tickets: environment variable {name} is not set (or empty)")
     return SecretStr(value)

@@ -130,6 +130,20 @@ async def test_okta_reads_users_and_groups_and_changes_nothing(
     assert OKTA_TOKEN not in text
 
 
+async def test_a_token_kept_in_dotenv_is_read_like_any_setting(
+    okta: OktaStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: settings come from the environment or a .env file. The secrets a policy names
+    with *_env were read from the environment only, so a token kept in .env beside every other
+    setting was "not set"."""
+    monkeypatch.delenv("TK_CHECK_OKTA_TOKEN")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"TK_CHECK_OKTA_TOKEN={OKTA_TOKEN}\n")
+    code, text = await run(tmp_path, okta_entry(okta))
+    assert code == 0, text
+    assert [r.operation for r in okta.requests] == ["listUsers", "listUserGroups"]
+
+
 async def test_okta_with_a_wrong_token_says_the_credentials_are_refused(
     okta: OktaStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
