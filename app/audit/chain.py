@@ -401,6 +401,8 @@ class VerifyReport:
     """Chain heads recorded outside Redis that were checked; None when none were given."""
     key_id: str = ""
     """The public name of the key this check used (never the key)."""
+    key_never_sealed: bool = False
+    """The keys that sealed here are on record, and neither this key nor a previous one is."""
 
     @property
     def ok(self) -> bool:
@@ -408,10 +410,11 @@ class VerifyReport:
 
     @property
     def no_seal_matches(self) -> bool:
-        """Every shard that has seals (two at least) fails at its very first event as edited:
-        far likelier a different TWOKEY_AUDIT_KEY than every shard edited at its start."""
+        """Every shard that has seals (two at least, or one when the keys that sealed here are
+        on record and this is not one of them) fails at its very first event as edited: far
+        likelier a different TWOKEY_AUDIT_KEY than every shard edited at its start."""
         sealed = [s for s in self.shards if s.sealed and s.events]
-        return len(sealed) >= 2 and all(
+        return len(sealed) >= (1 if self.key_never_sealed else 2) and all(
             s.problem is not None and s.problem.seq == 1 and s.problem.kind is ProblemKind.EDITED
             for s in sealed
         )

@@ -130,6 +130,7 @@ class AuditTrail:
         self._sealed_high: dict[int, int] = {}
         """Per shard, the longest seal list this process has seen: a memory outside Redis."""
         self._reported: dict[int, tuple[str, int]] = {}
+        self._kid_noted = False
 
     def __repr__(self) -> str:  # never show the key
         return f"AuditTrail(namespace={self._keys.ns!r})"
@@ -269,6 +270,7 @@ class AuditTrail:
                 self._own_seal[shard] = length
                 head = head_record(shard, self._keys.tag(shard), length, last)
                 log.info("audit_sealed", **head, kid=self._kid)
+                await self._note_key_id()
                 cursor = f"({run.last_stream_id}"
             if run.too_old:
                 self._fault(shard, "unsealable_old_events", length + 1, run.blocked or "")
@@ -400,9 +402,20 @@ class AuditTrail:
                 await self._verify_shard(shard, by_shard.get(shard), now_ms)
                 for shard in range(SHARDS)
             ]
+            sealers = await self._redis.smembers(self._keys.sealing_key_ids())
+        ring = {key_id(k) for k in (self._key, *self._previous)}
         return VerifyReport(
-            shards, anchors=applied if anchors is not None else None, key_id=self._kid
+            shards,
+            anchors=applied if anchors is not None else None,
+            key_id=self._kid,
+            key_never_sealed=bool(sealers) and not ring & {_text(k) for k in sealers},
         )
+
+    async def _note_key_id(self) -> None:
+        """Record, once per process, that this key sealed here (its public id, never the key)."""
+        if not self._kid_noted:
+            await self._redis.sadd(self._keys.sealing_key_ids(), self._kid)
+            self._kid_noted = True
 
     async def verify_shard(self, shard: int) -> ShardVerdict:
         with _fails_closed():

@@ -84,6 +84,11 @@ class Keys:
         """Counter: the seq of the last audit event appended in this shard."""
         return f"{self.tag(shard)}:audit:seq"
 
+    def sealing_key_ids(self) -> str:
+        """Set: the public ids (app/audit/chain.py key_id) of the keys that ever sealed here:
+        verify tells a key that never sealed (a mistyped one) from edited events."""
+        return f"{{{self.ns}:audit}}:sealed-by"
+
     def seals(self, shard: int) -> str:
         """List: element i is the HMAC sealing audit event seq i+1 (see app/audit/chain.py)."""
         return f"{self.tag(shard)}:audit:seals"

@@ -240,3 +240,31 @@ async def test_audit_verify_with_another_key_says_so_before_crying_tampering(
     out = capsys.readouterr().out
     assert "NO SEAL MATCHES THIS KEY" in out and "kid=" in out, out
     assert "AUDIT TRAIL BROKEN" not in out
+
+
+async def test_another_key_is_named_even_when_one_shard_holds_every_seal(
+    operator_env: None,
+    redis_client: aioredis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small deployment (one shard sealed) checked by a cron job with a stale key read "AUDIT
+    TRAIL BROKEN ... security incident". The ids of the keys that sealed are on record, so a
+    key that never sealed is named as such; an edit under the right key still reads broken."""
+    import asyncio
+
+    rid = await completed_request(redis_client, namespace)
+    assert await asyncio.to_thread(main, ["audit", "verify"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("TWOKEY_AUDIT_KEY", "another-key-than-the-replicas-use-0123")
+    assert await asyncio.to_thread(main, ["audit", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "NO SEAL MATCHES THIS KEY" in out and "AUDIT TRAIL BROKEN" not in out, out
+
+    monkeypatch.setenv("TWOKEY_AUDIT_KEY", AUDIT_KEY)
+    key = build_core(redis_client, namespace).keys.audit(shard_of_request(rid))
+    await rewrite_stream(redis_client, key, edit_first)
+    assert await asyncio.to_thread(main, ["audit", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert "AUDIT TRAIL BROKEN" in out and "event 1 " in out, out
