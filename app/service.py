@@ -31,6 +31,7 @@ from app.domain.errors import (
     NotAllowed,
     NotFound,
     SeparationOfDuties,
+    TrailDamaged,
     TwokeyError,
     Unavailable,
     VelocityLimited,
@@ -2385,8 +2386,10 @@ class TwoKey:
                     report.count(reply.code)
                     if reply.request is not None:
                         await self._after_tick(reply.code, reply.request)
-                except Unavailable:
-                    raise  # Redis itself: the next pass tries everything again
+                except Unavailable as exc:
+                    if not isinstance(exc, TrailDamaged):
+                        raise  # Redis itself: the next pass tries everything again
+                    report.changes["FAILED"] = report.changes.get("FAILED", 0) + 1
                 except Exception as exc:  # one request's trouble never holds up the others
                     report.changes["FAILED"] = report.changes.get("FAILED", 0) + 1
                     log.error("sweep_request_failed", request=request_id, error=type(exc).__name__)

@@ -70,6 +70,13 @@ class Unavailable(TwokeyError):
     code = "unavailable"
 
 
+class TrailDamaged(Unavailable):
+    """The audit trail of one shard cannot take an event (its counter in Redis is not a count):
+    nothing is changed there. Other shards go on."""
+
+    code = "trail_damaged"
+
+
 class CredentialsRefused(Unavailable):
     """A system twokey relies on answered, but refused twokey's own credentials (HTTP 401/403,
     an OAuth client refused): an operator must fix the integration, waiting will not. Still an

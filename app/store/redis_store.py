@@ -31,10 +31,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.delivery import Repeated, pending_for
-from app.domain.errors import Unavailable
+from app.domain.errors import TrailDamaged, Unavailable
 from app.domain.models import Action, Approval, Request, RequestState
 from app.domain.policy import Signals, VelocityLimit
-from app.metrics import REDIS_ERRORS, observe_gate
+from app.metrics import AUDIT_FAULTS, REDIS_ERRORS, observe_gate
 from app.ports import GateCode, GateReply, Reservation
 from app.store.connect import (
     every_primary,
@@ -47,6 +47,12 @@ from app.store.connect import (
 from app.store.keys import SHARDS, Keys, new_request_id, shard_of_request, shard_of_target
 
 log = structlog.get_logger("twokey.store")
+
+AUDIT_DAMAGED = (
+    "twokey cannot write its audit trail for this request (its record in the database is "
+    "damaged), so nothing was changed. Please tell your security team: twokey's log names it "
+    "(audit_counter_damaged)."
+)
 
 _STATIC_FIELDS = (
     "id",
@@ -285,6 +291,16 @@ class RedisRequestStore:
         if delivery is not None:
             delivery.taken = True
         word, detail, flat = _text(raw[0]), _text(raw[1]), _pairs(raw[2])
+        if word == "AUDIT_DAMAGED":
+            AUDIT_FAULTS.labels("audit_counter_damaged").inc()
+            log.error(
+                "audit_counter_damaged",
+                shard=shard_of_request(request_id),
+                hint="the shard's audit event counter in Redis is not a count: nothing can be "
+                "changed there until it is looked at; treat as a security incident and run "
+                "`twokey audit verify`",
+            )
+            raise TrailDamaged(AUDIT_DAMAGED)
         request = request_from_hash(flat) if flat else None
         observe_gate(script, word, request)
         if word == "REPEATED":

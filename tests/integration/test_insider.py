@@ -118,3 +118,53 @@ async def test_an_nhi_handed_to_a_new_owner_before_the_change_runs_does_not_run(
     assert "owner of record" in (decided.request.outcome_detail or "")
     assert core.connector.changes == [] and core.notifier.secrets_delivered == []
     assert any("owner of record" in text for text in alerts(core))
+
+
+async def test_a_damaged_event_counter_stops_every_change_instead_of_hiding_it(
+    core: Core,
+) -> None:
+    """Invariant 4: an insider set the shard's event counter to a word. The approval was
+    written, then its event's INCR failed: a change with no event, and the sweeper's claim
+    after it the same. Now nothing is changed there, and the person hears why."""
+    from app.domain.errors import Unavailable
+    from app.store.keys import shard_of_request
+
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    shard = shard_of_request(rid)
+    events = await core.redis.xlen(core.keys.audit(shard))
+    await core.redis.set(core.keys.audit_seq(shard), "x")
+    with pytest.raises(Unavailable, match="cannot write its audit trail"):
+        await core.service.approve(chat("carol"), rid)
+    await core.service.expire_due()
+    stored = await core.store.get(rid)
+    assert stored is not None and stored.state is RequestState.PENDING
+    assert stored.approvals == ()
+    assert await core.redis.xlen(core.keys.audit(shard)) == events
+    assert core.connector.changes == []
+
+
+async def test_a_shard_whose_trail_is_damaged_does_not_hold_up_the_sweep(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """Requests due in the damaged shard fail one by one (logged); the others are swept."""
+    import asyncio
+
+    from app.store.keys import shard_of_request
+    from tests.helpers import policy_text
+
+    text = policy_text(request_ttl="2s", remind_after="", escalate_after="").replace(
+        "    request_ttl: 1h\n", "    request_ttl: 2s\n"
+    )
+    core = build_core(redis_client, namespace, policy=text)
+    damaged = await core.open_mfa_reset("alice")
+    swept = await core.open_mfa_reset("grace")
+    assert shard_of_request(damaged) != shard_of_request(swept)
+    await core.redis.set(core.keys.audit_seq(shard_of_request(damaged)), "x")
+    await asyncio.sleep(2.2)
+    report = await core.service.expire_due()
+    assert report.changes.get("FAILED") == 1
+    expired = await core.store.get(swept)
+    assert expired is not None and expired.state is RequestState.EXPIRED
+    stuck = await core.store.get(damaged)
+    assert stuck is not None and stuck.state is RequestState.PENDING

@@ -16,6 +16,13 @@ if #KEYS < 6 or not string.find(WHO, ':open:who', 1, true) then
   return redis.error_reply('ERR gate script: the last key must be the shard open:who index')
 end
 
+-- Invariant 4 before any write: the shard's event counter must be a count, or the event's INCR
+-- would fail after the change itself was written (a change with no event). Nothing is changed.
+do
+  local seq = redis.call('GET', SEQ)
+  if seq and not string.match(seq, '^%d+$') then return { 'AUDIT_DAMAGED', '', {} } end
+end
+
 -- A chat delivery (a Slack click's trigger id) is acted on once, checked here with the decision
 -- it carries (app/delivery.py): its once-key, in this slot, is the key just before WHO, and the
 -- last ARGV is how long it is kept (seconds). A repeat changes nothing and says REPEATED.
