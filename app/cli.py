@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
@@ -588,9 +589,15 @@ them, and tools that split on every Unicode line break (Python's ``splitlines``,
 would cut a record in two. JSON already escapes the rest (below U+0020)."""
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""Half of a UTF-16 pair, which JSON may carry escaped (``"\\ud800"``) but UTF-8 cannot write."""
+
+
 def export_line(record: Mapping[str, Any]) -> str:
-    """One JSON record on exactly one line, names readable, whatever people typed."""
-    return json.dumps(record, sort_keys=True, ensure_ascii=False).translate(UNICODE_LINE_BREAKS)
+    """One JSON record on exactly one line, names readable, whatever people typed (or an
+    insider wrote: a lone surrogate stays escaped, so the line can still be written)."""
+    line = json.dumps(record, sort_keys=True, ensure_ascii=False).translate(UNICODE_LINE_BREAKS)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
 def _with_time(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -217,7 +217,7 @@ class ReportBuilder:
             # What it claims to be (untrusted, shown as such): kind and request id only.
             try:
                 claimed = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # not one of ours: nested past any limit
                 claimed = None
             if isinstance(claimed, dict):
                 row["kind"] = str(claimed.get("kind", ""))[:40]

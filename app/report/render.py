@@ -64,9 +64,13 @@ def _e(value: object) -> str:
 
 
 def iso(ms: int | None) -> str:
+    """UTC time of ``ms``; a time no calendar holds (an entry's made-up stream id) says so."""
     if ms is None:
         return "-"
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    except (OverflowError, ValueError, OSError):
+        return f"(not a time: {ms} ms)"
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 

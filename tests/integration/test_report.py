@@ -431,3 +431,27 @@ async def test_a_tampered_trail_is_said_first_and_kept_out_of_the_evidence(
     body = html.split("<body>", 1)[1]
     assert body.lstrip().startswith('<p class="alarm" id="tampered">AUDIT TRAIL BROKEN')
     assert "Events not used as evidence" in html and "mallory" not in html
+
+
+@pytest.mark.parametrize(
+    ("entry_id", "event"),
+    [("*", "[" * 200_000), ("18446744073709551614-0", "{}")],
+    ids=["nested-past-any-limit", "stream-id-no-calendar-holds"],
+)
+async def test_a_hostile_entry_is_listed_as_not_evidence_never_a_crash(
+    operator_env: None,
+    redis_client: aioredis.Redis,
+    namespace: str,
+    tmp_path: Path,
+    entry_id: str,
+    event: str,
+) -> None:
+    """An insider's XADD of JSON nested 200,000 deep (a RecursionError) or with a stream id
+    no calendar holds (a ValueError in the HTML): the evidence report could not be made."""
+    await redis_client.xadd(Keys(namespace).audit(4), {"seq": "1", "e": event}, id=entry_id)
+    code, report = await json_report(tmp_path)
+    assert code == 1
+    assert report["verification"]["unverified"] == 1
+    html_out = tmp_path / "report.html"
+    assert await twokey("report", "--format", "html", "--out", str(html_out)) == 1
+    assert "AUDIT TRAIL BROKEN in " in html_out.read_text()
