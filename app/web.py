@@ -169,7 +169,9 @@ def create_app(
         if sweeper:
             rt.tasks.append(asyncio.create_task(run_sweeper(rt), name="twokey-sweeper"))
         if sweeper and forwarding is not None:
-            forward = forward_until_stopped(rt.redis, rt.store.keys, forwarding, rt.stopping)
+            forward = forward_until_stopped(
+                rt.redis, rt.store.keys, forwarding, rt.stopping, rt.trail.audit_keys
+            )
             rt.tasks.append(asyncio.create_task(forward, name="twokey-audit-forward"))
         try:
             yield

@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,7 +52,15 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from redis.exceptions import RedisError
 
-from app.audit.chain import BadEntry, entry_seq, parse_entry, stream_id_ms
+from app.audit.chain import (
+    BadEntry,
+    entry_seq,
+    parse_entry,
+    sealed_by,
+    stream_entries,
+    stream_id_ms,
+    stream_text,
+)
 from app.audit.forward_sinks import (
     HecSink,
     Record,
@@ -300,7 +308,7 @@ class Batch:
 
 
 def forward_record(
-    shard: int, chain: str, stream_id: str, fields: dict[str, str], mac: str
+    shard: int, chain: str, stream_id: str, fields: Mapping[str, str], mac: str
 ) -> dict[str, Any]:
     """The event as written plus where it sits in its chain: every record is a chain head.
 
@@ -314,15 +322,8 @@ def forward_record(
     return {**event, **base}
 
 
-def _text_of(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _entries(raw: Sequence[Any] | None) -> list[tuple[str, dict[str, str]]]:
-    return [
-        (_text_of(sid), {_text_of(k): _text_of(v) for k, v in fields.items()})
-        for sid, fields in raw or []
-    ]
+_text_of = stream_text
+_entries = stream_entries
 
 
 # --- the forwarder ------------------------------------------------------------------------------
@@ -338,6 +339,7 @@ class Forwarder:
         sink: Sink,
         sink_id: str,
         *,
+        audit_keys: Sequence[SecretStr],
         batch: int = 100,
         lease_ms: int = LEASE_MS,
         interval_s: float = INTERVAL_S,
@@ -356,10 +358,29 @@ class Forwarder:
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
         self._blocked: dict[int, int] = {}
+        self._ring = [k.get_secret_value().encode() for k in audit_keys]
+        """TWOKEY_AUDIT_KEY then the previous keys: each event is checked against its seal
+        before it is sent, so an event edited after it was sealed never reaches the SIEM under
+        a genuine seal."""
+        if not self._ring:
+            raise ValueError("the forwarder checks every event against its seal: give the keys")
 
     @classmethod
-    def from_config(cls, redis: aioredis.Redis, keys: Keys, config: ForwardConfig) -> Forwarder:
-        return cls(redis, keys, config.build_sink(), config.sink_id, batch=config.batch)
+    def from_config(
+        cls,
+        redis: aioredis.Redis,
+        keys: Keys,
+        config: ForwardConfig,
+        audit_keys: Sequence[SecretStr],
+    ) -> Forwarder:
+        return cls(
+            redis,
+            keys,
+            config.build_sink(),
+            config.sink_id,
+            audit_keys=audit_keys,
+            batch=config.batch,
+        )
 
     def __repr__(self) -> str:
         return f"Forwarder({self._sink.target!r})"
@@ -566,7 +587,13 @@ class Forwarder:
         start = "-" if not done else f"({sid}"
         page = _entries(await self._redis.xrange(self._keys.audit(shard), start, count=count))
         seals_key = self._keys.seals(shard)
-        macs = [_text_of(m) for m in await self._redis.lrange(seals_key, done, done + count - 1)]
+        first = max(done - 1, 0)  # the seal before the batch, when there is one
+        macs = [_text_of(m) for m in await self._redis.lrange(seals_key, first, done + count - 1)]
+        prev: str | None = None
+        if done:
+            prev, macs = macs[0] if macs else None, macs[1:]
+            if prev is None:
+                return Batch([], None, f"the seal of event {done} is gone")
         records: list[Record] = []
         last: str | None = None
         for index, (stream_id, fields) in enumerate(page[: len(macs)]):
@@ -576,13 +603,40 @@ class Forwarder:
                     break  # send what runs on; the next batch stops here and says why
                 why = f"expected event {expected} after the checkpoint, found {fields.get('seq')!r}"
                 return Batch([], None, f"{why} at stream id {stream_id}")
-            records.append(
-                forward_record(shard, self._keys.tag(shard), stream_id, fields, macs[index])
-            )
+            record = forward_record(shard, self._keys.tag(shard), stream_id, fields, macs[index])
+            problem = self._not_as_sealed(shard, fields, prev, macs[index])
+            if problem:  # sent marked, never as evidence under a genuine seal
+                record.update(verified=False, problem=problem)
+                self._report_unverified(shard, expected, problem)
+            prev = macs[index]
+            records.append(record)
             last = stream_id
         if not records:
             return Batch([], None, f"event {done + 1} is sealed but not in the stream")
         return Batch(records, last)
+
+    def _not_as_sealed(
+        self, shard: int, fields: Mapping[str, str], prev: str | None, mac: str
+    ) -> str:
+        """Why this entry is not the event its seal was made over ("" when it is)."""
+        try:
+            _, event = parse_entry(fields)
+        except BadEntry as exc:
+            return f"not an audit event as twokey writes them: {exc}"
+        if sealed_by(self._ring, prev, self._keys.tag(shard), event, mac) is None:
+            return "it does not match its seal: changed after it was sealed"
+        return ""
+
+    def _report_unverified(self, shard: int, seq: int, problem: str) -> None:
+        AUDIT_FORWARD_FAILURES.labels(self._sink.kind, "unverified").inc()
+        log.error(
+            "audit_forward_unverified",
+            shard=shard,
+            seq=seq,
+            why=problem,
+            hint="sent marked verified=false; treat as a security incident and run "
+            "`twokey audit verify --anchor` against the chain heads your SIEM holds",
+        )
 
     def _report_blocked(self, shard: int, why: str) -> None:
         """Counted on every pass, logged once per place: a gap is for a person to look at."""
@@ -665,7 +719,11 @@ async def _seal_due(seal: Callable[[], Awaitable[int]]) -> None:
 
 
 async def forward_until_stopped(
-    redis: aioredis.Redis, keys: Keys, config: ForwardConfig, stopping: asyncio.Event
+    redis: aioredis.Redis,
+    keys: Keys,
+    config: ForwardConfig,
+    stopping: asyncio.Event,
+    audit_keys: Sequence[SecretStr],
 ) -> None:
     """The background task of `twokey serve` (app/web.py) when forwarding is configured."""
-    await Forwarder.from_config(redis, keys, config).run(stopping)
+    await Forwarder.from_config(redis, keys, config, audit_keys).run(stopping)

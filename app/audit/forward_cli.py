@@ -45,7 +45,7 @@ async def forward_command(
     if config is None:
         _say(NOT_SET)
         return 2
-    forwarder = Forwarder.from_config(redis, Keys(settings.namespace), config)
+    forwarder = Forwarder.from_config(redis, Keys(settings.namespace), config, trail.audit_keys)
     if not once:
         # Seals what is due on every pass, as the sweeper does: a sidecar with no `twokey serve`
         # running must still seal, or nothing new would ever be forwarded (sealing is safe from

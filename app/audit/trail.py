@@ -135,6 +135,11 @@ class AuditTrail:
     def __repr__(self) -> str:  # never show the key
         return f"AuditTrail(namespace={self._keys.ns!r})"
 
+    @property
+    def audit_keys(self) -> list[SecretStr]:
+        """The key ring, newest first, for what checks seals elsewhere (the forwarder)."""
+        return [SecretStr(k.decode()) for k in (self._key, *self._previous)]
+
     # --- sealing -------------------------------------------------------------------------------
 
     async def seal_all(self) -> int:

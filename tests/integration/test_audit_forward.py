@@ -259,7 +259,13 @@ def forwarder(
     )
     fast = {"interval_s": 0.05, "backoff_base_s": 0.05, "backoff_cap_s": 0.2}
     return Forwarder(
-        redis, keys, config.build_sink(), config.sink_id, batch=batch, **{**fast, **options}
+        redis,
+        keys,
+        config.build_sink(),
+        config.sink_id,
+        audit_keys=[AUDIT_KEY],
+        batch=batch,
+        **{**fast, **options},
     )
 
 
@@ -330,7 +336,9 @@ async def test_hec_gets_the_collector_shape_with_its_token_and_a_bad_token_moves
 ) -> None:
     await sealed_events(redis_client, keys, {1: 4})
     config = ForwardConfig(url=hec_url(hec), token="not-the-token", ca_file=tls.ca)
-    wrong = Forwarder(redis_client, keys, config.build_sink(), config.sink_id)
+    wrong = Forwarder(
+        redis_client, keys, config.build_sink(), config.sink_id, audit_keys=[AUDIT_KEY]
+    )
     before = metric("twokey_audit_forward_failures_total", sink="hec", reason="refused")
     with pytest.raises(SinkError):
         await wrong.forward_once()
@@ -478,6 +486,34 @@ async def test_a_gap_stops_its_shard_and_never_skips_it(
     await sender.close()
     assert [r["seq"] for r in hec.records] == [1, 2, 3]
     assert metric("twokey_audit_forward_failures_total", sink="hec", reason="blocked") > before
+
+
+async def test_an_event_changed_after_its_seal_reaches_the_siem_marked_never_as_evidence(
+    redis_client: aioredis.Redis, keys: Keys, tls: Tls, webhook: HttpReceiver
+) -> None:
+    """An insider rewrites a sealed event while the SIEM is behind. It went out under its
+    genuine seal; were the original put back later, verify --anchor would pass and the SIEM's
+    copy be the forgery. Each event is now checked against its seal before it is sent."""
+    await sealed_events(redis_client, keys, {6: 3})
+    entries = list(await redis_client.xrange(keys.audit(6)))
+    entry_id, fields = entries[1]
+    event = json.loads(fields["e"])
+    event["actor"] = "mallory"
+    entries[1] = (entry_id, {**fields, "e": json.dumps(event)})
+    await redis_client.delete(keys.audit(6))
+    for entry_id, fields in entries:
+        await redis_client.xadd(keys.audit(6), fields, id=entry_id)
+    before = metric("twokey_audit_forward_failures_total", sink="webhook", reason="unverified")
+    sender = forwarder(redis_client, keys, tls, webhook_url(webhook))
+    try:
+        assert await sender.forward_once() == 3
+    finally:
+        await sender.close()
+    marked = [(r["seq"], r.get("verified"), r.get("actor")) for r in webhook.records]
+    assert marked == [(1, None, "bob"), (2, False, "mallory"), (3, None, "bob")]
+    assert "changed after it was sealed" in webhook.records[1]["problem"]
+    after = metric("twokey_audit_forward_failures_total", sink="webhook", reason="unverified")
+    assert after == before + 1
 
 
 # --- the SIEM's copy anchors verify -------------------------------------------------------------
