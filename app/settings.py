@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_DOMAIN = re.compile(r"(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}")
 _PUBLIC_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)*/?")
 """TWOKEY_PUBLIC_URL's path: nothing a browser would rewrite, nor a cookie attribute (;)."""
 
@@ -216,9 +218,59 @@ class Settings(BaseSettings):
         return not self.any_chat_credential
 
     def incomplete_chat_credentials(self) -> str | None:
-        """A chat channel half configured: without this, Slack or Teams would simply stay off
-        (or fail later) while the operator believes it is served. None when nothing is amiss."""
-        return self.incomplete_slack_credentials() or self.incomplete_teams_credentials()
+        """A chat channel half configured, or given what cannot be its credential (a token of
+        another kind, swapped tokens, an id that is no GUID): without this, Slack or Teams would
+        stay off, or fail at the first message, while the operator believes it is served. None
+        when nothing is amiss. Never quotes a value: it may be a secret."""
+        return (
+            self.incomplete_slack_credentials()
+            or self.incomplete_teams_credentials()
+            or self.mistyped_slack_tokens()
+            or self.mistyped_teams_ids()
+        )
+
+    def mistyped_slack_tokens(self) -> str | None:
+        bot = self.slack_bot_token.get_secret_value() if self.slack_bot_token else None
+        app = self.slack_app_token.get_secret_value() if self.slack_app_token else None
+        if bot is not None and bot.startswith("xapp-") and (app is None or app.startswith("xox")):
+            return (
+                "SLACK_BOT_TOKEN holds an app-level token (xapp-...): it belongs in "
+                "SLACK_APP_TOKEN, and SLACK_BOT_TOKEN takes the Bot User OAuth Token (xoxb-..., "
+                "your Slack app's OAuth & Permissions page)."
+            )
+        if bot is not None and not bot.startswith(("xoxb-", "xoxe.xoxb-")):
+            kind = "a user token (xoxp-...)" if bot.startswith("xoxp-") else "not a bot token"
+            return (
+                f"SLACK_BOT_TOKEN is {kind}: twokey acts as its own bot, so set it to the Bot "
+                "User OAuth Token, which starts xoxb- (your Slack app's OAuth & Permissions page)."
+            )
+        if app is not None and not app.startswith("xapp-"):
+            return (
+                "SLACK_APP_TOKEN is not an app-level token: Socket Mode needs one starting "
+                "xapp- with the connections:write scope (your Slack app's Basic Information "
+                "page, App-Level Tokens)."
+            )
+        return None
+
+    def mistyped_teams_ids(self) -> str | None:
+        guid = "a GUID like 00000000-0000-0000-0000-000000000000"
+        if self.microsoft_app_id is not None and not _GUID.fullmatch(self.microsoft_app_id):
+            return (
+                f"MICROSOFT_APP_ID should be the bot's Microsoft App ID, {guid} (the Azure Bot's "
+                "Configuration page; docs/teams.md)."
+            )
+        tenant = self.microsoft_app_tenant_id
+        if tenant is not None and not (_GUID.fullmatch(tenant) or _DOMAIN.fullmatch(tenant)):
+            return (
+                f"MICROSOFT_APP_TENANT_ID should be your Microsoft Entra tenant id, {guid} "
+                "(or its domain, e.g. contoso.onmicrosoft.com)."
+            )
+        if any(not _GUID.fullmatch(t) for t in self.teams_allowed_tenants):
+            return (
+                f"TEAMS_ALLOWED_TENANTS should list tenant ids, each {guid}: Teams names a "
+                "tenant by its id, so anything else would never match."
+            )
+        return None
 
     def incomplete_slack_credentials(self) -> str | None:
         slack_set = [

@@ -124,6 +124,63 @@ def test_half_a_chat_channel_is_refused_not_left_off(
     refused(twokey(tmp_path, **settings, TWOKEY_DEMO="true"), words)
 
 
+GUID = "11111111-2222-3333-4444-555555555555"
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        (
+            {"SLACK_BOT_TOKEN": "xapp-" + SECRET, "SLACK_APP_TOKEN": "xoxb-" + SECRET},
+            "SLACK_BOT_TOKEN holds an app-level token (xapp-...): it belongs in SLACK_APP_TOKEN",
+        ),
+        (
+            {"SLACK_BOT_TOKEN": "xoxp-" + SECRET, "SLACK_SIGNING_SECRET": SECRET},
+            "SLACK_BOT_TOKEN is a user token (xoxp-...)",
+        ),
+        (
+            {"SLACK_BOT_TOKEN": "xoxb-" + SECRET, "SLACK_APP_TOKEN": SECRET},
+            "SLACK_APP_TOKEN is not an app-level token",
+        ),
+        (
+            {"MICROSOFT_APP_ID": "not-a-guid", "MICROSOFT_APP_PASSWORD": SECRET},
+            "MICROSOFT_APP_ID should be the bot's Microsoft App ID, a GUID",
+        ),
+        (
+            {
+                "MICROSOFT_APP_ID": GUID,
+                "MICROSOFT_APP_PASSWORD": SECRET,
+                "MICROSOFT_APP_TENANT_ID": "abc",
+            },
+            "MICROSOFT_APP_TENANT_ID should be your Microsoft Entra tenant id",
+        ),
+        (
+            {
+                "MICROSOFT_APP_ID": GUID,
+                "MICROSOFT_APP_PASSWORD": SECRET,
+                "MICROSOFT_APP_TENANT_ID": GUID,
+                "TEAMS_ALLOWED_TENANTS": '["contoso"]',
+            },
+            "TEAMS_ALLOWED_TENANTS should list tenant ids",
+        ),
+    ],
+    ids=[
+        "slack-tokens-swapped",
+        "slack-user-token",
+        "slack-app-token-not-xapp",
+        "teams-app-id-not-guid",
+        "teams-tenant-not-guid",
+        "teams-allowed-not-guids",
+    ],
+)
+def test_what_cannot_be_a_chat_credential_is_refused_before_serving(
+    tmp_path: Path, settings: dict[str, str], words: str
+) -> None:
+    """Swapped Slack tokens or an app id that is no GUID started, and failed at the first
+    message (or Socket Mode retried forever) while /readyz said ready."""
+    refused(twokey(tmp_path, **settings, TWOKEY_DEMO="true"), f"twokey: {words}")
+
+
 def test_a_port_in_use_is_named_without_a_traceback(
     tmp_path: Path, own_redis: dict[str, str]
 ) -> None:
