@@ -34,6 +34,7 @@ from app.connectors.checks import CheckResult, note
 from app.connectors.plugin import ConnectorPlugin
 from app.domain.models import Action, PhoneNumber, Principal, PrincipalKind, Request
 from app.ports import MEMBERS_MAX, ExecutionResult, Outcome
+from app.yaml_words import yaml_error_words
 
 NHI_PREFIX = "nhi:"
 """NHI principal ids are ``nhi:<name>``; people's ids never contain a colon."""
@@ -394,10 +395,11 @@ def _read_yaml(text: str, source: str) -> object:
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+        mark, started = exc.problem_mark, exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or "the file is not valid YAML"
-        raise DirectoryFileError(source, [DirectoryProblem(where, problem)]) from None
+        began = started.line + 1 if started and mark and started.line != mark.line else None
+        words = yaml_error_words(exc.context, exc.problem, began)
+        raise DirectoryFileError(source, [DirectoryProblem(where, words)]) from None
     except yaml.YAMLError as exc:
         raise DirectoryFileError(source, [DirectoryProblem("", f"not valid YAML: {exc}")]) from None
 

@@ -23,6 +23,7 @@ from pydantic_core import ErrorDetails
 
 from app.domain.errors import PolicyError
 from app.domain.policy import REFERENCE_ERROR, Loc, Policy, reference_problems
+from app.yaml_words import yaml_error_words
 
 EXAMPLE_POLICY = "example_policy.yaml"
 MAX_POLICY_BYTES = 1_000_000
@@ -115,15 +116,15 @@ def read_located_yaml(text: str, source: str) -> LocatedYaml:
 
 def _syntax_problem(source: str, exc: yaml.MarkedYAMLError) -> PolicyProblem:
     mark = exc.problem_mark or exc.context_mark
-    words = ": ".join(part for part in (exc.context, exc.problem) if part)
     started = exc.context_mark
+    began = None
     if started is not None and mark is not None and started.line != mark.line:
-        words += f" (it started on line {started.line + 1})"
+        began = started.line + 1
     return PolicyProblem(
         source=source,
         line=mark.line + 1 if mark else 1,
         column=mark.column + 1 if mark else 1,
-        message=f"YAML syntax error: {words or 'the file is not valid YAML'}",
+        message=yaml_error_words(exc.context, exc.problem, began),
     )
 
 

@@ -199,8 +199,42 @@ def test_an_unknown_key_is_named_with_a_suggestion() -> None:
 
 def test_a_yaml_syntax_error_names_its_line() -> None:
     (problem,) = problems_in(changed("  security: [security]", "  security: [security"))
-    assert problem.startswith("policy.yaml:7:6 YAML syntax error:")
-    assert "it started on line 6" in problem
+    assert problem.startswith("policy.yaml:7:6 not valid YAML: while parsing a flow sequence")
+    assert "(it began on line 6)" in problem
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "words"),
+    [
+        (
+            "  security: [security]",
+            "\tsecurity: [security]",
+            "a tab is used to indent this line; YAML takes spaces only",
+        ),
+        (
+            "  security: [security]",
+            "   security: [security]",
+            "this line is indented differently from the lines it belongs with",
+        ),
+        (
+            "reason_codes: [",
+            "reason_codes: see: [",
+            "a value holding ': ' needs quotes around it",
+        ),
+        (
+            "  security: [security]",
+            " security: [security]",
+            "this line is indented differently from the lines it belongs with",
+        ),
+    ],
+    ids=["tab", "indented-more", "indented-less", "colon-in-a-value"],
+)
+def test_the_common_yaml_mistakes_are_said_in_words(old: str, new: str, words: str) -> None:
+    """PyYAML's "expected <block end>, but found '<block mapping start>'" told an operator
+    nothing; its words stay, in brackets, after the sentence."""
+    (problem,) = problems_in(changed(old, new))
+    assert words in problem
+    assert "[YAML: " in problem
 
 
 def test_a_bad_ticket_pattern_is_reported() -> None:

@@ -553,3 +553,12 @@ async def test_an_unwritable_record_file_fails_the_change_and_records_nothing(
 def test_the_connector_says_it_is_not_for_production() -> None:
     assert "Not for production" in SandboxConnector.description
     assert "Not for production" in (SandboxConnector.__doc__ or "")
+
+
+def test_a_mis_indented_line_is_said_in_words_with_where_it_is() -> None:
+    """PyYAML's "expected <block end>, but found '<block mapping start>'", with no hint."""
+    (problem,) = problems_of(SMALL.replace("    email: Alice@Example.com", "     email: x@y.z"))
+    assert problem.startswith("line ")
+    assert "this line is probably indented more than the line above it" in problem
+    (tabbed,) = problems_of(SMALL.replace("    email: Alice@Example.com", "\temail: x@y.z"))
+    assert "a tab is used to indent this line; YAML takes spaces only" in tabbed
