@@ -336,9 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "policy":
             return explain_command(settings, args)
         if args.command == "directory":
-            code, text = check_directory_file(args.file)
-            print(text)
-            return code
+            return _said(*check_directory_file(args.file))
         if args.command == "connectors":
             from app.connector_setup import connectors_command
 
@@ -358,12 +356,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_directory_file(path: str) -> tuple[int, str]:
-    """`twokey directory check FILE`: 0 and what it holds, or 1 and every mistake, located."""
-    from app.connectors.sandbox import DirectoryFileError, SandboxDirectory
+    """`twokey directory check FILE`: 0 and what it holds, or 1 and every mistake, located.
+
+    A file with ``nhis:`` and no ``people:`` is an NHI inventory (beside a directory
+    connector: docs/directory.md) and is checked as one. A file that cannot be read: exit 2."""
+    from pathlib import Path
+
+    import yaml
+
+    from app.connectors.sandbox import DirectoryFileError, SandboxDirectory, read_inventory
     from app.domain.models import PrincipalKind
 
     try:
-        directory = SandboxDirectory.from_file(path)
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        return 2, f"cannot read {path}: {why}"
+    try:
+        shape = yaml.safe_load(text)
+    except yaml.YAMLError:
+        shape = None  # the directory reader says where and what
+    try:
+        if isinstance(shape, dict) and "people" not in shape and "nhis" in shape:
+            nhis = read_inventory(text, path)
+            owners = len({n.owner_id for n in nhis if n.owner_id})
+            return 0, (
+                f"{path}: a valid NHI inventory: "
+                f"{_plural(len(nhis), 'non-human identity', 'non-human identities')}, owned by "
+                f"{_plural(owners, 'person', 'people')} named by their id or login in the "
+                "directory connector (checked there when twokey starts; `twokey connectors "
+                "check` reads that directory)."
+            )
+        directory = SandboxDirectory.from_yaml(text, path)
     except DirectoryFileError as exc:
         return 1, str(exc)
     people = [p for p in directory.principals if p.kind is PrincipalKind.HUMAN]

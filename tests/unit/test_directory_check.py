@@ -46,3 +46,39 @@ def test_a_directory_given_as_the_policy_is_called_a_directory() -> None:
     assert code == 1
     assert "this looks like a sandbox directory file" in text
     assert text.count("\n  ") == 1  # that one sentence, not a screen of missing fields
+
+
+def docs_inventory() -> str:
+    """The NHI inventory example of docs/directory.md, as an operator copies it."""
+    text = (ROOT / "docs" / "directory.md").read_text()
+    return text.split("```yaml inventory\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_nhi_inventory_is_checked_as_an_inventory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was refused ("people: required, but missing"), though `twokey serve` takes it."""
+    path = tmp_path / "inventory.yaml"
+    path.write_text(docs_inventory())
+    assert main(["directory", "check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: a valid NHI inventory: 3 non-human identities, owned by 3 people" in out
+
+
+def test_an_inventory_mistake_is_located(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "inventory.yaml"
+    path.write_text(docs_inventory().replace("  - name: ci-deployer\n", "  - name: billing-api\n"))
+    assert main(["directory", "check", str(path)]) == 1
+    assert "billing-api" in capsys.readouterr().out
+
+
+def test_a_file_that_is_not_there_cannot_be_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 (could not run), as `policy check` does; no word of TWOKEY_DIRECTORY, which the
+    command did not read."""
+    assert main(["directory", "check", str(tmp_path / "absent.yaml")]) == 2
+    said = capsys.readouterr().err
+    assert said == f"twokey: cannot read {tmp_path / 'absent.yaml'}: No such file or directory\n"
