@@ -502,18 +502,33 @@ class EntraConnector(HttpConnector[EntraConfig]):
         )
 
     async def _reset_password(self, user: str, target: Principal) -> ExecutionResult:
+        """Set a temporary password. Whenever Entra may have set it (done, or the answer lost
+        or unfinished), the owner gets it: dropped, a reset that went through would leave them
+        locked out with a password nobody knows (invariant 5: never dropped)."""
         password = temporary_password(self.config.password_length)
-        if self.config.password_reset == "password-method":  # noqa: S105 - a mode name
-            outcome, detail = await self._reset_password_method(user, target, password)
-        else:
-            outcome, detail = await self._reset_password_profile(user, target, password)
-        if outcome is not Outcome.COMPLETED:
+        try:
+            if self.config.password_reset == "password-method":  # noqa: S105 - a mode name
+                outcome, detail = await self._reset_password_method(user, target, password)
+            else:
+                outcome, detail = await self._reset_password_profile(user, target, password)
+        except AnswerLost as error:
+            outcome, detail = (
+                Outcome.UNKNOWN,
+                (
+                    f"it is unclear whether Entra did {Action.RESET_PASSWORD.label} for "
+                    f"{target.name}: {error}. {self.look} before asking again."
+                ),
+            )
+        if outcome is Outcome.FAILED:
             return ExecutionResult(outcome=outcome, detail=detail)
+        label = "Entra temporary password"
+        if outcome is Outcome.UNKNOWN:
+            label += " (it works only if the reset went through)"
         return ExecutionResult(
-            outcome=Outcome.COMPLETED,
+            outcome=outcome,
             detail=detail,
             secret=SecretStr(password),
-            secret_label="Entra temporary password",  # noqa: S106 - a label, not a password
+            secret_label=label,
         )
 
     async def _reset_password_profile(

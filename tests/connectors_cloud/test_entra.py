@@ -305,8 +305,30 @@ async def test_reset_password_method_that_never_finishes_is_unknown(
     result = await run(entra, Action.RESET_PASSWORD)
 
     assert result.outcome is Outcome.UNKNOWN
-    assert result.secret is None
     assert len(graph.calls("GET", "/authentication/operations/")) == 3
+    # It may still happen: the owner gets the password it would set, said to be so (dropped,
+    # a reset that went through would lock them out with a password nobody knows).
+    (reset,) = graph.calls("POST", "/resetPassword")
+    assert result.secret is not None
+    assert reset.body == {"newPassword": result.secret.get_secret_value()}
+    assert result.secret_label == (
+        "Entra temporary password (it works only if the reset went through)"
+    )
+
+
+async def test_a_password_reset_whose_answer_is_lost_hands_the_password_over(
+    entra: EntraConnector, graph: GraphStandIn
+) -> None:
+    graph.hang("PATCH", f"/users/{ALICE_ID}$")
+
+    result = await run(entra, Action.RESET_PASSWORD)
+
+    assert result.outcome is Outcome.UNKNOWN
+    assert "it is unclear whether Entra did reset the password" in result.detail
+    (patch,) = graph.calls("PATCH")
+    assert result.secret is not None
+    assert patch.body["passwordProfile"]["password"] == result.secret.get_secret_value()
+    assert result.secret.get_secret_value() not in result.detail
 
 
 async def test_reset_password_progress_outside_graph_is_not_followed(
