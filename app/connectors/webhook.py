@@ -237,6 +237,15 @@ class WebhookConnector(HttpConnector[WebhookConfig]):
                 outcome=Outcome.FAILED,
                 detail=f"the webhook {self.name!r} answered HTTP {answer.status}{why}",
             )
+        if parsed is None and _secret_too_long(answer):
+            # It did the change and made a credential twokey cannot hand over: say so loudly.
+            return ExecutionResult(
+                outcome=Outcome.COMPLETED,
+                detail=f"the webhook {self.name!r} reported the change done",
+                attention=f"the webhook {self.name!r} handed back a secret longer than "
+                f"{_SECRET_LIMIT} characters, which twokey does not pass on: the owner does "
+                "not have it. Have the receiver make a shorter one, then rotate again.",
+            )
         if parsed is None:
             return ExecutionResult(
                 outcome=Outcome.UNKNOWN,
@@ -259,14 +268,27 @@ class WebhookConnector(HttpConnector[WebhookConfig]):
         )
 
 
-def _parse_answer(answer: ProviderAnswer) -> WebhookAnswer | None:
+def _secret_too_long(answer: ProviderAnswer) -> bool:
+    """A "completed" answer refused only because its secret is over the limit."""
     body = answer.json()
-    if not isinstance(body, dict):
-        return None
+    if not isinstance(body, dict) or body.get("outcome") != "completed":
+        return False
+    secret = body.get("secret")
+    if not isinstance(secret, str) or len(secret) <= _SECRET_LIMIT:
+        return False
+    return _parse_answer_of({**body, "secret": None}) is not None
+
+
+def _parse_answer_of(body: Mapping[str, Any]) -> WebhookAnswer | None:
     try:
         return WebhookAnswer.model_validate(body)
     except ValidationError:
         return None
+
+
+def _parse_answer(answer: ProviderAnswer) -> WebhookAnswer | None:
+    body = answer.json()
+    return _parse_answer_of(body) if isinstance(body, dict) else None
 
 
 def build(

@@ -172,6 +172,25 @@ async def test_the_request_says_who_what_and_who_approved_and_nothing_secret(
     assert SIGNING_KEY not in body.decode() and SIGNING_KEY not in json.dumps(headers)
 
 
+async def test_a_secret_too_long_to_pass_on_is_said_never_silently_dropped(
+    receiver: Receiver, connect: ConnectorFactory
+) -> None:
+    """The receiver rotated and made a credential over 4096 characters: it was read as an
+    unreadable answer ("unclear what it did") and the credential dropped without a word."""
+    receiver.answer(200, {"outcome": "completed", "secret": "k" * 5000})
+    connector = connect()
+
+    result = await connector.execute(
+        Action.ROTATE_SECRET, SERVICE, request_for(Action.ROTATE_SECRET, SERVICE)
+    )
+
+    assert result.outcome is Outcome.COMPLETED
+    assert result.secret is None
+    assert "handed back a secret longer than 4096 characters" in result.attention
+    assert "the owner does not have it" in result.attention
+    assert "kkkk" not in result.attention + result.detail
+
+
 async def test_a_failed_answer_is_failed_and_its_secret_is_dropped(
     receiver: Receiver, connect: ConnectorFactory
 ) -> None:
