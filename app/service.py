@@ -390,7 +390,7 @@ class TwoKey:
         reply: GateReply | None = None
         ticket_held = False
         pool_checked = False
-        used = _ticket_mark(quoted, ticket)
+        used = _ticket_marks(quoted, ticket)
         try:
             ticket_held = await self._use_ticket(caller, target, action, ticket, request_id, used)
             for _attempt in range(self.options.open_retries):
@@ -450,7 +450,7 @@ class TwoKey:
             if reply is None or reply.code is not GateCode.OK:
                 await self._release(caller.id, request_id, action)
                 if ticket_held:
-                    await self._release_ticket(used, request_id)
+                    await self._release_tickets(used, request_id)
         if reply is None or reply.request is None or reply.code is not GateCode.OK:
             raise Conflict(say.OPEN_FAILED)
         opened = reply.request
@@ -689,28 +689,35 @@ class TwoKey:
         action: Action,
         number: str,
         request_id: str,
-        mark: str,
+        marks: Sequence[str],
     ) -> bool:
-        """One ticket, one request (``tickets.one_request_per_ticket``): ``mark`` (see
-        ``_ticket_mark``) is set atomically, so two agents quoting the same ticket at once
+        """One ticket, one request (``tickets.one_request_per_ticket``): each of ``marks`` (see
+        ``_ticket_marks``) is set atomically, so two agents quoting the same ticket at once
         cannot both open. True when marked here."""
         settings = self.policy.tickets
         if not (settings.checked and settings.one_request_per_ticket):
             return False
         keep_ms = max(self.policy.retention, 86_400) * 1000
-        holder = await self.store.use_ticket(settings.system, mark, request_id, keep_ms)
-        if holder != request_id:
-            refusal = NotAllowed(ticket_in_use(number, holder))
-            await self._audit_refused_open(caller, target, action, number, refusal, "ticket_reused")
-            raise refusal
+        taken: list[str] = []
+        for mark in marks:
+            holder = await self.store.use_ticket(settings.system, mark, request_id, keep_ms)
+            if holder != request_id:
+                await self._release_tickets(taken, request_id)
+                refusal = NotAllowed(ticket_in_use(number, holder))
+                await self._audit_refused_open(
+                    caller, target, action, number, refusal, "ticket_reused"
+                )
+                raise refusal
+            taken.append(mark)
         return True
 
-    async def _release_ticket(self, number: str, request_id: str) -> None:
+    async def _release_tickets(self, marks: Sequence[str], request_id: str) -> None:
         """Best effort: a ticket left marked must be quoted on a new ticket, never reused."""
-        try:
-            await self.store.release_ticket(self.policy.tickets.system, number, request_id)
-        except Unavailable:
-            log.warning("ticket_use_not_released", request=request_id)
+        for mark in marks:
+            try:
+                await self.store.release_ticket(self.policy.tickets.system, mark, request_id)
+            except Unavailable:
+                log.warning("ticket_use_not_released", request=request_id)
 
     async def _ticket_no_longer_holds(self, request: Request) -> str:
         """Re-read the ticket just before the change runs: closed, reassigned or given to
@@ -2463,14 +2470,16 @@ class TwoKey:
             log.error("notify_failed", what=what, error=type(exc).__name__)
 
 
-def _ticket_mark(quoted: QuotedTicket | None, number: str) -> str:
-    """What marks a ticket as used: the system's own id of the record when it was read (a
-    moved Jira issue keeps its id under a new key, so two keys of one issue cannot back two
-    requests), else the number as quoted."""
+def _ticket_marks(quoted: QuotedTicket | None, number: str) -> list[str]:
+    """What marks a ticket as used: the number as quoted, always (a request opened while the
+    ticket system was down has nothing else, and must still meet the others), and the
+    system's own id of the record when it was read (a moved Jira issue keeps its id under a
+    new key, so two keys of one issue cannot back two requests)."""
+    marks = [number.upper()]
     found = quoted.ticket if quoted is not None else None
-    if found is None or not found.ref:
-        return number
-    return f"id:{found.table}:{found.ref}"
+    if found is not None and found.ref:
+        marks.insert(0, f"id:{found.table}:{found.ref}")
+    return marks
 
 
 SHOWN_ON_CARDS = frozenset({"approved", "denied", "cancelled"})

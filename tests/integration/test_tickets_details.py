@@ -143,6 +143,23 @@ async def test_down_at_opening_opens_in_the_fallback_tier_audited_and_said(
         assert ("alert_security", request_id) in [s[:2] for s in core.notifier.sent]
 
 
+async def test_a_ticket_that_backs_a_request_backs_no_second_one_while_the_system_is_down(
+    redis_client: aioredis.Redis, namespace: str, standin: tuple[ServiceNowStandIn, str], env: None
+) -> None:
+    """The first request marked the ticket by its ServiceNow sys_id; one opened during an
+    outage could only mark the number as typed, met no mark, opened, and later ran too: one
+    ticket, two changes. The number is now marked always, beside the record's id."""
+    snow, url = standin
+    snow.add(TICKET)
+    async with connected(redis_client, namespace, policy(url, FALLBACK)) as core:
+        await _open(core)
+        snow.fail_with = 503
+        with pytest.raises(NotAllowed, match=f"{TICKET} already backs twokey request"):
+            await _open(core)
+        reused = [e for e in await _events(core, "open_refused") if e["reason"] == "ticket_reused"]
+        assert len(reused) == 1
+
+
 async def test_refused_credentials_never_fall_back_even_with_a_fallback_tier(
     redis_client: aioredis.Redis,
     namespace: str,
