@@ -432,7 +432,8 @@ def redis_problem(exc: BaseException, where: str) -> str:
             f"Redis at {where} has no such database: the number after the last / in REDIS_URL "
             "must be one the server has (0 to 15 unless its `databases` setting says more)."
         )
-    if any(isinstance(seen, InvalidResponse) for seen in chain):
+    closed = any("Connection closed by server" in str(seen) for seen in chain)
+    if closed or any(isinstance(seen, InvalidResponse) for seen in chain):
         return (
             f"Something answered at {where}, but not in the Redis protocol: check the host and "
             "port in REDIS_URL (Redis listens on 6379 unless configured otherwise)."

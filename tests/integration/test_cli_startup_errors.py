@@ -263,10 +263,15 @@ def test_a_teams_setting_refused_at_mount_leaves_nothing_open(
     refused(result, "MICROSOFT_APP_TYPE=SingleTenant needs MICROSOFT_APP_TENANT_ID")
 
 
-@pytest.fixture
-def not_redis() -> object:
-    """A port where something that is not Redis answers (an HTTP server, say)."""
+@pytest.fixture(params=["answers-http", "hangs-up"])
+def not_redis(request: pytest.FixtureRequest) -> object:
+    """A port where something that is not Redis answers: an HTTP server, or one that reads
+    what it does not understand and hangs up (PostgreSQL does so)."""
     import threading
+
+    reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+    if request.param == "hangs-up":
+        reply = b""
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -284,7 +289,7 @@ def not_redis() -> object:
                 conn.settimeout(2)
                 try:
                     conn.recv(4096)
-                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    conn.sendall(reply)
                 except OSError:
                     pass
 
