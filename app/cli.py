@@ -768,12 +768,14 @@ async def review_command(runtime: Runtime, args: argparse.Namespace) -> int:
     decision = await runtime.service.close_review_as_operator(
         operator, parse_request_id(args.request_id), args.note
     )
+    if not decision.changed:  # nothing was closed: a script must not read success
+        print(f"twokey: {decision.message}", file=sys.stderr)
+        return 1
     print(decision.message)
-    if decision.changed:
-        print(
-            f"Recorded as operator:{operator} (audit event review_closed_by_operator), not as "
-            "a security reviewer."
-        )
+    print(
+        f"Recorded as operator:{operator} (audit event review_closed_by_operator), not as "
+        "a security reviewer."
+    )
     return 0
 
 

@@ -168,6 +168,9 @@ async def test_review_list_and_close(
     assert "Review closed." in capsys.readouterr().out
     assert await asyncio.to_thread(main, ["review", "list"]) == 0
     assert rid not in capsys.readouterr().out
+    # Closing it again closes nothing: said on standard error, exit 1, not a success.
+    assert await asyncio.to_thread(main, close) == 1
+    assert capsys.readouterr().err == "twokey: That review is not open.\n"
     closed = await core.store.get(rid)
     operator = f"operator:{pwd.getpwuid(os.getuid()).pw_name}"
     assert closed is not None and closed.reviewed_by == operator
