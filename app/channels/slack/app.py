@@ -21,7 +21,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -304,7 +304,10 @@ async def run_socket_mode(
             web_client=channel.client,
         )
         try:
-            await handler.connect_async()  # type: ignore[no-untyped-call]
+            # slack_sdk retries a failed connection by itself, for as long as it takes: a
+            # stopping replica does not wait for it (nothing was taken that must finish)
+            if not await _until_stopping(handler.connect_async(), stopping):  # type: ignore[no-untyped-call]
+                break
             log.info("slack_socket_mode_connected")
             delay = 1.0
             await stopping.wait()
@@ -318,6 +321,23 @@ async def run_socket_mode(
             await asyncio.wait_for(stopping.wait(), delay)
         delay = min(delay * 2, 60.0)
     log.info("slack_socket_mode_closed")
+
+
+async def _until_stopping(work: Awaitable[object], stopping: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stopping`` comes first (then cancel it): True when it finished."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if task.done():
+        task.result()  # its failure is the caller's to report
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return False
 
 
 async def mount(app: web.Application, runtime: Runtime) -> None:

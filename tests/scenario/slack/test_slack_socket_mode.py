@@ -76,3 +76,25 @@ async def test_without_a_signing_secret_http_is_refused_but_socket_mode_works(
         assert "opened" in await world.receipt(form)
     finally:
         await stop_world(world)
+
+
+async def test_a_replica_stopping_while_socket_mode_cannot_connect_stops_at_once(
+    slack: SlackStandIn, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """Slack unreachable (here: apps.connections.open never answers): slack_sdk keeps trying
+    by itself, and a SIGTERM waited out the whole shutdown grace, then logged work abandoned
+    though nothing had been taken. Nothing is in flight: the stop is clean and quick."""
+    import time
+
+    release = slack.hold("apps.connections.open")
+    world = await start_world(
+        slack, redis_client, namespace, SLACK_APP_TOKEN=APP_TOKEN, SLACK_SIGNING_SECRET=None
+    )
+    try:
+        await asyncio.sleep(1.0)
+        began = time.monotonic()
+        assert await world.runtime.stop(within=10) is True
+        assert time.monotonic() - began < 3
+    finally:
+        release.set()
+        await stop_world(world)
