@@ -546,6 +546,23 @@ def _cannot_write(path: Path) -> str:
     return ""
 
 
+async def _no_events_said(runtime: Runtime, code: int, text: str) -> tuple[int, str]:
+    """A trail with no event at all: a wrong TWOKEY_NAMESPACE, a new deployment, or a trail
+    wiped by someone. Requests stored without a single event can only be the last: broken."""
+    namespace = runtime.settings.namespace
+    pattern = f"{{{namespace}:s*}}:req:*"
+    async for _ in runtime.redis.scan_iter(match=pattern, count=1000):
+        return 1, (
+            f"AUDIT TRAIL MISSING: namespace {namespace!r} holds requests but not one audit "
+            "event: the trail was deleted. Treat this as a security incident: keep Redis as it "
+            "is and compare with your SIEM (`twokey audit verify --anchor`)."
+        )
+    return code, (
+        f"{text}\nNo audit event at all in namespace {namespace!r}: if twokey has run here, "
+        "check TWOKEY_NAMESPACE and REDIS_URL."
+    )
+
+
 async def sealed_and_verified(trail: AuditTrail, anchors: list[ChainHead] | None) -> VerifyReport:
     """Verify, after sealing what a sweep would seal now: only with a key that a seal already
     proves (or on a trail sealed nowhere yet), so a mistyped key seals nothing."""
@@ -583,6 +600,8 @@ async def audit_command(runtime: Runtime, args: argparse.Namespace) -> int:
             )
             return 2
         code, text = render_verify(report)
+        if report.events == 0 and report.ok:
+            code, text = await _no_events_said(runtime, code, text)
         print(text)
         return code
     if args.audit_command == "forward":

@@ -121,8 +121,8 @@ async def test_verify_anchor_catches_a_whole_shard_rolled_back(
     await redis_client.delete(
         keys.audit(shard), keys.seals(shard), keys.seals(shard) + ":high", keys.audit_seq(shard)
     )
-    assert await twokey("audit", "verify") == 0  # Redis alone cannot tell: an empty shard
-    capsys.readouterr()
+    assert await twokey("audit", "verify") == 1  # its request is still there: no event at all
+    assert "AUDIT TRAIL MISSING" in capsys.readouterr().out
     assert await twokey("audit", "verify", "--anchor", str(anchor)) == 1
 
     out = capsys.readouterr().out
@@ -282,3 +282,23 @@ async def test_verify_with_a_mistyped_key_writes_nothing_to_the_trail(
     right = AuditTrail(redis_client, Keys(namespace), SecretStr(AUDIT_KEY))
     assert await right.seal(fresh) == 1
     assert (await right.verify()).ok
+
+
+async def test_a_wiped_trail_is_called_missing_and_an_empty_one_asks_about_the_namespace(
+    operator_env: None,
+    redis_client: aioredis.Redis,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Deleting every shard's audit keys read "Audit trail intact: 0 events", exit 0."""
+    assert await twokey("audit", "verify") == 0
+    said = capsys.readouterr().out
+    assert f"No audit event at all in namespace {namespace!r}" in said
+    shard = await completed_shard(redis_client, namespace)
+    keys = Keys(namespace)
+    await sealed_as_serve_does(redis_client, namespace)
+    await redis_client.delete(
+        keys.audit(shard), keys.audit_seq(shard), keys.seals(shard), keys.seals(shard) + ":high"
+    )
+    assert await twokey("audit", "verify") == 1
+    assert "AUDIT TRAIL MISSING" in capsys.readouterr().out
