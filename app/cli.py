@@ -815,7 +815,7 @@ async def report_command(runtime: Runtime, args: argparse.Namespace) -> int:
     from app.bootstrap import audit_key
     from app.report.build import Context, build_report, facts_from_policy
     from app.report.render import render_html, render_json, render_pdf
-    from app.store.keys import Keys
+    from app.store.keys import SHARDS, Keys
 
     if args.format == "pdf" and not args.out:
         print("twokey: a PDF needs --out FILE", file=sys.stderr)
@@ -833,6 +833,18 @@ async def report_command(runtime: Runtime, args: argparse.Namespace) -> int:
             anchors = _read_anchor(args.anchor)
         except OSError as exc:
             print(f"twokey: cannot read {args.anchor}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        keys = Keys(runtime.settings.namespace)
+        given, anchors = (
+            len(anchors),
+            [h for h in anchors if h.shard < SHARDS and h.chain in (None, keys.tag(h.shard))],
+        )
+        if not anchors:
+            print(
+                f"twokey: none of the {given} chain heads in {args.anchor} belong to this "
+                f"namespace ({runtime.settings.namespace}); nothing was checked against them.",
+                file=sys.stderr,
+            )
             return 2
     await sealed_and_verified(runtime.trail, None)  # what a sweep would seal now, if it may
     report = await build_report(

@@ -740,6 +740,25 @@ def verify_chain(
 # --- telling people ----------------------------------------------------------------------------
 
 
+def counts_checked(
+    verdict: ShardVerdict, counter_text: str, mark_text: str, sealed: int
+) -> ShardVerdict:
+    """The verdict, failed when the shard's event counter or sealed mark is not a count (what
+    either says is then unknowable: a tail cut and resealed would not show). Shared by
+    `audit verify` and the report, so the report is never the kinder of the two."""
+    if not verdict.ok:
+        return verdict
+    if not counter_text.isdecimal():
+        detail = f"the event counter holds {counter_text[:40]!r}, which is not a count"
+        problem = Problem(ProblemKind.COUNTER_CHANGED, verdict.events + 1, None, detail)
+        return ShardVerdict(verdict.shard_tag, verdict.events, sealed, 0, problem)
+    if not (mark_text.isascii() and mark_text.isdecimal()):
+        detail = f"the sealed mark holds {mark_text[:40]!r}, which is not a count"
+        problem = Problem(ProblemKind.SEAL_MARK_CHANGED, sealed + 1, None, detail)
+        return ShardVerdict(verdict.shard_tag, verdict.events, sealed, int(counter_text), problem)
+    return verdict
+
+
 def render_verify(report: VerifyReport) -> tuple[int, str]:
     """Exit code and text for `twokey audit verify`: non-zero and the first bad event on failure."""
     lines: list[str] = []

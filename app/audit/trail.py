@@ -26,11 +26,10 @@ from app.audit.chain import (
     BadEntry,
     ChainHead,
     ChainVerifier,
-    Problem,
-    ProblemKind,
     ShardVerdict,
     StreamEntry,
     VerifyReport,
+    counts_checked,
     entry_seq,
     genesis,
     head_record,
@@ -482,16 +481,7 @@ class AuditTrail:
             if len(page) < self._page:
                 break
             cursor = f"({page[-1][0]}"
-        verdict = verifier.finish(counter)
-        if verdict.ok and not counter_text.isdecimal():
-            detail = f"the event counter holds {counter_text[:40]!r}, which is not a count"
-            problem = Problem(ProblemKind.COUNTER_CHANGED, verdict.events + 1, None, detail)
-            verdict = ShardVerdict(verdict.shard_tag, verdict.events, sealed, 0, problem)
-        elif verdict.ok and _count(mark_text) is None:
-            detail = f"the sealed mark holds {mark_text[:40]!r}, which is not a count"
-            problem = Problem(ProblemKind.SEAL_MARK_CHANGED, sealed + 1, None, detail)
-            verdict = ShardVerdict(verdict.shard_tag, verdict.events, sealed, counter, problem)
-        return verdict
+        return counts_checked(verifier.finish(counter), counter_text, mark_text, sealed)
 
     async def heads(self) -> list[dict[str, Any]]:
         """Each sealed shard's chain head now, as JSON-ready records to keep outside Redis."""

@@ -24,6 +24,7 @@ from app.audit.chain import (
     SEAL_WINDOW_MS,
     ChainHead,
     ChainVerifier,
+    counts_checked,
     entry_seq,
     stream_entries,
     stream_text,
@@ -138,8 +139,13 @@ async def _read_shard(
     seals_key, stream = keys.seals(shard), keys.audit(shard)
     # The order AuditTrail.verify reads in (app/audit/trail.py): mark, counter, seal count,
     # then the stream; the mark key is the one seal.lua keeps beside the seal list.
-    mark = _count(await redis.get(seals_key + ":high"))
-    counter = _count(await redis.get(keys.audit_seq(shard)))
+    raw_mark, raw_counter = (
+        await redis.get(seals_key + ":high"),
+        await redis.get(keys.audit_seq(shard)),
+    )
+    mark_text = _text(raw_mark) if raw_mark is not None else "0"
+    counter_text = _text(raw_counter) if raw_counter is not None else "0"
+    mark, counter = _count(raw_mark), _count(raw_counter)
     sealed = int(await redis.llen(seals_key))
     verifier = ChainVerifier(
         secret,
@@ -179,7 +185,7 @@ async def _read_shard(
         if len(page) < page_size:
             break
         cursor = f"({page[-1][0]}"
-    verdict = verifier.finish(counter)
+    verdict = counts_checked(verifier.finish(counter), counter_text, mark_text, sealed)
     problem = verdict.problem
     return ShardCheck(
         shard=shard,

@@ -455,3 +455,45 @@ async def test_a_hostile_entry_is_listed_as_not_evidence_never_a_crash(
     html_out = tmp_path / "report.html"
     assert await twokey("report", "--format", "html", "--out", str(html_out)) == 1
     assert "AUDIT TRAIL BROKEN in " in html_out.read_text()
+
+
+@pytest.mark.parametrize("what", ["counter", "mark"])
+async def test_the_report_fails_what_verify_fails_a_count_that_is_not_one(
+    operator_env: None,
+    redis_client: aioredis.Redis,
+    namespace: str,
+    tmp_path: Path,
+    what: str,
+) -> None:
+    """Its last event and seal cut and the counter set to a word: verify failed it, the report
+    read the word as 0 and said "chain verified". Both now fail it."""
+    core = build_core(redis_client, namespace)
+    rid = await core.open_mfa_reset()
+    await core.service.confirm_owner(chat("alice"), rid)
+    keys, shard = Keys(namespace), shard_of_request(rid)
+    assert await twokey("audit", "verify") == 0
+    if what == "counter":
+        last_id = (await redis_client.xrevrange(keys.audit(shard), count=1))[0][0]
+        await redis_client.xdel(keys.audit(shard), last_id)
+        await redis_client.rpop(keys.seals(shard))
+        await redis_client.set(keys.seals(shard) + ":high", "1")
+        await redis_client.set(keys.audit_seq(shard), "n/a")
+    else:
+        await redis_client.rpop(keys.seals(shard))
+        await redis_client.set(keys.seals(shard) + ":high", "n/a")
+    assert await twokey("audit", "verify") == 1
+    code, report = await json_report(tmp_path)
+    assert code == 1 and not report["verification"]["ok"]
+
+
+async def test_chain_heads_of_another_namespace_are_refused_not_counted(
+    operator_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = {"type": "twokey_audit_head", "shard": 0, "chain": "{other:s00}", "seq": 9}
+    anchor = tmp_path / "heads.jsonl"
+    anchor.write_text(json.dumps({**head, "mac": "0" * 64}) + "\n")
+    out = tmp_path / "report.json"
+    argv = ("report", "--format", "json", "--anchor", str(anchor), "--out", str(out))
+    assert await twokey(*argv) == 2
+    assert "none of the 1 chain heads" in capsys.readouterr().err
+    assert not out.exists()
