@@ -1943,6 +1943,8 @@ class TwoKey:
         reply = await self.store.withdraw_gates(
             request_id, lapsed, owner_lapsed, why, step_up=step_up_lapsed
         )
+        if reply.code is not GateCode.OK:  # another replica withdrew them first: it tells
+            return reply
         final = reply.request or request
         log.warning("gates_withdrawn", request=request_id, approvers=len(lapsed))
         await self._tell("update_request", self.notifier.update_request(final))
@@ -1952,8 +1954,6 @@ class TwoKey:
         await self._tell(
             "notify_requester", self.notifier.notify_requester(final, say.waiting_again(final, why))
         )
-        if reply.code is not GateCode.OK:
-            return reply
         return reply.model_copy(update={"code": GateCode.WITHDRAWN})
 
     async def _attestation_lapsed(self, request: Request) -> tuple[bool, str]:

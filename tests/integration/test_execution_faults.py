@@ -69,6 +69,27 @@ class LiveDirectory:
         return await self.base.search(text, limit)
 
 
+class HeldLookups(LiveDirectory):
+    """Look-ups of one person wait until ``callers`` of them are waiting: replicas racing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: tuple[str, int] | None = None
+        self.waiting = 0
+        self.all_there = asyncio.Event()
+
+    def hold(self, principal_id: str, callers: int) -> None:
+        self.held = (principal_id, callers)
+
+    async def get(self, principal_id: str) -> Principal | None:
+        if self.held is not None and principal_id == self.held[0]:
+            self.waiting += 1
+            if self.waiting >= self.held[1]:
+                self.all_there.set()
+            await asyncio.wait_for(self.all_there.wait(), 5)
+        return await super().get(principal_id)
+
+
 async def lose_the_claim(redis: aioredis.Redis, keys: Keys, request: Request) -> None:
     """Make Redis show what a restart from a snapshot taken just before the claim shows: the
     request ready again, no claim, due for the sweeper. (The snapshot case, key by key.)"""
@@ -428,6 +449,29 @@ async def test_an_approval_stops_counting_when_its_giver_loses_standing(
     await core.service.approve(chat("dave"), rid)  # a lead in good standing: now it runs
     final = await core.store.get(rid)
     assert final is not None and final.state is RequestState.COMPLETED
+
+
+async def test_replicas_withdrawing_the_same_approval_at_once_say_it_once(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """Two replicas claim the same ready request as carol leaves; each found her approval
+    lapsed, one withdrew it, and both told security, the cards and the agent."""
+    directory = HeldLookups()
+    core = build_core(redis_client, namespace, directory=directory)
+    opened = await core.service.open(
+        chat("bob"), chat("alice"), Action.RESET_MFA.value, "INC-1234", "lost-device"
+    )
+    rid = opened.request.id
+    await core.store.confirm_owner(rid, "alice", "test")
+    await core.store.approve(rid, "carol", "test", ["approver"])  # ready, not yet claimed
+    directory.change("carol", disabled=True)
+    directory.hold("carol", callers=2)  # both replicas have read it ready, then look carol up
+    await asyncio.gather(core.service.execute(rid), core.service.execute(rid))
+    alerts = [t for _, r, t in core.notifier.said("alert_security") if r == rid]
+    assert len([t for t in alerts if "no longer counts" in t]) == 1
+    told = [t for _, r, t in core.notifier.said("notify_requester") if r == rid]
+    assert len(told) == 1
+    assert changes_to(core.connector, rid) == 0
 
 
 # ---- item 10: the owner hears of every final outcome ------------------------------------------
