@@ -417,6 +417,9 @@ def setting_problems(exc: ValidationError | SettingsError) -> list[str]:
         kind, message = error["type"], str(error["msg"])
         if kind in ("int_parsing", "int_type", "int_from_float"):
             words = "should be a whole number" + _bounds(name)
+        elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            whole = str(error.get("input", "")).lstrip("-").isdigit()
+            words = f"should be a {'whole ' if whole else ''}number" + _bounds(name)
         elif kind in ("float_parsing", "float_type"):
             words = "should be a number" + _bounds(name)
         elif kind in ("bool_parsing", "bool_type"):

@@ -57,6 +57,7 @@ def own_redis(redis_url: str, namespace: str) -> dict[str, str]:
     ("setting", "value", "words"),
     [
         ("PORT", "abc", "PORT should be a whole number (at least 1, at most 65535)"),
+        ("PORT", "70000", "PORT should be a whole number (at least 1, at most 65535)"),
         ("LOG_LEVEL", "verbose", "LOG_LEVEL should be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
         ("TEAMS_ALLOWED_TENANTS", "tenant-1", "TEAMS_ALLOWED_TENANTS should be a JSON list"),
         ("TWOKEY_AUDIT_KEYS_PREVIOUS", SECRET, "TWOKEY_AUDIT_KEYS_PREVIOUS should be a JSON list"),
