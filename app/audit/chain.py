@@ -70,6 +70,11 @@ second while the sweeper runs). Without ``--anchor``, a rewrite or rollback that
 sealed mark, while no sealer that remembers the old length is running, is re-sealed unnoticed if
 the events were forged with fresh stream ids or within the sealing window; ``verify --anchor``
 against heads recorded since then catches it. Heads must be recorded outside Redis to count.
+Likewise an event someone *appends* (the next seq, the counter bumped) within the sealing window
+is sealed like any other: the seal proves an event was not changed after it was sealed, not
+that twokey wrote it. Its request hash and state history will not agree with it (the report's
+requests show only what the gate scripts did), and a SIEM that receives every event as it is
+sealed holds the time it arrived.
 
 Canonical form: the event JSON is parsed and re-serialised with sorted keys, so the key order
 Lua's cjson happens to write does not matter. Entries with extra fields, duplicate JSON keys,
