@@ -238,7 +238,7 @@ class TeamsNotifier:
     async def deliver_secret(self, request: Request, secret: SecretStr, label: str) -> bool:
         """Invariant 5: the owner's 1:1 chat only, its reference read afresh; never a channel."""
         told(request)
-        where = await self._one_to_one(request.owner_id)
+        where = await self._one_to_one(request.owner_id, fresh=True)
         if where is None:
             log.warning("secret_owner_unreachable", request=request.id, platform=PLATFORM)
             return False
@@ -352,13 +352,16 @@ class TeamsNotifier:
         await self._tell(request.requester_id, text, "owner_unreachable")
         await self.alert_security(request, text)
 
-    async def _one_to_one(self, principal_id: str) -> tuple[str, str] | None:
+    async def _one_to_one(
+        self, principal_id: str, *, fresh: bool = False
+    ) -> tuple[str, str] | None:
         """The person's 1:1 chat with twokey (conversation id, service URL), if they have one.
 
         Kept :data:`CHATS_KEPT_S` once found (a person's 1:1 chat with a bot keeps its id): the
         requester is told of each decision, and each telling would otherwise read it again.
-        Someone not found yet is asked again next time (they may install twokey meanwhile)."""
-        kept = self._chats.get(principal_id)
+        Someone not found yet is asked again next time (they may install twokey meanwhile).
+        ``fresh``: read it again whatever is kept (a secret goes where the person is now)."""
+        kept = None if fresh else self._chats.get(principal_id)
         if kept is not None:
             return kept
         try:

@@ -40,6 +40,31 @@ async def test_nhi_rotation_hands_the_secret_to_the_owner_only(world: TeamsWorld
     assert secret not in json.dumps(answer)
 
 
+async def test_the_secret_goes_to_the_owners_chat_as_it_is_now_not_as_it_was_kept(
+    world: TeamsWorld,
+) -> None:
+    """ivan's 1:1 chat was kept for a minute once found (for his question); he installed
+    twokey again meanwhile (a new chat). The secret goes to the chat twokey knows now."""
+    request = await world.open_request(
+        "rotate-secret nhi:ci-deployer INC-2001 scheduled-rotation", mentions=()
+    )
+    owner = await world.card(dm_of("ivan"), request.id, "Did you ask for this?")
+    await world.press("ivan", owner, "confirm")
+    before = await world.runtime.ledger.conversation_of("teams", "ivan")
+    assert before is not None and before["conversation"] == dm_of("ivan")
+    await world.runtime.ledger.remember_conversation(
+        "teams", "ivan", {**before, "conversation": dm_of("ivan-again")}
+    )
+    approval = await world.card(APPROVALS, request.id)
+    await world.press("carol", approval, "approve")
+    await world.stored(request.id, lambda r: r.state is RequestState.COMPLETED)
+    secret_card = await world.card(dm_of("ivan-again"), "Monospace")
+    assert len(shown_secrets(secret_card.card)) == 1
+    assert not any(
+        shown_secrets(v) for m in world.teams.messages.get(dm_of("ivan"), []) for v in m.versions
+    )
+
+
 async def test_typed_links_and_mentions_stay_text(world: TeamsWorld) -> None:
     text = (
         "reset-mfa <at>Alice</at> INC-1234 lost-device [Approve here](https://evil.example) "
