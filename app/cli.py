@@ -360,8 +360,6 @@ def check_directory_file(path: str) -> tuple[int, str]:
 
     A file with ``nhis:`` and no ``people:`` is an NHI inventory (beside a directory
     connector: docs/directory.md) and is checked as one. A file that cannot be read: exit 2."""
-    from pathlib import Path
-
     import yaml
 
     from app.connectors.sandbox import DirectoryFileError, SandboxDirectory, read_inventory
@@ -815,7 +813,7 @@ async def report_command(runtime: Runtime, args: argparse.Namespace) -> int:
     from app.bootstrap import audit_key
     from app.report.build import Context, build_report, facts_from_policy
     from app.report.render import render_html, render_json, render_pdf
-    from app.store.keys import SHARDS, Keys
+    from app.store.keys import Keys
 
     if args.format == "pdf" and not args.out:
         print("twokey: a PDF needs --out FILE", file=sys.stderr)
@@ -835,10 +833,7 @@ async def report_command(runtime: Runtime, args: argparse.Namespace) -> int:
             print(f"twokey: cannot read {args.anchor}: {exc.strerror or exc}", file=sys.stderr)
             return 2
         keys = Keys(runtime.settings.namespace)
-        given, anchors = (
-            len(anchors),
-            [h for h in anchors if h.shard < SHARDS and h.chain in (None, keys.tag(h.shard))],
-        )
+        given, anchors = len(anchors), [h for h in anchors if keys.holds_chain(h.shard, h.chain)]
         if not anchors:
             print(
                 f"twokey: none of the {given} chain heads in {args.anchor} belong to this "

@@ -70,6 +70,16 @@ _text = stream_text
 _entries = stream_entries
 
 
+def anchors_by_shard(keys: Keys, heads: Iterable[ChainHead]) -> dict[int, dict[int, set[str]]]:
+    """shard -> seq -> macs recorded outside Redis, for this namespace's chains only."""
+    found: dict[int, dict[int, set[str]]] = {}
+    for head in heads:
+        if not keys.holds_chain(head.shard, head.chain):
+            continue
+        found.setdefault(head.shard, {}).setdefault(head.seq, set()).add(head.mac)
+    return found
+
+
 def _count(text: str) -> int | None:
     """A non-negative decimal count as Redis stores it, else None (tampered with)."""
     return int(text) if text.isascii() and text.isdecimal() else None
@@ -429,16 +439,8 @@ class AuditTrail:
         self, heads: Iterable[ChainHead]
     ) -> tuple[dict[int, dict[int, set[str]]], int]:
         """shard -> seq -> recorded macs, for the heads of this namespace; and how many."""
-        by_shard: dict[int, dict[int, set[str]]] = {}
-        applied = 0
-        for head in heads:
-            if head.shard >= SHARDS:
-                continue
-            if head.chain is not None and head.chain != self._keys.tag(head.shard):
-                continue  # another namespace's chain
-            by_shard.setdefault(head.shard, {}).setdefault(head.seq, set()).add(head.mac)
-            applied += 1
-        return by_shard, applied
+        mine = [h for h in heads if self._keys.holds_chain(h.shard, h.chain)]
+        return anchors_by_shard(self._keys, mine), len(mine)
 
     async def _now_ms(self) -> int:
         """Redis's clock, the one stream ids are written with."""

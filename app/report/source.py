@@ -29,6 +29,7 @@ from app.audit.chain import (
     stream_entries,
     stream_text,
 )
+from app.audit.trail import anchors_by_shard
 from app.store.keys import SHARDS, Keys
 
 PAGE_SIZE = 2_000
@@ -74,16 +75,6 @@ _entries = stream_entries
 def _count(raw: Any) -> int:
     text = _text(raw) if raw is not None else "0"
     return int(text) if text.isascii() and text.isdecimal() else 0
-
-
-def anchors_by_shard(keys: Keys, heads: Iterable[ChainHead]) -> dict[int, dict[int, set[str]]]:
-    """shard -> seq -> macs recorded outside Redis, for this namespace's chains only."""
-    found: dict[int, dict[int, set[str]]] = {}
-    for head in heads:
-        if head.shard >= SHARDS or (head.chain is not None and head.chain != keys.tag(head.shard)):
-            continue
-        found.setdefault(head.shard, {}).setdefault(head.seq, set()).add(head.mac)
-    return found
 
 
 async def read_verified(

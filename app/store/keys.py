@@ -48,6 +48,11 @@ class Keys:
     def tag(self, shard: int) -> str:
         return f"{{{self.ns}:s{shard:02d}}}"
 
+    def holds_chain(self, shard: int, chain: str | None) -> bool:
+        """Whether a chain head recorded outside Redis (shard, chain) is one of this
+        namespace's (a head without a chain name is taken at its shard)."""
+        return 0 <= shard < SHARDS and chain in (None, self.tag(shard))
+
     # --- per request (in its target's shard) -------------------------------------------------
     def request(self, request_id: str) -> str:
         return f"{self.tag(shard_of_request(request_id))}:req:{request_id}"
