@@ -32,7 +32,7 @@ from app.domain.errors import TwokeyError
 from app.domain.models import Action, Principal, PrincipalKind, Request
 from app.domain.policy import Signals
 from app.logs import configure_logging, escape_controls, scrub_event
-from app.settings import Settings, misspelt_settings, setting_problems
+from app.settings import Settings, misspelt_settings, names_set, setting_problems
 
 if TYPE_CHECKING:
     from app.audit.trail import AuditTrail
@@ -298,21 +298,11 @@ def _setup_logging(settings: Settings, args: argparse.Namespace) -> None:
             handler.setFormatter(plain)
 
 
-def _names_in_dotenv() -> list[str]:
-    """The names a .env file beside the command sets (as Settings reads it)."""
-    from dotenv import dotenv_values
-
-    try:
-        return [name for name in dotenv_values(".env") if name]
-    except (OSError, UnicodeDecodeError):
-        return []
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
-        problems = misspelt_settings([*os.environ, *_names_in_dotenv()])
+        problems = misspelt_settings(names_set())
     except (ValidationError, SettingsError) as exc:
         problems = setting_problems(exc)
     if problems:

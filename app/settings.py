@@ -361,18 +361,28 @@ def _bounds(name: str) -> str:
     return f" ({', '.join(words)})" if words else ""
 
 
-def environment() -> dict[str, str]:
-    """The environment as twokey's settings see it: a ``.env`` file in the folder twokey runs
-    in, beneath the process environment. A secret the policy names with ``*_env`` (a
-    connector's token, the step-up client secret) may then live in either, like any setting."""
+def _dotenv() -> dict[str, str | None]:
+    """The ``.env`` file in the folder twokey runs in, as Settings reads it (a bare name: None)."""
     from dotenv import dotenv_values
 
     try:
-        found = {k: v for k, v in dotenv_values(".env").items() if k and v is not None}
+        return {k: v for k, v in dotenv_values(".env").items() if k}
     except (OSError, UnicodeDecodeError):
-        found = {}
+        return {}
+
+
+def environment() -> dict[str, str]:
+    """The environment as twokey's settings see it: ``.env`` beneath the process environment.
+    A secret the policy names with ``*_env`` (a connector's token, the step-up client secret)
+    may then live in either, like any setting."""
+    found = {k: v for k, v in _dotenv().items() if v is not None}
     found.update(os.environ)
     return found
+
+
+def names_set() -> list[str]:
+    """Every name set in the environment or ``.env`` (a bare name too: someone meant it)."""
+    return [*os.environ, *_dotenv()]
 
 
 OUR_PREFIXES = ("TWOKEY_", "SLACK_", "MICROSOFT_", "TEAMS_", "REDIS_")

@@ -216,6 +216,8 @@ class SlackHandlers:
         """Work a stopping replica must finish before its clients close."""
         self.api_url = api_url
         """Besides Slack's hooks host, the one origin a ``response_url`` may point to."""
+        self.hook_log = quiet_logger("twokey.slack.webhook", logging.WARNING)
+        """slack_sdk's webhook client logs the URL, a credential, below WARNING."""
 
     # ---- /twokey ----------------------------------------------------------------------------
 
@@ -297,7 +299,7 @@ class SlackHandlers:
             url=url,
             timeout=RESPOND_TIMEOUT_S,
             session=self.client.session,
-            logger=quiet_logger("twokey.slack.webhook", logging.WARNING),  # its URL is a key
+            logger=self.hook_log,
         ).send_dict(
             {
                 "text": text,
