@@ -633,7 +633,7 @@ async def warn_of_empty_roles(policy: Policy, directory: Directory) -> None:
         needed[tier.approver_role] = max(needed.get(tier.approver_role, 0), tier.approvals)
     held: dict[str, int] = {}
     for role in sorted(needed):
-        groups = sorted(policy.roles.get(role, ()))
+        groups = policy.groups_of([role])
         found: list[Principal] = []
         if groups:
             try:

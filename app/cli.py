@@ -958,7 +958,7 @@ def explain_command(settings: Settings, args: argparse.Namespace) -> int:
         live = Live(owner=owner, connectors=connectors)
         result = dry_run(live)
         if result.plan is not None and result.plan.approvals_needed:
-            groups = sorted(policy.roles.get(result.plan.approver_role, ()))
+            groups = policy.groups_of([result.plan.approver_role])
             with contextlib.suppress(Exception):  # the directory could not say: no line
                 pool = await directory.members(groups, limit=result.plan.approvals_needed + 10)
                 result = dry_run(dataclasses.replace(live, approver_pool=pool))

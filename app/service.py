@@ -547,7 +547,7 @@ class TwoKey:
         if plan.approvals_needed <= 0:
             return
         roles = [plan.approver_role, *([plan.escalate_to] if plan.escalate_to else [])]
-        groups = sorted({g for role in roles for g in self.policy.roles.get(role, ())})
+        groups = self.policy.groups_of(roles)
         found: Sequence[Principal] = []
         if groups:
             try:
@@ -559,15 +559,8 @@ class TwoKey:
                 return
             if len(found) >= APPROVERS_MAX:
                 return
-        party = {caller.id, target.id, owner_id}
-        able = sum(
-            1
-            for person in found
-            if person.kind is PrincipalKind.HUMAN
-            and not person.disabled
-            and person.id not in party
-            and any(self.policy.holds_role(person, role) for role in roles)
-        )
+        parties = {caller.id, target.id, owner_id}
+        able = sum(self.policy.could_approve(person, roles, parties) for person in found)
         if able >= plan.approvals_needed:
             return
         refusal = NotAllowed(say.nobody_can_approve(plan, roles, able))
@@ -1040,18 +1033,13 @@ class TwoKey:
         """THE rule for who may approve a request: an enabled person, no party to it (not its
         requester, account or owner), holding a role that may decide it. Faces use it to pick
         whom to ask; the gate script enforces it again at the decision."""
-        if principal.kind is not PrincipalKind.HUMAN or principal.disabled:
-            return False
-        if principal.id in (request.requester_id, request.target_id, request.owner_id):
-            return False
-        return any(self.policy.holds_role(principal, r) for r in self.deciding_roles(request))
+        parties = (request.requester_id, request.target_id, request.owner_id)
+        return self.policy.could_approve(principal, self.deciding_roles(request), parties)
 
     async def approvers_for(self, request: Request) -> list[Principal]:
         """Everyone who may approve this request (for policies that message approvers one by
         one). Raises Unavailable when the directory cannot say."""
-        groups = sorted(
-            {g for role in self.deciding_roles(request) for g in self.policy.roles.get(role, ())}
-        )
+        groups = self.policy.groups_of(self.deciding_roles(request))
         if not groups:
             return []
         found = await self._directory(self.directory.members(groups, limit=APPROVERS_MAX))

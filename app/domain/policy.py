@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import (
@@ -315,6 +315,21 @@ class Policy(BaseModel):
 
     def holds_role(self, principal: Principal, role: str) -> bool:
         return bool(principal.groups & set(self.roles.get(role, ())))
+
+    def could_approve(
+        self, principal: Principal, roles: Iterable[str], parties: Collection[str | None]
+    ) -> bool:
+        """THE rule for who may approve: an enabled person, none of the ``parties`` (requester,
+        account, owner), holding one of ``roles``. The gate script enforces it again."""
+        if principal.kind is not PrincipalKind.HUMAN or principal.disabled:
+            return False
+        if principal.id in parties:
+            return False
+        return any(self.holds_role(principal, role) for role in roles)
+
+    def groups_of(self, roles: Iterable[str]) -> list[str]:
+        """The directory groups whose members hold any of ``roles``."""
+        return sorted({group for role in roles for group in self.roles.get(role, ())})
 
     def check_ticket(self, ticket: str) -> None:
         if not ticket_regex(self.ticket_pattern).fullmatch(ticket):

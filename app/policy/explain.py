@@ -179,13 +179,9 @@ def _approvers_able(
     """Who could approve it, of the approver role's people the directory holds now."""
     if live is None or live.approver_pool is None or plan is None or not plan.approvals_needed:
         return None
-    nobody = {target.id, target.owner_of_record, requester.id if requester else None}
+    parties = {target.id, target.owner_of_record, requester.id if requester else None}
     return sum(
-        1
-        for person in live.approver_pool
-        if not person.disabled
-        and person.id not in nobody
-        and policy.holds_role(person, plan.approver_role)
+        policy.could_approve(person, [plan.approver_role], parties) for person in live.approver_pool
     )
 
 
