@@ -551,13 +551,14 @@ async def _no_events_said(runtime: Runtime, code: int, text: str) -> tuple[int, 
     )
 
 
-async def sealed_and_verified(trail: AuditTrail, anchors: list[ChainHead] | None) -> VerifyReport:
-    """Verify, after sealing what a sweep would seal now: only with a key that a seal already
-    proves (or on a trail sealed nowhere yet), so a mistyped key seals nothing."""
+async def sealed_if_key_proven(
+    trail: AuditTrail, anchors: list[ChainHead] | None
+) -> tuple[VerifyReport, int]:
+    """Seal what a sweep would seal now, only with a key that a seal already proves (or on a
+    trail sealed nowhere yet), so a mistyped key seals nothing. The verification that decided
+    it, and how many events were sealed (when some were, it no longer covers them)."""
     report = await trail.verify(anchors)
-    if report.key_may_seal and await trail.seal_all():
-        report = await trail.verify(anchors)
-    return report
+    return report, await trail.seal_all() if report.key_may_seal else 0
 
 
 async def audit_command(runtime: Runtime, args: argparse.Namespace) -> int:
@@ -579,7 +580,9 @@ async def audit_command(runtime: Runtime, args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-        report = await sealed_and_verified(runtime.trail, anchors)
+        report, sealed = await sealed_if_key_proven(runtime.trail, anchors)
+        if sealed:
+            report = await runtime.trail.verify(anchors)
         if report.anchors == 0:
             print(
                 f"twokey: none of the {len(anchors or [])} chain heads in {where} belong to this "
@@ -831,7 +834,7 @@ async def report_command(runtime: Runtime, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-    await sealed_and_verified(runtime.trail, None)  # what a sweep would seal now, if it may
+    await sealed_if_key_proven(runtime.trail, None)  # the report verifies what it reads itself
     report = await build_report(
         runtime.redis,
         Keys(runtime.settings.namespace),
