@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -164,14 +165,11 @@ class Tenancy:
     async def learn(self, stopping: asyncio.Event) -> None:
         """At start-up: ask Slack which workspace the bot is in until it says, so the first
         person to use twokey is not the one who finds Slack slow (or briefly unreachable)."""
-        for attempt in range(10_000):
-            if self.configured or await self.allowed() or stopping.is_set():
-                return
-            wait = RELEARN_S[min(attempt, len(RELEARN_S) - 1)]
-            try:
-                await asyncio.wait_for(stopping.wait(), wait)
-            except TimeoutError:
-                continue
+        attempt = 0
+        while not (self.configured or stopping.is_set() or await self.allowed()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), RELEARN_S[min(attempt, len(RELEARN_S) - 1)])
+            attempt += 1
 
     async def serves(self, origin: Origin) -> str | None:
         """Why this payload's workspace or app is not served, or None when it is."""
